@@ -1,0 +1,7 @@
+"""`python -m deploy`: the deploy package's `weldmon` subcommands."""
+
+import sys
+
+from weldmon.cli import main
+
+sys.exit(main(package="deploy"))

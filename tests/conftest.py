@@ -1,0 +1,7 @@
+"""Fixtures shared by the whole suite live in tests/support/, one module per real part."""
+
+pytest_plugins = [
+    "tests.support.data",
+    "tests.support.broker",
+    "tests.support.pulse",
+]

@@ -1,0 +1,85 @@
+"""The `weldmon` command: one entry point, subcommands owned by the packages.
+
+Each package keeps its own subcommands in a `cli` module exposing
+``COMMANDS: dict[str, Command]``. This dispatcher knows only their names and one-line help,
+and imports a package's module when its subcommand runs, so `weldmon --help` never imports
+torch and stays fast.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+from weldmon import __version__
+
+
+@dataclass(frozen=True)
+class Command:
+    """One subcommand: how to declare its arguments and how to run it (returns the exit code)."""
+
+    configure: Callable[[argparse.ArgumentParser], None]
+    run: Callable[[argparse.Namespace], int]
+    description: str = ""
+
+
+# name -> (module holding COMMANDS, one-line help). Order is the order shown in --help.
+REGISTRY: dict[str, tuple[str, str]] = {
+    "predict": ("deploy.cli", "judge one recording (or one window of it) with a deploy artifact"),
+    "scan": ("deploy.cli", "batch-score files and window offsets into CSV/JSON"),
+    "train": ("training.cli", "train the MIL CNN from a labelled dataset"),
+    "cv": ("training.cli", "leave-one-config-folder-out cross-validation (small data)"),
+    "export": ("training.cli", "export a checkpoint as the TorchScript deploy artifact"),
+    "evaluate": ("training.cli", "evaluate a deploy artifact on a labelled dataset"),
+    "sweep": ("training.cli", "run the tuning protocol and rank configs by F1_DEFECT"),
+    "run": ("monitor.cli", "run the real-time monitor daemon"),
+    "replay": ("monitor.cli", "replay recorded files through the monitor pipeline"),
+    "devices": ("monitor.cli", "list the audio input devices PortAudio sees"),
+    "watch": ("monitor.cli", "live terminal view of the monitor's MQTT events"),
+}
+
+# Exit codes shared by every subcommand.
+EXIT_OK = 0
+EXIT_FAILURE = 1  # the command ran but something failed (e.g. some files could not be read)
+EXIT_USAGE = 2  # bad arguments or configuration: nothing was done
+
+
+def _top_parser(names: Sequence[str]) -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="weldmon",
+        description="Acoustic weld-defect monitor: train, export, judge and monitor welds.",
+    )
+    parser.add_argument("--version", action="version", version=f"weldmon {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for name in names:
+        sub.add_parser(name, help=REGISTRY[name][1])
+    return parser
+
+
+def main(argv: Sequence[str] | None = None, *, package: str | None = None) -> int:
+    """Run `weldmon [COMMAND] ...`; with `package`, only that package's commands exist."""
+    args = list(sys.argv[1:] if argv is None else argv)
+    names = [n for n, (mod, _) in REGISTRY.items() if package is None or mod == f"{package}.cli"]
+    if not args or args[0] not in names:
+        parser = _top_parser(names)
+        if package is not None:
+            parser.prog = f"python -m {package}"
+        parser.parse_args(args)  # prints help / version / an unknown-command error and exits
+        parser.print_help()
+        return EXIT_USAGE
+    name, rest = args[0], args[1:]
+    module = importlib.import_module(REGISTRY[name][0])
+    command: Command = module.COMMANDS[name]
+    prog = f"weldmon {name}" if package is None else f"python -m {package} {name}"
+    parser = argparse.ArgumentParser(
+        prog=prog, description=command.description or REGISTRY[name][1]
+    )
+    command.configure(parser)
+    return command.run(parser.parse_args(rest))
+
+
+if __name__ == "__main__":
+    sys.exit(main())
