@@ -1,0 +1,1 @@
+"""The real-time monitor daemon and offline replay."""
