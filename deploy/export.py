@@ -9,8 +9,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import torch
-
+from deploy import torchscript
 from deploy.artifact import ARTIFACT_FORMAT_VERSION, LABEL_NAMES, META_EXTRA_FILE, DeployModule
 from deploy.backbone import WindowClassifier
 from deploy.frontend import FrontEndParams
@@ -95,10 +94,10 @@ def export_artifact(
         sample_rate=frontend.sample_rate,
         metadata_json=meta_json,
     ).eval()
-    scripted = torch.jit.script(module)
+    scripted = torchscript.script(module)
     output.parent.mkdir(parents=True, exist_ok=True)
     tmp = output.with_name(output.name + ".tmp")
-    torch.jit.save(scripted, str(tmp), _extra_files={META_EXTRA_FILE: meta_json})
+    torchscript.save(scripted, str(tmp), {META_EXTRA_FILE: meta_json})
     tmp.replace(output)  # atomic: a reader never sees a half-written artifact
     sha = file_sha256(output)
     write_sha256_file(output, sha)

@@ -34,7 +34,12 @@ class FrontEndParams:
         return asdict(self)
 
     def n_frames(self, n_samples: int) -> int:
-        """Frames produced for a window of `n_samples` (no centring, no padding)."""
+        """Frames produced for a window of `n_samples` (no centring, no padding).
+
+        1 + (16000 - 1024) // 320 = 47 for a 1 s window: torch.stft frames by n_fft, not by
+        win_length. The original's notes say 40 x 49, but its artifacts compute 40 x 47; the
+        artifacts are the contract.
+        """
         return 1 + (n_samples - self.n_fft) // self.hop_length
 
 

@@ -19,6 +19,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from deploy import torchscript
 from deploy.artifact import ARTIFACT_FORMAT_VERSION, LABEL_NAMES, META_EXTRA_FILE
 from deploy.errors import ArtifactError, AudioError
 from deploy.export import file_sha256
@@ -209,7 +210,7 @@ def load_artifact(path: str | Path, expected_sha256: str | None = None) -> Deplo
         raise ArtifactError(f"{path}: sha256 {sha} does not match the pinned {expected_sha256}")
     extra = {META_EXTRA_FILE: ""}
     try:
-        module = torch.jit.load(str(path), map_location="cpu", _extra_files=extra)
+        module = torchscript.load(str(path), extra)
     except (RuntimeError, ValueError, OSError) as exc:
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise ArtifactError(f"{path}: cannot load as TorchScript ({first})") from exc

@@ -1,0 +1,105 @@
+"""`weldmon predict` and `weldmon scan` (torch is imported only when a command runs)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from weldmon.cli import EXIT_FAILURE, EXIT_OK, EXIT_USAGE, Command
+
+
+def _add_model_args(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--model", required=True, type=Path, help="deploy artifact (.pt)")
+    parser.add_argument(
+        "--sha256", default=None, help="refuse the model unless its sha256 equals this"
+    )
+
+
+def _load(args: argparse.Namespace):  # -> DeployModel, imported lazily
+    from deploy.loader import load_artifact
+
+    return load_artifact(args.model, args.sha256)
+
+
+def _configure_predict(parser: argparse.ArgumentParser) -> None:
+    _add_model_args(parser)
+    parser.add_argument("file", type=Path, help="recording (FLAC/WAV/...; any rate, any channels)")
+    parser.add_argument(
+        "--window-start",
+        type=float,
+        default=None,
+        metavar="SECONDS",
+        help="mode B: judge only the window starting here (default: mode A, whole recording)",
+    )
+
+
+def _run_predict(args: argparse.Namespace) -> int:
+    from deploy.errors import ArtifactError, AudioError
+    from deploy.predict import predict_file
+
+    try:
+        model = _load(args)
+    except ArtifactError as exc:
+        print(f"weldmon predict: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    try:
+        record = predict_file(model, args.file, args.window_start)
+    except AudioError as exc:
+        print(f"weldmon predict: {exc}", file=sys.stderr)
+        return EXIT_FAILURE
+    print(json.dumps(record))
+    return EXIT_OK
+
+
+def _parse_offsets(text: str) -> list[float]:
+    try:
+        offsets = [float(part) for part in text.split(",") if part.strip()]
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(f"offsets must be numbers in seconds: {text!r}") from exc
+    if not offsets or any(o < 0 or o != o for o in offsets):
+        raise argparse.ArgumentTypeError(f"offsets must be >= 0 seconds: {text!r}")
+    return offsets
+
+
+def _configure_scan(parser: argparse.ArgumentParser) -> None:
+    _add_model_args(parser)
+    parser.add_argument("--out", required=True, type=Path, help="folder for the CSV and JSON")
+    parser.add_argument(
+        "--offsets",
+        type=_parse_offsets,
+        default=None,
+        metavar="S,S,...",
+        help="window starts in seconds (default: every whole window from the start)",
+    )
+    parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+    parser.add_argument("files", nargs="+", type=Path, metavar="FILE")
+
+
+def _run_scan(args: argparse.Namespace) -> int:
+    from deploy.errors import ArtifactError
+    from deploy.scan import scan, write_report
+
+    try:
+        model = _load(args)
+    except ArtifactError as exc:
+        print(f"weldmon scan: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    report = scan(model, args.files, args.offsets, progress=not args.no_progress)
+    csv_path, json_path = write_report(report, model, args.out)
+    print(
+        f"scanned {report.files_ok + report.files_failed} files "
+        f"({report.files_failed} failed), {report.windows} windows -> {csv_path}, {json_path}",
+        file=sys.stderr,
+    )
+    for row in report.rows:
+        if row["status"] == "error":
+            print(f"weldmon scan: {row['error']}", file=sys.stderr)
+    return EXIT_FAILURE if report.files_failed else EXIT_OK
+
+
+COMMANDS = {
+    "predict": Command(_configure_predict, _run_predict),
+    "scan": Command(_configure_scan, _run_scan),
+}
