@@ -1,0 +1,415 @@
+"""The one MQTT event schema, shared by the daemon, replay and every consumer.
+
+Outbound events are pydantic models discriminated on ``kind``; each carries enough to be
+understood alone (ids, times, model sha256, station, verdict numbers). Delivery is
+at-least-once, so consumers deduplicate on ``event_id``. The retained status message and the
+inbound trigger message live here too, with the topic, QoS and retain rules for each.
+
+``python -m monitor.events`` prints the JSON Schema committed as ``docs/mqtt.schema.json``.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import sys
+import uuid
+from collections.abc import Callable
+from datetime import UTC, datetime
+from typing import Annotated, Any, Literal
+
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    PlainSerializer,
+    TypeAdapter,
+    ValidationError,
+    model_validator,
+)
+
+from deploy.errors import WeldmonError
+
+# Bumped when a field is removed or changes meaning; adding an optional field does not bump it.
+SCHEMA_VERSION = 1
+DEFAULT_TOPIC_PREFIX = "weldmon"
+
+# A station name is one MQTT topic level: no '/', '+', '#', and short enough to read in a UI.
+STATION_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$"
+SHA256_PATTERN = r"^[0-9a-f]{64}$"
+UUID4_PATTERN = r"^[0-9a-f]{8}-[0-9a-f]{4}-4[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}$"
+REASON_PATTERN = r"^[a-z][a-z0-9_]{0,63}$"
+
+# Degraded reasons the daemon emits today; the field accepts any snake_case word so a new
+# reason does not break old consumers.
+KNOWN_DEGRADED_REASONS = (
+    "dropped_audio",
+    "device_lost",
+    "interrupted",
+    "nonfinite_samples",
+    "too_short",
+)
+
+QOS_AT_MOST_ONCE = 0  # progress: a lost update is replaced by the next window's
+QOS_AT_LEAST_ONCE = 1  # everything a consumer must not miss
+
+# An inbound trigger is a word or a tiny JSON object; anything longer is not one of ours, and
+# the bound keeps json.loads away from pathological nesting.
+MAX_TRIGGER_PAYLOAD_BYTES = 1024
+
+_UTC_MS_FORMAT = "%Y-%m-%dT%H:%M:%S"
+
+
+class MalformedMessageError(WeldmonError):
+    """An MQTT payload is not a valid weldmon message (the caller counts and logs it)."""
+
+
+def _to_utc_ms(value: datetime) -> datetime:
+    # Truncate to the millisecond the wire format carries, so a model equals its round trip.
+    value = value.astimezone(UTC)
+    return value.replace(microsecond=value.microsecond // 1000 * 1000)
+
+
+def format_utc(value: datetime) -> str:
+    """ISO 8601 UTC with milliseconds and ``Z``, e.g. ``2026-03-01T12:00:00.250Z``."""
+    value = _to_utc_ms(value)
+    return f"{value.strftime(_UTC_MS_FORMAT)}.{value.microsecond // 1000:03d}Z"
+
+
+def utc_now() -> datetime:
+    """The wall clock now, timezone-aware UTC, truncated to milliseconds."""
+    return _to_utc_ms(datetime.now(UTC))
+
+
+def _require_aware(value: datetime) -> datetime:
+    if value.tzinfo is None or value.utcoffset() is None:
+        raise ValueError("timestamp must carry a timezone (UTC with 'Z' on the wire)")
+    return _to_utc_ms(value)
+
+
+# Aware datetime in Python, "YYYY-mm-ddTHH:MM:SS.fffZ" on the wire.
+UtcTimestamp = Annotated[
+    datetime,
+    AfterValidator(_require_aware),
+    PlainSerializer(format_utc, return_type=str, when_used="json"),
+]
+
+
+def new_event_id() -> str:
+    """A fresh UUID4 string: the deduplication key of one event."""
+    return str(uuid.uuid4())
+
+
+def new_weld_id(station: str, started_at: datetime) -> str:
+    """A unique weld id: ``{station}-{YYYYmmddTHHMMSS.fffZ}-{8 hex}``."""
+    stamp = format_utc(started_at).replace("-", "").replace(":", "")
+    return f"{station}-{stamp}-{uuid.uuid4().hex[:8]}"
+
+
+Probability = Annotated[float, Field(ge=0.0, le=1.0)]
+StationName = Annotated[str, Field(pattern=STATION_PATTERN)]
+Sha256 = Annotated[str, Field(pattern=SHA256_PATTERN)]
+NonNegativeSeconds = Annotated[float, Field(ge=0.0)]
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
+
+    def to_json(self) -> bytes:
+        """Compact JSON, fields in declaration order (stable across runs)."""
+        return self.model_dump_json().encode()
+
+
+class Source(_Model):
+    """Where the audio came from: a capture device or a file (replay)."""
+
+    type: Literal["device", "file"]
+    name: str = Field(min_length=1, max_length=512)
+
+
+class _EventBase(_Model):
+    # Declared here so `kind` leads every payload; each event narrows it to its Literal.
+    kind: str
+    event_id: str = Field(default_factory=new_event_id, pattern=UUID4_PATTERN)
+    schema_version: Literal[1] = SCHEMA_VERSION
+    emitted_at: UtcTimestamp = Field(default_factory=utc_now)
+    daemon_version: str = Field(min_length=1, max_length=64)
+    model_sha256: Sha256
+
+
+class _WeldEventBase(_EventBase):
+    station: StationName
+    weld_id: str = Field(min_length=1, max_length=160)
+    source: Source
+
+
+class WeldStart(_WeldEventBase):
+    """A weld began (QoS 1)."""
+
+    kind: Literal["weld_start"] = "weld_start"
+    started_at: UtcTimestamp
+    segmentation: Literal["gate", "trigger", "file"]
+    threshold: Probability
+
+
+class WeldProgress(_WeldEventBase):
+    """One more window was judged; ``p_defect`` is the rolling top-k pool so far (QoS 0)."""
+
+    kind: Literal["weld_progress"] = "weld_progress"
+    window_index: int = Field(ge=0)
+    window_p_defect: Probability
+    p_defect: Probability
+    n_windows: int = Field(ge=1)
+    threshold: Probability
+    elapsed_s: NonNegativeSeconds
+
+
+class WeldAlert(_WeldEventBase):
+    """The rolling p_defect first reached the threshold while the weld goes on (QoS 1)."""
+
+    kind: Literal["weld_alert"] = "weld_alert"
+    p_defect: Probability
+    threshold: Probability
+    n_windows: int = Field(ge=1)
+    started_at: UtcTimestamp
+    at: UtcTimestamp
+
+
+class WeldResult(_WeldEventBase):
+    """The verdict at weld end (QoS 1). Times come from the sample clock."""
+
+    kind: Literal["weld_result"] = "weld_result"
+    started_at: UtcTimestamp
+    ended_at: UtcTimestamp
+    duration_s: NonNegativeSeconds
+    label: Literal[0, 1]
+    label_name: Literal["good_weld", "defect"]
+    p_defect: Probability
+    threshold: Probability
+    n_windows: int = Field(ge=0)
+    window_p_max: Probability
+    window_probs: list[Probability] | None = None
+    degraded: bool
+    degraded_reasons: list[Annotated[str, Field(pattern=REASON_PATTERN)]] = Field(
+        default_factory=list
+    )
+    dropped_frames: int = Field(ge=0)
+    end_reason: Literal["gate", "trigger", "file_end", "device_lost", "shutdown", "max_length"]
+    clip_path: str | None = None
+
+    @model_validator(mode="after")
+    def _consistent(self) -> WeldResult:
+        expected_name = "defect" if self.label == 1 else "good_weld"
+        if self.label_name != expected_name:
+            raise ValueError(f"label_name {self.label_name!r} contradicts label {self.label}")
+        if self.degraded != bool(self.degraded_reasons):
+            raise ValueError("degraded must be true exactly when degraded_reasons is non-empty")
+        if self.ended_at < self.started_at:
+            raise ValueError("ended_at is before started_at")
+        if self.window_probs is not None and len(self.window_probs) != self.n_windows:
+            raise ValueError(
+                f"window_probs has {len(self.window_probs)} entries, n_windows is {self.n_windows}"
+            )
+        return self
+
+
+class ErrorEvent(_EventBase):
+    """Something the operator must know (failed model reload, device lost), on
+    ``{prefix}/error`` (QoS 1). Station and weld are set when the error belongs to one."""
+
+    kind: Literal["error"] = "error"
+    code: str = Field(pattern=REASON_PATTERN)
+    message: str = Field(min_length=1, max_length=2000)
+    station: StationName | None = None
+    weld_id: str | None = None
+    source: Source | None = None
+
+
+Event = Annotated[
+    WeldStart | WeldProgress | WeldAlert | WeldResult | ErrorEvent,
+    Field(discriminator="kind"),
+]
+EVENT_ADAPTER: TypeAdapter[Event] = TypeAdapter(Event)
+
+_TOPIC_SUFFIX = {
+    "weld_start": "weld/start",
+    "weld_progress": "weld/progress",
+    "weld_alert": "weld/alert",
+    "weld_result": "weld/result",
+}
+
+
+def topic_for(event: Event, prefix: str = DEFAULT_TOPIC_PREFIX) -> str:
+    """The topic an event is published on."""
+    if isinstance(event, ErrorEvent):
+        return f"{prefix}/error"
+    return f"{prefix}/{event.station}/{_TOPIC_SUFFIX[event.kind]}"
+
+
+def qos_for(event: Event) -> int:
+    """QoS 0 for progress (superseded by the next window), 1 for everything else."""
+    return QOS_AT_MOST_ONCE if isinstance(event, WeldProgress) else QOS_AT_LEAST_ONCE
+
+
+def retain_for(event: Event) -> bool:
+    """Events are never retained: a late subscriber must not see an old weld as new.
+    Only the status message is retained."""
+    del event
+    return False
+
+
+def parse_event(payload: bytes) -> Event:
+    """Parse one event payload (any kind); raises MalformedMessageError."""
+    try:
+        return EVENT_ADAPTER.validate_json(payload)
+    except ValidationError as exc:
+        raise MalformedMessageError(f"not a weldmon event: {_first_errors(exc)}") from exc
+
+
+# --- status (retained, one per daemon) ------------------------------------------------------
+
+StatusState = Literal["online", "offline", "stopped"]
+
+
+class StatusMessage(_Model):
+    """Retained on ``{prefix}/status``; ``offline`` is the MQTT last will, so it is what
+    subscribers see after the daemon dies without a clean disconnect."""
+
+    state: StatusState
+    at: UtcTimestamp
+    version: str = Field(min_length=1, max_length=64)
+    model_sha256: Sha256 | None
+    client_id: str = Field(min_length=1, max_length=128)
+
+
+def status_topic(prefix: str = DEFAULT_TOPIC_PREFIX) -> str:
+    """The retained status topic."""
+    return f"{prefix}/status"
+
+
+def status_payload_factory(
+    version: str, model_sha256: str | None, client_id: str
+) -> Callable[[str], bytes]:
+    """Build the ``status_payload(state) -> bytes`` callable the publisher needs; each call
+    stamps the current time."""
+
+    def payload(state: str) -> bytes:
+        return StatusMessage.model_validate(
+            {
+                "state": state,
+                "at": utc_now(),
+                "version": version,
+                "model_sha256": model_sha256,
+                "client_id": client_id,
+            }
+        ).to_json()
+
+    return payload
+
+
+def parse_status(payload: bytes) -> StatusMessage:
+    """Parse a status payload; raises MalformedMessageError."""
+    try:
+        return StatusMessage.model_validate_json(payload)
+    except ValidationError as exc:
+        raise MalformedMessageError(f"not a weldmon status: {_first_errors(exc)}") from exc
+
+
+# --- inbound trigger ----------------------------------------------------------------------------
+
+
+class TriggerMessage(_Model):
+    """An external weld start/stop on ``{prefix}/{station}/trigger``: JSON
+    ``{"state": "start"|"stop"}`` or the plain words ``start`` / ``stop``."""
+
+    state: Literal["start", "stop"]
+
+
+def trigger_topic(station: str, prefix: str = DEFAULT_TOPIC_PREFIX) -> str:
+    """The inbound trigger topic of one station."""
+    return f"{prefix}/{station}/trigger"
+
+
+def trigger_subscription(prefix: str = DEFAULT_TOPIC_PREFIX) -> str:
+    """The wildcard that matches every station's trigger topic."""
+    return f"{prefix}/+/trigger"
+
+
+def station_from_trigger_topic(topic: str, prefix: str = DEFAULT_TOPIC_PREFIX) -> str:
+    """The station named by a trigger topic; raises MalformedMessageError for other topics."""
+    head, sep, rest = topic.partition(f"{prefix}/")
+    station, _, tail = rest.partition("/")
+    if head or not sep or tail != "trigger" or not re.fullmatch(STATION_PATTERN, station):
+        raise MalformedMessageError(f"not a trigger topic under {prefix!r}: {topic!r}")
+    return station
+
+
+def parse_trigger(payload: bytes) -> TriggerMessage:
+    """Parse an inbound trigger payload; anything else raises MalformedMessageError."""
+    if len(payload) > MAX_TRIGGER_PAYLOAD_BYTES:
+        raise MalformedMessageError(
+            f"trigger payload is {len(payload)} bytes, limit {MAX_TRIGGER_PAYLOAD_BYTES}"
+        )
+    try:
+        text = payload.decode("utf-8").strip()
+    except UnicodeDecodeError as exc:
+        raise MalformedMessageError("trigger payload is not UTF-8") from exc
+    if text.lower() in ("start", "stop"):
+        return TriggerMessage(state=text.lower())  # type: ignore[arg-type]
+    try:
+        data: Any = json.loads(text)
+    except (ValueError, RecursionError) as exc:
+        raise MalformedMessageError(
+            f"trigger payload is neither start/stop nor JSON: {text[:80]!r}"
+        ) from exc
+    if isinstance(data, str) and data.strip().lower() in ("start", "stop"):
+        return TriggerMessage(state=data.strip().lower())  # type: ignore[arg-type]
+    try:
+        return TriggerMessage.model_validate(data)
+    except ValidationError as exc:
+        raise MalformedMessageError(f"bad trigger message: {_first_errors(exc)}") from exc
+
+
+# --- schema ---------------------------------------------------------------------------------------
+
+
+def _first_errors(exc: ValidationError, limit: int = 3) -> str:
+    parts = [
+        f"{'.'.join(str(p) for p in err['loc']) or '<root>'}: {err['msg']}"
+        for err in exc.errors()[:limit]
+    ]
+    more = exc.error_count() - limit
+    return "; ".join(parts) + (f" (+{more} more)" if more > 0 else "")
+
+
+def mqtt_json_schema() -> dict[str, Any]:
+    """JSON Schema of every outbound event (a oneOf discriminated on ``kind``), with the
+    status and trigger messages under ``$defs``."""
+    template = "#/$defs/{model}"
+    schema = EVENT_ADAPTER.json_schema(ref_template=template)
+    defs = schema.setdefault("$defs", {})
+    for model in (StatusMessage, TriggerMessage):
+        sub = model.model_json_schema(ref_template=template)
+        defs.update(sub.pop("$defs", {}))
+        defs[model.__name__] = sub
+    return {
+        "$schema": "https://json-schema.org/draft/2020-12/schema",
+        "$id": "https://weldmon.invalid/mqtt.schema.json",
+        "title": "weldmon MQTT event",
+        "description": (
+            f"Events on {{prefix}}/{{station}}/weld/* and {{prefix}}/error, schema_version "
+            f"{SCHEMA_VERSION}. The retained {{prefix}}/status payload is $defs/StatusMessage; "
+            "inbound {prefix}/{station}/trigger payloads are $defs/TriggerMessage."
+        ),
+        **schema,
+    }
+
+
+def mqtt_json_schema_text() -> str:
+    """The schema as committed: sorted keys, two-space indent, trailing newline."""
+    return json.dumps(mqtt_json_schema(), indent=2, sort_keys=True) + "\n"
+
+
+if __name__ == "__main__":
+    sys.stdout.write(mqtt_json_schema_text())
