@@ -1,0 +1,325 @@
+"""The monitor's one data path, shared by `weldmon run` and `weldmon replay`.
+
+    AudioBlock [frames, channels] at the source rate (sound device or file)
+      -> StationSplitter  (mix: channel mean -> one station; per_channel: one per channel)
+      -> StationResampler (per station, streaming soxr to the model rate)
+      -> SampleHistory + segmenter (gate | trigger | file) -> start/end boundaries
+      -> WeldWindower (chunk_samples windows aligned at the weld start)
+      -> InferenceWorker (one thread, batched) -> WeldTracker -> events -> `emit`
+
+Stations are split before resampling (not after, as the architecture sketch draws it): mixing
+is linear, so the order changes nothing but rounding, and a mixed station then costs one
+resampler instead of one per channel.
+
+Threads and ownership: `feed` and `end_stream` run on the event loop and only copy and count;
+windows go to the inference thread, and one consumer task awaits their probabilities in order
+and turns them into events, so events of one pipeline leave in the order they happened.
+Back-pressure: at most `max_in_flight` windows wait for inference; beyond that `feed` waits,
+which stalls the source (replay reads slower; the daemon's capture ring buffer fills, and its
+overflow is counted as dropped frames and marks welds degraded).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import math
+from collections.abc import Callable
+from concurrent.futures import Future
+from dataclasses import asdict, dataclass, field
+from typing import Literal
+
+import structlog
+
+from monitor.blocks import AudioBlock
+from monitor.events import Event, Source
+from monitor.inference import InferenceWorker
+from monitor.resample import StationChunk, StationResampler
+from monitor.segmentation import Boundary, GateParams, GateSegmenter
+from monitor.stations import ChannelMode, StationSplitter
+from monitor.tracker import EndReason, SegmentationMode, TrackerOptions, WeldTracker
+from monitor.triggers import FileSegmenter, Segmenter, TriggerSegmenter
+from monitor.windower import SampleHistory, WeldWindower, Window
+
+HISTORY_MARGIN_S = 5.0  # history beyond the segmenter's look-back: covers the largest block
+DEFAULT_MAX_IN_FLIGHT = 255  # windows awaiting inference before feed() waits
+
+log = structlog.get_logger(__name__)
+
+EventSink = Callable[[Event], None]
+
+
+@dataclass(frozen=True)
+class PipelineSettings:
+    """How blocks become welds (from the config, or replay's command line)."""
+
+    stations: list[str]
+    channel_mode: ChannelMode
+    segmentation: SegmentationMode
+    gate: GateParams = field(default_factory=GateParams)
+    trigger_max_weld_s: float = 600.0
+    progress: bool = True
+    max_in_flight: int = DEFAULT_MAX_IN_FLIGHT
+
+
+@dataclass
+class PipelineCounters:
+    """Monotonic counters of one pipeline."""
+
+    blocks: int = 0
+    frames: int = 0
+    dropped_frames: int = 0  # reported by the source (overflow, ring full)
+    nonfinite_samples: int = 0  # NaN/Inf the source replaced by 0
+    welds_started: int = 0
+    results: int = 0
+    windows: int = 0
+    windows_failed: int = 0
+    triggers_ignored: int = 0  # trigger for an unknown station or before audio flows
+
+    def as_dict(self) -> dict[str, int]:
+        """The counters by name."""
+        return asdict(self)
+
+
+@dataclass
+class _OpenWeld:
+    tracker: WeldTracker
+    windower: WeldWindower
+
+
+class _Station:
+    """Everything one station owns: resampler, history, segmenter and its open weld."""
+
+    def __init__(self, name: str, resampler: StationResampler, history: SampleHistory) -> None:
+        self.name = name
+        self.resampler = resampler
+        self.history = history
+        self.segmenter: Segmenter | None = None
+        self.epoch: int | None = None
+        self.epoch_utc = 0.0
+        self.source: Source | None = None
+        self.weld: _OpenWeld | None = None
+
+
+# Items the consumer task handles in order.
+_WindowItem = tuple[Literal["window"], WeldTracker, Window, "Future[float] | None"]
+_EventItem = tuple[Literal["event"], Event]
+_EndItem = tuple[Literal["end"], WeldTracker, int, EndReason]
+
+
+class Pipeline:
+    """Blocks in, weld events out. One instance per source; use `async with`."""
+
+    def __init__(
+        self,
+        settings: PipelineSettings,
+        options: TrackerOptions,
+        worker: InferenceWorker,
+        emit: EventSink,
+        source_rate: int,
+    ) -> None:
+        self.settings = settings
+        self.options = options
+        self.worker = worker
+        self.emit = emit
+        self.model_rate = options.model.sample_rate
+        self.chunk = options.model.chunk_samples
+        self.splitter = StationSplitter(settings.channel_mode, settings.stations)
+        self.counters = PipelineCounters()
+        self._source_rate = source_rate
+        lookback = self._new_segmenter().lookback_samples
+        capacity = lookback + 2 * self.chunk + round(HISTORY_MARGIN_S * self.model_rate)
+        self._stations = [
+            _Station(name, StationResampler(source_rate, self.model_rate), SampleHistory(capacity))
+            for name in settings.stations
+        ]
+        self._items: asyncio.Queue[_WindowItem | _EventItem | _EndItem] = asyncio.Queue(
+            maxsize=max(1, settings.max_in_flight)
+        )
+        self._consumer: asyncio.Task[None] | None = None
+
+    # -- lifecycle ---------------------------------------------------------------------------
+
+    async def __aenter__(self) -> Pipeline:
+        self._consumer = asyncio.create_task(self._consume(), name="weldmon-pipeline-consumer")
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.drain()
+        if self._consumer is not None:
+            self._consumer.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._consumer
+
+    async def drain(self) -> None:
+        """Wait until every window fed so far is judged and its events emitted."""
+        self._check_consumer()
+        await self._items.join()
+
+    @property
+    def open_welds(self) -> list[str]:
+        """weld_ids of the welds in progress."""
+        return [st.weld.tracker.weld_id for st in self._stations if st.weld is not None]
+
+    # -- input -------------------------------------------------------------------------------
+
+    async def feed(self, block: AudioBlock, source: Source) -> None:
+        """Push one block through every station (waits while inference is saturated)."""
+        self._check_consumer()
+        if block.sample_rate != self._source_rate:
+            raise ValueError(
+                f"block rate {block.sample_rate} Hz, pipeline built for {self._source_rate} Hz"
+            )
+        self.counters.blocks += 1
+        self.counters.frames += block.frames
+        self.counters.dropped_frames += block.dropped_frames
+        self.counters.nonfinite_samples += block.nonfinite_samples
+        monos = self.splitter.split(block.samples)
+        for st, mono in zip(self._stations, monos, strict=True):
+            if st.epoch != block.stream_epoch:
+                if st.epoch is not None:
+                    # A new epoch without end_stream: the stream broke under us.
+                    await self._end_station(st, "device_lost", "device_lost")
+                self._begin_epoch(st, block, source)
+            if st.weld is not None:
+                if block.dropped_frames:
+                    st.weld.tracker.degrade("dropped_audio", block.dropped_frames)
+                if block.nonfinite_samples:
+                    st.weld.tracker.degrade("nonfinite_samples")
+            chunk = st.resampler.process(mono, block.start_frame, block.stream_epoch)
+            await self._advance(st, chunk, self._default_end_reason())
+
+    async def end_stream(self, end_reason: EndReason, degraded_reason: str | None = None) -> None:
+        """The stream ended (file end, device lost, shutdown): flush the resamplers and close
+        every open weld with `end_reason` (and `degraded_reason`, if any)."""
+        for st in self._stations:
+            await self._end_station(st, end_reason, degraded_reason)
+
+    def push_trigger(self, station: str, state: Literal["start", "stop"], at_utc: float) -> bool:
+        """A trigger message for `station` that arrived at `at_utc`; False if ignored."""
+        for st in self._stations:
+            if st.name == station and isinstance(st.segmenter, TriggerSegmenter):
+                st.segmenter.push(state, round((at_utc - st.epoch_utc) * self.model_rate))
+                return True
+        self.counters.triggers_ignored += 1
+        return False
+
+    # -- internals ---------------------------------------------------------------------------
+
+    def _check_consumer(self) -> None:
+        task = self._consumer
+        if task is None:
+            raise RuntimeError("use the pipeline inside `async with`")
+        if task.done() and not task.cancelled() and task.exception() is not None:
+            raise task.exception()  # type: ignore[misc]
+
+    def _new_segmenter(self) -> Segmenter:
+        mode = self.settings.segmentation
+        if mode == "gate":
+            return GateSegmenter(self.settings.gate, self.model_rate)
+        if mode == "trigger":
+            return TriggerSegmenter(self.model_rate, self.settings.trigger_max_weld_s)
+        return FileSegmenter()
+
+    def _default_end_reason(self) -> EndReason:
+        mode = self.settings.segmentation
+        return "gate" if mode == "gate" else "trigger" if mode == "trigger" else "file_end"
+
+    def _begin_epoch(self, st: _Station, block: AudioBlock, source: Source) -> None:
+        st.epoch = block.stream_epoch
+        st.epoch_utc = block.epoch_utc
+        st.source = source
+        st.segmenter = self._new_segmenter()
+        st.history.reset(round(block.start_frame * self.model_rate / self._source_rate))
+
+    async def _end_station(
+        self, st: _Station, end_reason: EndReason, degraded_reason: str | None
+    ) -> None:
+        if st.segmenter is None:
+            return
+        tail = st.resampler.flush()
+        if tail.samples.size:
+            await self._advance(st, tail, self._default_end_reason())
+        if st.weld is not None and degraded_reason is not None:
+            st.weld.tracker.degrade(degraded_reason)
+        for b in st.segmenter.close(st.history.end_index):
+            await self._boundary(st, b, end_reason)
+        st.segmenter = None
+        st.epoch = None
+
+    async def _advance(self, st: _Station, chunk: StationChunk, end_reason: EndReason) -> None:
+        assert st.segmenter is not None
+        if chunk.samples.size == 0:
+            return
+        st.history.append(chunk.samples, chunk.start_index)
+        forced_before = getattr(st.segmenter, "forced_ends", 0)
+        boundaries = st.segmenter.process(chunk.samples, chunk.start_index)
+        forced = getattr(st.segmenter, "forced_ends", 0) > forced_before
+        for b in boundaries:
+            reason: EndReason = "max_length" if forced and b.kind == "end" else end_reason
+            await self._boundary(st, b, reason)
+        if st.weld is not None:
+            await self._submit(st.weld, st.weld.windower.windows_until(st.history, chunk.end_index))
+
+    async def _boundary(self, st: _Station, b: Boundary, end_reason: EndReason) -> None:
+        if b.kind == "start":
+            if st.weld is not None:  # segmenters never do this; be loud if one does
+                raise RuntimeError(f"{st.name}: start at {b.index} while a weld is open")
+            assert st.source is not None
+            tracker = WeldTracker(self.options, st.name, st.source, b.index, st.epoch_utc)
+            st.weld = _OpenWeld(tracker, WeldWindower(b.index, self.chunk))
+            self.counters.welds_started += 1
+            await self._items.put(("event", tracker.start_event()))
+            return
+        weld = st.weld
+        if weld is None:
+            raise RuntimeError(f"{st.name}: end at {b.index} without an open weld")
+        await self._submit(weld, weld.windower.windows_until(st.history, b.index))
+        await self._items.put(("end", weld.tracker, b.index, end_reason))
+        st.weld = None
+
+    async def _submit(self, weld: _OpenWeld, windows: list[Window]) -> None:
+        for w in windows:
+            future: Future[float] | None
+            try:
+                future = self.worker.submit(w.samples)
+            except Exception as exc:  # overload or a stopped worker: the window is lost, counted
+                log.error("window_not_judged", weld_id=weld.tracker.weld_id, error=str(exc))
+                future = None
+            self.counters.windows += 1
+            await self._items.put(("window", weld.tracker, w, future))
+
+    async def _consume(self) -> None:
+        while True:
+            item = await self._items.get()
+            try:
+                await self._handle(item)
+            finally:
+                self._items.task_done()
+
+    async def _handle(self, item: _WindowItem | _EventItem | _EndItem) -> None:
+        if item[0] == "event":
+            self.emit(item[1])
+        elif item[0] == "window":
+            _, tracker, window, future = item
+            prob = await self._probability(tracker, future)
+            for event in tracker.add_window(window.index, prob, window.end, self.settings.progress):
+                self.emit(event)
+        else:
+            _, tracker, end_index, reason = item
+            self.counters.results += 1
+            self.emit(tracker.result(end_index, reason))
+
+    async def _probability(
+        self, tracker: WeldTracker, future: Future[float] | None
+    ) -> float | None:
+        if future is None:
+            self.counters.windows_failed += 1
+            return None
+        try:
+            prob = await asyncio.wrap_future(future)
+        except Exception as exc:  # the worker already logged it; the weld says it is degraded
+            self.counters.windows_failed += 1
+            log.warning("window_failed", weld_id=tracker.weld_id, error=str(exc))
+            return None
+        return prob if math.isfinite(prob) else None

@@ -1,0 +1,154 @@
+"""`weldmon replay`: recorded files through the daemon's own pipeline.
+
+Every weld result is printed on stdout as one JSON line (the result event's own JSON, as
+published); a file that cannot be read gives one JSON error line instead (an `error` event
+with code `bad_audio`) and the other files go on. A weld already open when a file breaks off
+is closed as degraded (`unreadable_audio`) rather than dropped. Progress bar (multi-file) and
+the summary go to stderr. Files are replayed as fast as the CPU allows, or at real-time pace.
+"""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TextIO
+
+import structlog
+from tqdm import tqdm
+
+from deploy.errors import AudioError
+from deploy.loader import DeployModel
+from monitor.config import MonitorConfig
+from monitor.events import ErrorEvent, Event, Source, WeldResult
+from monitor.inference import InferenceWorker
+from monitor.pipeline import Pipeline
+from monitor.runtime import EventRouter, mqtt_link, pipeline_settings, tracker_options
+from monitor.sources import FileSource, Pacer
+from monitor.stations import StationLayoutError
+from monitor.tracker import SegmentationMode, TrackerOptions
+from weldmon import __version__
+
+log = structlog.get_logger(__name__)
+
+
+@dataclass
+class ReplaySummary:
+    """What a replay did."""
+
+    files: int = 0
+    files_failed: int = 0
+    welds: int = 0
+    defects: int = 0
+    degraded: int = 0
+    failed_paths: list[str] = field(default_factory=list)
+
+    def line(self) -> str:
+        """One human line for stderr."""
+        return (
+            f"replay: {self.files} file(s), {self.files_failed} failed, {self.welds} weld(s), "
+            f"{self.defects} defect(s), {self.degraded} degraded"
+        )
+
+
+class _StdoutResults:
+    """Prints results (and file errors) as JSON lines and keeps the summary."""
+
+    def __init__(self, out: TextIO, summary: ReplaySummary) -> None:
+        self.out = out
+        self.summary = summary
+
+    def __call__(self, event: Event) -> None:
+        if isinstance(event, WeldResult):
+            self.summary.welds += 1
+            self.summary.defects += event.label
+            self.summary.degraded += int(event.degraded)
+        elif not isinstance(event, ErrorEvent):
+            return
+        self.out.write(event.to_json().decode() + "\n")
+        self.out.flush()
+
+
+async def replay_files(
+    cfg: MonitorConfig,
+    model: DeployModel,
+    files: Sequence[Path],
+    *,
+    segmentation: SegmentationMode | None = None,
+    realtime: bool = False,
+    out: TextIO = sys.stdout,
+    progress: bool | None = None,
+) -> ReplaySummary:
+    """Replay `files` in order through one pipeline per file; returns the summary."""
+    mode: SegmentationMode = segmentation or cfg.segmentation.mode
+    if mode == "trigger":
+        mode = "file"  # no robot to send triggers to a file: one weld per file instead
+    summary = ReplaySummary()
+    options = tracker_options(cfg, model, mode)
+    show_bar = len(files) > 1 if progress is None else progress
+    source = FileSource(cfg.audio.block_s)
+    pacer = Pacer(realtime)
+    worker = InferenceWorker(model, cfg.inference.max_batch_windows, cfg.inference.queue_windows)
+    async with mqtt_link(cfg, model.sha256) as publisher:
+        router = EventRouter(publisher, [_StdoutResults(out, summary)])
+        with (
+            worker,
+            tqdm(total=len(files), unit="file", disable=not show_bar, file=sys.stderr) as bar,
+        ):
+            for path in files:
+                summary.files += 1
+                problem = await _replay_one(cfg, mode, options, worker, router, source, pacer, path)
+                if problem is not None:
+                    summary.files_failed += 1
+                    summary.failed_paths.append(str(path))
+                    router(
+                        ErrorEvent(
+                            daemon_version=__version__,
+                            model_sha256=model.sha256,
+                            code="bad_audio",
+                            message=problem,
+                            source=Source(type="file", name=str(path)),
+                        )
+                    )
+                bar.update(1)
+    return summary
+
+
+async def _replay_one(
+    cfg: MonitorConfig,
+    mode: SegmentationMode,
+    options: TrackerOptions,
+    worker: InferenceWorker,
+    router: EventRouter,
+    source: FileSource,
+    pacer: Pacer,
+    path: Path,
+) -> str | None:
+    """One file; returns the problem (for the error record) or None."""
+    try:
+        stream = source.open(path)
+    except AudioError as exc:
+        return str(exc)
+    with stream:
+        stations = None
+        if cfg.audio.channel_mode == "per_channel" and not cfg.audio.stations:
+            stations = cfg.audio.station_names(stream.channels)
+        settings = pipeline_settings(cfg, mode, stations)
+        origin = Source(type="file", name=str(path))
+        try:
+            pipeline = Pipeline(settings, options, worker, router, stream.sample_rate)
+            pipeline.splitter.check_channels(stream.channels)
+        except StationLayoutError as exc:
+            return f"{path}: {exc}"
+        async with pipeline:
+            pacer.start()
+            try:
+                for block in stream.blocks():
+                    await pipeline.feed(block, origin)
+                    await pacer.wait(block.end_frame / block.sample_rate)
+            except AudioError as exc:
+                await pipeline.end_stream("file_end", "unreadable_audio")
+                return str(exc)
+            await pipeline.end_stream("file_end")
+    return None

@@ -1,0 +1,141 @@
+"""Start-up pieces `run` and `replay` share: the model, the pipeline settings, the MQTT link
+and the event router. Keeping them here is what makes both commands one code path."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Callable, Sequence
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
+
+import structlog
+
+from deploy.errors import ArtifactError, WeldmonError
+from deploy.loader import DeployModel, load_artifact
+from monitor.config import MonitorConfig
+from monitor.events import (
+    Event,
+    WeldAlert,
+    WeldProgress,
+    WeldResult,
+    WeldStart,
+    status_payload_factory,
+)
+from monitor.outbox import Outbox
+from monitor.pipeline import PipelineSettings
+from monitor.publisher import MqttPublisher
+from monitor.tracker import ModelInfo, SegmentationMode, TrackerOptions
+from weldmon import __version__
+
+OUTBOX_FILE = "outbox.sqlite3"  # in state_dir
+
+log = structlog.get_logger(__name__)
+
+
+class StartupError(WeldmonError):
+    """The daemon cannot start with this configuration (exit code 2)."""
+
+
+def load_model(cfg: MonitorConfig) -> DeployModel:
+    """Load, pin-check and self-test the configured artifact; StartupError names the file."""
+    try:
+        model = load_artifact(cfg.model.path, cfg.model.sha256)
+        model.self_test()
+    except ArtifactError as exc:
+        raise StartupError(f"model.path: {exc}") from exc
+    log.info("model_loaded", **model.describe())
+    return model
+
+
+def pipeline_settings(
+    cfg: MonitorConfig,
+    segmentation: SegmentationMode | None = None,
+    stations: list[str] | None = None,
+) -> PipelineSettings:
+    """The pipeline's settings from the config (replay may override the segmentation)."""
+    return PipelineSettings(
+        stations=stations or cfg.audio.station_names(),
+        channel_mode=cfg.audio.channel_mode,
+        segmentation=segmentation or cfg.segmentation.mode,
+        gate=cfg.segmentation.gate,
+        trigger_max_weld_s=cfg.segmentation.trigger.max_weld_s,
+        progress=cfg.events.progress,
+        max_in_flight=max(1, cfg.inference.queue_windows - 1),
+    )
+
+
+def tracker_options(
+    cfg: MonitorConfig, model: DeployModel, segmentation: SegmentationMode
+) -> TrackerOptions:
+    """The facts every event of this process carries."""
+    return TrackerOptions(
+        model=ModelInfo.of(model),
+        daemon_version=__version__,
+        segmentation=segmentation,
+        include_window_probs=cfg.events.window_probs,
+    )
+
+
+@dataclass
+class EventRouter:
+    """Where events go: the log, MQTT (if connected), and any local listeners (e.g. stdout).
+
+    Called on the event loop; never blocks longer than the outbox's synchronous write."""
+
+    publisher: MqttPublisher | None = None
+    listeners: list[Callable[[Event], None]] = field(default_factory=list)
+    counts: dict[str, int] = field(default_factory=dict)
+
+    def __call__(self, event: Event) -> None:
+        self.counts[event.kind] = self.counts.get(event.kind, 0) + 1
+        if isinstance(event, WeldResult):
+            log.info(
+                "weld_result",
+                weld_id=event.weld_id,
+                station=event.station,
+                label=event.label_name,
+                p_defect=round(event.p_defect, 6),
+                n_windows=event.n_windows,
+                duration_s=round(event.duration_s, 3),
+                degraded_reasons=event.degraded_reasons,
+            )
+        elif isinstance(event, WeldStart | WeldAlert):
+            log.info(event.kind, weld_id=event.weld_id, station=event.station)
+        elif not isinstance(event, WeldProgress):
+            log.warning(event.kind, **event.model_dump(mode="json", exclude={"kind"}))
+        if self.publisher is not None:
+            self.publisher.send(event)
+        for listener in self.listeners:
+            listener(event)
+
+
+@asynccontextmanager
+async def mqtt_link(
+    cfg: MonitorConfig,
+    model_sha256: str,
+    *,
+    on_message: Callable[[str, bytes], None] | None = None,
+    subscriptions: Sequence[str] = (),
+    final_state: str = "stopped",
+) -> AsyncIterator[MqttPublisher | None]:
+    """The outbox and the reconnecting publisher while the body runs (None when
+    `mqtt.enabled` is false). On exit the outbox is flushed as far as the broker allows
+    within `stop_timeout_s` and `final_state` is published."""
+    if not cfg.mqtt.enabled:
+        yield None
+        return
+    outbox = Outbox(cfg.state_dir / OUTBOX_FILE, cfg.events.outbox_max_events)
+    publisher = MqttPublisher(
+        cfg.mqtt,
+        outbox,
+        status_payload=status_payload_factory(__version__, model_sha256, cfg.mqtt.client_id),
+        on_message=on_message,
+        subscriptions=subscriptions,
+    )
+    try:
+        async with publisher:
+            try:
+                yield publisher
+            finally:
+                await publisher.close(final_state, cfg.stop_timeout_s)
+    finally:
+        outbox.close()
