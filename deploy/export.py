@@ -85,6 +85,8 @@ def export_artifact(
     }
     meta_json = json.dumps(meta, sort_keys=True)
     base = copy.deepcopy(classifier).cpu().eval()
+    # Inference-only artifact: outputs carry no autograd graph for callers to trip over.
+    base.requires_grad_(False)
     module = DeployModule(
         base,
         chunk_samples=chunk_samples,

@@ -1,0 +1,34 @@
+"""Deploy artifacts made for tests: a seeded, freshly initialised classifier exported with the
+project's own exporter (real TorchScript, real weights, just untrained)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+
+from deploy.backbone import WindowClassifier
+from deploy.export import DEFAULT_ARTIFACT_NAME, ExportResult, export_artifact
+from deploy.frontend import FrontEndParams
+
+
+def export_untrained(
+    out_dir: Path, *, seed: int = 7, threshold: float = 0.5, eval_pool_ratio: float = 0.05
+) -> ExportResult:
+    torch.manual_seed(seed)
+    classifier = WindowClassifier().eval()
+    # Untrained BatchNorm running stats (mean 0, var 1) squash everything to ~0.5; perturb them
+    # so windows get spread-out probabilities and label decisions are actually exercised.
+    with torch.no_grad():
+        for module in classifier.modules():
+            if isinstance(module, torch.nn.BatchNorm2d):
+                module.running_mean.normal_(0.0, 0.5)
+                module.running_var.uniform_(0.5, 2.0)
+    return export_artifact(
+        classifier,
+        out_dir / DEFAULT_ARTIFACT_NAME,
+        frontend=FrontEndParams(),
+        threshold=threshold,
+        eval_pool_ratio=eval_pool_ratio,
+        provenance={"note": "untrained test artifact", "seed": seed},
+    )
