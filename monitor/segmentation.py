@@ -1,0 +1,405 @@
+"""Arc gate: finds weld start and end in a continuous audio stream, block by block.
+
+One ``GateSegmenter`` per station. It owns a little state (a partial frame, the last few frame
+powers for smoothing, the noise-floor history and the gate state) and nothing else; the caller
+owns the audio and keeps ``lookback_samples`` of history so it can cut windows from a start
+that lies in the past. Results do not depend on how the stream is cut into blocks:
+``segment_recording`` runs the very same segmenter over a whole array.
+
+How it decides (see docs/segmentation.md for the data behind the defaults):
+
+1. Level: power in a high band (4-8 kHz, where a MAG arc's crackle stands out most from the
+   robot's idle hum) per ``frame_s`` frame, smoothed by a centred moving mean of
+   ``smooth_s`` (which delays every decision by half of it).
+2. Noise floor: the minimum smoothed level over the last ``floor_window_s`` of frames spent
+   outside a weld; thresholds are relative to it, so the gate is indifferent to microphone
+   gain and distance.
+3. Hysteresis: a weld candidate opens when the level rises ``on_db`` above the floor; it stays
+   "on" while the level is at least ``off_db`` above the floor.
+4. A candidate becomes a weld (``start`` boundary, at the first on-sample minus ``pre_roll_s``)
+   once it has lasted ``min_weld_s``; a candidate that goes off for ``hangover_s`` before that
+   is discarded (counted in ``discarded_bursts``).
+5. A weld ends (``end`` boundary, at the last on-sample) once the level stayed off for
+   ``hangover_s``, or is cut at ``max_weld_s`` (counted in ``forced_ends``); after a forced end
+   the level must fall below ``off_db`` before a new weld may start.
+
+Signal maths per block is vectorised (``monitor.levels``); the state machine steps once per
+frame (20 per second at the defaults), which is negligible next to the FFTs.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from dataclasses import dataclass
+from enum import Enum
+from typing import Literal
+
+import numpy as np
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from deploy.errors import WeldmonError
+from monitor.levels import band_power, power_to_db
+
+
+class SegmentationError(WeldmonError):
+    """The segmenter was fed something it cannot place on the station's clock."""
+
+
+class GateParams(BaseModel):
+    """Arc-gate settings. Defaults were chosen on the 23 shared recordings (docs/segmentation.md):
+    round numbers, tuned by hand on few parameters, with margins on both sides."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
+
+    band_low_hz: float = Field(
+        2000.0,
+        ge=0.0,
+        description="Lower edge of the level band (Hz). In 2-8 kHz the arc's median is 20-39 dB "
+        "over the idle floor in every recording and the wire-feed creep before ignition stays "
+        "13+ dB below the arc; below 1 kHz idle machine hum is as loud as the arc in half of "
+        "the recordings.",
+    )
+    band_high_hz: float = Field(
+        8000.0,
+        gt=0.0,
+        description="Upper edge of the level band (Hz); capped at Nyquist (8 kHz at 16 kHz).",
+    )
+    frame_s: float = Field(
+        0.05,
+        gt=0.0,
+        le=0.5,
+        description="Frame length of the level (s): the gate's time resolution; 50 ms is 1/10 "
+        "of the 0.5 s accuracy target and keeps the FFT at 800 points.",
+    )
+    smooth_s: float = Field(
+        0.25,
+        ge=0.0,
+        description="Centred moving-mean span of the frame power (s). Short-circuit MAG arcs "
+        "dip by 20 dB for 50-100 ms many times a second; 0.25 s averages those dips out. "
+        "Rounded to an odd number of frames; delays decisions by half of it.",
+    )
+    floor_window_s: float = Field(
+        10.0,
+        gt=0.0,
+        description="Noise-floor memory (s of frames outside welds): long enough to span the "
+        "quiet between welds, short enough to follow a changed room within seconds.",
+    )
+    on_db: float = Field(
+        16.0,
+        gt=0.0,
+        description="Level above the noise floor (dB) that opens a candidate, and that the "
+        "weld's own (median) level must reach to count as a weld. Arc medians are 20.5+ dB "
+        "over the floor in every recording; post-weld idle (fume extraction) up to 12 dB.",
+    )
+    off_db: float = Field(
+        6.0,
+        gt=0.0,
+        description="Level above the noise floor (dB) below which the arc counts as off "
+        "whatever the weld's own level (hysteresis: lower than on_db so arc flicker does not "
+        "chatter; a few dB above the floor's own wander).",
+    )
+    edge_db: float = Field(
+        10.0,
+        gt=0.0,
+        description="How far below the weld's own level (median of its latest ref_s of "
+        "on-frames) the arc still counts as on (dB). Places start and end on the arc itself: "
+        "the wire-feed creep before ignition and post-weld noise sit 13-24 dB below the arc's "
+        "median, the arc's own 10th percentile at most 7 dB below it.",
+    )
+    ref_s: float = Field(
+        1.0,
+        gt=0.0,
+        description="Span of on-frames whose median is the weld's own level (s): long enough "
+        "to average the arc's flicker, short enough to follow a slow change in the weld.",
+    )
+    min_weld_s: float = Field(
+        2.0,
+        gt=0.0,
+        description="Shortest weld (s): shorter bursts (ignition clicks, hammer blows, a "
+        "dropped part) are discarded. Must exceed the ~1.1 s wire-feed creep before ignition "
+        "plus ref_s, so the weld's level is learnt from the arc. Welds recorded: 11-28 s.",
+    )
+    hangover_s: float = Field(
+        0.5,
+        ge=0.0,
+        description="How long the level must stay off before a weld ends (s): bridges arc "
+        "dropouts and re-ignitions (burn-through runs drop out for up to ~0.3 s).",
+    )
+    pre_roll_s: float = Field(
+        0.0,
+        ge=0.0,
+        description="Start boundary this far before the first on-sample (s), so that windows "
+        "cut from the start include the ignition. 0 keeps the start on the arc itself.",
+    )
+    max_weld_s: float = Field(
+        600.0,
+        gt=0.0,
+        description="Longest weld (s) before the gate forces an end: a stuck-on level (new "
+        "noise source) cannot hold a weld open forever. 20x the longest recorded weld.",
+    )
+
+    @model_validator(mode="after")
+    def _ordered(self) -> GateParams:
+        if self.off_db > self.on_db:
+            raise ValueError(f"off_db ({self.off_db}) must not exceed on_db ({self.on_db})")
+        if self.band_low_hz >= self.band_high_hz:
+            raise ValueError(
+                f"band_low_hz ({self.band_low_hz}) must be below band_high_hz ({self.band_high_hz})"
+            )
+        if self.min_weld_s > self.max_weld_s:
+            raise ValueError(
+                f"min_weld_s ({self.min_weld_s}) must not exceed max_weld_s ({self.max_weld_s})"
+            )
+        return self
+
+
+@dataclass(frozen=True)
+class Boundary:
+    """A weld start or end on the station's clock."""
+
+    kind: Literal["start", "end"]
+    index: int  # sample index on the station's clock (model rate)
+
+
+class _State(Enum):
+    IDLE = "idle"  # no arc; frames feed the noise floor
+    CANDIDATE = "candidate"  # level went on, not yet long enough to be a weld
+    WELD = "weld"  # start emitted, end not yet
+    LOCKOUT = "lockout"  # after a forced end: waits for the level to fall below off_db
+
+
+class GateSegmenter:
+    """Streaming arc gate for one station; see the module docstring for the rules.
+
+    ``process`` takes consecutive blocks of mono float32 samples at ``sample_rate``; each
+    block's ``start_index`` must continue the previous one (a gap re-anchors the frame grid
+    and is counted in ``gap_samples``; going backwards raises ``SegmentationError``).
+    """
+
+    def __init__(self, params: GateParams, sample_rate: int) -> None:
+        if sample_rate <= 0:
+            raise SegmentationError(f"sample_rate must be positive, got {sample_rate}")
+        self.params = params
+        self.sample_rate = sample_rate
+        self._frame_len = max(1, round(params.frame_s * sample_rate))
+        frame_s = self._frame_len / sample_rate
+        self._half_smooth = max(0, round(params.smooth_s / frame_s) // 2)
+        self._band = (params.band_low_hz, min(params.band_high_hz, sample_rate / 2.0 + 1.0))
+        self._pre_roll = round(params.pre_roll_s * sample_rate)
+        self._min_weld = round(params.min_weld_s * sample_rate)
+        self._hangover = round(params.hangover_s * sample_rate)
+        self._max_weld = round(params.max_weld_s * sample_rate)
+        floor_frames = max(1, round(params.floor_window_s / frame_s))
+        self._floor_history: deque[float] = deque(maxlen=floor_frames)
+        # (frame start, level) of the open candidate, and the weld's latest on-frame levels.
+        self._candidate: deque[tuple[int, float]] = deque(maxlen=self._candidate_frames())
+        self._weld_levels: deque[float] = deque(maxlen=max(1, round(params.ref_s / frame_s)))
+
+        self._next_index: int | None = None  # the sample index the next block must start at
+        self._stream_start = 0
+        self._partial = np.zeros(0, dtype=np.float32)
+        self._partial_start = 0
+        # Frame powers waiting for their right-hand smoothing neighbours, and the left ones.
+        self._powers: list[float] = []
+        self._frame_starts: list[int] = []
+        self._left: deque[float] = deque(maxlen=self._half_smooth)
+
+        self._state = _State.IDLE
+        self._first_on = 0  # first sample of the first on-frame of the current candidate/weld
+        self._last_on_end = 0  # one past the last sample of the latest on-frame
+        self._closed = False
+
+        self.discarded_bursts = 0  # candidates shorter than min_weld_s
+        self.forced_ends = 0  # welds cut at max_weld_s
+        self.gap_samples = 0  # samples missing between blocks
+
+    # -- public API -------------------------------------------------------------------------
+
+    @property
+    def in_weld(self) -> bool:
+        """True between a start boundary and its end boundary."""
+        return self._state is _State.WELD
+
+    @property
+    def lookback_samples(self) -> int:
+        """Upper bound on how far a start boundary lies before the end of the latest block:
+        pre-roll + the candidate history (min weld + one hang-over) + the smoothing delay
+        + a partial frame."""
+        frames = self._candidate_frames() + self._half_smooth + 1
+        return self._pre_roll + frames * self._frame_len
+
+    @property
+    def noise_floor_db(self) -> float | None:
+        """Current noise-floor estimate (dBFS in the gate's band), None before the first frame."""
+        return min(self._floor_history) if self._floor_history else None
+
+    def process(self, samples: np.ndarray, start_index: int) -> list[Boundary]:
+        """Feed the next block (mono, any length) whose first sample is ``start_index``;
+        returns the boundaries it completes, in order."""
+        if self._closed:
+            raise SegmentationError("process() after close()")
+        x = np.asarray(samples, dtype=np.float32)
+        if x.ndim != 1:
+            raise SegmentationError(f"samples must be mono (1-D), got shape {x.shape}")
+        if not np.all(np.isfinite(x)):
+            raise SegmentationError(f"block at sample {start_index} holds NaN or Inf")
+        self._place(start_index)
+        self._next_index = start_index + x.size
+        buffered = np.concatenate((self._partial, x))
+        n_whole = buffered.size // self._frame_len * self._frame_len
+        first_start = self._partial_start
+        self._partial = buffered[n_whole:].copy()
+        self._partial_start = first_start + n_whole
+        if n_whole == 0:
+            return []
+        powers = band_power(buffered[:n_whole], self._frame_len, self.sample_rate, *self._band)
+        starts = first_start + self._frame_len * np.arange(powers.size)
+        self._powers.extend(powers.tolist())
+        self._frame_starts.extend(starts.tolist())
+        return self._decide(flush=False)
+
+    def close(self, end_index: int) -> list[Boundary]:
+        """The stream ends at ``end_index`` (one past its last sample): decides the frames
+        still waiting for smoothing neighbours and closes an open weld there."""
+        if self._closed:
+            return []
+        self._closed = True
+        boundaries = self._decide(flush=True)
+        if self._state is _State.WELD:
+            end = max(self._last_on_end, self._first_on)
+            boundaries.append(Boundary("end", min(end, end_index)))
+        self._state = _State.IDLE
+        return boundaries
+
+    # -- internals --------------------------------------------------------------------------
+
+    def _candidate_frames(self) -> int:
+        """Frames of candidate history kept: enough to find a start min_weld_s + a hang-over
+        back (a dip inside the candidate) from the frame that confirms it."""
+        return (self._min_weld + self._hangover) // self._frame_len + 2
+
+    def _place(self, start_index: int) -> None:
+        if self._next_index is None:
+            self._stream_start = self._partial_start = start_index
+            return
+        if start_index < self._next_index:
+            raise SegmentationError(
+                f"block starts at sample {start_index}, before the previous block's end "
+                f"({self._next_index}): blocks must be consecutive"
+            )
+        if start_index > self._next_index:
+            # Samples were lost upstream: drop the partial frame and restart the frame grid.
+            self.gap_samples += start_index - self._next_index
+            self._partial = np.zeros(0, dtype=np.float32)
+            self._partial_start = start_index
+
+    def _decide(self, flush: bool) -> list[Boundary]:
+        """Smooth every frame whose right-hand neighbours have arrived (all of them when
+        ``flush``) and step the gate through them."""
+        h = self._half_smooth
+        ready = len(self._powers) if flush else max(0, len(self._powers) - h)
+        boundaries: list[Boundary] = []
+        for k in range(ready):
+            left = list(self._left)
+            right = self._powers[k : k + h + 1]
+            smoothed = (sum(left) + sum(right)) / (len(left) + len(right))
+            self._step(float(power_to_db(np.array(smoothed))), self._frame_starts[k], boundaries)
+            if h:
+                self._left.append(self._powers[k])
+        del self._powers[:ready]
+        del self._frame_starts[:ready]
+        return boundaries
+
+    def _step(self, level_db: float, frame_start: int, out: list[Boundary]) -> None:
+        frame_end = frame_start + self._frame_len
+        floor = self.noise_floor_db
+        if floor is None:
+            floor = level_db
+        above = level_db - floor
+        p = self.params
+        state = self._state
+        if state is _State.IDLE:
+            if above >= p.on_db:
+                self._state = _State.CANDIDATE
+                self._last_on_end = frame_end
+                self._candidate.clear()
+                self._candidate.append((frame_start, level_db))
+        elif state is _State.CANDIDATE:
+            self._candidate.append((frame_start, level_db))
+            if above >= p.off_db:
+                self._last_on_end = frame_end
+                self._try_confirm(floor, frame_end, out)
+            elif frame_end - self._last_on_end >= self._hangover:
+                self._state = _State.IDLE
+                self.discarded_bursts += 1
+        elif state is _State.WELD:
+            if above >= p.off_db and level_db >= self._weld_ref_db() - p.edge_db:
+                self._last_on_end = frame_end
+                self._weld_levels.append(level_db)
+            elif frame_end - self._last_on_end >= self._hangover:
+                self._state = _State.IDLE
+                out.append(Boundary("end", self._last_on_end))
+            if self._state is _State.WELD and frame_end - self._first_on >= self._max_weld:
+                self._state = _State.LOCKOUT
+                self.forced_ends += 1
+                out.append(Boundary("end", frame_end))
+        elif above < p.off_db:  # LOCKOUT
+            self._state = _State.IDLE
+        if self._state is not _State.WELD:
+            # Candidate frames count too: a new steady noise that never makes a weld is
+            # absorbed into the floor after floor_window_s instead of holding the gate.
+            self._floor_history.append(level_db)
+
+    def _weld_ref_db(self) -> float:
+        return float(np.median(self._weld_levels))
+
+    def _try_confirm(self, floor_db: float, frame_end: int, out: list[Boundary]) -> None:
+        """Confirm the candidate as a weld once its own level (median of its latest ref_s of
+        on-frames) is on_db above the floor and it has stayed within edge_db of that level
+        for min_weld_s. The start goes to the first frame at the weld's level, which skips
+        the quieter wire-feed creep before ignition."""
+        p = self.params
+        on = [(s, lv) for s, lv in self._candidate if lv - floor_db >= p.off_db]
+        recent = [lv for _, lv in on[-self._weld_levels.maxlen :]]
+        ref = float(np.median(recent))
+        if ref - floor_db < p.on_db:
+            return
+        first = next(s for s, lv in on if lv >= ref - p.edge_db)
+        if frame_end - first < self._min_weld:
+            return
+        self._weld_levels.clear()
+        self._weld_levels.extend(recent)
+        self._first_on = first
+        self._state = _State.WELD
+        out.append(Boundary("start", max(self._stream_start, first - self._pre_roll)))
+
+
+def segment_recording(
+    samples: np.ndarray, sample_rate: int, params: GateParams | None = None
+) -> list[tuple[int, int]]:
+    """Welds (start, end) sample indices in a whole recording, by the streaming gate.
+
+    A weld still open at the end of the recording ends at its last on-sample."""
+    gate = GateSegmenter(params or GateParams(), sample_rate)
+    x = np.asarray(samples, dtype=np.float32)
+    boundaries = gate.process(x, 0) + gate.close(x.size)
+    return pair_boundaries(boundaries)
+
+
+def pair_boundaries(boundaries: list[Boundary]) -> list[tuple[int, int]]:
+    """Pair consecutive start/end boundaries into (start, end) intervals."""
+    welds: list[tuple[int, int]] = []
+    start: int | None = None
+    for b in boundaries:
+        if b.kind == "start":
+            if start is not None:
+                raise SegmentationError(f"start at {b.index} while a weld is open since {start}")
+            start = b.index
+        else:
+            if start is None:
+                raise SegmentationError(f"end at {b.index} without a start")
+            welds.append((start, b.index))
+            start = None
+    if start is not None:
+        raise SegmentationError(f"weld open since {start} has no end")
+    return welds

@@ -1,0 +1,1 @@
+"""Training toolkit: datasets, MIL training, evaluation, export and sweeps."""
