@@ -194,7 +194,7 @@ class MqttPublisher:
                     return  # a session ends normally only after a clean stop
                 except aiomqtt.MqttError as exc:
                     self._connection_failed(exc)
-                if self._stopping.is_set() and self._loop.time() >= self._stop_deadline:
+                if self._stopping.is_set() and self._give_up_closing():
                     return
                 delay = backoff_delay(
                     self._failures,
@@ -214,6 +214,13 @@ class MqttPublisher:
         finally:
             self.counters.connected = False
             self._client = None
+
+    def _give_up_closing(self) -> bool:
+        """While closing and disconnected: retry only while there is something to deliver
+        and time left. "stopped" alone is not worth waiting for: the broker has already
+        published the "offline" will for the lost link."""
+        assert self._loop is not None
+        return self._outbox.depth == 0 or self._loop.time() >= self._stop_deadline
 
     async def close(
         self, final_state: str = "stopped", timeout_s: float = DEFAULT_CLOSE_TIMEOUT_S

@@ -7,7 +7,9 @@ import asyncio
 import itertools
 import json
 import random
+import re
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -19,8 +21,10 @@ from typing import Any
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
+from pydantic import ValidationError
 
 from monitor.events import (
+    ErrorEvent,
     Event,
     Source,
     WeldAlert,
@@ -555,3 +559,74 @@ def test_reconnect_back_off_grows_and_is_capped_against_a_closed_port(tmp_path: 
     for gap, want in zip(gaps, expected, strict=True):
         # Never early; late only by scheduling on a busy shared machine.
         assert want - 0.01 <= gap <= want + 0.25, (gaps, expected)
+
+
+# --- settings -----------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "prefix", ["weldmon/#", "a/+/b", "/weldmon", "weldmon/", "a//b", "", "$SYS"]
+)
+def test_topic_prefix_with_wildcards_or_stray_slashes_is_rejected_naming_the_key(
+    prefix: str,
+) -> None:
+    with pytest.raises(ValidationError, match="topic_prefix"):
+        MqttSettings(topic_prefix=prefix)
+
+
+@pytest.mark.parametrize(
+    ("values", "message"),
+    [
+        ({"port": 0}, "port"),
+        ({"port": 65536}, "port"),
+        ({"reconnect_min_s": 5.0, "reconnect_max_s": 1.0}, "reconnect_max_s"),
+        ({"connect_timeout_s": float("nan")}, "connect_timeout_s"),
+        ({"reconnect_max_s": float("inf")}, "reconnect_max_s"),
+        ({"password": "x"}, "username"),
+        ({"tls": {"cert_file": "/c.pem"}}, "key_file"),
+        ({"tls": {"enabled": True, "ca_file": "/no/such/ca.crt"}}, "ca_file"),
+        ({"hostname": "typo"}, "hostname"),
+    ],
+)
+def test_invalid_mqtt_settings_are_rejected_naming_the_key(
+    values: dict[str, Any], message: str
+) -> None:
+    with pytest.raises(ValidationError, match=message):
+        MqttSettings(**values)
+
+
+def test_default_client_id_is_derived_from_the_hostname() -> None:
+    hostname = socket.gethostname()
+    client_id = MqttSettings().client_id
+    assert client_id.startswith("weldmon-")
+    assert client_id[len("weldmon-") :] == re.sub(r"[^A-Za-z0-9_-]", "-", hostname)[:56]
+
+
+def test_password_is_kept_secret_in_reprs() -> None:
+    settings = MqttSettings(username="u", password="hunter2")
+    assert "hunter2" not in repr(settings)
+    assert "hunter2" not in str(settings.model_dump())
+
+
+@pytest.mark.broker
+def test_events_added_from_another_thread_are_sent_promptly_after_notify(
+    mosquitto: MosquittoBroker,
+    mqtt_subscriber: Callable[..., MqttCollector],
+    tmp_path: Path,
+) -> None:
+    collector = mqtt_subscriber(mosquitto, [f"{PREFIX}/error"])
+    event = ErrorEvent(daemon_version=VERSION, model_sha256=SHA, code="device_lost", message="x")
+
+    def add_from_worker(outbox: Outbox, publisher: MqttPublisher) -> None:
+        outbox.add(f"{PREFIX}/error", event.to_json(), 1, False, event.event_id)
+        publisher.notify()
+
+    async def scenario() -> None:
+        with Outbox(tmp_path / "outbox.db", max_events=10) as outbox:
+            async with make_publisher(settings_for(mosquitto), outbox) as publisher:
+                await until(lambda: publisher.counters.connected)
+                await asyncio.to_thread(add_from_worker, outbox, publisher)
+                (got,) = await in_thread(collector.wait_for, f"{PREFIX}/error", 1, 2.0)
+                assert parse_event(got.payload) == event
+
+    run(scenario())
