@@ -8,20 +8,22 @@ that lies in the past. Results do not depend on how the stream is cut into block
 
 How it decides (see docs/segmentation.md for the data behind the defaults):
 
-1. Level: power in a high band (4-8 kHz, where a MAG arc's crackle stands out most from the
-   robot's idle hum) per ``frame_s`` frame, smoothed by a centred moving mean of
-   ``smooth_s`` (which delays every decision by half of it).
+1. Level: power in 2-8 kHz (where a MAG arc stands out most from the robot's idle hum) per
+   ``frame_s`` frame, smoothed by a centred moving mean of ``smooth_s`` (which delays every
+   decision by half of it).
 2. Noise floor: the minimum smoothed level over the last ``floor_window_s`` of frames spent
    outside a weld; thresholds are relative to it, so the gate is indifferent to microphone
    gain and distance.
-3. Hysteresis: a weld candidate opens when the level rises ``on_db`` above the floor; it stays
-   "on" while the level is at least ``off_db`` above the floor.
-4. A candidate becomes a weld (``start`` boundary, at the first on-sample minus ``pre_roll_s``)
-   once it has lasted ``min_weld_s``; a candidate that goes off for ``hangover_s`` before that
-   is discarded (counted in ``discarded_bursts``).
-5. A weld ends (``end`` boundary, at the last on-sample) once the level stayed off for
-   ``hangover_s``, or is cut at ``max_weld_s`` (counted in ``forced_ends``); after a forced end
-   the level must fall below ``off_db`` before a new weld may start.
+3. Candidate: opens when the level rises ``on_db`` above the floor, stays while it is at least
+   ``off_db`` above (hysteresis), is discarded after ``hangover_s`` off (``discarded_bursts``).
+4. Weld: the weld's own level is the median of its latest ``ref_s`` of on-frames. Once that is
+   ``on_db`` above the floor and the level has stayed within ``edge_db`` of it for
+   ``min_weld_s``, a ``start`` boundary is emitted at the first frame within ``edge_db`` of
+   it (minus ``pre_roll_s``): the quieter wire-feed creep before ignition is skipped.
+5. A weld ends (``end`` boundary, at the last on-sample) once the level stayed off (below
+   ``off_db`` over the floor or ``edge_db`` under the weld's level) for ``hangover_s``, or is
+   cut at ``max_weld_s`` (``forced_ends``); after a forced end the level must fall below
+   ``off_db`` before a new weld may start.
 
 Signal maths per block is vectorised (``monitor.levels``); the state machine steps once per
 frame (20 per second at the defaults), which is negligible next to the FFTs.
@@ -209,7 +211,7 @@ class GateSegmenter:
         self._last_on_end = 0  # one past the last sample of the latest on-frame
         self._closed = False
 
-        self.discarded_bursts = 0  # candidates shorter than min_weld_s
+        self.discarded_bursts = 0  # candidates that never became a weld
         self.forced_ends = 0  # welds cut at max_weld_s
         self.gap_samples = 0  # samples missing between blocks
 
