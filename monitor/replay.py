@@ -77,13 +77,14 @@ async def replay_files(
     *,
     segmentation: SegmentationMode | None = None,
     realtime: bool = False,
-    out: TextIO = sys.stdout,
+    out: TextIO | None = None,
     progress: bool | None = None,
 ) -> ReplaySummary:
     """Replay `files` in order through one pipeline per file; returns the summary."""
     mode: SegmentationMode = segmentation or cfg.segmentation.mode
     if mode == "trigger":
         mode = "file"  # no robot to send triggers to a file: one weld per file instead
+    out = sys.stdout if out is None else out  # looked up late: tests and callers redirect it
     summary = ReplaySummary()
     options = tracker_options(cfg, model, mode)
     show_bar = len(files) > 1 if progress is None else progress

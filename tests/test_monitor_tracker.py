@@ -1,0 +1,83 @@
+"""monitor.tracker: rolling top-k verdict, one alert, result over the weld's whole windows."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from deploy.pooling import topk_pool
+from monitor.events import Source, WeldAlert, WeldProgress
+from monitor.tracker import ModelInfo, TrackerOptions, WeldTracker
+
+torch.set_num_threads(1)
+SHA = "ab" * 32
+MODEL = ModelInfo(SHA, 16_000, 16_000, eval_pool_ratio=0.2, threshold=0.6)
+
+
+def _tracker(**kw: object) -> WeldTracker:
+    options = TrackerOptions(MODEL, "0.1.0", "gate", **kw)  # type: ignore[arg-type]
+    return WeldTracker(options, "cell1", Source(type="device", name="mic"), 32_000, 1.7e9)
+
+
+def _feed(t: WeldTracker, probs: list[float]) -> list:
+    out = []
+    for i, p in enumerate(probs):
+        out += t.add_window(i, p, t.start_index + (i + 1) * 16_000, progress=True)
+    return out
+
+
+def test_progress_carries_the_deploy_pooling_of_the_windows_so_far() -> None:
+    t = _tracker()
+    probs = [0.1, 0.3, 0.2, 0.5, 0.4]
+    events = [e for e in _feed(t, probs) if isinstance(e, WeldProgress)]
+    for i, e in enumerate(events):
+        expected = float(topk_pool(torch.tensor(probs[: i + 1]), MODEL.eval_pool_ratio))
+        assert e.p_defect == pytest.approx(expected, abs=1e-7)
+        assert e.n_windows == i + 1
+
+
+def test_alert_is_sent_once_the_first_time_the_threshold_is_reached() -> None:
+    t = _tracker()
+    events = _feed(t, [0.1, 0.9, 0.95, 0.2, 0.99])
+    alerts = [e for e in events if isinstance(e, WeldAlert)]
+    assert len(alerts) == 1
+    assert alerts[0].n_windows == 2
+
+
+def test_result_pools_only_the_whole_windows_before_the_end() -> None:
+    t = _tracker()
+    _feed(t, [0.1, 0.2, 0.99])  # the third window reaches past the end decided later
+    result = t.result(t.start_index + 2 * 16_000 + 500, "gate")
+    assert result.n_windows == 2
+    assert result.p_defect == pytest.approx(0.2, abs=1e-7)
+    assert result.label == 0 and result.label_name == "good_weld"
+    assert result.duration_s == pytest.approx(2 + 500 / 16_000)
+
+
+def test_result_times_come_from_the_sample_clock() -> None:
+    t = _tracker()
+    result = t.result(t.start_index + 48_000, "gate")
+    assert result.started_at.timestamp() == pytest.approx(1.7e9 + 2.0, abs=1e-3)
+    assert result.ended_at.timestamp() == pytest.approx(1.7e9 + 5.0, abs=1e-3)
+
+
+def test_weld_shorter_than_a_window_is_reported_too_short() -> None:
+    t = _tracker()
+    result = t.result(t.start_index + 8000, "gate")
+    assert result.degraded and result.degraded_reasons == ["too_short"]
+    assert result.n_windows == 0
+
+
+def test_a_failed_window_degrades_the_weld_and_is_left_out() -> None:
+    t = _tracker(include_window_probs=True)
+    t.add_window(0, 0.3, t.start_index + 16_000, progress=False)
+    t.add_window(1, None, t.start_index + 32_000, progress=False)
+    result = t.result(t.start_index + 32_000, "gate")
+    assert result.window_probs == [pytest.approx(0.3)]
+    assert result.degraded_reasons == ["inference_failed"]
+
+
+def test_weld_ids_are_unique_and_name_the_station() -> None:
+    ids = {_tracker().weld_id for _ in range(100)}
+    assert len(ids) == 100
+    assert all(i.startswith("cell1-") for i in ids)
