@@ -44,6 +44,9 @@ DEFAULT_STALL_TIMEOUT_S = 2.0  # s without a callback, once audio flowed, before
 # counts as lost: 10-100x a normal callback period, short enough to reopen within a weld
 DEFAULT_FIRST_AUDIO_TIMEOUT_S = 5.0  # s from opening to the first callback before the device
 # counts as lost; PulseAudio's ALSA plugin takes 0.5-1.5 s to deliver its first block
+DEFAULT_CALLBACK_BLOCK_S = 0.04  # s per PortAudio callback: 5x less CPU than PortAudio's
+# ~3-9 ms choice (bench/capture_cpu.py) and still 25 blocks/s, far below a 1 s model window
+MAX_CALLBACK_BLOCK_S = 1.0  # s: longer callbacks would delay stall detection and alerts
 DEFAULT_RECONNECT_INITIAL_S = 0.5  # s before the first reopen attempt after a loss
 DEFAULT_RECONNECT_MAX_S = 30.0  # s cap on the back-off between reopen attempts
 RECONNECT_BACKOFF_FACTOR = 2.0  # each failed reopen doubles the wait, up to the cap
@@ -77,7 +80,9 @@ class CaptureSettings(BaseModel):
     first_audio_timeout_s: float = Field(
         default=DEFAULT_FIRST_AUDIO_TIMEOUT_S, gt=0, allow_inf_nan=False
     )
-    blocksize_frames: int = Field(default=0, ge=0)  # 0: PortAudio picks (fewest overflows)
+    callback_block_s: float = Field(
+        default=DEFAULT_CALLBACK_BLOCK_S, ge=0, le=MAX_CALLBACK_BLOCK_S, allow_inf_nan=False
+    )  # s of audio per callback; 0: PortAudio picks (often a few ms: ~5x the CPU)
     latency: Literal["low", "high"] = "high"  # high: larger device buffers, fewer overflows
 
 
@@ -122,7 +127,7 @@ class _EpochStream:
                 samplerate=self.sample_rate,
                 channels=self.channels,
                 dtype="float32",
-                blocksize=settings.blocksize_frames,
+                blocksize=round(settings.callback_block_s * self.sample_rate),
                 latency=settings.latency,
                 callback=self._on_audio,
                 finished_callback=self._on_finished,
