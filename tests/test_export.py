@@ -1,0 +1,82 @@
+"""`weldmon export`: checkpoint -> deploy artifact that keeps the deploy contract."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from deploy.audio import read_recording
+from deploy.export import file_sha256
+from deploy.loader import load_artifact
+from training.checkpoint import BEST_NAME, load_checkpoint
+from training.config import make_config
+from training.dataset import index_dataset
+from training.synthetic import generate_synthetic_dataset, tiny_config_values
+from training.train import train
+from weldmon.cli import main
+
+torch.set_num_threads(1)
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    base = tmp_path_factory.mktemp("export")
+    generate_synthetic_dataset(base / "data")
+    cfg = make_config({**tiny_config_values(base / "data"), "epochs": 1})
+    train(cfg, base / "run", progress=False, log=lambda _: None)
+    return base / "data", base / "run"
+
+
+def test_export_prints_the_original_lines_and_writes_the_sha256_file(
+    trained: tuple[Path, Path], capsys: pytest.CaptureFixture[str]
+) -> None:
+    _, run = trained
+    out = run / "deploy_single_label.pt"
+    code = main(["export", "--checkpoint", str(run / BEST_NAME), "--output", str(out)])
+    lines = capsys.readouterr().out.splitlines()
+    assert code == 0
+    assert lines[0] == f"Exported deploy model: {out}"
+    threshold = load_checkpoint(run / BEST_NAME)["threshold"]
+    assert lines[1] == (
+        f"chunk_samples=16000 | defect_idx=1 | eval_pool_ratio=0.05 | threshold={threshold}"
+    )
+    sha = file_sha256(out)
+    assert lines[2] == f"sha256={sha}"
+    assert (run / "deploy_single_label.pt.sha256").read_text() == f"{sha}  {out.name}\n"
+
+
+def test_exported_artifact_keeps_the_deploy_contract(
+    trained: tuple[Path, Path], tmp_path: Path
+) -> None:
+    data, run = trained
+    out = tmp_path / "m.pt"
+    assert main(["export", "--checkpoint", str(run / BEST_NAME), "--output", str(out)]) == 0
+    model = load_artifact(out, expected_sha256=file_sha256(out))
+    model.self_test()
+    ckpt = load_checkpoint(run / BEST_NAME)
+    assert (model.chunk_samples, model.defect_idx, model.eval_pool_ratio) == (16000, 1, 0.05)
+    assert model.threshold == ckpt["threshold"]
+    assert model.metadata["provenance"]["epoch"] == ckpt["epoch"]
+    for entry in index_dataset(data).entries[:4]:
+        samples = read_recording(entry.path, model.sample_rate).samples
+        out_dict = model.module(torch.from_numpy(samples))
+        assert out_dict["label"].dtype == torch.int64
+        label, p = model.forward(samples)
+        verdict = model.predict(samples)
+        assert (verdict.label, verdict.p_defect) == (label, p)
+        stereo = np.vstack([samples, samples])
+        assert model.predict(stereo).p_defect == pytest.approx(p, abs=1e-6)
+
+
+def test_export_of_a_missing_checkpoint_fails_with_exit_code_1(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    code = main(
+        ["export", "--checkpoint", str(tmp_path / "nope.pt"), "--output", str(tmp_path / "o.pt")]
+    )
+    assert code == 1
+    assert re.search(r"nope\.pt: no such checkpoint", capsys.readouterr().err)

@@ -1,0 +1,229 @@
+"""The training package's `weldmon` subcommands: train, cv, export, evaluate, sweep.
+
+Heavy modules (torch, matplotlib) are imported inside each `run`, so `weldmon --help` stays
+fast. Exit codes: 0 ok, 1 something failed (e.g. some files could not be judged), 2 bad
+arguments or configuration.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+from weldmon.cli import EXIT_FAILURE, EXIT_OK, EXIT_USAGE, Command
+
+DEFAULT_RUNS_FOLDER = Path("runs")  # where runs go without --run-dir / --out
+
+
+def _stamp() -> str:
+    return time.strftime("%Y%m%d-%H%M%S")
+
+
+def _fail(message: str, code: int) -> int:
+    print(f"error: {message}", file=sys.stderr)
+    return code
+
+
+def _load(args: argparse.Namespace):  # -> TrainConfig
+    from training.config import ignored_sections, load_config
+
+    overrides = {"data_root": str(args.data_root)} if args.data_root else {}
+    cfg = load_config(args.config, overrides)
+    for section in ignored_sections(args.config):
+        print(f"note: section {section!r} of {args.config} is for another modality; ignored")
+    return cfg
+
+
+# ---- train -------------------------------------------------------------------------------
+
+
+def _configure_train(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--config", type=Path, required=True, help="training config (YAML, or the original JSON)"
+    )
+    p.add_argument(
+        "--data-root", type=Path, help="dataset root (overrides data_root in the config)"
+    )
+    p.add_argument("--run-dir", type=Path, help="run folder (default: runs/train-<stamp>)")
+    p.add_argument(
+        "--resume", action="store_true", help="continue the run in --run-dir from last_model.pt"
+    )
+    p.add_argument(
+        "--no-progress", action="store_true", help="no progress bars (one line per epoch stays)"
+    )
+
+
+def _run_train(args: argparse.Namespace) -> int:
+    from deploy.errors import WeldmonError
+    from training.config import ConfigError
+    from training.train import train
+
+    if args.resume and args.run_dir is None:
+        return _fail("--resume needs --run-dir", EXIT_USAGE)
+    try:
+        cfg = _load(args)
+    except ConfigError as exc:
+        return _fail(str(exc), EXIT_USAGE)
+    run_dir = args.run_dir or DEFAULT_RUNS_FOLDER / f"train-{_stamp()}"
+    try:
+        result = train(cfg, run_dir, resume=args.resume, progress=not args.no_progress)
+    except ConfigError as exc:
+        return _fail(str(exc), EXIT_USAGE)
+    except WeldmonError as exc:
+        return _fail(str(exc), EXIT_FAILURE)
+    print(f"run folder: {result.run_dir}")
+    return EXIT_OK
+
+
+# ---- cv ----------------------------------------------------------------------------------
+
+
+def _configure_cv(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--config", type=Path, required=True, help="training config for every fold")
+    p.add_argument(
+        "--data-root", type=Path, help="dataset root (overrides data_root in the config)"
+    )
+    p.add_argument("--out", type=Path, help="output folder (default: runs/cv-<stamp>)")
+    p.add_argument("--no-progress", action="store_true")
+
+
+def _run_cv(args: argparse.Namespace) -> int:
+    from deploy.errors import WeldmonError
+    from training.config import ConfigError
+    from training.cv import cross_validate
+    from training.evaluate import format_metrics
+
+    try:
+        cfg = _load(args)
+    except ConfigError as exc:
+        return _fail(str(exc), EXIT_USAGE)
+    out = args.out or DEFAULT_RUNS_FOLDER / f"cv-{_stamp()}"
+    try:
+        result = cross_validate(cfg, out, progress=not args.no_progress)
+    except WeldmonError as exc:
+        return _fail(str(exc), EXIT_FAILURE)
+    print("leave-one-config-folder-out, pooled out-of-fold (small sample: read with care)")
+    print("\n".join(format_metrics(result.metrics)))
+    print(f"results: {out}")
+    return EXIT_OK if result.rows else EXIT_FAILURE
+
+
+# ---- export ------------------------------------------------------------------------------
+
+
+def _configure_export(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--checkpoint", type=Path, required=True, help="e.g. RUN/best_model.pt")
+    p.add_argument("--output", type=Path, required=True, help="e.g. RUN/deploy_single_label.pt")
+
+
+def _run_export(args: argparse.Namespace) -> int:
+    from deploy.errors import WeldmonError
+    from training.export import export_checkpoint
+
+    try:
+        result = export_checkpoint(args.checkpoint, args.output)
+    except WeldmonError as exc:
+        return _fail(str(exc), EXIT_FAILURE)
+    print(f"Exported deploy model: {result.path}")
+    print(result.summary_line())
+    print(f"sha256={result.sha256}")
+    return EXIT_OK
+
+
+# ---- evaluate ----------------------------------------------------------------------------
+
+
+def _configure_evaluate(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--model", type=Path, required=True, help="any deploy artifact")
+    p.add_argument("--data-root", type=Path, required=True, help="labelled dataset root")
+    p.add_argument("--split", type=Path, help="split.json: evaluate only its validation folders")
+    p.add_argument(
+        "--report", type=Path, required=True, help="report folder (HTML, CSV, JSON, plots)"
+    )
+    p.add_argument(
+        "--workers", type=int, help="files judged at once (default: one per core, up to 4)"
+    )
+
+
+def _run_evaluate(args: argparse.Namespace) -> int:
+    from deploy.errors import WeldmonError
+    from training.evaluate import DEFAULT_WORKERS, evaluate, format_metrics
+    from training.report import write_report
+
+    workers = DEFAULT_WORKERS if args.workers is None else args.workers
+    if workers < 1:
+        return _fail("--workers must be >= 1", EXIT_USAGE)
+    try:
+        result = evaluate(
+            args.model, args.data_root, split_file=args.split, workers=workers, progress=True
+        )
+    except WeldmonError as exc:
+        return _fail(str(exc), EXIT_FAILURE)
+    print("\n".join(format_metrics(result.metrics)))
+    html = write_report(result, args.report)
+    for bad in result.errors:
+        print(f"error: {bad.error}", file=sys.stderr)
+    print(f"report: {html}")
+    return EXIT_FAILURE if result.errors else EXIT_OK
+
+
+# ---- sweep -------------------------------------------------------------------------------
+
+
+def _configure_sweep(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--config", type=Path, required=True, help="sweep file (see configs/sweep.example.yaml)"
+    )
+    p.add_argument(
+        "--data-root", type=Path, help="dataset root (overrides the sweep's and base config's)"
+    )
+    p.add_argument(
+        "--promote", metavar="NAME", help="freeze run NAME (runs the sweep first if needed)"
+    )
+    p.add_argument("--no-progress", action="store_true")
+
+
+def _run_sweep(args: argparse.Namespace) -> int:
+    from deploy.errors import WeldmonError
+    from training.config import ConfigError
+    from training.sweep import load_sweep, promote, run_sweep
+
+    try:
+        sweep = load_sweep(args.config)
+    except ConfigError as exc:
+        return _fail(str(exc), EXIT_USAGE)
+    board = Path(sweep.output_dir) / "leaderboard.md"
+    try:
+        if args.promote is None or not board.is_file():
+            run_sweep(
+                sweep,
+                data_root=str(args.data_root) if args.data_root else None,
+                progress=not args.no_progress,
+            )
+            print(board.read_text(), end="")
+        if args.promote is not None:
+            print(f"promoted: {promote(sweep, args.promote)}")
+    except ConfigError as exc:
+        return _fail(str(exc), EXIT_USAGE)
+    except WeldmonError as exc:
+        return _fail(str(exc), EXIT_FAILURE)
+    return EXIT_OK
+
+
+COMMANDS: dict[str, Command] = {
+    "train": Command(_configure_train, _run_train, "Train the MIL CNN from a labelled dataset."),
+    "cv": Command(
+        _configure_cv, _run_cv, "Leave-one-config-folder-out cross-validation (small data)."
+    ),
+    "export": Command(
+        _configure_export, _run_export, "Export a training checkpoint as the deploy artifact."
+    ),
+    "evaluate": Command(
+        _configure_evaluate, _run_evaluate, "Evaluate any deploy artifact on a labelled dataset."
+    ),
+    "sweep": Command(
+        _configure_sweep, _run_sweep, "Train, export, evaluate and rank several configs."
+    ),
+}

@@ -1,0 +1,52 @@
+"""Checkpoint -> deploy artifact: rebuild the classifier from the checkpoint alone, export it
+with `deploy.export.export_artifact`, then load it back and self-test it."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from deploy.backbone import BackboneParams, WindowClassifier
+from deploy.export import ExportResult, export_artifact, file_sha256
+from deploy.frontend import FrontEndParams
+from deploy.loader import load_artifact
+from training.checkpoint import CheckpointError, load_checkpoint
+
+
+def classifier_from_checkpoint(ckpt: dict) -> WindowClassifier:
+    """The window classifier (front end + backbone) with the checkpoint's weights."""
+    try:
+        model = WindowClassifier(
+            FrontEndParams(**ckpt["frontend"]), BackboneParams(**ckpt["model_params"])
+        )
+        model.load_state_dict(ckpt["model_state"])
+    except (TypeError, RuntimeError) as exc:
+        raise CheckpointError(f"checkpoint does not fit the model: {exc}") from exc
+    return model.eval()
+
+
+def export_checkpoint(checkpoint: Path, output: Path) -> ExportResult:
+    """Export `checkpoint` (e.g. RUN/best_model.pt) to `output` and its `.sha256` file."""
+    ckpt = load_checkpoint(checkpoint)
+    model = classifier_from_checkpoint(ckpt)
+    cfg = ckpt["config"]
+    frontend = FrontEndParams(**ckpt["frontend"])
+    result = export_artifact(
+        model,
+        Path(output),
+        frontend=frontend,
+        threshold=float(ckpt["threshold"]),
+        eval_pool_ratio=float(cfg["eval_pool_ratio"]),
+        defect_idx=int(ckpt.get("defect_idx", 1)),
+        chunk_seconds=float(cfg["chunk_seconds"]),
+        model_params=dict(ckpt["model_params"]),
+        provenance={
+            "checkpoint": str(Path(checkpoint).resolve()),
+            "checkpoint_sha256": file_sha256(Path(checkpoint)),
+            "epoch": int(ckpt["epoch"]),
+            "metrics": dict(ckpt.get("metrics", {})),
+            "config": dict(cfg),
+            "split": ckpt.get("split"),
+        },
+    )
+    load_artifact(result.path, expected_sha256=result.sha256).self_test()
+    return result

@@ -1,0 +1,178 @@
+"""Binary classification metrics as small pure numpy functions (defect = positive class).
+
+Hand-written rather than taken from scikit-learn so the training extra stays small; the tests
+check them against independently computed values.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+ECE_BINS = 10  # equal-width probability bins of the reliability diagram (the usual choice)
+
+
+@dataclass(frozen=True)
+class Confusion:
+    tp: int
+    fp: int
+    tn: int
+    fn: int
+
+    @property
+    def total(self) -> int:
+        return self.tp + self.fp + self.tn + self.fn
+
+    @property
+    def accuracy(self) -> float:
+        return _ratio(self.tp + self.tn, self.total)
+
+    @property
+    def precision(self) -> float:
+        return _ratio(self.tp, self.tp + self.fp)
+
+    @property
+    def recall(self) -> float:
+        return _ratio(self.tp, self.tp + self.fn)
+
+    @property
+    def f1(self) -> float:
+        """F1 of the defect class."""
+        return _ratio(2 * self.tp, 2 * self.tp + self.fp + self.fn)
+
+    @property
+    def f1_good(self) -> float:
+        return _ratio(2 * self.tn, 2 * self.tn + self.fn + self.fp)
+
+    @property
+    def macro_f1(self) -> float:
+        return (self.f1 + self.f1_good) / 2.0
+
+
+def _ratio(num: int, den: int) -> float:
+    """num / den, or 0.0 when the denominator is empty (sklearn's zero_division=0)."""
+    return num / den if den else 0.0
+
+
+def confusion(y_true: Sequence[int] | np.ndarray, y_pred: Sequence[int] | np.ndarray) -> Confusion:
+    t = np.asarray(y_true, dtype=bool)
+    p = np.asarray(y_pred, dtype=bool)
+    return Confusion(
+        tp=int(np.sum(t & p)),
+        fp=int(np.sum(~t & p)),
+        tn=int(np.sum(~t & ~p)),
+        fn=int(np.sum(t & ~p)),
+    )
+
+
+def _average_ranks(x: np.ndarray) -> np.ndarray:
+    """1-based ranks with ties sharing their mean rank."""
+    order = np.argsort(x, kind="mergesort")
+    sorted_x = x[order]
+    ranks = np.empty(len(x), dtype=np.float64)
+    start = 0
+    while start < len(x):
+        stop = start
+        while stop + 1 < len(x) and sorted_x[stop + 1] == sorted_x[start]:
+            stop += 1
+        ranks[order[start : stop + 1]] = (start + stop) / 2.0 + 1.0
+        start = stop + 1
+    return ranks
+
+
+def roc_auc(y_true: Sequence[int] | np.ndarray, scores: Sequence[float] | np.ndarray) -> float:
+    """Area under the ROC curve via the Mann-Whitney U statistic; NaN with one class only."""
+    y = np.asarray(y_true, dtype=bool)
+    s = np.asarray(scores, dtype=np.float64)
+    n_pos, n_neg = int(y.sum()), int((~y).sum())
+    if n_pos == 0 or n_neg == 0:
+        return float("nan")
+    ranks = _average_ranks(s)
+    return float((ranks[y].sum() - n_pos * (n_pos + 1) / 2.0) / (n_pos * n_neg))
+
+
+def pr_auc(y_true: Sequence[int] | np.ndarray, scores: Sequence[float] | np.ndarray) -> float:
+    """Area under the precision-recall curve as average precision (sum of precision at each
+    distinct score times the recall gained there); NaN without positives."""
+    y = np.asarray(y_true, dtype=bool)
+    s = np.asarray(scores, dtype=np.float64)
+    n_pos = int(y.sum())
+    if n_pos == 0:
+        return float("nan")
+    order = np.argsort(-s, kind="mergesort")
+    y_sorted, s_sorted = y[order], s[order]
+    tp = np.cumsum(y_sorted)
+    fp = np.cumsum(~y_sorted)
+    # Only the last index of each run of tied scores is a real operating point.
+    last = np.r_[np.diff(s_sorted) != 0, True]
+    tp, fp = tp[last], fp[last]
+    precision = tp / (tp + fp)
+    recall = tp / n_pos
+    recall_gain = np.diff(np.r_[0.0, recall])
+    return float(np.sum(precision * recall_gain))
+
+
+def curve_points(
+    y_true: Sequence[int] | np.ndarray, scores: Sequence[float] | np.ndarray
+) -> dict[str, np.ndarray]:
+    """ROC (fpr, tpr) and PR (recall, precision) points at every distinct score, for plots."""
+    y = np.asarray(y_true, dtype=bool)
+    s = np.asarray(scores, dtype=np.float64)
+    order = np.argsort(-s, kind="mergesort")
+    y_sorted, s_sorted = y[order], s[order]
+    last = np.r_[np.diff(s_sorted) != 0, True] if len(s) else np.zeros(0, dtype=bool)
+    tp = np.cumsum(y_sorted)[last]
+    fp = np.cumsum(~y_sorted)[last]
+    n_pos, n_neg = max(int(y.sum()), 1), max(int((~y).sum()), 1)
+    return {
+        "fpr": np.r_[0.0, fp / n_neg],
+        "tpr": np.r_[0.0, tp / n_pos],
+        "recall": tp / n_pos,
+        "precision": tp / np.maximum(tp + fp, 1),
+    }
+
+
+def reliability(
+    y_true: Sequence[int] | np.ndarray, probs: Sequence[float] | np.ndarray, bins: int = ECE_BINS
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Per equal-width bin of p_defect: (count, mean p_defect, observed defect rate).
+
+    Bin i holds p in [i/bins, (i+1)/bins); p = 1.0 goes into the last bin. Empty bins have NaN
+    means.
+    """
+    y = np.asarray(y_true, dtype=np.float64)
+    p = np.asarray(probs, dtype=np.float64)
+    idx = np.minimum((p * bins).astype(int), bins - 1)
+    count = np.bincount(idx, minlength=bins).astype(np.int64)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        mean_p = np.bincount(idx, weights=p, minlength=bins) / count
+        rate = np.bincount(idx, weights=y, minlength=bins) / count
+    return count, mean_p, rate
+
+
+def expected_calibration_error(
+    y_true: Sequence[int] | np.ndarray, probs: Sequence[float] | np.ndarray, bins: int = ECE_BINS
+) -> float:
+    """ECE of p_defect: sum over bins of (bin share) x |observed defect rate - mean p_defect|."""
+    count, mean_p, rate = reliability(y_true, probs, bins)
+    total = count.sum()
+    if total == 0:
+        return float("nan")
+    used = count > 0
+    return float(np.sum(count[used] / total * np.abs(rate[used] - mean_p[used])))
+
+
+def tune_threshold(
+    y_true: Sequence[int] | np.ndarray, probs: Sequence[float] | np.ndarray, grid: Sequence[float]
+) -> tuple[float, float]:
+    """(threshold, macro-F1) maximising macro-F1 over `grid` (label = p >= threshold); the
+    first of equal scores wins, so the result does not depend on float noise in later ones."""
+    p = np.asarray(probs, dtype=np.float64)
+    best_t, best_f1 = float(grid[0]), -1.0
+    for t in grid:
+        f1 = confusion(y_true, p >= t).macro_f1
+        if f1 > best_f1:
+            best_t, best_f1 = float(t), f1
+    return best_t, best_f1
