@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import re
+from pathlib import Path
 
 import jinja2
 import pytest
@@ -143,3 +144,8 @@ def test_removal_sends_empty_retained_configs_on_the_discovery_topics():
 def test_settings_reject_a_discovery_prefix_that_is_not_a_plain_topic(prefix: str):
     with pytest.raises(ValidationError, match="discovery_prefix"):
         HomeAssistantSettings(discovery_prefix=prefix)
+
+
+def test_committed_schema_file_matches_the_module():
+    committed = Path(__file__).resolve().parents[1] / "docs" / "homeassistant.schema.json"
+    assert json.loads(committed.read_text()) == DISCOVERY_PAYLOAD_SCHEMA
