@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import itertools
+import math
+import threading
 import time
 from pathlib import Path
 
@@ -157,6 +159,29 @@ def test_removed_sink_raises_device_lost_and_reopen_starts_a_new_epoch_with_audi
 
 
 @pytest.mark.audio
+def test_wait_for_device_gives_up_after_max_wait_when_no_source_exists(
+    pulse: PulseAudio,
+) -> None:
+    assert not pulse.sinks  # no sink, so no monitor source for the pulse PCM to record
+    capture = SoundDeviceCapture(pulse_settings(16_000, 1))
+    started = time.monotonic()
+    with pytest.raises(DeviceLostError, match=r"did not come back within 1.5 s"):
+        capture.wait_for_device(1.5, initial_backoff_s=0.2)
+    assert 1.5 <= time.monotonic() - started < 1.5 + LOSS_DETECTION_LIMIT_S
+
+
+@pytest.mark.audio
+def test_wait_for_device_returns_false_at_once_when_asked_to_stop(pulse: PulseAudio) -> None:
+    assert not pulse.sinks
+    stop = threading.Event()
+    stop.set()
+    capture = SoundDeviceCapture(pulse_settings(16_000, 1))
+    started = time.monotonic()
+    assert capture.wait_for_device(math.inf, initial_backoff_s=10.0, stop=stop) is False
+    assert time.monotonic() - started < LOSS_DETECTION_LIMIT_S
+
+
+@pytest.mark.audio
 def test_suspended_sink_is_reported_as_a_stall(pulse: PulseAudio) -> None:
     pulse.create_sink("weldstall", 16_000, 1)
     with SoundDeviceCapture(pulse_settings(16_000, 1, stall_timeout_s=1.0)) as capture:
@@ -188,6 +213,41 @@ def test_counters_add_up_the_frames_handed_out(pulse: PulseAudio) -> None:
     assert counters.frames_captured >= handed_out > 0
     assert (counters.dropped_frames, counters.nonfinite_samples, counters.stream_epoch) == (0, 0, 1)
     assert counters.last_block_monotonic is not None
+
+
+@pytest.mark.audio
+def test_a_slow_reader_loses_audio_only_as_counted_gaps_on_the_sample_clock(
+    pulse: PulseAudio,
+) -> None:
+    pulse.create_sink("weldslow", 16_000, 1)
+    settings = pulse_settings(16_000, 1, ring_s=0.2)
+    with SoundDeviceCapture(settings) as capture:
+        blocks = [wait_for_first_block(capture)]
+        time.sleep(1.0)  # the 0.2 s ring overflows while nobody reads
+        blocks += capture_for(capture, 0.5)
+        counters = capture.counters()
+    gaps = [b.dropped_frames for b in blocks]
+    assert sum(gaps) == counters.dropped_frames > 0
+    for before, after in itertools.pairwise(blocks):
+        assert after.start_frame == before.end_frame + after.dropped_frames
+
+
+@pytest.mark.audio
+def test_nan_and_inf_reaching_the_device_are_zeroed_and_counted(pulse: PulseAudio) -> None:
+    pulse.create_sink("weldnan", 16_000, 1)
+    played = np.full((2 * 16_000, 1), 0.1, dtype=np.float32)
+    played[::100] = np.nan  # a float32 sink passes non-finite samples through untouched
+    played[50::100] = np.inf
+    injected = int(np.count_nonzero(~np.isfinite(played)))
+    with SoundDeviceCapture(pulse_settings(16_000, 1)) as capture:
+        wait_for_first_block(capture)
+        player = pulse.play_array(played, 16_000, "weldnan")
+        blocks = capture_for(capture, 2.0 + CAPTURE_MARGIN_S)
+        assert player.wait(REOPEN_LIMIT_S) == 0
+        counted = capture.counters().nonfinite_samples
+    assert all(np.isfinite(b.samples).all() for b in blocks)
+    assert sum(b.nonfinite_samples for b in blocks) == counted
+    assert injected // 2 < counted <= injected  # PulseAudio may clip the stream's edges
 
 
 @pytest.mark.audio

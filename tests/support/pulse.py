@@ -14,8 +14,10 @@ subprocesses at it. Without the binaries the tests skip locally and fail with CI
 
 from __future__ import annotations
 
+import ctypes
 import os
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
@@ -34,6 +36,7 @@ POLL_S = 0.05  # s between readiness checks
 SINK_RATES_HZ = (16_000, 44_100, 48_000)  # rates the tests use; others are refused as typos
 MAX_SINK_CHANNELS = 8  # PulseAudio's default channel maps go this far without aux names
 REQUIRED_BINARIES = ("pulseaudio", "pactl", "paplay")
+PR_SET_PDEATHSIG = 1  # linux/prctl.h: signal the child when its parent dies
 ALSA_PULSE_PLUGIN_GLOB = "/usr/lib/*/alsa-lib/libasound_module_pcm_pulse.so"
 
 
@@ -51,6 +54,13 @@ def missing_requirements() -> list[str]:
     except OSError:
         missing.append("PortAudio (Debian package libportaudio2)")
     return missing
+
+
+def _die_with_parent() -> None:
+    """In the child before exec: SIGTERM it when the test process dies, even by SIGKILL, so a
+    killed test run leaves no daemon behind on a shared machine (Linux prctl)."""
+    libc = ctypes.CDLL(None, use_errno=True)
+    libc.prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
 
 
 def reinitialise_portaudio() -> None:
@@ -119,7 +129,12 @@ class PulseAudio:
         ]
         with log_path.open("wb") as log_file:
             process = subprocess.Popen(
-                command, stdin=subprocess.DEVNULL, stdout=log_file, stderr=log_file, env=env
+                command,
+                stdin=subprocess.DEVNULL,
+                stdout=log_file,
+                stderr=log_file,
+                env=env,
+                preexec_fn=_die_with_parent,
             )
         server = cls(workdir, process, log_path)
         server._wait_until_ready()
