@@ -121,8 +121,9 @@ class _EpochStream:
         self.callback_error: BaseException | None = None
         self.finished = False  # set by PortAudio's finished callback
         self.lost_reason: str | None = None  # consumer-owned once set
+        stream: sd.InputStream | None = None
         try:
-            self.stream = sd.InputStream(
+            stream = sd.InputStream(
                 device=device.index,
                 samplerate=self.sample_rate,
                 channels=self.channels,
@@ -132,8 +133,11 @@ class _EpochStream:
                 callback=self._on_audio,
                 finished_callback=self._on_finished,
             )
-            self.stream.start()
+            stream.start()
+            self.stream = stream
         except (sd.PortAudioError, ValueError) as exc:
+            if stream is not None:  # opened but would not start: release the device
+                stream.close(ignore_errors=True)
             raise DeviceOpenError(
                 f"cannot open input device {device.index} {device.name!r} at "
                 f"{self.sample_rate} Hz x {self.channels} ch: {exc}"
