@@ -9,7 +9,10 @@ folder gets its own tilt and hum pitch, so config folders differ the way real on
     python -m training.synthetic OUT_DIR [--configs-per-class 3] [--runs-per-config 3]
         [--duration 4] [--seed 0]
 
-writes `OUT_DIR/good_weld/...`, `OUT_DIR/defect_data_weld/...` and `OUT_DIR/manifest.csv`.
+writes `OUT_DIR/good_weld/...`, `OUT_DIR/defect_data_weld/...`, `OUT_DIR/manifest.csv` and
+`OUT_DIR/train.tiny.yaml`, a training config that learns this set in well under a minute::
+
+    weldmon train --config OUT_DIR/train.tiny.yaml --run-dir RUN
 """
 
 from __future__ import annotations
@@ -23,6 +26,7 @@ from pathlib import Path
 
 import numpy as np
 import soundfile as sf
+import yaml
 
 from training.dataset import LABEL_CODES, TOP_FOLDERS
 
@@ -41,6 +45,7 @@ CRACKLE_GAIN = 6.0  # burst amplitude relative to the arc noise RMS
 DROPOUT_RATE_HZ = 1.5  # mean arc dropouts per second in defect welds
 DROPOUT_MS = (50.0, 150.0)  # dropout duration range (ms)
 DROPOUT_LEVEL = 0.05  # residual level during a dropout
+TINY_CONFIG_NAME = "train.tiny.yaml"
 
 
 @dataclass(frozen=True)
@@ -164,7 +169,10 @@ def main(argv: list[str] | None = None) -> int:
         duration_s=args.duration,
         seed=args.seed,
     )
+    config = args.out / TINY_CONFIG_NAME
+    config.write_text(yaml.safe_dump(tiny_config_values(args.out.resolve()), sort_keys=False))
     print(f"wrote {len(runs)} synthetic recordings under {args.out}")
+    print(f"tiny training config: {config}")
     return 0
 
 
