@@ -75,6 +75,7 @@ class PipelineCounters:
     windows: int = 0
     windows_failed: int = 0
     triggers_ignored: int = 0  # trigger for an unknown station or before audio flows
+    silent_samples: int = 0  # digital silence kept from the segmenter (see _advance)
 
     def as_dict(self) -> dict[str, int]:
         """The counters by name."""
@@ -253,7 +254,15 @@ class Pipeline:
             return
         st.history.append(chunk.samples, chunk.start_index)
         forced_before = getattr(st.segmenter, "forced_ends", 0)
-        boundaries = st.segmenter.process(chunk.samples, chunk.start_index)
+        if chunk.samples.any() or st.segmenter.in_weld:
+            boundaries = st.segmenter.process(chunk.samples, chunk.start_index)
+        else:
+            # Exact digital silence outside a weld is no room noise: a stream that has not
+            # started yet (a null sink before playback, a muted input). Fed to the gate it
+            # would pull the noise floor to -120 dBFS and make ordinary idle noise look like
+            # an arc; the gate treats the skipped span as a gap. Windows still see it.
+            self.counters.silent_samples += int(chunk.samples.size)
+            boundaries = []
         forced = getattr(st.segmenter, "forced_ends", 0) > forced_before
         for b in boundaries:
             reason: EndReason = "max_length" if forced and b.kind == "end" else end_reason
