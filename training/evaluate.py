@@ -26,7 +26,7 @@ import torch
 from deploy.audio import read_recording
 from deploy.errors import AudioError
 from deploy.loader import DeployModel, load_artifact
-from training.dataset import LABEL_CODES, DataReport, RunEntry, index_dataset
+from training.dataset import GOOD_CODE, LABEL_CODES, RunEntry, index_dataset
 from training.metrics import confusion, expected_calibration_error, pr_auc, roc_auc
 from training.split import read_split
 
@@ -181,14 +181,25 @@ def _take(it: Iterator[RunEntry], n: int) -> Iterable[RunEntry]:
 
 def select_entries(
     data_root: Path, split_file: Path | None, *, sample_rate: int, chunk_samples: int
-) -> tuple[list[RunEntry], DataReport]:
-    """Every usable run under `data_root` (only the split's validation folders when given)."""
+) -> tuple[list[RunEntry], list[FileResult]]:
+    """Usable runs under `data_root` and error rows for the unusable ones (only the split's
+    validation folders when a split is given)."""
     index = index_dataset(data_root, sample_rate=sample_rate, chunk_samples=chunk_samples)
-    entries = index.entries
-    if split_file is not None:
-        split = read_split(split_file)
-        entries = [e for e in entries if split.side(e) == "val"]
-    return entries, index.report
+    wanted = set(read_split(split_file).val_folders) if split_file is not None else None
+    entries = [e for e in index.entries if wanted is None or e.config_folder in wanted]
+    errors = [
+        FileResult(
+            b.run_id,
+            b.path,
+            b.config_folder,
+            b.run_id[-2:],
+            int(b.run_id[-2:] != GOOD_CODE),
+            error=b.reason,
+        )
+        for b in index.report.bad
+        if wanted is None or b.config_folder in wanted
+    ]
+    return entries, errors
 
 
 def evaluate(
@@ -201,23 +212,9 @@ def evaluate(
 ) -> EvaluationResult:
     """Judge every file of the dataset (or of the split's validation side) with the artifact."""
     model = load_artifact(model_path)
-    entries, report = select_entries(
+    entries, files = select_entries(
         data_root, split_file, sample_rate=model.sample_rate, chunk_samples=model.chunk_samples
     )
-    files: list[FileResult] = []
-    for bad in report.bad:
-        if split_file is None or bad.config_folder in read_split(split_file).val_folders:
-            code = bad.run_id[-2:]
-            files.append(
-                FileResult(
-                    bad.run_id,
-                    bad.path,
-                    bad.config_folder,
-                    code,
-                    int(code != "00"),
-                    error=bad.reason,
-                )
-            )
     judged = judge_files(model_path, entries, workers=workers)
     if progress:
         from tqdm import tqdm
