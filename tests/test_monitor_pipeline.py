@@ -1,0 +1,138 @@
+"""monitor.pipeline with the real inference worker and model, fed synthetic blocks: trigger
+mode, shutdown, device loss and dropped audio end welds the way the events promise."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from deploy.loader import DeployModel, load_artifact
+from monitor.blocks import AudioBlock
+from monitor.events import Event, Source, WeldResult, WeldStart
+from monitor.inference import InferenceWorker
+from monitor.pipeline import Pipeline, PipelineSettings
+from monitor.tracker import ModelInfo, SegmentationMode, TrackerOptions
+
+torch.set_num_threads(1)
+RATE = 16_000
+EPOCH_UTC = 1_700_000_000.0
+SOURCE = Source(type="device", name="synthetic")
+
+
+@pytest.fixture(scope="module")
+def model(compat_artifact: Path) -> DeployModel:
+    return load_artifact(compat_artifact)
+
+
+@pytest.fixture(scope="module")
+def worker(model: DeployModel) -> Iterator[InferenceWorker]:
+    with InferenceWorker(model, max_batch_windows=16, queue_windows=64) as w:
+        yield w
+
+
+def _blocks(seconds: float, *, epoch: int = 1, dropped_at: int | None = None):
+    rng = np.random.default_rng(epoch)
+    n = round(0.1 * RATE)
+    for i in range(round(seconds / 0.1)):
+        samples = (rng.standard_normal((n, 1)) * 0.05).astype(np.float32)
+        dropped = 0 if dropped_at != i else 100
+        yield AudioBlock(samples, i * n, RATE, epoch, EPOCH_UTC, dropped_frames=dropped)
+
+
+def _run(model: DeployModel, worker: InferenceWorker, mode: SegmentationMode, script) -> list:
+    events: list[Event] = []
+    settings = PipelineSettings(["cell"], "mix", mode, max_in_flight=32)
+    options = TrackerOptions(ModelInfo.of(model), "0.1.0", mode)
+
+    async def main() -> None:
+        async with Pipeline(settings, options, worker, events.append, RATE) as pipeline:
+            await script(pipeline)
+
+    asyncio.run(main())
+    return events
+
+
+def _results(events: list[Event]) -> list[WeldResult]:
+    return [e for e in events if isinstance(e, WeldResult)]
+
+
+def test_trigger_mode_weld_spans_the_trigger_times_on_the_sample_clock(
+    model: DeployModel, worker: InferenceWorker
+) -> None:
+    async def script(p: Pipeline) -> None:
+        blocks = list(_blocks(6.0))
+        await p.feed(blocks[0], SOURCE)
+        p.push_trigger("cell", "start", EPOCH_UTC + 1.0)
+        p.push_trigger("cell", "stop", EPOCH_UTC + 3.5)
+        for b in blocks[1:]:
+            await p.feed(b, SOURCE)
+        await p.end_stream("shutdown", "interrupted")
+
+    (result,) = _results(_run(model, worker, "trigger", script))
+    assert result.started_at.timestamp() == pytest.approx(EPOCH_UTC + 1.0, abs=1e-3)
+    assert result.duration_s == pytest.approx(2.5)
+    assert result.n_windows == 2
+    assert result.end_reason == "trigger" and not result.degraded
+
+
+def test_trigger_for_an_unknown_station_is_ignored_and_counted(
+    model: DeployModel, worker: InferenceWorker
+) -> None:
+    counted = []
+
+    async def script(p: Pipeline) -> None:
+        await p.feed(next(_blocks(0.1)), SOURCE)
+        assert not p.push_trigger("other", "start", EPOCH_UTC)
+        counted.append(p.counters.triggers_ignored)
+
+    assert _results(_run(model, worker, "trigger", script)) == []
+    assert counted == [1]
+
+
+def test_shutdown_closes_the_open_weld_as_interrupted(
+    model: DeployModel, worker: InferenceWorker
+) -> None:
+    async def script(p: Pipeline) -> None:
+        for b in _blocks(2.5):
+            await p.feed(b, SOURCE)
+        await p.end_stream("shutdown", "interrupted")
+
+    events = _run(model, worker, "file", script)
+    (result,) = _results(events)
+    assert isinstance(events[0], WeldStart)
+    assert result.end_reason == "shutdown"
+    assert result.degraded_reasons == ["interrupted"]
+    assert result.n_windows == 2
+
+
+def test_a_new_stream_epoch_closes_open_welds_as_device_lost(
+    model: DeployModel, worker: InferenceWorker
+) -> None:
+    async def script(p: Pipeline) -> None:
+        for b in _blocks(1.5, epoch=1):
+            await p.feed(b, SOURCE)
+        for b in _blocks(1.2, epoch=2):
+            await p.feed(b, SOURCE)
+        await p.end_stream("file_end")
+
+    first, second = _results(_run(model, worker, "file", script))
+    assert (first.end_reason, first.degraded_reasons) == ("device_lost", ["device_lost"])
+    assert (second.end_reason, second.degraded) == ("file_end", False)
+
+
+def test_dropped_frames_during_a_weld_are_reported_on_its_result(
+    model: DeployModel, worker: InferenceWorker
+) -> None:
+    async def script(p: Pipeline) -> None:
+        for b in _blocks(2.0, dropped_at=5):
+            await p.feed(b, SOURCE)
+        await p.end_stream("file_end")
+
+    (result,) = _results(_run(model, worker, "file", script))
+    assert result.degraded_reasons == ["dropped_audio"]
+    assert result.dropped_frames == 100
