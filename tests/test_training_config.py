@@ -114,3 +114,14 @@ def test_inconsistent_front_end_is_refused() -> None:
     with pytest.raises(ValueError, match="win_length"):
         TrainConfig(win_length=2048)
     assert math.isclose(TrainConfig(chunk_seconds=0.5).chunk_samples, 8000)
+
+
+def test_train_command_with_an_unknown_key_exits_2_naming_it(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from weldmon.cli import main
+
+    path = _write(tmp_path / "c.json", {"topk_ratio": 0.1})
+    assert main(["train", "--config", str(path), "--run-dir", str(tmp_path / "run")]) == 2
+    assert "topk_ratio" in capsys.readouterr().err
+    assert not (tmp_path / "run").exists()

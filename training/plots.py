@@ -107,5 +107,5 @@ def window_timelines(
         ax.set_ylim(0, 1.02)
         ax.set_title(f"{title}  p_defect={p_defect:.3f}", fontsize=8)
         ax.set_ylabel("p(window)", fontsize=7)
-    axes[-1, 0].set_xlabel("window start (s)")
+    axes[-1, 0].set_xlabel("window index (1 window = chunk_seconds)")
     return _save(fig, path)
