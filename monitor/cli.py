@@ -106,6 +106,22 @@ def _run_devices(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _configure_watch(parser: argparse.ArgumentParser) -> None:
+    try:
+        from monitor import watch
+    except ImportError:  # the watch view is being built separately; say so instead of a trace
+        return
+    watch.configure(parser)
+
+
+def _run_watch(args: argparse.Namespace) -> int:
+    try:
+        from monitor import watch
+    except ImportError:
+        return _fail("`weldmon watch` is not available in this build yet", EXIT_USAGE)
+    return watch.run(args)
+
+
 COMMANDS: dict[str, Command] = {
     "run": Command(_configure_run, _run_daemon, "run the real-time monitor daemon"),
     "replay": Command(
@@ -113,5 +129,8 @@ COMMANDS: dict[str, Command] = {
     ),
     "devices": Command(
         _configure_devices, _run_devices, "list the audio input devices PortAudio sees"
+    ),
+    "watch": Command(
+        _configure_watch, _run_watch, "live terminal view of the monitor's MQTT events"
     ),
 }

@@ -240,3 +240,40 @@ def test_per_channel_daemon_judges_each_channel_as_its_own_station(
     assert (len(per_station["left"]), len(per_station["right"])) == (2, 3)
     topics = {m.topic for m in collector.matching("weldmon/+/weld/result")}
     assert topics == {"weldmon/left/weld/result", "weldmon/right/weld/result"}
+
+
+def test_sigterm_during_a_weld_reports_it_interrupted_and_exits_cleanly(
+    pulse: PulseAudio,
+    mosquitto: MosquittoBroker,
+    mqtt_subscriber,
+    recordings: list,
+    artifact: Path,
+    tmp_path: Path,
+) -> None:
+    audio = read_recording(recordings[SHIFT_RUNS[0]].flac, RATE).samples[0]
+    pulse.create_sink("cellstop", RATE, 1)
+    config = write_config(tmp_path, artifact, mosquitto, {"stations": ["cell1"]})
+    collector = mqtt_subscriber(mosquitto, ["weldmon/#"])
+    daemon = DaemonProcess(config, pulse, tmp_path)
+    try:
+        daemon.wait_for_log("capture_opened", STARTUP_TIMEOUT_S)
+        collector.wait_for("weldmon/status", 1, STARTUP_TIMEOUT_S)
+        time.sleep(1.0)
+        player = pulse.play_array(audio[:, None], RATE, "cellstop")
+        collector.wait_for("weldmon/cell1/weld/start", 1, 30.0)
+        time.sleep(2.0)  # well inside the arc (it burns for ~25 s)
+        started = time.monotonic()
+        code = daemon.stop()
+        stopped_in = time.monotonic() - started
+    finally:
+        player.kill()
+        player.wait()
+        if daemon.proc.poll() is None:
+            daemon.stop()
+    assert code == 0, daemon.log()[-3000:]
+    assert stopped_in < STOP_LIMIT_S
+    (result,) = [json.loads(m.payload) for m in collector.matching("weldmon/+/weld/result")]
+    assert result["end_reason"] == "shutdown"
+    assert result["degraded_reasons"] == ["interrupted"]
+    status = [json.loads(m.payload)["state"] for m in collector.matching("weldmon/status")]
+    assert status[-1] == "stopped"
