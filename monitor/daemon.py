@@ -231,7 +231,7 @@ class Daemon:
     async def _handle(self, item: AudioBlock | _Lost | _Opened, worker: InferenceWorker) -> None:
         if isinstance(item, _Opened):
             self._source = Source(type="device", name=item.device_name)
-            if self.pipeline is None or self.pipeline._source_rate != item.sample_rate:
+            if self.pipeline is None or self.pipeline.source_rate != item.sample_rate:
                 await self._close_pipeline("device_lost", "device_lost")
                 self.pipeline = Pipeline(
                     self.settings, self.options, worker, self._router, item.sample_rate

@@ -158,6 +158,11 @@ class Pipeline:
         await self._items.join()
 
     @property
+    def source_rate(self) -> int:
+        """The rate (Hz) of the blocks this pipeline accepts."""
+        return self._source_rate
+
+    @property
     def open_welds(self) -> list[str]:
         """weld_ids of the welds in progress."""
         return [st.weld.tracker.weld_id for st in self._stations if st.weld is not None]
