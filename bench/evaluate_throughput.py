@@ -1,9 +1,10 @@
 """Benchmark: `weldmon evaluate` against the original's loop, same files, artifact and run.
 
 The original's way: for each file, decode it, call the artifact's `forward`, one file at a
-time (torch's default threads). Ours: `training.evaluate.judge_files` (each file decoded and
-judged with `DeployModel.predict`, `--workers` files in flight, one torch thread each). The
-two alternate `--rounds` times so a change in the shared machine's load hits both.
+time (torch's default threads). Ours: `training.evaluate.judge_files`, `--workers` files in
+flight with one torch thread each, both as `weldmon evaluate` (exact: `DeployModel.predict`)
+and as `weldmon evaluate --fast` (frozen, BatchNorm-folded classifier). The three alternate
+`--rounds` times so a change in the shared machine's load hits all of them.
 
     .venv/bin/python -m bench.evaluate_throughput [--limit 120] [--workers 2] [--rounds 2]
 
@@ -42,9 +43,9 @@ def original_loop(model_path: Path, entries: list) -> float:
     return time.perf_counter() - started
 
 
-def our_loop(model_path: Path, entries: list, workers: int) -> float:
+def our_loop(model_path: Path, entries: list, workers: int, fast: bool) -> float:
     started = time.perf_counter()
-    for result in judge_files(model_path, entries, workers=workers):
+    for result in judge_files(model_path, entries, workers=workers, fast=fast):
         if result.error:
             raise RuntimeError(result.error)
     return time.perf_counter() - started
@@ -63,20 +64,25 @@ def main() -> None:
         audio_s = sum(e.duration_s for e in entries)
         warm = entries[:2]
         original_loop(args.model, warm)  # TorchScript's profiling runs, for both sides
-        our_loop(args.model, warm, args.workers)
-        base, ours = [], []
+        our_loop(args.model, warm, args.workers, fast=False)
+        our_loop(args.model, warm, args.workers, fast=True)
+        base, exact, fast = [], [], []
         for _ in range(args.rounds):
             base.append(original_loop(args.model, entries))
-            ours.append(our_loop(args.model, entries, args.workers))
-    b, o = min(base), min(ours)
+            exact.append(our_loop(args.model, entries, args.workers, fast=False))
+            fast.append(our_loop(args.model, entries, args.workers, fast=True))
+    b, o, f = min(base), min(exact), min(fast)
     print(f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} cores, "
           f"torch {torch.__version__}, load average {os.getloadavg()[0]:.1f}")  # fmt: skip
     print(f"files: {len(entries)} ({audio_s:.0f} s of audio), model {args.model.name}")
     print(f"original loop (decode + forward, one file at a time): {audio_s / b:.0f}x real time")
-    print(f"weldmon evaluate ({args.workers} workers): {audio_s / o:.0f}x real time")
-    print(f"speed-up: {b / o:.2f}x  (best of {args.rounds} rounds each)")
-    per_file = o / len(entries)
-    print(f"extrapolated to 1,551 runs: {per_file * 1551:.0f} s")
+    print(f"weldmon evaluate, exact ({args.workers} workers): {audio_s / o:.0f}x real time, "
+          f"speed-up {b / o:.2f}x")  # fmt: skip
+    print(f"weldmon evaluate --fast ({args.workers} workers): {audio_s / f:.0f}x real time, "
+          f"speed-up {b / f:.2f}x")  # fmt: skip
+    print(f"(best of {args.rounds} rounds each; extrapolated to 1,551 runs: original "
+          f"{b / len(entries) * 1551:.0f} s, exact {o / len(entries) * 1551:.0f} s, "
+          f"fast {f / len(entries) * 1551:.0f} s)")  # fmt: skip
 
 
 if __name__ == "__main__":

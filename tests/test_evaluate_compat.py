@@ -27,3 +27,16 @@ def test_compat_artifact_evaluates_with_predicts_per_file_p_defect(
     # README: the random-weight artifact calls about half of the files defect.
     called = result.metrics["TP"] + result.metrics["FP"]
     assert 0 < called < len(recordings)
+
+
+@pytest.mark.real_data
+def test_fast_evaluation_agrees_with_predict_to_float32_rounding(
+    compat_artifact: Path, weld_audio_dir: Path
+) -> None:
+    exact = {f.run_id: f for f in evaluate(compat_artifact, weld_audio_dir, workers=1).files}
+    fast = evaluate(compat_artifact, weld_audio_dir, workers=2, fast=True).files
+    assert len(fast) == len(exact)
+    for f in fast:
+        assert f.p_defect == pytest.approx(exact[f.run_id].p_defect, abs=1e-6)
+        assert f.label == exact[f.run_id].label
+        assert f.window_probs == pytest.approx(exact[f.run_id].window_probs, abs=1e-6)

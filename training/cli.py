@@ -145,6 +145,12 @@ def _configure_evaluate(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--workers", type=int, help="files judged at once (default: one per core, up to 4)"
     )
+    p.add_argument(
+        "--fast",
+        action="store_true",
+        help="frozen, BatchNorm-folded classifier: ~1.8x less CPU; p_defect may differ from "
+        "`weldmon predict` in the last bit (default: identical to it)",
+    )
 
 
 def _run_evaluate(args: argparse.Namespace) -> int:
@@ -157,7 +163,12 @@ def _run_evaluate(args: argparse.Namespace) -> int:
         return _fail("--workers must be >= 1", EXIT_USAGE)
     try:
         result = evaluate(
-            args.model, args.data_root, split_file=args.split, workers=workers, progress=True
+            args.model,
+            args.data_root,
+            split_file=args.split,
+            workers=workers,
+            fast=args.fast,
+            progress=True,
         )
     except WeldmonError as exc:
         return _fail(str(exc), EXIT_FAILURE)

@@ -18,15 +18,16 @@ from collections.abc import Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 import torch
 
 from deploy.audio import read_recording
 from deploy.errors import AudioError
-from deploy.loader import DeployModel, load_artifact
+from deploy.loader import DeployModel, Verdict, load_artifact
 from training.dataset import GOOD_CODE, LABEL_CODES, RunEntry, index_dataset
+from training.frozen import FrozenJudge
 from training.metrics import confusion, expected_calibration_error, pr_auc, roc_auc
 from training.split import read_split
 
@@ -120,7 +121,19 @@ def format_metrics(metrics: dict[str, float | int]) -> list[str]:
     return [f"{k}={v}" if isinstance(v, int) else f"{k}={v:.6f}" for k, v in metrics.items()]
 
 
-def _judge(model: DeployModel, entry: RunEntry) -> FileResult:
+class Judge(Protocol):
+    """What judges one recording: `DeployModel` (exact) or `FrozenJudge` (`--fast`)."""
+
+    sample_rate: int
+
+    def predict(self, waveform: np.ndarray) -> Verdict: ...
+
+
+def make_judge(model: DeployModel, fast: bool) -> Judge:
+    return FrozenJudge(model) if fast else model
+
+
+def _judge(model: Judge, entry: RunEntry) -> FileResult:
     result = FileResult(
         entry.run_id, str(entry.path), entry.config_folder, entry.label_code, entry.binary_label
     )
@@ -138,21 +151,27 @@ def _judge(model: DeployModel, entry: RunEntry) -> FileResult:
 
 
 def judge_files(
-    model_path: Path, entries: list[RunEntry], *, workers: int = DEFAULT_WORKERS
+    model_path: Path,
+    entries: list[RunEntry],
+    *,
+    workers: int = DEFAULT_WORKERS,
+    fast: bool = False,
 ) -> Iterator[FileResult]:
-    """Verdicts for `entries`, in order, `workers` files in flight at once."""
+    """Verdicts for `entries`, in order, `workers` files in flight at once; `fast` uses the
+    frozen classifier (`training.frozen`, last-bit differences from `weldmon predict`)."""
     local = threading.local()
     loaded = load_artifact(model_path)  # fail fast, in the caller's thread, on a bad artifact
     sha = loaded.sha256
 
     def work(entry: RunEntry) -> FileResult:
-        if not hasattr(local, "model"):
-            local.model = load_artifact(model_path, expected_sha256=sha)
-        return _judge(local.model, entry)
+        if not hasattr(local, "judge"):
+            local.judge = make_judge(load_artifact(model_path, expected_sha256=sha), fast)
+        return _judge(local.judge, entry)
 
     if workers <= 1:
+        judge = make_judge(loaded, fast)
         for entry in entries:
-            yield _judge(loaded, entry)
+            yield _judge(judge, entry)
         return
     previous = torch.get_num_threads()
     torch.set_num_threads(1)
@@ -208,6 +227,7 @@ def evaluate(
     *,
     split_file: Path | None = None,
     workers: int = DEFAULT_WORKERS,
+    fast: bool = False,
     progress: bool = False,
 ) -> EvaluationResult:
     """Judge every file of the dataset (or of the split's validation side) with the artifact."""
@@ -215,7 +235,7 @@ def evaluate(
     entries, files = select_entries(
         data_root, split_file, sample_rate=model.sample_rate, chunk_samples=model.chunk_samples
     )
-    judged = judge_files(model_path, entries, workers=workers)
+    judged = judge_files(model_path, entries, workers=workers, fast=fast)
     if progress:
         from tqdm import tqdm
 
