@@ -34,7 +34,18 @@ SERVER_STOP_TIMEOUT_S = 5.0  # s to exit after SIGTERM before it is killed
 PACTL_TIMEOUT_S = 10.0  # s for one pactl command; the server answers in milliseconds
 POLL_S = 0.05  # s between readiness checks
 SINK_RATES_HZ = (16_000, 44_100, 48_000)  # rates the tests use; others are refused as typos
-MAX_SINK_CHANNELS = 8  # PulseAudio's default channel maps go this far without aux names
+MAX_SINK_CHANNELS = 8  # the most channels the tests and benches ask for
+# The channel positions the ALSA `pulse` plugin records with (PulseAudio's "alsa" map,
+# pa_channel_map_init_auto), longest defined prefix first; counts without an ALSA map get
+# the shorter map extended with aux0, aux1, ... (checked with one tone per channel, 1-8 ch).
+ALSA_CHANNEL_MAPS = {
+    8: "front-left,front-right,rear-left,rear-right,front-center,lfe,side-left,side-right",
+    6: "front-left,front-right,rear-left,rear-right,front-center,lfe",
+    5: "front-left,front-right,rear-left,rear-right,front-center",
+    4: "front-left,front-right,rear-left,rear-right",
+    2: "front-left,front-right",
+    1: "mono",
+}
 REQUIRED_BINARIES = ("pulseaudio", "pactl", "paplay")
 PR_SET_PDEATHSIG = 1  # linux/prctl.h: signal the child when its parent dies
 ALSA_PULSE_PLUGIN_GLOB = "/usr/lib/*/alsa-lib/libasound_module_pcm_pulse.so"
@@ -71,6 +82,19 @@ def reinitialise_portaudio() -> None:
         sd._initialize()
 
 
+def capture_channel_map(channels: int) -> str:
+    """The channel map the capture side (ALSA `pulse` plugin) uses for `channels` channels.
+
+    A sink, a player and a recorder whose maps differ are remixed by PulseAudio: with its
+    default maps an 8-channel sink smeared each channel into its neighbours and silenced the
+    LFE one (a station that never saw a weld). With one map on all three sides every channel
+    is copied unchanged, so channel i of the played file is channel i of the capture.
+    """
+    base = max(n for n in ALSA_CHANNEL_MAPS if n <= channels)
+    extra = [f"aux{i}" for i in range(channels - base)]
+    return ",".join([ALSA_CHANNEL_MAPS[base], *extra])
+
+
 class PulseAudio:
     """A private PulseAudio daemon and the null sinks created on it."""
 
@@ -80,6 +104,7 @@ class PulseAudio:
         self.log_path = log_path
         self.socket = workdir / "native"
         self.sinks: dict[str, int] = {}  # sink name -> module index (for unloading)
+        self.channel_maps: dict[str, str] = {}  # sink name -> its channel_map argument
 
     @property
     def env(self) -> dict[str, str]:
@@ -184,15 +209,18 @@ class PulseAudio:
             raise ValueError(f"channels must be 1..{MAX_SINK_CHANNELS}, got {channels}")
         if name in self.sinks:
             raise ValueError(f"sink {name!r} already exists")
+        channel_map = capture_channel_map(channels)
         module = self.pactl(
             "load-module",
             "module-null-sink",
             f"sink_name={name}",
             f"rate={rate}",
             f"channels={channels}",
+            f"channel_map={channel_map}",
             "format=float32le",  # no quantisation between the played file and the capture
         )
         self.sinks[name] = int(module.strip())
+        self.channel_maps[name] = channel_map
         source = f"{name}.monitor"
         self.pactl("set-default-source", source)
         return source
@@ -200,6 +228,7 @@ class PulseAudio:
     def remove_sink(self, name: str) -> None:
         """Unload a sink created by `create_sink` (streams recording from it stop)."""
         module = self.sinks.pop(name)
+        self.channel_maps.pop(name, None)
         self.pactl("unload-module", str(module))
 
     def suspend_sink(self, name: str, suspended: bool = True) -> None:
@@ -211,9 +240,14 @@ class PulseAudio:
 
         paplay's messages go to ``<workdir>/paplay.log`` (a pipe nobody reads would leak).
         """
+        command = ["paplay", "-d", sink]
+        channel_map = self.channel_maps.get(sink)
+        if channel_map is not None and sf.info(str(path)).channels == channel_map.count(",") + 1:
+            # The same map as the sink: PulseAudio then copies channels instead of remixing.
+            command.append(f"--channel-map={channel_map}")
         with (self.workdir / "paplay.log").open("ab") as log_file:
             return subprocess.Popen(
-                ["paplay", "-d", sink, str(path)],
+                [*command, str(path)],
                 env=self.subprocess_env(),
                 stdin=subprocess.DEVNULL,
                 stdout=log_file,
