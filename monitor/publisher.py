@@ -99,6 +99,9 @@ class MqttPublisher:
             ``stopped``); called at every connect and at close.
         on_message: called on the event loop with (topic, payload) for inbound messages.
         subscriptions: topic filters (re)subscribed at every connect, e.g. ``weldmon/+/trigger``.
+        connect_messages: called at every connect (after ``online`` and the subscriptions);
+            the (topic, payload, retain) messages it returns are published at QoS 1 before
+            the outbox drains (e.g. Home Assistant discovery configs).
         rng: randomness of the back-off jitter (seed it for reproducible timing).
     """
 
@@ -110,6 +113,7 @@ class MqttPublisher:
         status_payload: Callable[[str], bytes],
         on_message: Callable[[str, bytes], None] | None = None,
         subscriptions: Sequence[str] = (),
+        connect_messages: Callable[[], Sequence[tuple[str, bytes, bool]]] | None = None,
         rng: random.Random | None = None,
     ) -> None:
         self.settings = settings
@@ -120,6 +124,7 @@ class MqttPublisher:
         self._status_payload = status_payload
         self._on_message = on_message
         self._subscriptions = list(subscriptions)
+        self._connect_messages = connect_messages
         self._rng = rng or random.Random()
         self._tls_context = _tls_context(settings) if settings.tls.enabled else None
         self._failures = 0
@@ -135,6 +140,11 @@ class MqttPublisher:
         self._owned_task: asyncio.Task[None] | None = None
         self._volatile_tasks: set[asyncio.Task[None]] = set()
         self._failure_log = _RateLimitedLog(FAILURE_LOG_INTERVAL_S)
+
+    @property
+    def outbox(self) -> Outbox:
+        """The durable store this publisher drains (for depth and age gauges)."""
+        return self._outbox
 
     # -- the seams the daemon calls (event-loop thread unless said otherwise) ----------------
 
@@ -169,6 +179,22 @@ class MqttPublisher:
         task = asyncio.get_running_loop().create_task(client.publish(topic, payload, qos=0))
         self._volatile_tasks.add(task)
         task.add_done_callback(self._volatile_done)
+
+    async def publish_now(
+        self, topic: str, payload: bytes, *, qos: int = 1, retain: bool = False
+    ) -> bool:
+        """Publish one message on the live connection (not through the outbox); False when
+        disconnected or the publish failed. For messages that are re-sent on every connect
+        anyway (status, discovery), so a loss is repaired by the next connect."""
+        client = self._client
+        if client is None or not self.counters.connected:
+            return False
+        try:
+            await client.publish(topic, payload, qos=qos, retain=retain)
+        except aiomqtt.MqttError as exc:
+            log.warning("mqtt.publish_now_failed", topic=topic, error=str(exc))
+            return False
+        return True
 
     def _volatile_done(self, task: asyncio.Task[None]) -> None:
         self._volatile_tasks.discard(task)
@@ -292,6 +318,9 @@ class MqttPublisher:
                 )
                 for topic_filter in self._subscriptions:
                     await client.subscribe(topic_filter, qos=1)
+                if self._connect_messages is not None:
+                    for topic, payload, retain in self._connect_messages():
+                        await client.publish(topic, payload, qos=1, retain=retain)
                 self._connected()
                 await self._serve(client)
             finally:
