@@ -17,22 +17,37 @@ and turns them into events, so events of one pipeline leave in the order they ha
 Back-pressure: at most `max_in_flight` windows wait for inference; beyond that `feed` waits,
 which stalls the source (replay reads slower; the daemon's capture ring buffer fills, and its
 overflow is counted as dropped frames and marks welds degraded).
+
+Model swap (`use_model`): welds that start afterwards use the new worker and model facts; a
+weld in progress keeps the worker and `TrackerOptions` it started with until its result, so
+its windows and its `model_sha256` all come from one model. `wait_unused` tells the owner
+when the old worker has no weld left.
+
+Weld audio (`weld_audio` hook, for defect clips): each weld's model-rate audio is copied out
+of the station history as it arrives and handed to the hook with the result. Memory is
+bounded by the longest weld the segmenter allows (`max_weld_s`, plus one window): at most
+stations x max_weld_s x model rate x 4 bytes (600 s at 16 kHz: 38 MB per station), and only
+while a hook is set.
 """
 
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import math
+import time
 from collections.abc import Callable
 from concurrent.futures import Future
 from dataclasses import asdict, dataclass, field
 from typing import Literal
 
+import numpy as np
 import structlog
 
+from deploy.errors import WeldmonError
 from monitor.blocks import AudioBlock
-from monitor.events import Event, Source
+from monitor.events import Event, Source, WeldResult
 from monitor.inference import InferenceWorker
 from monitor.resample import StationChunk, StationResampler
 from monitor.segmentation import Boundary, GateParams, GateSegmenter
@@ -47,6 +62,15 @@ DEFAULT_MAX_IN_FLIGHT = 255  # windows awaiting inference before feed() waits
 log = structlog.get_logger(__name__)
 
 EventSink = Callable[[Event], None]
+# (result, the weld's audio [start, end) at the model rate, its judged window probabilities)
+# -> the result to emit (e.g. with clip_path set). Called on the event loop: must not block.
+WeldAudioHook = Callable[[WeldResult, np.ndarray, list[float]], WeldResult]
+# Seconds from a window's submission to its probability; called on the inference thread.
+WindowLatencyHook = Callable[[float], None]
+
+
+class PipelineError(WeldmonError):
+    """The pipeline was asked for something it cannot do (e.g. a model of another rate)."""
 
 
 @dataclass(frozen=True)
@@ -76,16 +100,42 @@ class PipelineCounters:
     windows_failed: int = 0
     triggers_ignored: int = 0  # trigger for an unknown station or before audio flows
     silent_samples: int = 0  # digital silence kept from the segmenter (see _advance)
+    weld_audio_truncated: int = 0  # welds whose kept audio hit the max_weld_s bound
 
     def as_dict(self) -> dict[str, int]:
         """The counters by name."""
         return asdict(self)
 
 
+class _WeldAudio:
+    """One weld's audio copied out of the station history as it arrives (for a clip)."""
+
+    def __init__(self, start: int, limit: int) -> None:
+        self.start = start
+        self.limit = limit  # samples kept at most
+        self.until = start  # one past the last sample copied
+        self.parts: list[np.ndarray] = []
+        self.truncated = False
+
+    def extend(self, history: SampleHistory, upto: int) -> None:
+        stop = min(upto, history.end_index, self.start + self.limit)
+        if upto > self.start + self.limit:
+            self.truncated = True
+        if stop > self.until:
+            self.parts.append(history.read(self.until, stop))
+            self.until = stop
+
+    def samples(self, end: int) -> np.ndarray:
+        audio = np.concatenate(self.parts) if self.parts else np.zeros(0, np.float32)
+        return audio[: max(0, end - self.start)]
+
+
 @dataclass
 class _OpenWeld:
     tracker: WeldTracker
     windower: WeldWindower
+    worker: InferenceWorker  # the model it started with judges all its windows
+    audio: _WeldAudio | None = None
 
 
 class _Station:
@@ -105,7 +155,7 @@ class _Station:
 # Items the consumer task handles in order.
 _WindowItem = tuple[Literal["window"], WeldTracker, Window, "Future[float] | None"]
 _EventItem = tuple[Literal["event"], Event]
-_EndItem = tuple[Literal["end"], WeldTracker, int, EndReason]
+_EndItem = tuple[Literal["end"], _OpenWeld, int, EndReason]
 
 
 class Pipeline:
@@ -118,6 +168,9 @@ class Pipeline:
         worker: InferenceWorker,
         emit: EventSink,
         source_rate: int,
+        *,
+        weld_audio: WeldAudioHook | None = None,
+        on_window: WindowLatencyHook | None = None,
     ) -> None:
         self.settings = settings
         self.options = options
@@ -138,6 +191,12 @@ class Pipeline:
             maxsize=max(1, settings.max_in_flight)
         )
         self._consumer: asyncio.Task[None] | None = None
+        self._weld_audio = weld_audio
+        self._on_window = on_window
+        self._audio_limit = self._max_weld_samples()
+        self._pending_since: collections.deque[float] = collections.deque()  # monotonic s
+        self._users: dict[int, int] = {}  # id(worker) -> welds started on it, not yet ended
+        self._released = asyncio.Event()
 
     # -- lifecycle ---------------------------------------------------------------------------
 
@@ -161,6 +220,37 @@ class Pipeline:
     def source_rate(self) -> int:
         """The rate (Hz) of the blocks this pipeline accepts."""
         return self._source_rate
+
+    @property
+    def oldest_pending_at(self) -> float | None:
+        """time.monotonic() when the oldest window still awaiting its probability was
+        submitted; None when none waits. Safe to read from another thread."""
+        try:
+            return self._pending_since[0]
+        except IndexError:
+            return None
+
+    def use_model(self, options: TrackerOptions, worker: InferenceWorker) -> None:
+        """Welds that start from now on are judged by `worker` and carry `options`; welds in
+        progress finish with the model they started with."""
+        new = options.model
+        if new.sample_rate != self.model_rate or new.chunk_samples != self.chunk:
+            raise PipelineError(
+                f"the new model takes {new.chunk_samples} samples at {new.sample_rate} Hz, "
+                f"the pipeline runs {self.chunk} at {self.model_rate} Hz: restart to change that"
+            )
+        self.options = options
+        self.worker = worker
+
+    def welds_using(self, worker: InferenceWorker) -> int:
+        """Welds started on `worker` whose result has not been emitted yet."""
+        return self._users.get(id(worker), 0)
+
+    async def wait_unused(self, worker: InferenceWorker) -> None:
+        """Return once no weld started on `worker` is waiting for its result."""
+        while self.welds_using(worker) > 0:
+            self._released.clear()
+            await self._released.wait()
 
     @property
     def open_welds(self) -> list[str]:
@@ -187,13 +277,20 @@ class Pipeline:
                     # A new epoch without end_stream: the stream broke under us.
                     await self._end_station(st, "device_lost", "device_lost")
                 self._begin_epoch(st, block, source)
-            if st.weld is not None:
-                if block.dropped_frames:
-                    st.weld.tracker.degrade("dropped_audio", block.dropped_frames)
-                if block.nonfinite_samples:
-                    st.weld.tracker.degrade("nonfinite_samples")
+            before = st.weld
+            if before is not None:
+                self._flag_block(before, block)
             chunk = st.resampler.process(mono, block.start_frame, block.stream_epoch)
             await self._advance(st, chunk, self._default_end_reason())
+            if st.weld is not None and st.weld is not before:
+                self._flag_block(st.weld, block)  # the weld began inside this block
+
+    @staticmethod
+    def _flag_block(weld: _OpenWeld, block: AudioBlock) -> None:
+        if block.dropped_frames:
+            weld.tracker.degrade("dropped_audio", block.dropped_frames)
+        if block.nonfinite_samples:
+            weld.tracker.degrade("nonfinite_samples")
 
     async def end_stream(self, end_reason: EndReason, degraded_reason: str | None = None) -> None:
         """The stream ended (file end, device lost, shutdown): flush the resamplers and close
@@ -226,6 +323,14 @@ class Pipeline:
         if mode == "trigger":
             return TriggerSegmenter(self.model_rate, self.settings.trigger_max_weld_s)
         return FileSegmenter()
+
+    def _max_weld_samples(self) -> int:
+        s = self.settings
+        max_s = s.gate.max_weld_s if s.segmentation == "gate" else s.trigger_max_weld_s
+        if s.segmentation == "file":
+            max_s = math.inf  # one weld per file: replay never keeps weld audio
+        bound = max_s * self.model_rate + self.chunk
+        return int(bound) if math.isfinite(bound) else 2**62
 
     def _default_end_reason(self) -> EndReason:
         mode = self.settings.segmentation
@@ -273,6 +378,8 @@ class Pipeline:
             reason: EndReason = "max_length" if forced and b.kind == "end" else end_reason
             await self._boundary(st, b, reason)
         if st.weld is not None:
+            if st.weld.audio is not None:
+                st.weld.audio.extend(st.history, chunk.end_index)
             await self._submit(st.weld, st.weld.windower.windows_until(st.history, chunk.end_index))
 
     async def _boundary(self, st: _Station, b: Boundary, end_reason: EndReason) -> None:
@@ -281,7 +388,12 @@ class Pipeline:
                 raise RuntimeError(f"{st.name}: start at {b.index} while a weld is open")
             assert st.source is not None
             tracker = WeldTracker(self.options, st.name, st.source, b.index, st.epoch_utc)
-            st.weld = _OpenWeld(tracker, WeldWindower(b.index, self.chunk))
+            audio = None
+            if self._weld_audio is not None:
+                audio = _WeldAudio(b.index, self._audio_limit)
+                audio.extend(st.history, st.history.end_index)
+            st.weld = _OpenWeld(tracker, WeldWindower(b.index, self.chunk), self.worker, audio)
+            self._users[id(self.worker)] = self._users.get(id(self.worker), 0) + 1
             self.counters.welds_started += 1
             await self._items.put(("event", tracker.start_event()))
             return
@@ -289,19 +401,35 @@ class Pipeline:
         if weld is None:
             raise RuntimeError(f"{st.name}: end at {b.index} without an open weld")
         await self._submit(weld, weld.windower.windows_until(st.history, b.index))
-        await self._items.put(("end", weld.tracker, b.index, end_reason))
+        if weld.audio is not None:
+            weld.audio.extend(st.history, b.index)
+        await self._items.put(("end", weld, b.index, end_reason))
         st.weld = None
 
     async def _submit(self, weld: _OpenWeld, windows: list[Window]) -> None:
         for w in windows:
             future: Future[float] | None
+            submitted = time.monotonic()
             try:
-                future = self.worker.submit(w.samples)
+                future = weld.worker.submit(w.samples)
             except Exception as exc:  # overload or a stopped worker: the window is lost, counted
                 log.error("window_not_judged", weld_id=weld.tracker.weld_id, error=str(exc))
                 future = None
+            if future is not None and self._on_window is not None:
+                future.add_done_callback(self._latency_callback(submitted))
             self.counters.windows += 1
+            self._pending_since.append(submitted)
             await self._items.put(("window", weld.tracker, w, future))
+
+    def _latency_callback(self, submitted: float) -> Callable[[Future[float]], None]:
+        hook = self._on_window
+        assert hook is not None
+
+        def done(future: Future[float]) -> None:
+            if not future.cancelled() and future.exception() is None:
+                hook(time.monotonic() - submitted)
+
+        return done
 
     async def _consume(self) -> None:
         while True:
@@ -316,13 +444,38 @@ class Pipeline:
             self.emit(item[1])
         elif item[0] == "window":
             _, tracker, window, future = item
-            prob = await self._probability(tracker, future)
+            try:
+                prob = await self._probability(tracker, future)
+            finally:
+                self._pending_since.popleft()
             for event in tracker.add_window(window.index, prob, window.end, self.settings.progress):
                 self.emit(event)
         else:
-            _, tracker, end_index, reason = item
+            _, weld, end_index, reason = item
             self.counters.results += 1
-            self.emit(tracker.result(end_index, reason))
+            try:
+                self.emit(self._with_audio(weld, end_index, reason))
+            finally:
+                key = id(weld.worker)
+                self._users[key] -= 1
+                if not self._users[key]:
+                    del self._users[key]
+                self._released.set()
+
+    def _with_audio(self, weld: _OpenWeld, end_index: int, reason: EndReason) -> WeldResult:
+        tracker = weld.tracker
+        result = tracker.result(end_index, reason)
+        if weld.audio is None or self._weld_audio is None:
+            return result
+        if weld.audio.truncated:
+            self.counters.weld_audio_truncated += 1
+            log.warning("weld_audio_truncated", weld_id=tracker.weld_id, kept=weld.audio.limit)
+        samples = weld.audio.samples(end_index)
+        if samples.size == 0:
+            return result
+        whole = weld.windower.whole_windows(end_index)
+        judged = [p for p in tracker.probs[:whole] if p == p]  # NaN: inference failed
+        return self._weld_audio(result, samples, judged)
 
     async def _probability(
         self, tracker: WeldTracker, future: Future[float] | None
