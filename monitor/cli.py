@@ -1,4 +1,4 @@
-"""The monitor's `weldmon` subcommands: `run`, `replay`, `devices`.
+"""The monitor's `weldmon` subcommands: `run`, `replay`, `devices`, `watch`.
 
 Nothing here imports torch at module level (the dispatcher imports this module for every
 `weldmon run|replay|devices --help`); the heavy modules are imported inside `run`.
@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+from pathlib import Path
 
 from weldmon.cli import EXIT_FAILURE, EXIT_OK, EXIT_USAGE, Command
 
@@ -92,7 +93,7 @@ def _run_daemon(args: argparse.Namespace) -> int:
         model = load_model(cfg)
     except WeldmonError as exc:
         return _fail(str(exc), EXIT_USAGE)
-    return run_daemon(cfg, model)
+    return run_daemon(cfg, model, Path(args.config))
 
 
 def _run_devices(args: argparse.Namespace) -> int:
@@ -106,20 +107,18 @@ def _run_devices(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+# `watch` is `monitor.watch.COMMAND`, reached through these two lazy hops: importing it here
+# would cost every `weldmon run|replay|devices` start about a second (aiomqtt, rich, pydantic).
 def _configure_watch(parser: argparse.ArgumentParser) -> None:
-    try:
-        from monitor import watch
-    except ImportError:  # the watch view is being built separately; say so instead of a trace
-        return
-    watch.configure(parser)
+    from monitor.watch import COMMAND
+
+    COMMAND.configure(parser)
 
 
 def _run_watch(args: argparse.Namespace) -> int:
-    try:
-        from monitor import watch
-    except ImportError:
-        return _fail("`weldmon watch` is not available in this build yet", EXIT_USAGE)
-    return watch.run(args)
+    from monitor.watch import COMMAND
+
+    return COMMAND.run(args)
 
 
 COMMANDS: dict[str, Command] = {

@@ -2,158 +2,93 @@
 
 Threads and ownership:
   * PortAudio's callback thread (inside `SoundDeviceCapture`) copies audio into the ring.
-  * The capture thread (`_CaptureThread`) owns the `SoundDeviceCapture`: it opens the device
-    (waiting for it at boot), reads blocks and hands them to the event loop through a bounded
-    queue; when the loop falls behind, it waits, the ring fills, and the ring counts the drops.
-    A lost device is reported as an item, then reopened with capped back-off (PortAudio is
-    re-initialised so a re-plugged device is found).
-  * The inference thread (`InferenceWorker`) owns the model and torch.
-  * The event loop runs the pipeline, the MQTT publisher and the signal handlers.
+  * The capture thread (`monitor.capture_thread.CaptureThread`) owns the capture: it waits
+    for the device at boot, reads blocks, hands them to the loop through a bounded queue and
+    reopens a lost device with capped back-off.
+  * One inference thread per loaded model (`InferenceWorker`) owns that model and torch; after
+    a reload the old one lives until the last weld started on it has its result.
+  * The clip writer thread (`operations.ClipWriter`) encodes and stores defect clips.
+  * The HTTP thread (`HealthServer`) serves ``/metrics`` and ``/healthz``; it only reads.
+  * The event loop runs the pipeline, MQTT, reloads, the watchdog and the signal handlers.
+
+systemd (`monitor.notify`): ``READY=1`` with the first audio block (the model was loaded and
+self-tested before the loop started), ``STATUS=`` every few seconds, ``WATCHDOG=1`` while
+`WatchdogGate` says audio flows and inference keeps up, ``EXTEND_TIMEOUT_USEC`` while the
+device is missing at boot, ``STOPPING=1`` as shutdown begins.
 
 Stop (SIGTERM/SIGINT): capture stops, the windows already cut are judged, open welds are
 closed as `interrupted`, the outbox is flushed as far as the broker allows and `stopped` is
-published; exit 0, within `stop_timeout_s`.
+published; exit 0, within `stop_timeout_s`. SIGHUP and ``{prefix}/cmd/reload`` reload the
+model (monitor/reload.py).
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import math
 import signal
-import threading
 import time
-from dataclasses import dataclass
+from pathlib import Path
 
 import structlog
 
 from deploy.errors import WeldmonError
 from deploy.loader import DeployModel
 from monitor.blocks import AudioBlock
-from monitor.capture import CaptureSettings, DeviceLostError, SoundDeviceCapture
+from monitor.capture_thread import CaptureThread, Lost, Opened
+from monitor.clips import ClipStore
 from monitor.config import MonitorConfig
-from monitor.devices import AudioDeviceError
 from monitor.events import (
     ErrorEvent,
     MalformedMessageError,
     Source,
+    WeldResult,
     parse_trigger,
     station_from_trigger_topic,
+    status_payload_factory,
+    status_topic,
     trigger_subscription,
 )
+from monitor.health import HealthServer, HealthServerError, HealthSnapshot
+from monitor.homeassistant import discovery_messages, is_homeassistant_birth
 from monitor.inference import InferenceWorker
-from monitor.pipeline import Pipeline
+from monitor.metrics import Metrics
+from monitor.notify import Notifier, WatchdogGate, WatchdogProbe, feed_watchdog
+from monitor.operations import ClipWriter, StatusSummary, copy_totals, record_event
+from monitor.pipeline import Pipeline, PipelineError
+from monitor.publisher import MqttPublisher
+from monitor.reload import (
+    Reloader,
+    ReloadError,
+    ReloadPlan,
+    parse_reload_command,
+    prepare_reload,
+    reload_topic,
+)
 from monitor.runtime import EventRouter, mqtt_link, pipeline_settings, tracker_options
+from monitor.silence import SilenceWatch
 from weldmon import __version__
 from weldmon.cli import EXIT_FAILURE, EXIT_OK
 
-BLOCK_QUEUE_DEPTH = 32  # blocks between the capture thread and the loop (~3 s at 0.1 s)
-READ_TIMEOUT_S = 0.25  # capture read poll: how quickly the capture thread sees a stop
 STATS_INTERVAL_S = 60.0  # one stats log line per minute
+TICK_S = 1.0  # metrics copied from component counters, boot timeout extended
+STATUS_INTERVAL_S = 5.0  # STATUS= at most this often unless something changed
+# While the device is missing at boot: ask systemd for this much more start-up time on each
+# tick, so TimeoutStartSec never fires while we are visibly retrying.
+BOOT_EXTEND_S = 10.0
 
 log = structlog.get_logger(__name__)
 
 
-@dataclass(frozen=True)
-class _Lost:
-    """The device stopped delivering audio."""
-
-    message: str
-
-
-@dataclass(frozen=True)
-class _Opened:
-    """A stream epoch started on this device."""
-
-    device_name: str
-    sample_rate: int
-
-
-class _CaptureThread:
-    """Owns the sound device; feeds blocks (and loss/open notices) to the event loop."""
-
-    def __init__(self, cfg: MonitorConfig, loop: asyncio.AbstractEventLoop) -> None:
-        self.cfg = cfg
-        self.loop = loop
-        self.items: asyncio.Queue[AudioBlock | _Lost | _Opened] = asyncio.Queue(
-            maxsize=BLOCK_QUEUE_DEPTH
-        )
-        self.stop = threading.Event()
-        self.capture = SoundDeviceCapture(
-            CaptureSettings(
-                device=cfg.audio.device,
-                channels=cfg.audio.channels,
-                sample_rate_hz=cfg.audio.samplerate,
-                ring_s=cfg.audio.ring_s,
-            )
-        )
-        self._thread = threading.Thread(target=self._run, name="weldmon-capture", daemon=True)
-
-    def start(self) -> None:
-        """Start capturing."""
-        self._thread.start()
-
-    def join(self, timeout_s: float) -> None:
-        """Ask the thread to stop and wait for it."""
-        self.stop.set()
-        self._thread.join(timeout_s)
-
-    def _put(self, item: AudioBlock | _Lost | _Opened) -> None:
-        # Blocks this thread while the loop's queue is full: back-pressure into the ring.
-        future = asyncio.run_coroutine_threadsafe(self.items.put(item), self.loop)
-        while not self.stop.is_set():
-            try:
-                future.result(timeout=READ_TIMEOUT_S)
-                return
-            except TimeoutError:
-                continue
-        future.cancel()
-
-    def _open(self, first: bool) -> bool:
-        a = self.cfg.audio
-        try:
-            if first:
-                try:
-                    self.capture.open()
-                    return True
-                except AudioDeviceError as exc:
-                    log.warning("capture_waiting_for_device", error=str(exc))
-            return self.capture.wait_for_device(
-                math.inf,
-                initial_backoff_s=a.retry_min_s,
-                max_backoff_s=a.retry_max_s,
-                stop=self.stop,
-            )
-        except AudioDeviceError as exc:  # should not happen with an infinite wait
-            log.error("capture_open_failed", error=str(exc))
-            return False
-
-    def _run(self) -> None:
-        first = True
-        try:
-            while not self.stop.is_set():
-                if not self._open(first):
-                    return
-                first = False
-                self._put(_Opened(self.capture.device.name, self.capture.sample_rate))
-                max_frames = max(1, round(self.cfg.audio.block_s * self.capture.sample_rate))
-                try:
-                    while not self.stop.is_set():
-                        block = self.capture.read(READ_TIMEOUT_S, max_frames)
-                        if block is not None:
-                            self._put(block)
-                except DeviceLostError as exc:
-                    self._put(_Lost(str(exc)))
-        finally:
-            self.capture.close()
-
-
 class Daemon:
-    """The running monitor: capture thread -> pipeline -> events."""
+    """The running monitor: capture thread -> pipeline -> events, plus operations."""
 
-    def __init__(self, cfg: MonitorConfig, model: DeployModel) -> None:
+    def __init__(
+        self, cfg: MonitorConfig, model: DeployModel, config_path: Path | None = None
+    ) -> None:
         self.cfg = cfg
         self.model = model
+        self.config_path = config_path
         self.mode = cfg.segmentation.mode
         if self.mode == "file":
             raise WeldmonError("segmentation.mode: 'file' is for replay; use gate or trigger")
@@ -161,23 +96,61 @@ class Daemon:
         self.settings = pipeline_settings(cfg)
         self.stopping = asyncio.Event()
         self.pipeline: Pipeline | None = None
+        self.worker: InferenceWorker | None = None
         self.malformed_triggers = 0
-        self._router = EventRouter()
+        self.malformed_commands = 0
+        self.metrics = Metrics()
+        self.metrics.model(model.sha256)
+        self.notifier = Notifier.from_environment()
+        self.summary = StatusSummary()
+        self.silence = SilenceWatch(cfg.audio.silence_alarm_s)
+        self.reloader = Reloader(self._prepare_reload, self._apply_reload, self._reload_failed)
+        self.clips: ClipWriter | None = None
+        if cfg.clips.policy != "none":
+            store = ClipStore(cfg.state_dir, cfg.clips)
+            self.clips = ClipWriter(store, model.sample_rate, self._clip_failed)
+        self._router = EventRouter(listeners=[self._on_event])
+        self._publisher: MqttPublisher | None = None
+        self._capture: CaptureThread | None = None
         self._source: Source | None = None
+        self._last_block_at: float | None = None  # time.monotonic() of the latest block
+        self._ready = False
+        self._old_workers: dict[InferenceWorker, asyncio.Task[None]] = {}
+        self._background: set[asyncio.Task[object]] = set()
+
+    # -- inbound: signals and MQTT ------------------------------------------------------------
 
     def request_stop(self) -> None:
         """Begin a clean shutdown (signal handler)."""
         if not self.stopping.is_set():
             log.info("stop_requested")
+            self.notifier.stopping("stopping: finishing welds, flushing events")
         self.stopping.set()
 
     def on_message(self, topic: str, payload: bytes) -> None:
-        """Inbound MQTT: trigger messages for trigger mode; anything malformed is counted."""
+        """Inbound MQTT: reload commands, Home Assistant's birth, trigger messages."""
+        prefix = self.cfg.mqtt.topic_prefix
+        if topic == reload_topic(prefix):
+            try:
+                command = parse_reload_command(payload)
+            except MalformedMessageError as exc:
+                self.malformed_commands += 1
+                self.metrics.malformed("command")
+                log.warning("malformed_command", topic=topic, error=str(exc))
+                return
+            self.reloader.request(f"mqtt request_id={command.request_id}")
+            return
+        ha = self.cfg.homeassistant
+        if ha.enabled and topic == ha.birth_topic:
+            if is_homeassistant_birth(ha, topic, payload):
+                self._spawn(self._publish_discovery())
+            return
         try:
-            station = station_from_trigger_topic(topic, self.cfg.mqtt.topic_prefix)
+            station = station_from_trigger_topic(topic, prefix)
             trigger = parse_trigger(payload)
         except MalformedMessageError as exc:
             self.malformed_triggers += 1
+            self.metrics.malformed("trigger")
             log.warning("malformed_trigger", topic=topic, error=str(exc))
             return
         if self.pipeline is None or not self.pipeline.push_trigger(
@@ -185,35 +158,109 @@ class Daemon:
         ):
             log.warning("trigger_ignored", station=station, state=trigger.state)
 
+    def _discovery(self) -> list[tuple[str, bytes, bool]]:
+        ha, prefix = self.cfg.homeassistant, self.cfg.mqtt.topic_prefix
+        return discovery_messages(ha, prefix, self.settings.stations, __version__)
+
+    async def _publish_discovery(self) -> None:
+        if self._publisher is None:
+            return
+        sent = 0
+        for topic, payload, retain in self._discovery():
+            sent += await self._publisher.publish_now(topic, payload, retain=retain)
+        log.info("homeassistant_discovery_published", messages=sent)
+
+    # -- life ---------------------------------------------------------------------------------
+
     async def run(self) -> int:
         """Run until stopped; returns the exit code."""
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, self.request_stop)
-        subs = [trigger_subscription(self.cfg.mqtt.topic_prefix)] if self.mode == "trigger" else []
-        worker = InferenceWorker(
-            self.model, self.cfg.inference.max_batch_windows, self.cfg.inference.queue_windows
-        )
-        capture = _CaptureThread(self.cfg, loop)
-        async with mqtt_link(
-            self.cfg, self.model.sha256, on_message=self.on_message, subscriptions=subs
-        ) as publisher:
-            self._router.publisher = publisher
-            with worker:
+        loop.add_signal_handler(signal.SIGHUP, self.reloader.request, "SIGHUP")
+        prefix = self.cfg.mqtt.topic_prefix
+        subs = [trigger_subscription(prefix)] if self.mode == "trigger" else []
+        subs.append(reload_topic(prefix))
+        if self.cfg.homeassistant.enabled:
+            subs.append(self.cfg.homeassistant.birth_topic)
+        capture = self._capture = CaptureThread(self.cfg, loop)
+        health: HealthServer | str | None = None
+        try:
+            self.worker = self._start_worker(self.model)
+            health = self._start_health()
+            async with mqtt_link(
+                self.cfg,
+                lambda: self.model.sha256,
+                on_message=self.on_message,
+                subscriptions=subs,
+                connect_messages=self._discovery,
+            ) as publisher:
+                self._router.publisher = self._publisher = publisher
+                self._bind_gauges()
+                if health is not None and isinstance(health, str):
+                    self._error("http_unavailable", health)
                 capture.start()
+                helpers = [
+                    self._spawn(self._tick()),
+                    self._spawn(self._feed_watchdog()),
+                ]
                 try:
-                    await self._serve(capture, worker)
+                    await self._serve(capture)
                 finally:
+                    self.request_stop()
+                    for task in helpers:
+                        task.cancel()
                     await asyncio.to_thread(capture.join, self.cfg.stop_timeout_s / 4)
-                    if self.pipeline is not None:
-                        await self.pipeline.end_stream("shutdown", "interrupted")
-                        await self.pipeline.__aexit__(None, None, None)
+                    await self._finish()
+        finally:
+            if isinstance(health, HealthServer):
+                await asyncio.to_thread(health.stop)
+            self._stop_workers()
         log.info("stopped", events=self._router.counts)
         return EXIT_OK
 
-    async def _serve(self, capture: _CaptureThread, worker: InferenceWorker) -> None:
+    async def _finish(self) -> None:
+        """Judge what was cut, close open welds as interrupted, let clip writes land."""
+        if self.pipeline is not None:
+            await self.pipeline.end_stream("shutdown", "interrupted")
+            await self.pipeline.__aexit__(None, None, None)
+        await self.reloader.close()
+        if self.clips is not None:
+            await self.clips.close(self.cfg.stop_timeout_s / 4)
+
+    def _start_worker(self, model: DeployModel) -> InferenceWorker:
+        inf = self.cfg.inference
+        worker = InferenceWorker(model, inf.max_batch_windows, inf.queue_windows)
+        worker.start()
+        return worker
+
+    def _stop_workers(self) -> None:
+        for task in self._old_workers.values():
+            task.cancel()
+        for worker in [*self._old_workers, self.worker]:
+            if worker is not None:
+                worker.stop()
+
+    def _start_health(self) -> HealthServer | str | None:
+        if not self.cfg.http.enabled:
+            return None
+        server = HealthServer(self.cfg.http, self.metrics.registry, self._health_snapshot)
+        try:
+            server.start()
+        except HealthServerError as exc:
+            # Judging welds matters more than being scraped: keep running, say it loudly.
+            log.error("http_unavailable", error=str(exc))
+            return str(exc)
+        return server
+
+    def _spawn(self, coro: object) -> asyncio.Task[object]:
+        task = asyncio.get_running_loop().create_task(coro)  # type: ignore[arg-type]
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
+        return task
+
+    async def _serve(self, capture: CaptureThread) -> None:
         stop_wait = asyncio.ensure_future(self.stopping.wait())
-        next_stats = time.monotonic() + STATS_INTERVAL_S
         try:
             while True:
                 get = asyncio.ensure_future(capture.items.get())
@@ -221,39 +268,66 @@ class Daemon:
                 if get not in done:
                     get.cancel()
                     return
-                await self._handle(get.result(), worker)
-                if time.monotonic() >= next_stats:
-                    next_stats += STATS_INTERVAL_S
-                    self._log_stats(capture, worker)
+                await self._handle(get.result())
         finally:
             stop_wait.cancel()
 
-    async def _handle(self, item: AudioBlock | _Lost | _Opened, worker: InferenceWorker) -> None:
-        if isinstance(item, _Opened):
+    # -- audio ----------------------------------------------------------------------------
+
+    async def _handle(self, item: AudioBlock | Lost | Opened) -> None:
+        if isinstance(item, Opened):
             self._source = Source(type="device", name=item.device_name)
+            self.silence.reset()
             if self.pipeline is None or self.pipeline.source_rate != item.sample_rate:
                 await self._close_pipeline("device_lost", "device_lost")
-                self.pipeline = Pipeline(
-                    self.settings, self.options, worker, self._router, item.sample_rate
-                )
+                self.pipeline = self._new_pipeline(item.sample_rate)
                 await self.pipeline.__aenter__()
             return
-        if isinstance(item, _Lost):
+        if isinstance(item, Lost):
             log.error("device_lost", error=item.message, open_welds=self._open_welds())
-            self._router(
-                ErrorEvent(
-                    daemon_version=__version__,
-                    model_sha256=self.model.sha256,
-                    code="device_lost",
-                    message=item.message,
-                    source=self._source,
-                )
-            )
+            self._error("device_lost", item.message)
             if self.pipeline is not None:
                 await self.pipeline.end_stream("device_lost", "device_lost")
             return
         assert self.pipeline is not None and self._source is not None
+        self._last_block_at = time.monotonic()
+        self.metrics.audio_block(
+            item.frames,
+            dropped_frames=item.dropped_frames,
+            nonfinite_samples=item.nonfinite_samples,
+        )
+        self._check_silence(item)
         await self.pipeline.feed(item, self._source)
+        if not self._ready:
+            self._ready = True
+            log.info("ready", device=self._source.name, sample_rate=item.sample_rate)
+            self.notifier.ready(self._status_line())
+
+    def _new_pipeline(self, sample_rate: int) -> Pipeline:
+        assert self.worker is not None
+        return Pipeline(
+            self.settings,
+            self.options,
+            self.worker,
+            self._router,
+            sample_rate,
+            weld_audio=self.clips,
+            on_window=self.metrics.window_inferred,
+        )
+
+    def _check_silence(self, block: AudioBlock) -> None:
+        stations = self.settings.stations
+        for change in self.silence.update(block.samples, block.sample_rate):
+            station = stations[change.channel] if len(stations) > 1 else stations[0]
+            if change.change == "cleared":
+                log.info("microphone_sound_returned", channel=change.channel, station=station)
+                continue
+            message = (
+                f"probable dead microphone: input channel {change.channel} ({station}) has "
+                f"delivered exact digital silence for {change.silent_s:.0f} s"
+            )
+            log.error("dead_microphone", channel=change.channel, station=station)
+            self._error("dead_microphone", message, station=station)
 
     def _open_welds(self) -> list[str]:
         return self.pipeline.open_welds if self.pipeline is not None else []
@@ -264,20 +338,175 @@ class Daemon:
             await self.pipeline.__aexit__(None, None, None)
             self.pipeline = None
 
-    def _log_stats(self, capture: _CaptureThread, worker: InferenceWorker) -> None:
+    # -- events -----------------------------------------------------------------------------
+
+    def _on_event(self, event: object) -> None:
+        record_event(self.metrics, event)  # type: ignore[arg-type]
+        self.summary.on_event(event)  # type: ignore[arg-type]
+
+    def _error(self, code: str, message: str, **fields: object) -> None:
+        self._router(
+            ErrorEvent(
+                daemon_version=__version__,
+                model_sha256=self.model.sha256,
+                code=code,
+                message=message,
+                source=self._source,
+                **fields,  # type: ignore[arg-type]
+            )
+        )
+
+    def _clip_failed(self, result: WeldResult, message: str) -> None:
+        self._error("clip_failed", message, station=result.station, weld_id=result.weld_id)
+
+    # -- reload -------------------------------------------------------------------------------
+
+    def _prepare_reload(self) -> ReloadPlan:
+        return prepare_reload(self.config_path, self.cfg, self.model)
+
+    async def _apply_reload(self, plan: ReloadPlan) -> None:
+        worker = self._start_worker(plan.model)
+        options = tracker_options(plan.cfg, plan.model, self.mode)
+        if self.pipeline is not None:
+            try:
+                self.pipeline.use_model(options, worker)
+            except PipelineError as exc:
+                await asyncio.to_thread(worker.stop)
+                raise ReloadError(str(exc)) from exc
+        old_worker, old_sha = self.worker, self.model.sha256
+        self.worker, self.model, self.options, self.cfg = worker, plan.model, options, plan.cfg
+        if self.clips is not None:
+            self.clips.store = ClipStore(plan.cfg.state_dir, plan.cfg.clips)
+        elif plan.cfg.clips.policy != "none":
+            log.warning("reload_needs_restart", sections=["clips"], why="clips were off")
+        if old_worker is not None:
+            self._old_workers[old_worker] = self._spawn(self._retire(old_worker))  # type: ignore[assignment]
+        self.metrics.model(plan.model.sha256)
+        if plan.needs_restart:
+            log.warning("reload_needs_restart", sections=list(plan.needs_restart))
+        log.info(
+            "model_reloaded",
+            old_sha256=old_sha,
+            new_sha256=plan.model.sha256,
+            welds_finishing_on_old_model=self._open_welds(),
+        )
+        if self._publisher is not None:
+            status = status_payload_factory(__version__, plan.model.sha256, self.cfg.mqtt.client_id)
+            prefix = self.cfg.mqtt.topic_prefix
+            await self._publisher.publish_now(status_topic(prefix), status("online"), retain=True)
+        self.notifier.status(self._status_line())
+
+    async def _retire(self, worker: InferenceWorker) -> None:
+        pipeline = self.pipeline
+        if pipeline is not None:
+            await pipeline.wait_unused(worker)
+        await asyncio.to_thread(worker.stop)
+        self._old_workers.pop(worker, None)
+        log.info("old_model_released", windows=worker.counters.windows)
+
+    def _reload_failed(self, message: str) -> None:
+        self._error("reload_failed", f"model reload refused, old model kept: {message}")
+
+    # -- operations -------------------------------------------------------------------------
+
+    def _bind_gauges(self) -> None:
+        m, publisher = self.metrics, self._publisher
+        m.inference_queue_depth.set_function(self._queue_depth)
+        if publisher is not None:
+            m.mqtt_connected.set_function(lambda: float(publisher.counters.connected))
+            m.outbox_depth.set_function(lambda: float(publisher.outbox.depth))
+
+    def _queue_depth(self) -> float:
+        workers = [*list(self._old_workers), self.worker]
+        return float(sum(w.queue_depth for w in workers if w is not None))
+
+    def _mqtt_state(self) -> str:
+        if self._publisher is None:
+            return "off"
+        return "connected" if self._publisher.counters.connected else "disconnected"
+
+    def _status_line(self) -> str:
+        capture = self._capture
+        note = "waiting for audio device" if capture and capture.waiting_for_device else None
+        return self.summary.line(self._mqtt_state(), self.model.sha256, note)
+
+    async def _tick(self) -> None:
+        next_stats = time.monotonic() + STATS_INTERVAL_S
+        next_status, last_line = 0.0, ""
+        while True:
+            await asyncio.sleep(TICK_S)
+            capture = self._capture
+            copy_totals(self.metrics, capture.counters() if capture else None, self._publisher)
+            now = time.monotonic()
+            if not self._ready and capture is not None and capture.waiting_for_device:
+                self.notifier.extend_timeout(BOOT_EXTEND_S)
+            line = self._status_line()
+            if line != last_line or now >= next_status:
+                self.notifier.status(line)
+                last_line, next_status = line, now + STATUS_INTERVAL_S
+            if now >= next_stats:
+                next_stats += STATS_INTERVAL_S
+                self._log_stats()
+
+    async def _feed_watchdog(self) -> None:
+        w = self.cfg.watchdog
+        gate = WatchdogGate(w.max_audio_age_s, w.max_pending_age_s, w.max_device_attempt_age_s)
+        await feed_watchdog(
+            self.notifier,
+            gate,
+            self._watchdog_probe,
+            self.stopping,
+            on_withheld=lambda _: self.metrics.watchdog_withheld.inc(),
+        )
+
+    def _watchdog_probe(self) -> WatchdogProbe:
+        capture = self._capture
+        return WatchdogProbe(
+            last_audio_at=self._last_block_at,
+            oldest_pending_at=self.pipeline.oldest_pending_at if self.pipeline else None,
+            last_device_attempt_at=capture.last_failed_open_at if capture else None,
+        )
+
+    def _health_snapshot(self) -> HealthSnapshot:
+        # Runs on the HTTP thread: reads only.
+        now = time.monotonic()
+        pipeline, publisher, last = self.pipeline, self._publisher, self._last_block_at
+        pending = pipeline.oldest_pending_at if pipeline is not None else None
+        oldest_age = None
+        if publisher is not None:
+            oldest = publisher.outbox.pending(1)
+            oldest_age = max(0.0, time.time() - oldest[0].created_at) if oldest else None
+        return HealthSnapshot(
+            model_loaded=self.model is not None,
+            audio_age_s=None if last is None else max(0.0, now - last),
+            pending_window_age_s=None if pending is None else max(0.0, now - pending),
+            mqtt_enabled=self.cfg.mqtt.enabled,
+            mqtt_connected=publisher is not None and publisher.counters.connected,
+            outbox_depth=publisher.outbox.depth if publisher is not None else 0,
+            outbox_oldest_age_s=oldest_age,
+        )
+
+    def _log_stats(self) -> None:
+        capture, worker = self._capture, self.worker
         log.info(
             "stats",
-            capture=capture.capture.counters().__repr__(),
-            inference=worker.counters.as_dict(),
+            capture=repr(capture.counters()) if capture else None,
+            failed_device_opens=capture.failed_opens if capture else 0,
+            inference=worker.counters.as_dict() if worker else None,
             pipeline=self.pipeline.counters.as_dict() if self.pipeline else None,
             malformed_triggers=self.malformed_triggers,
+            malformed_commands=self.malformed_commands,
+            reloads=(self.reloader.succeeded, self.reloader.failures),
+            clips=self.clips.counters if self.clips else None,
+            notify_send_failures=self.notifier.send_failures,
         )
 
 
-def run_daemon(cfg: MonitorConfig, model: DeployModel) -> int:
-    """Run the daemon in a fresh event loop; returns the exit code."""
+def run_daemon(cfg: MonitorConfig, model: DeployModel, config_path: Path | None = None) -> int:
+    """Run the daemon in a fresh event loop; returns the exit code. `config_path` is re-read
+    on reload (None: reload re-reads the model only)."""
     try:
-        return asyncio.run(Daemon(cfg, model).run())
+        return asyncio.run(Daemon(cfg, model, config_path).run())
     except WeldmonError as exc:
         log.error("daemon_failed", error=str(exc))
         with contextlib.suppress(Exception):

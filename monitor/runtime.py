@@ -111,25 +111,35 @@ class EventRouter:
 @asynccontextmanager
 async def mqtt_link(
     cfg: MonitorConfig,
-    model_sha256: str,
+    model_sha256: str | Callable[[], str],
     *,
     on_message: Callable[[str, bytes], None] | None = None,
     subscriptions: Sequence[str] = (),
+    connect_messages: Callable[[], Sequence[tuple[str, bytes, bool]]] | None = None,
     final_state: str = "stopped",
 ) -> AsyncIterator[MqttPublisher | None]:
     """The outbox and the reconnecting publisher while the body runs (None when
     `mqtt.enabled` is false). On exit the outbox is flushed as far as the broker allows
-    within `stop_timeout_s` and `final_state` is published."""
+    within `stop_timeout_s` and `final_state` is published.
+
+    `model_sha256` may be a callable so the status message names the model in use after a
+    reload; `connect_messages` are published at every connect (publisher docs)."""
     if not cfg.mqtt.enabled:
         yield None
         return
+    current_sha = model_sha256 if callable(model_sha256) else lambda: model_sha256
+
+    def status_payload(state: str) -> bytes:
+        return status_payload_factory(__version__, current_sha(), cfg.mqtt.client_id)(state)
+
     outbox = Outbox(cfg.state_dir / OUTBOX_FILE, cfg.events.outbox_max_events)
     publisher = MqttPublisher(
         cfg.mqtt,
         outbox,
-        status_payload=status_payload_factory(__version__, model_sha256, cfg.mqtt.client_id),
+        status_payload=status_payload,
         on_message=on_message,
         subscriptions=subscriptions,
+        connect_messages=connect_messages,
     )
     try:
         async with publisher:
