@@ -19,6 +19,7 @@ from monitor.segmentation import (
     GateParams,
     GateSegmenter,
     SegmentationError,
+    _SlidingMin,
     pair_boundaries,
     segment_recording,
 )
@@ -220,6 +221,44 @@ def test_nan_samples_are_refused() -> None:
     x[10] = np.nan
     with pytest.raises(SegmentationError, match="NaN"):
         GateSegmenter(GateParams(), RATE).process(x, 0)
+
+
+def test_digital_silence_before_the_room_noise_is_kept_out_of_the_noise_floor() -> None:
+    # A stream that delivers zeros before the room is heard (a null sink before playback, a
+    # muted input): learnt as the floor, the zeros would make the idle noise itself a weld.
+    x = np.concatenate((np.zeros(5 * RATE, dtype=np.float32), synth(12.0, [(5.0, 10.0, ARC_DBFS)])))
+    gate = GateSegmenter(GateParams(), RATE)
+    [(start, end)] = pair_boundaries(gate.process(x, 0) + gate.close(x.size))
+    assert (start / RATE, end / RATE) == (
+        pytest.approx(10.0, abs=TOL_S),
+        pytest.approx(15.0, abs=TOL_S),
+    )
+    assert gate.silent_frames >= 5 * RATE // round(GateParams().frame_s * RATE)
+
+
+def test_end_is_reported_once_a_hangover_of_audio_follows_the_last_on_sample() -> None:
+    # The smoothing look-ahead counts inside the hang-over: no extra half-span of waiting.
+    block = 160  # 10 ms blocks, so the report's position is known to within 10 ms
+    x = synth(12.0, [(3.0, 8.0, ARC_DBFS)])
+    params = GateParams()
+    gate = GateSegmenter(params, RATE)
+    for pos in range(0, x.size, block):
+        ends = [b for b in gate.process(x[pos : pos + block], pos) if b.kind == "end"]
+        if ends:
+            break
+    [end] = ends
+    waited_s = (pos + block - end.index) / RATE
+    assert params.hangover_s <= waited_s <= params.hangover_s + block / RATE
+
+
+@given(st.lists(st.floats(-120.0, 0.0), max_size=60), st.integers(1, 8))
+def test_sliding_minimum_equals_the_minimum_of_the_latest_values(
+    values: list[float], size: int
+) -> None:
+    window = _SlidingMin(size)
+    for i, value in enumerate(values):
+        window.push(value)
+        assert window.min() == min(values[max(0, i + 1 - size) : i + 1])
 
 
 # -- streaming == offline ---------------------------------------------------------------------
