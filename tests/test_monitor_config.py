@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from monitor.config import ConfigError, load_config
+from monitor.config import ConfigError, load_config, parse_config
 from weldmon.cli import EXIT_USAGE, main
 
 
@@ -107,3 +107,66 @@ def test_example_config_is_valid() -> None:
     example = Path(__file__).resolve().parents[1] / "configs" / "monitor.example.yaml"
     cfg = load_config(example, check_files=False)
     assert cfg.model.sha256 is None or len(cfg.model.sha256) == 64
+
+
+def test_operations_sections_have_safe_defaults(tmp_path: Path, model_file: Path) -> None:
+    cfg = load_config(_write(tmp_path, _minimal(model_file, tmp_path)))
+    assert (cfg.http.enabled, cfg.http.host, cfg.http.port) == (True, "127.0.0.1", 9108)
+    assert cfg.clips.policy == "defect"
+    assert cfg.homeassistant.enabled is False
+    assert cfg.audio.silence_alarm_s == 60.0
+
+
+def test_bad_operations_values_are_named_by_key(tmp_path: Path, model_file: Path) -> None:
+    data = _minimal(model_file, tmp_path) | {
+        "http": {"port": 70000},
+        "clips": {"policy": "sometimes"},
+        "homeassistant": {"discovery_prefix": "ha/#"},
+        "audio": {"silence_alarm_s": 0},
+        "watchdog": {"max_audio_age_s": -1.0},
+    }
+    with pytest.raises(ConfigError) as info:
+        load_config(_write(tmp_path, data))
+    for key in (
+        "http.port",
+        "clips.policy",
+        "homeassistant.discovery_prefix",
+        "audio.silence_alarm_s",
+        "watchdog.max_audio_age_s",
+    ):
+        assert key in str(info.value)
+
+
+def test_dead_microphone_alarm_can_be_switched_off(tmp_path: Path, model_file: Path) -> None:
+    data = _minimal(model_file, tmp_path) | {"audio": {"silence_alarm_s": None}}
+    assert load_config(_write(tmp_path, data)).audio.silence_alarm_s is None
+
+
+def _keys(value: object, prefix: str = "") -> set[str]:
+    if not isinstance(value, dict):
+        return set()
+    out = set()
+    for key, inner in value.items():
+        out.add(prefix + key)
+        out |= _keys(inner, f"{prefix}{key}.")
+    return out
+
+
+def test_example_config_shows_every_key_of_every_section() -> None:
+    example = Path(__file__).resolve().parents[1] / "configs" / "monitor.example.yaml"
+    shown = _keys(yaml.safe_load(example.read_text()))
+    every = _keys(load_config(example, check_files=False).model_dump(mode="json"))
+    # client_id is commented out on purpose (its default depends on the host name)
+    assert every - shown == {"mqtt.client_id"}
+
+
+def test_example_config_shows_the_defaults() -> None:
+    example = Path(__file__).resolve().parents[1] / "configs" / "monitor.example.yaml"
+    shown = load_config(example, check_files=False)
+    defaults = parse_config(
+        {"model": {"path": str(shown.model.path)}, "state_dir": str(shown.state_dir)},
+        check_files=False,
+    )
+    assert shown.model_dump(exclude={"mqtt": {"client_id"}}) == defaults.model_dump(
+        exclude={"mqtt": {"client_id"}}
+    )
