@@ -54,7 +54,13 @@ from monitor.homeassistant import discovery_messages, is_homeassistant_birth
 from monitor.inference import InferenceWorker
 from monitor.metrics import Metrics
 from monitor.notify import Notifier, WatchdogGate, WatchdogProbe, feed_watchdog
-from monitor.operations import ClipWriter, StatusSummary, copy_totals, record_event
+from monitor.operations import (
+    ClipWriter,
+    StatusSummary,
+    copy_totals,
+    health_snapshot,
+    record_event,
+)
 from monitor.pipeline import Pipeline, PipelineError
 from monitor.publisher import MqttPublisher
 from monitor.reload import (
@@ -468,22 +474,12 @@ class Daemon:
         )
 
     def _health_snapshot(self) -> HealthSnapshot:
-        # Runs on the HTTP thread: reads only.
-        now = time.monotonic()
-        pipeline, publisher, last = self.pipeline, self._publisher, self._last_block_at
-        pending = pipeline.oldest_pending_at if pipeline is not None else None
-        oldest_age = None
-        if publisher is not None:
-            oldest = publisher.outbox.pending(1)
-            oldest_age = max(0.0, time.time() - oldest[0].created_at) if oldest else None
-        return HealthSnapshot(
-            model_loaded=self.model is not None,
-            audio_age_s=None if last is None else max(0.0, now - last),
-            pending_window_age_s=None if pending is None else max(0.0, now - pending),
+        pipeline = self.pipeline  # read once: this runs on the HTTP thread
+        return health_snapshot(
+            last_block_at=self._last_block_at,
+            pending_at=pipeline.oldest_pending_at if pipeline is not None else None,
             mqtt_enabled=self.cfg.mqtt.enabled,
-            mqtt_connected=publisher is not None and publisher.counters.connected,
-            outbox_depth=publisher.outbox.depth if publisher is not None else 0,
-            outbox_oldest_age_s=oldest_age,
+            publisher=self._publisher,
         )
 
     def _log_stats(self) -> None:

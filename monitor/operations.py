@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -18,6 +19,7 @@ import structlog
 from monitor.capture import CaptureCounters
 from monitor.clips import ClipStore, clip_audio_path, wants_clip
 from monitor.events import ErrorEvent, Event, WeldAlert, WeldResult
+from monitor.health import HealthSnapshot
 from monitor.metrics import Metrics
 from monitor.publisher import MqttPublisher
 
@@ -92,6 +94,32 @@ def copy_totals(
     if publisher is not None:
         metrics.advance_to(metrics.mqtt_reconnects, publisher.counters.reconnects)
         metrics.advance_to(metrics.outbox_dropped, publisher.outbox.counters.dropped_low_priority)
+
+
+def health_snapshot(
+    *,
+    last_block_at: float | None,
+    pending_at: float | None,
+    mqtt_enabled: bool,
+    publisher: MqttPublisher | None,
+) -> HealthSnapshot:
+    """What /healthz judges, from ``time.monotonic()`` stamps and the publisher. Runs on the
+    HTTP thread: reads attributes and one indexed SQLite row (the outbox takes its lock).
+    The model is always loaded while the daemon runs (it starts only after the self-test)."""
+    now = time.monotonic()
+    oldest_age = None
+    if publisher is not None:
+        oldest = publisher.outbox.pending(1)
+        oldest_age = max(0.0, time.time() - oldest[0].created_at) if oldest else None
+    return HealthSnapshot(
+        model_loaded=True,
+        audio_age_s=None if last_block_at is None else max(0.0, now - last_block_at),
+        pending_window_age_s=None if pending_at is None else max(0.0, now - pending_at),
+        mqtt_enabled=mqtt_enabled,
+        mqtt_connected=publisher is not None and publisher.counters.connected,
+        outbox_depth=publisher.outbox.depth if publisher is not None else 0,
+        outbox_oldest_age_s=oldest_age,
+    )
 
 
 class ClipWriter:

@@ -375,6 +375,38 @@ def test_a_silent_stream_raises_one_dead_microphone_error_until_sound_returns(
     assert notify_run.log_sound_returned
 
 
+@end_to_end
+def test_a_missing_device_at_boot_extends_the_start_timeout_and_keeps_the_watchdog_fed(
+    pulse_server: PulseAudio, module_broker: MosquittoBroker, tmp_path: Path
+) -> None:
+    artifact = export_untrained(tmp_path / "artifact").path
+    config = write_config(
+        tmp_path,
+        artifact,
+        module_broker,
+        audio={"device": "no-such-input-device", "retry_min_s": 0.2, "retry_max_s": 0.5},
+        watchdog={"max_audio_age_s": 1.0, "max_device_attempt_age_s": 2.0},
+    )
+    listener = NotifySocket()
+    env = {"NOTIFY_SOCKET": listener.name, "WATCHDOG_USEC": str(WATCHDOG_USEC)}
+    daemon = RunningDaemon(config, pulse_server, env)
+    try:
+        first_extend = listener.wait_for("EXTEND_TIMEOUT_USEC", STARTUP_TIMEOUT_S)
+        time.sleep(3.0)
+        code = daemon.stop()
+    finally:
+        if daemon.proc.poll() is None:
+            daemon.stop()
+        listener.close()
+    assert code == 0
+    assert not listener.times("READY")  # no audio, so not ready
+    key = "EXTEND_TIMEOUT_USEC"
+    extends = [int(m[key]) for _, m in listener.messages if key in m]
+    assert len(extends) >= 3 and min(extends) > 0
+    # Retrying a missing device is an outage being handled, not a hang: pings go on.
+    assert len([t for t in listener.times("WATCHDOG") if t > first_extend]) >= 4
+
+
 # -- run 2: metrics, /healthz, clips, Home Assistant ------------------------------------
 
 
