@@ -19,6 +19,7 @@ import yaml
 
 from deploy.audio import read_recording
 from monitor.segmentation import segment_recording
+from tests.support import shifts
 from tests.support.artifacts import export_untrained
 from tests.support.broker import MosquittoBroker, MqttCollector
 from tests.support.pulse import PulseAudio
@@ -42,17 +43,7 @@ pytestmark = [pytest.mark.audio, pytest.mark.broker, pytest.mark.real_data, pyte
 
 def build_shift(recordings: list, indices: list[int]) -> np.ndarray:
     """Welds from the given recordings, each preceded by idle room noise; ends idle."""
-    parts = []
-    for i in indices:
-        audio = read_recording(recordings[i].flac, RATE).samples[0]
-        parts += [
-            audio[: int(IDLE_S * RATE)],
-            audio[int(WELD_CUT_S[0] * RATE) : int(WELD_CUT_S[1] * RATE)],
-        ]
-    parts.append(
-        read_recording(recordings[indices[-1]].flac, RATE).samples[0][: int(IDLE_S * RATE)]
-    )
-    return np.concatenate(parts).astype(np.float32)
+    return shifts.build_shift([recordings[i].flac for i in indices], RATE, IDLE_S, WELD_CUT_S)
 
 
 def write_config(tmp_path: Path, model: Path, broker: MosquittoBroker, audio: dict) -> Path:
