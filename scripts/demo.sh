@@ -1,33 +1,65 @@
 #!/usr/bin/env bash
 # One command, end to end, on a fresh machine with no sound card and no broker:
-# set up, make a synthetic example, export a deploy artifact and judge the example.
-# (Grows into train -> export -> monitor replay as those parts land.)
+#   1. set up (system packages, .venv, torch, weldmon),
+#   2. generate a small synthetic labelled dataset (python -m training.synthetic),
+#   3. train the MIL CNN on it for a minute (weldmon train) and export the deploy artifact
+#      (weldmon export),
+#   4. build a synthetic shift: six welds with idle gaps (scripts/make_demo_shift.py),
+#   5. run the monitor over it (weldmon replay, arc-gate segmentation, the daemon's pipeline):
+#      each weld's result is printed as one JSON line as soon as the weld ends; when a Mosquitto
+#      broker answers on 127.0.0.1:1883, every event is published there too
+#      (mosquitto_sub -t 'weldmon/#' -v to watch).
+# DEMO_REALTIME=1 replays the shift at real-time pace (about 95 s) instead of full speed.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 bash scripts/system-deps.sh
 bash scripts/venv.sh train
+py=.venv/bin/python
+weldmon=.venv/bin/weldmon
 
 work=".weldmon-demo"
-mkdir -p "$work"
-.venv/bin/python - "$work" <<'PY'
-import sys
-from pathlib import Path
+rm -rf "$work"
+mkdir -p "$work/state"
 
-import numpy as np
-import soundfile as sf
-import torch
+echo "== 1/4 synthetic dataset" >&2
+$py -m training.synthetic "$work/data" --duration 10 --idle 1.5 --seed 0 >&2
+# The generated tiny config, trained a little longer so the demo model is confident.
+sed 's/^epochs: .*/epochs: 8/' "$work/data/train.tiny.yaml" > "$work/train.yaml"
 
-from deploy.backbone import WindowClassifier
-from deploy.export import export_artifact
-from deploy.frontend import FrontEndParams
+echo "== 2/4 train and export" >&2
+$weldmon train --config "$work/train.yaml" --run-dir "$work/run" --no-progress >&2
+$weldmon export --checkpoint "$work/run/best_model.pt" \
+  --output "$work/run/deploy_single_label.pt" >&2
 
-work = Path(sys.argv[1])
-torch.manual_seed(0)
-result = export_artifact(WindowClassifier().eval(), work / "deploy_single_label.pt",
-                         frontend=FrontEndParams(), threshold=0.5, eval_pool_ratio=0.05)
-rng = np.random.default_rng(0)
-sf.write(work / "example.flac", (rng.standard_normal(16000 * 10) * 0.1).astype("float32"), 16000)
-print(f"Exported deploy model: {result.path}\n{result.summary_line()}\nsha256={result.sha256}")
-PY
-.venv/bin/weldmon predict --model "$work/deploy_single_label.pt" "$work/example.flac"
+echo "== 3/4 synthetic shift" >&2
+$py scripts/make_demo_shift.py "$work/data" "$work/shift.flac" >&2
+
+mqtt_enabled=false
+if $py -c "import socket; socket.create_connection(('127.0.0.1', 1883), timeout=1).close()" \
+  2>/dev/null; then
+  mqtt_enabled=true
+  echo "(a broker answers on 127.0.0.1:1883: events are published under weldmon/#)" >&2
+fi
+cat > "$work/monitor.yaml" <<YAML
+model:
+  path: run/deploy_single_label.pt
+segmentation:
+  mode: gate
+mqtt:
+  enabled: $mqtt_enabled
+  host: 127.0.0.1
+  port: 1883
+  client_id: weldmon-demo
+http:
+  enabled: false
+state_dir: state
+logging:
+  level: warning
+  format: console
+YAML
+
+echo "== 4/4 monitor: weldmon replay (one JSON result per weld)" >&2
+realtime=()
+if [ "${DEMO_REALTIME:-0}" = "1" ]; then realtime=(--realtime); fi
+$weldmon replay --config "$work/monitor.yaml" "${realtime[@]}" "$work/shift.flac"
