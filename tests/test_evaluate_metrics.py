@@ -102,4 +102,14 @@ def test_tuned_threshold_maximises_macro_f1_over_the_grid() -> None:
     t, f1 = tune_threshold(y, p, grid)
     scores = {g: skm.f1_score(y, (p >= g).astype(int), average="macro") for g in grid}
     assert f1 == pytest.approx(max(scores.values()))
-    assert t == min(g for g, s in scores.items() if s == pytest.approx(max(scores.values())))
+    tied = sorted(g for g, s in scores.items() if s == pytest.approx(max(scores.values())))
+    assert t == tied[(len(tied) - 1) // 2]
+
+
+def test_tied_thresholds_resolve_to_the_middle_of_the_tie_for_margin() -> None:
+    y = np.array([0, 0, 1, 1])
+    p = np.array([0.1, 0.2, 0.8, 0.9])  # every threshold in (0.2, 0.8] separates perfectly
+    grid = [round(0.05 * i, 2) for i in range(1, 20)]
+    t, f1 = tune_threshold(y, p, grid)
+    assert f1 == 1.0
+    assert t == 0.5  # middle of 0.25 .. 0.80

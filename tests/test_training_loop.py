@@ -76,13 +76,15 @@ def test_resume_continues_to_the_same_result_as_an_uninterrupted_run(runs: dict)
     assert all(torch.equal(a[k], c[k]) for k in a)
 
 
-def test_best_checkpoint_is_the_first_epoch_with_the_highest_validation_macro_f1(
+def test_best_checkpoint_has_the_highest_macro_f1_then_the_lowest_validation_loss(
     runs: dict,
 ) -> None:
     history = runs["a"].history
     top = max(h["val_macro_f1"] for h in history)
-    first_top = next(h["epoch"] for h in history if h["val_macro_f1"] == top)
-    assert load_checkpoint(runs["a"].run_dir / BEST_NAME)["epoch"] == first_top
+    at_top = [h for h in history if h["val_macro_f1"] == top]
+    best_loss = min(h["val_loss"] for h in at_top)
+    expected = next(h["epoch"] for h in at_top if h["val_loss"] == best_loss)
+    assert load_checkpoint(runs["a"].run_dir / BEST_NAME)["epoch"] == expected
     assert load_checkpoint(runs["a"].run_dir / LAST_NAME)["epoch"] == 3
 
 

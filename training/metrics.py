@@ -164,15 +164,21 @@ def expected_calibration_error(
     return float(np.sum(count[used] / total * np.abs(rate[used] - mean_p[used])))
 
 
+TIE_TOLERANCE = 1e-12  # macro-F1 differences below this are float noise, not a better threshold
+
+
 def tune_threshold(
     y_true: Sequence[int] | np.ndarray, probs: Sequence[float] | np.ndarray, grid: Sequence[float]
 ) -> tuple[float, float]:
-    """(threshold, macro-F1) maximising macro-F1 over `grid` (label = p >= threshold); the
-    first of equal scores wins, so the result does not depend on float noise in later ones."""
+    """(threshold, macro-F1) maximising macro-F1 over `grid` (label = p >= threshold).
+
+    When several thresholds tie (common on small validation sets, where a whole range
+    separates the classes perfectly), the middle one of them wins: the original took the
+    first, the lowest, which leaves no margin on the good side of the decision. Scores
+    within 1e-12 count as equal, so float noise does not pick the winner.
+    """
     p = np.asarray(probs, dtype=np.float64)
-    best_t, best_f1 = float(grid[0]), -1.0
-    for t in grid:
-        f1 = confusion(y_true, p >= t).macro_f1
-        if f1 > best_f1:
-            best_t, best_f1 = float(t), f1
-    return best_t, best_f1
+    scores = [(float(t), confusion(y_true, p >= t).macro_f1) for t in grid]
+    best_f1 = max(f1 for _, f1 in scores)
+    tied = sorted(t for t, f1 in scores if f1 >= best_f1 - TIE_TOLERANCE)
+    return tied[(len(tied) - 1) // 2], best_f1

@@ -7,7 +7,7 @@ falls for 50-150 ms), which is enough for the CNN to learn in a few epochs. Ever
 folder gets its own tilt and hum pitch, so config folders differ the way real ones do.
 
     python -m training.synthetic OUT_DIR [--configs-per-class 3] [--runs-per-config 3]
-        [--duration 4] [--seed 0]
+        [--duration 4] [--idle 0] [--seed 0]
 
 writes `OUT_DIR/good_weld/...`, `OUT_DIR/defect_data_weld/...`, `OUT_DIR/manifest.csv` and
 `OUT_DIR/train.tiny.yaml`, a training config that learns this set in well under a minute::
@@ -46,6 +46,8 @@ DROPOUT_RATE_HZ = 1.5  # mean arc dropouts per second in defect welds
 DROPOUT_MS = (50.0, 150.0)  # dropout duration range (ms)
 DROPOUT_LEVEL = 0.05  # residual level during a dropout
 TINY_CONFIG_NAME = "train.tiny.yaml"
+IDLE_RMS = 0.001  # room noise before/after the arc when idle_s > 0 (~ -60 dBFS, like a quiet cell)
+ARC_RAMP_S = 0.01  # s, arc ignition/extinction ramp: abrupt like a real arc, but click-free
 
 
 @dataclass(frozen=True)
@@ -90,18 +92,39 @@ def add_defects(rng: np.random.Generator, x: np.ndarray) -> np.ndarray:
     return y
 
 
+def with_idle(
+    rng: np.random.Generator, arc: np.ndarray, head_s: float, tail_s: float
+) -> np.ndarray:
+    """Room noise, the arc (ramped in and out), room noise: a whole recording like the real
+    ones, whose arc burns in the middle. Head and tail vary per run, so ignition and extinction
+    fall anywhere inside a window, as they do for a monitor that cuts windows from a detected
+    weld start; a model trained on these has seen such windows labelled by their bag."""
+    n_head, n_tail = round(head_s * SAMPLE_RATE), round(tail_s * SAMPLE_RATE)
+    ramp = np.ones(len(arc))
+    n_ramp = min(round(ARC_RAMP_S * SAMPLE_RATE), len(arc) // 2)
+    if n_ramp:
+        ramp[:n_ramp] = np.linspace(0.0, 1.0, n_ramp)
+        ramp[-n_ramp:] = np.linspace(1.0, 0.0, n_ramp)
+    idle = rng.standard_normal(n_head + n_tail) * IDLE_RMS
+    return np.concatenate([idle[:n_head], arc * ramp, idle[n_head:]])
+
+
 def generate_synthetic_dataset(
     root: Path,
     *,
     configs_per_class: int = DEFAULT_CONFIGS_PER_CLASS,
     runs_per_config: int = DEFAULT_RUNS_PER_CONFIG,
     duration_s: float = DEFAULT_DURATION_S,
+    idle_s: float = 0.0,
     seed: int = 0,
 ) -> list[SyntheticRun]:
     """Write the dataset under `root` (16 kHz mono 16-bit FLAC + manifest.csv); same seed,
-    same files."""
+    same files. With `idle_s`, each recording has room noise before and after its arc, each
+    between 0.5 and 1.5 times `idle_s` (drawn per run), and the arc fills the rest."""
+    if not 0.0 <= 3 * idle_s < duration_s:
+        raise ValueError(f"idle_s={idle_s} leaves no arc in a {duration_s} s recording")
     rng = np.random.default_rng(seed)
-    n = round(duration_s * SAMPLE_RATE)
+    n_total = round(duration_s * SAMPLE_RATE)
     runs: list[SyntheticRun] = []
     for is_defect in (False, True):
         for c in range(configs_per_class):
@@ -116,10 +139,15 @@ def generate_synthetic_dataset(
             hum = rng.uniform(*HUM_BASE_HZ)
             for r in range(runs_per_config):
                 run_id = f"{date}-{r + 1:04d}-{code}"
+                head_s, tail_s = rng.uniform(0.5, 1.5, size=2) * idle_s
+                n = n_total - round(head_s * SAMPLE_RATE) - round(tail_s * SAMPLE_RATE)
                 x = arc_signal(rng, n, tilt, hum)
                 if is_defect:
                     x = add_defects(rng, x)
-                x = (x * (PEAK_LEVEL / np.max(np.abs(x)))).astype(np.float32)
+                x = x * (PEAK_LEVEL / np.max(np.abs(x)))
+                if idle_s:
+                    x = with_idle(rng, x, head_s, tail_s)
+                x = x.astype(np.float32)
                 top = TOP_FOLDERS[1] if is_defect else TOP_FOLDERS[0]
                 path = root / top / folder / run_id / f"{run_id}.flac"
                 path.parent.mkdir(parents=True, exist_ok=True)
@@ -160,6 +188,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--duration", type=float, default=DEFAULT_DURATION_S, help="seconds per run"
     )
+    parser.add_argument(
+        "--idle", type=float, default=0.0, help="seconds of room noise before and after the arc"
+    )
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args(argv)
     runs = generate_synthetic_dataset(
@@ -167,6 +198,7 @@ def main(argv: list[str] | None = None) -> int:
         configs_per_class=args.configs_per_class,
         runs_per_config=args.runs_per_config,
         duration_s=args.duration,
+        idle_s=args.idle,
         seed=args.seed,
     )
     config = args.out / TINY_CONFIG_NAME

@@ -214,6 +214,7 @@ def _train(
     steps_per_epoch = math.ceil(len(data.train) / cfg.batch_size)
     warmup_steps = int(cfg.warmup_fraction * cfg.epochs * steps_per_epoch)
     start_epoch, step, best_f1, best_epoch, since_best = 1, 0, -1.0, 0, 0
+    best_loss = math.inf
     history: list[dict[str, Any]] = []
     if ckpt is not None:
         model.load_state_dict(ckpt["model_state"])
@@ -224,6 +225,7 @@ def _train(
         start_epoch, step = ckpt["epoch"] + 1, ckpt["step"]
         warmup_steps = ckpt["warmup_steps"]
         best_f1, best_epoch, since_best = ckpt["best_f1"], ckpt["best_epoch"], ckpt["since_best"]
+        best_loss = ckpt.get("best_val_loss", math.inf)
         history = list(ckpt["history"])
         log(f"resumed from {run_dir / LAST_NAME} after epoch {ckpt['epoch']}")
 
@@ -260,9 +262,15 @@ def _train(
         lr_now = optimizer.param_groups[0]["lr"]
         if step >= warmup_steps:
             plateau.step(metrics["val_loss"])
-        improved = metrics["val_macro_f1"] > best_f1
+        # Macro-F1 on a small validation set saturates (often at 1.0 on easy data) long before
+        # the model is good; a tie goes to the lower validation loss, so the selected
+        # checkpoint keeps improving instead of freezing at the first epoch that hit the top.
+        improved = metrics["val_macro_f1"] > best_f1 or (
+            metrics["val_macro_f1"] == best_f1 and metrics["val_loss"] < best_loss
+        )
         if improved:
             best_f1, best_epoch, since_best = metrics["val_macro_f1"], epoch, 0
+            best_loss = metrics["val_loss"]
         else:
             since_best += 1
         stopped_early = since_best >= cfg.patience
@@ -301,6 +309,7 @@ def _train(
             "config": cfg.model_dump(),
             "split": data.split.as_dict() if data.split else None,
             "best_f1": best_f1,
+            "best_val_loss": best_loss,
             "best_epoch": best_epoch,
             "since_best": since_best,
             "history": history,
@@ -314,7 +323,10 @@ def _train(
         _write_history(run_dir, history)
 
     if stopped_early:
-        log(f"early stop: no better validation macro-F1 for {cfg.patience} epochs")
+        log(
+            f"early stop: no better validation macro-F1 (or lower loss at equal macro-F1) "
+            f"for {cfg.patience} epochs"
+        )
     best = next((h for h in history if h["epoch"] == best_epoch), history[-1] if history else {})
     log(f"best epoch {best_epoch}: val macro-F1 {best_f1:.4f} -> {run_dir / BEST_NAME}")
     return TrainResult(run_dir, run_dir / BEST_NAME, best_epoch, best, history, stopped_early)
