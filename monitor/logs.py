@@ -16,6 +16,21 @@ _LEVELS = {
 }
 
 
+class _CurrentStderr:
+    """Writes to whatever `sys.stderr` is at the time of the write, not at configure time, so
+    a process that swaps stderr (a test harness capturing output, a supervisor) never leaves
+    the logger holding a closed stream."""
+
+    def write(self, text: str) -> int:
+        return sys.stderr.write(text)
+
+    def flush(self) -> None:
+        sys.stderr.flush()
+
+
+_STDERR = _CurrentStderr()
+
+
 def configure_logging(level: str = "info", fmt: str = "json") -> None:
     """Route structlog (and the standard library's logging) to stderr at `level`."""
     numeric = _LEVELS[level]
@@ -33,13 +48,13 @@ def configure_logging(level: str = "info", fmt: str = "json") -> None:
             renderer,
         ],
         wrapper_class=structlog.make_filtering_bound_logger(numeric),
-        logger_factory=structlog.PrintLoggerFactory(file=sys.stderr),
+        logger_factory=structlog.PrintLoggerFactory(file=_STDERR),  # type: ignore[arg-type]
         cache_logger_on_first_use=False,
     )
     # Libraries that log through `logging` (aiomqtt, paho) land on stderr too, one per line.
     logging.basicConfig(
         level=max(numeric, logging.WARNING),
-        stream=sys.stderr,
+        stream=_STDERR,
         format="%(name)s %(message)s",
         force=True,
     )
