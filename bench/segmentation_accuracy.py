@@ -33,7 +33,7 @@ REPO_ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO_ROOT))
 
 from monitor.levels import frame_rms_db  # noqa: E402
-from monitor.segmentation import GateParams, segment_recording  # noqa: E402
+from monitor.segmentation import GateParams, GateSegmenter, segment_recording  # noqa: E402
 from training.sensorlog import arc_intervals, estimate_clock_offset, read_sensor_log  # noqa: E402
 
 # Frame of the broadband envelope used for the clock offset (s): matches the log's ~0.1 s
@@ -49,6 +49,10 @@ NOISE_DBFS = (-75.0, -70.0, -65.0)
 # Idle gap between welds in the concatenated shift (s): cycle time of a part change.
 SHIFT_GAP_S = 8.0
 NOISE_SEED = 20240917
+# Block length (s) for the streaming cost: the daemon's default audio.block_s.
+COST_BLOCK_S = 0.1
+# Repeats of the cost measurement: the machine is shared, so report the spread.
+COST_REPEATS = 5
 
 
 @dataclass(frozen=True)
@@ -148,7 +152,7 @@ def perturbed(
 
 def shift_case(truths: list[Truth], params: GateParams) -> tuple[str, float]:
     """All recordings joined by idle gaps (taken from each file's own quiet lead-in), written
-    to a temporary FLAC and read back; returns a summary line and the gate's run time."""
+    to a temporary FLAC and read back; returns a summary line and the shift itself."""
     rate = 0
     parts: list[np.ndarray] = []
     expected: list[tuple[float, float]] = []
@@ -166,9 +170,7 @@ def shift_case(truths: list[Truth], params: GateParams) -> tuple[str, float]:
         path = Path(tmp) / "shift.flac"
         sf.write(path, np.concatenate(parts), rate, subtype="PCM_16")
         shift, rate = read_audio(path)
-    began = time.perf_counter()
     welds = detect(shift, rate, params)
-    elapsed = time.perf_counter() - began
     matched = 0
     worst = 0.0
     for a, b in expected:
@@ -183,7 +185,22 @@ def shift_case(truths: list[Truth], params: GateParams) -> tuple[str, float]:
         f"idle gaps): {len(welds)} welds found, {matched}/{len(truths)} recordings matched by "
         f"exactly one weld, worst boundary error {worst:.2f} s"
     )
-    return line, elapsed / (shift.size / rate)
+    return line, shift, rate
+
+
+def streaming_cost(samples: np.ndarray, rate: int, params: GateParams) -> list[float]:
+    """CPU time (process time, not wall clock) per second of audio of one GateSegmenter fed
+    ``COST_BLOCK_S`` blocks, as the daemon feeds it; one figure per repeat."""
+    block = round(COST_BLOCK_S * rate)
+    costs = []
+    for _ in range(COST_REPEATS):
+        gate = GateSegmenter(params, rate)
+        began = time.process_time()
+        for pos in range(0, samples.size, block):
+            gate.process(samples[pos : pos + block], pos)
+        gate.close(samples.size)
+        costs.append((time.process_time() - began) / (samples.size / rate))
+    return costs
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -223,9 +240,14 @@ def main(argv: list[str] | None = None) -> int:
         )
         print(summarise(f"white noise {noise_db:g} dBFS added", rows))
     print()
-    line, cost = shift_case(truths, params)
+    line, shift, rate = shift_case(truths, params)
     print(line)
-    print(f"gate cost: {cost * 1e3:.2f} ms of CPU per second of audio (one channel)")
+    costs = sorted(c * 1e3 for c in streaming_cost(shift, rate, params))
+    print(
+        f"gate cost, {COST_BLOCK_S * 1e3:g} ms blocks: {costs[len(costs) // 2]:.2f} ms of CPU per "
+        f"second of audio per channel (median of {len(costs)}; min {costs[0]:.2f}, max "
+        f"{costs[-1]:.2f}); load average {os.getloadavg()[0]:.1f}"
+    )
     return 0
 
 
