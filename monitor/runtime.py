@@ -20,6 +20,7 @@ from monitor.events import (
     WeldStart,
     status_payload_factory,
 )
+from monitor.memory import pin_mmap_threshold
 from monitor.outbox import Outbox
 from monitor.pipeline import PipelineSettings
 from monitor.publisher import MqttPublisher
@@ -37,6 +38,7 @@ class StartupError(WeldmonError):
 
 def load_model(cfg: MonitorConfig) -> DeployModel:
     """Load, pin-check and self-test the configured artifact; StartupError names the file."""
+    pin_mmap_threshold()  # before torch allocates the model: see monitor/memory.py
     try:
         model = load_artifact(cfg.model.path, cfg.model.sha256)
         model.self_test()
