@@ -50,12 +50,21 @@ class SilenceWatch:
             self._run = np.zeros(channels, np.int64)
             self._alarmed = np.zeros(channels, bool)
         assert self._alarmed is not None
-        nonzero = samples != 0
-        sound = nonzero.any(axis=0)
-        # Index of the first non-zero counted from the end = the block's trailing zero run.
-        trailing = np.argmax(nonzero[::-1], axis=0)
-        before = self._run.copy()
-        self._run = np.where(sound, trailing, self._run + frames)
+        # A live channel's last sample is almost never exactly 0: its trailing zero run is
+        # then 0 and nothing else in the block matters, so only the other channels are scanned.
+        quiet_end = np.flatnonzero(samples[-1] == 0)
+        if quiet_end.size == 0 and not self._alarmed.any():
+            self._run.fill(0)
+            return []  # every channel sounds and none is in an episode: nothing can change
+        before = self._run
+        self._run = np.zeros(channels, np.int64)
+        sound = np.ones(channels, bool)
+        if quiet_end.size:
+            nonzero = samples[:, quiet_end] != 0
+            sound[quiet_end] = nonzero.any(axis=0)
+            # Index of the first non-zero counted from the end = the trailing zero run.
+            trailing = np.argmax(nonzero[::-1], axis=0)
+            self._run[quiet_end] = np.where(sound[quiet_end], trailing, before[quiet_end] + frames)
         changes = []
         for c in np.flatnonzero(sound & self._alarmed):
             self._alarmed[c] = False
