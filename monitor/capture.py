@@ -34,6 +34,7 @@ from monitor.devices import (
     refresh_portaudio,
     resolve_input_device,
 )
+from monitor.epoch_clock import FrameZeroClock
 from monitor.ring_buffer import FrameRing, RingRead
 
 log = structlog.get_logger(__name__)
@@ -44,14 +45,14 @@ DEFAULT_STALL_TIMEOUT_S = 2.0  # s without a callback, once audio flowed, before
 # counts as lost: 10-100x a normal callback period, short enough to reopen within a weld
 DEFAULT_FIRST_AUDIO_TIMEOUT_S = 5.0  # s from opening to the first callback before the device
 # counts as lost; PulseAudio's ALSA plugin takes 0.5-1.5 s to deliver its first block
-DEFAULT_CALLBACK_BLOCK_S = 0.04  # s per PortAudio callback: 5x less CPU than PortAudio's
-# ~3-9 ms choice (bench/capture_cpu.py) and still 25 blocks/s, far below a 1 s model window
+DEFAULT_CALLBACK_BLOCK_S = 0.05  # s per PortAudio callback: 5x less CPU than PortAudio's
+# ~3-9 ms choice (bench/capture_cpu.py); one gate frame (50 ms) per block, so the per-block
+# cost of the pipeline is paid 20 times a second, and at most 50 ms waits in the device
 MAX_CALLBACK_BLOCK_S = 1.0  # s: longer callbacks would delay stall detection and alerts
 DEFAULT_RECONNECT_INITIAL_S = 0.5  # s before the first reopen attempt after a loss
 DEFAULT_RECONNECT_MAX_S = 30.0  # s cap on the back-off between reopen attempts
 RECONNECT_BACKOFF_FACTOR = 2.0  # each failed reopen doubles the wait, up to the cap
 LIVENESS_POLL_S = 0.1  # s: how often a waiting read looks for a lost or stalled device
-MAX_PLAUSIBLE_ADC_DELAY_S = 2.0  # s: PortAudio timestamps implying more are treated as unset
 MAX_CHANNELS = 64  # sanity cap on configured channels (the largest interfaces we know of)
 MIN_SAMPLE_RATE_HZ = 8_000  # below this the model's band cannot be represented
 MAX_SAMPLE_RATE_HZ = 384_000  # highest rate PortAudio host APIs commonly offer
@@ -115,9 +116,7 @@ class _EpochStream:
         self.input_overflows = 0
         self.input_underflows = 0
         self.last_callback_monotonic: float | None = None
-        self.first_callback_utc: float | None = None
-        self.first_adc_delay_s: float | None = None  # currentTime - inputBufferAdcTime
-        self.first_frames = 0
+        self.clock = FrameZeroClock(self.sample_rate)  # UTC of frame 0, from callback timing
         self.callback_error: BaseException | None = None
         self.finished = False  # set by PortAudio's finished callback
         self.lost_reason: str | None = None  # consumer-owned once set
@@ -156,10 +155,8 @@ class _EpochStream:
             self.ring.write(indata)
             self.frames_captured += frames
             self.last_callback_monotonic = time.monotonic()
-            if self.first_callback_utc is None:
-                self.first_callback_utc = time.time()
-                self.first_adc_delay_s = time_info.currentTime - time_info.inputBufferAdcTime
-                self.first_frames = frames
+            # Frames offered, dropped ones included: the device's clock, not the ring's.
+            self.clock.observe(time.time(), self.frames_captured)
         except Exception as exc:
             self.callback_error = exc
             raise sd.CallbackAbort from exc
@@ -168,14 +165,10 @@ class _EpochStream:
         self.finished = True
 
     def epoch_utc(self) -> float:
-        """UTC of frame 0: the first callback's wall time minus how long ago frame 0 was heard."""
-        assert self.first_callback_utc is not None  # only asked once a block was read
-        delay = self.first_adc_delay_s
-        if delay is None or not 0.0 < delay < MAX_PLAUSIBLE_ADC_DELAY_S:
-            # Some host APIs leave the timestamps at 0: assume the block just filled and sat
-            # one stream latency in the device buffer.
-            delay = self.first_frames / self.sample_rate + float(self.stream.latency)
-        return self.first_callback_utc - delay
+        """UTC of frame 0 (`FrameZeroClock`: refined over the epoch's first seconds)."""
+        utc = self.clock.utc
+        assert utc is not None  # only asked once a block was read, i.e. after a callback
+        return utc
 
     def loss_reason(self, settings: CaptureSettings) -> str | None:
         """Why this stream no longer delivers audio, or None while it is healthy."""

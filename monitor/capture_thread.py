@@ -20,6 +20,7 @@ import threading
 import time
 from dataclasses import dataclass
 
+import numpy as np
 import structlog
 
 from monitor.blocks import AudioBlock
@@ -31,6 +32,10 @@ BLOCK_QUEUE_DEPTH = 32  # blocks between the capture thread and the loop (~3 s a
 READ_TIMEOUT_S = 0.25  # capture read poll: how quickly the capture thread sees a stop
 BACKOFF_FACTOR = 2.0  # each failed open doubles the wait, up to audio.retry_max_s
 FAILED_OPEN_LOG_EVERY = 10  # log the 1st, 11th, 21st... failed open of one outage
+# s a block may wait for the next callback's audio to join it (up to audio.block_s): most of
+# the pipeline's cost is per block, so two 50 ms callbacks in one block cost about half, and
+# this bounds the latency that adds (one 50 ms callback period plus 10 ms of jitter).
+COALESCE_WAIT_S = 0.06
 
 log = structlog.get_logger(__name__)
 
@@ -141,12 +146,71 @@ class CaptureThread:
                 first = False
                 self._put(Opened(self.capture.device.name, self.capture.sample_rate))
                 max_frames = max(1, round(self.cfg.audio.block_s * self.capture.sample_rate))
+                reader = CoalescingReader(self.capture, max_frames, COALESCE_WAIT_S)
                 try:
                     while not self.stop.is_set():
-                        block = self.capture.read(READ_TIMEOUT_S, max_frames)
+                        block = reader.read(READ_TIMEOUT_S)
                         if block is not None:
                             self._put(block)
                 except DeviceLostError as exc:
                     self._put(Lost(str(exc)))
         finally:
             self.capture.close()
+
+
+class CoalescingReader:
+    """Reads blocks of up to `max_frames` from one stream epoch, joining consecutive reads
+    that arrive within `wait_s` of the first. A read that does not continue the block (a
+    drop in between) is held for the next call; a loss seen while joining is raised on the
+    next call, after the audio already read was handed out."""
+
+    def __init__(self, capture: SoundDeviceCapture, max_frames: int, wait_s: float) -> None:
+        self.capture = capture
+        self.max_frames = max_frames
+        self.wait_s = wait_s
+        self._held: AudioBlock | None = None
+        self._loss: DeviceLostError | None = None
+        self.joined = 0  # reads merged into an earlier one (for tests and the curious)
+
+    def read(self, timeout_s: float) -> AudioBlock | None:
+        """The next block, or None after `timeout_s` without audio; DeviceLostError once the
+        stream is lost and everything captured before was returned."""
+        if self._held is not None:
+            first, self._held = self._held, None
+        elif self._loss is not None:
+            raise self._loss
+        else:
+            first = self.capture.read(timeout_s, self.max_frames)
+            if first is None:
+                return None
+        parts = [first]
+        frames = first.frames
+        deadline = time.monotonic() + self.wait_s
+        while frames < self.max_frames:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                break
+            try:
+                more = self.capture.read(left, self.max_frames - frames)
+            except DeviceLostError as exc:
+                self._loss = exc
+                break
+            if more is None:
+                break
+            if more.dropped_frames or more.start_frame != first.start_frame + frames:
+                self._held = more
+                break
+            parts.append(more)
+            frames += more.frames
+        if len(parts) == 1:
+            return first
+        self.joined += len(parts) - 1
+        return AudioBlock(
+            samples=np.concatenate([p.samples for p in parts]),
+            start_frame=first.start_frame,
+            sample_rate=first.sample_rate,
+            stream_epoch=first.stream_epoch,
+            epoch_utc=parts[-1].epoch_utc,  # the latest (most refined) estimate
+            dropped_frames=first.dropped_frames,
+            nonfinite_samples=sum(p.nonfinite_samples for p in parts),
+        )

@@ -16,6 +16,7 @@ from pydantic import ValidationError
 
 from monitor.blocks import AudioBlock
 from monitor.capture import CaptureSettings, DeviceLostError, SoundDeviceCapture
+from monitor.capture_thread import COALESCE_WAIT_S, CoalescingReader
 from monitor.devices import (
     DeviceNotFoundError,
     InputDevice,
@@ -302,3 +303,25 @@ def test_capture_settings_reject_bad_values_naming_the_key(key: str, value: floa
 def test_capture_settings_reject_unknown_keys() -> None:
     with pytest.raises(ValidationError, match="sample_rate"):
         CaptureSettings(sample_rate=16_000)  # type: ignore[call-arg]
+
+
+@pytest.mark.audio
+def test_coalescing_reader_joins_consecutive_callbacks_up_to_the_block_size(
+    pulse: PulseAudio,
+) -> None:
+    pulse.create_sink("weldjoin", 48_000, 2)
+    block_frames = 4_800  # audio.block_s 0.1 s at 48 kHz: two 50 ms callbacks
+    with SoundDeviceCapture(pulse_settings(48_000, 2, callback_block_s=0.05)) as capture:
+        wait_for_first_block(capture)
+        reader = CoalescingReader(capture, block_frames, COALESCE_WAIT_S)
+        blocks = []
+        deadline = time.monotonic() + 2.0
+        while time.monotonic() < deadline:
+            block = reader.read(READ_TIMEOUT_S)
+            if block is not None:
+                blocks.append(block)
+    contiguous(blocks)  # joined blocks keep the sample clock without gaps
+    assert all(b.frames <= block_frames for b in blocks)
+    assert reader.joined > 0
+    full = sum(b.frames == block_frames for b in blocks)
+    assert full >= len(blocks) // 2  # most blocks are two callbacks long
