@@ -87,9 +87,7 @@ def test_pure_tone_lands_in_the_band_whose_centre_is_nearest(freq_hz: float):
 def test_silence_hits_the_db_floor_and_normalisation_does_not_divide_by_zero():
     module = LogMel()
     x = torch.zeros(1, 16000)
-    spec = torch.stft(
-        x, 1024, 320, 640, module.win, center=False, return_complex=True
-    ).abs() ** 2
+    spec = torch.stft(x, 1024, 320, 640, module.win, center=False, return_complex=True).abs() ** 2
     mel = (spec.transpose(-1, -2) @ module.fb).transpose(-1, -2)
     db = 10 * torch.log10(torch.clamp(mel, min=1e-10))
     assert torch.all(db == -100.0)  # 10 * log10(1e-10)
