@@ -10,20 +10,19 @@ sink while `weldmon run` records it as a subprocess with an untrained seeded pro
 - Memory: the daemon's VmRSS at the end and its peak (VmHWM).
 - Latency: each weld_result's arrival at a subscriber minus the moment the weld's last audio
   sample became available at the sound device. Two references:
-  * `ended_at` (the issue's definition): the daemon's own timestamp of that sample, from its
-    sample clock mapped to UTC once per stream start (the first PortAudio callback's time
-    minus the ADC delay it reports). That mapping is off by a few hundred ms, either way and
-    differently per run, under PulseAudio on this loaded VM (`clock_offset_ms`), and the
-    error goes straight into this figure.
-  * `avail_`: independent of the daemon's clock. The bench records the same monitor source
-    itself (10 ms callbacks); the frame clock's UTC origin is the earliest time consistent
-    with every callback (a callback cannot deliver a frame before it exists), and the played
-    array's first sample is found in that recording (first non-zero sample: the sink delivers
-    exact zeros before playback). The daemon's end boundaries are placed on the array through
-    the median difference between its weld starts and the same gate's starts over the array
-    offline (the daemon's clock is linear in its samples, so one offset serves every weld).
+  * `ended_at` (the issue's definition, the headline figure): the daemon's own timestamp of
+    that sample, from its sample clock mapped to UTC per stream epoch by
+    `monitor.epoch_clock.FrameZeroClock` (the minimum over callbacks of callback time minus
+    frames delivered / rate, refined over the epoch's first seconds).
+  * `avail_`: a cross-check independent of the daemon's clock. The bench records the same
+    monitor source itself (10 ms callbacks) and dates its frame 0 with the same estimator
+    over the whole recording; the played array's first sample is found in that recording
+    (first non-zero sample: the sink delivers exact zeros before playback). The daemon's end
+    boundaries are placed on the array through the median difference between its weld
+    starts and the same gate's starts over the array offline (the daemon's clock is linear
+    in its samples, so one offset serves every weld).
   `clock_offset_ms` = the daemon's UTC for a sample minus the time that sample became
-  available: negative means its timestamps are early.
+  available (negative: its timestamps are early); within +-50 ms the two latencies agree.
 
     .venv/bin/python -m bench.monitor_run --channels 1 4 8 --mode per_channel --repeat 3
 
@@ -35,6 +34,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import platform
 import subprocess
@@ -50,6 +50,7 @@ import soxr
 import yaml
 
 from deploy.audio import RESAMPLE_QUALITY, read_recording
+from monitor.epoch_clock import FrameZeroClock
 from monitor.segmentation import GateParams, segment_recording
 from tests.support.artifacts import export_untrained
 from tests.support.broker import MosquittoBroker, MqttCollector
@@ -116,7 +117,8 @@ class ReferenceTap:
     """The bench's own recording of the monitor source: when each frame became available."""
 
     def __init__(self, channels: int) -> None:
-        self.marks: list[tuple[float, int]] = []  # (UTC of a callback, frames delivered so far)
+        # Refined over the whole recording: the bench wants the best estimate, not a frozen one.
+        self.clock = FrameZeroClock(RATE_HZ, refine_s=math.inf)
         self.first_nonzero: int | None = None  # frame index of the first non-zero sample
         self._frames = 0
         self._stream = sd.InputStream(
@@ -136,7 +138,7 @@ class ReferenceTap:
             if hits.size:
                 self.first_nonzero = self._frames + int(hits[0])
         self._frames += frames
-        self.marks.append((now, self._frames))
+        self.clock.observe(now, self._frames)
 
     def close(self) -> None:
         self._stream.stop()
@@ -144,7 +146,10 @@ class ReferenceTap:
 
     def origin_utc(self) -> float:
         """UTC at which frame 0 became available: the latest time no callback contradicts."""
-        return min(t - n / RATE_HZ for t, n in self.marks)
+        utc = self.clock.utc
+        if utc is None:
+            raise RuntimeError("the reference recording received no callback")
+        return utc
 
 
 def availability_latencies_s(
