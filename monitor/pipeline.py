@@ -44,6 +44,7 @@ from typing import Literal
 
 import numpy as np
 import structlog
+import torch
 
 from deploy.errors import WeldmonError
 from monitor.blocks import AudioBlock
@@ -58,6 +59,10 @@ from monitor.windower import SampleHistory, WeldWindower, Window
 
 HISTORY_MARGIN_S = 5.0  # history beyond the segmenter's look-back: covers the largest block
 DEFAULT_MAX_IN_FLIGHT = 255  # windows awaiting inference before feed() waits
+# torch threads for the pipeline's own thread, whose only torch op is the channel mean of
+# `mix` mode. Above torch's grain size (a 0.1 s block of 8 channels at 48 kHz) the mean runs
+# on the OpenMP pool, whose idle threads then spin: 13 ms of CPU per block, 13 % of a core.
+PIPELINE_TORCH_THREADS = 1
 
 log = structlog.get_logger(__name__)
 
@@ -99,7 +104,6 @@ class PipelineCounters:
     windows: int = 0
     windows_failed: int = 0
     triggers_ignored: int = 0  # trigger for an unknown station or before audio flows
-    silent_samples: int = 0  # digital silence kept from the segmenter (see _advance)
     weld_audio_truncated: int = 0  # welds whose kept audio hit the max_weld_s bound
 
     def as_dict(self) -> dict[str, int]:
@@ -172,6 +176,7 @@ class Pipeline:
         weld_audio: WeldAudioHook | None = None,
         on_window: WindowLatencyHook | None = None,
     ) -> None:
+        torch.set_num_threads(PIPELINE_TORCH_THREADS)  # this thread's pool (see the constant)
         self.settings = settings
         self.options = options
         self.worker = worker
@@ -277,6 +282,9 @@ class Pipeline:
                     # A new epoch without end_stream: the stream broke under us.
                     await self._end_station(st, "device_lost", "device_lost")
                 self._begin_epoch(st, block, source)
+            # The source refines frame 0's UTC over the epoch's first seconds; welds take the
+            # latest estimate when they start.
+            st.epoch_utc = block.epoch_utc
             before = st.weld
             if before is not None:
                 self._flag_block(before, block)
@@ -364,15 +372,9 @@ class Pipeline:
             return
         st.history.append(chunk.samples, chunk.start_index)
         forced_before = getattr(st.segmenter, "forced_ends", 0)
-        if chunk.samples.any() or st.segmenter.in_weld:
-            boundaries = st.segmenter.process(chunk.samples, chunk.start_index)
-        else:
-            # Exact digital silence outside a weld is no room noise: a stream that has not
-            # started yet (a null sink before playback, a muted input). Fed to the gate it
-            # would pull the noise floor to -120 dBFS and make ordinary idle noise look like
-            # an arc; the gate treats the skipped span as a gap. Windows still see it.
-            self.counters.silent_samples += int(chunk.samples.size)
-            boundaries = []
+        # Every sample goes to the segmenter, digital silence included (the gate keeps it out
+        # of its noise floor itself), so a live stream and a replayed file share one frame grid.
+        boundaries = st.segmenter.process(chunk.samples, chunk.start_index)
         forced = getattr(st.segmenter, "forced_ends", 0) > forced_before
         for b in boundaries:
             reason: EndReason = "max_length" if forced and b.kind == "end" else end_reason

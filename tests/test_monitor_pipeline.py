@@ -11,11 +11,13 @@ import numpy as np
 import pytest
 import torch
 
+from deploy.audio import read_recording
 from deploy.loader import DeployModel, load_artifact
 from monitor.blocks import AudioBlock
 from monitor.events import Event, Source, WeldResult, WeldStart
 from monitor.inference import InferenceWorker
 from monitor.pipeline import Pipeline, PipelineSettings
+from monitor.segmentation import segment_recording
 from monitor.tracker import ModelInfo, SegmentationMode, TrackerOptions
 
 torch.set_num_threads(1)
@@ -136,3 +138,30 @@ def test_dropped_frames_during_a_weld_are_reported_on_its_result(
     (result,) = _results(_run(model, worker, "file", script))
     assert result.degraded_reasons == ["dropped_audio"]
     assert result.dropped_frames == 100
+
+
+@pytest.mark.real_data
+def test_leading_digital_silence_keeps_the_gate_on_the_whole_streams_frame_grid(
+    model: DeployModel, worker: InferenceWorker, recordings: list
+) -> None:
+    # A stream that delivers exact zeros before the sound starts (a null sink before
+    # playback), for a span that is not a whole number of gate frames: the pipeline's welds
+    # must be the offline gate's over the very same array, zeros included, sample for sample.
+    audio = read_recording(recordings[4].flac, RATE).samples[0]
+    stream = np.concatenate((np.zeros(round(1.33 * RATE), np.float32), audio))
+    block = round(0.07 * RATE)  # not a whole number of 50 ms gate frames
+
+    async def script(pipeline: Pipeline) -> None:
+        for start in range(0, stream.size, block):
+            part = stream[start : start + block, None]
+            await pipeline.feed(AudioBlock(part, start, RATE, 1, EPOCH_UTC), SOURCE)
+        await pipeline.end_stream("shutdown")
+
+    events = _run(model, worker, "gate", script)
+    starts = [e for e in events if isinstance(e, WeldStart)]
+    offline = segment_recording(stream, RATE)
+    assert offline, "the recording's arc must be found offline"
+    streamed = [(round((r.started_at.timestamp() - EPOCH_UTC) * RATE)) for r in starts]
+    assert streamed == [a for a, _ in offline]
+    ends = [round(r.duration_s * RATE) for r in _results(events)]
+    assert ends == [b - a for a, b in offline]
