@@ -30,6 +30,7 @@ from monitor.devices import AudioDeviceError
 
 BLOCK_QUEUE_DEPTH = 32  # blocks between the capture thread and the loop (~3 s at 0.1 s)
 READ_TIMEOUT_S = 0.25  # capture read poll: how quickly the capture thread sees a stop
+QUEUE_FULL_POLL_S = 0.01  # s between looks at a full loop queue (the ring holds the audio)
 BACKOFF_FACTOR = 2.0  # each failed open doubles the wait, up to audio.retry_max_s
 FAILED_OPEN_LOG_EVERY = 10  # log the 1st, 11th, 21st... failed open of one outage
 # s a block may wait for the next callback's audio to join it (up to audio.block_s): most of
@@ -78,6 +79,8 @@ class CaptureThread:
         # never missing); read by the watchdog probe on the loop thread.
         self.last_failed_open_at: float | None = None
         self.failed_opens = 0  # total, for the stats line
+        self._scheduled = 0  # items handed to the loop (capture thread writes)
+        self._landed = 0  # of those, items in the queue or taken (loop writes)
         self._thread = threading.Thread(target=self._run, name="weldmon-capture", daemon=True)
 
     @property
@@ -99,15 +102,20 @@ class CaptureThread:
         self._thread.join(timeout_s)
 
     def _put(self, item: CaptureItem) -> None:
-        # Blocks this thread while the loop's queue is full: back-pressure into the ring.
-        future = asyncio.run_coroutine_threadsafe(self.items.put(item), self.loop)
-        while not self.stop.is_set():
-            try:
-                future.result(timeout=READ_TIMEOUT_S)
+        # Waits while the loop's queue is full: back-pressure into the ring. A plain
+        # call_soon_threadsafe costs a fraction of run_coroutine_threadsafe's task and future
+        # chain, paid on every block. Only this thread puts, so once the queue plus the puts
+        # still scheduled on the loop leave room, the put_nowait below cannot overflow.
+        while self.items.qsize() + self._scheduled - self._landed >= BLOCK_QUEUE_DEPTH:
+            if self.stop.wait(QUEUE_FULL_POLL_S):
                 return
-            except TimeoutError:
-                continue
-        future.cancel()
+        self._scheduled += 1
+        self.loop.call_soon_threadsafe(self._land, item)
+
+    def _land(self, item: CaptureItem) -> None:
+        # On the loop: the queue has room (see _put).
+        self.items.put_nowait(item)
+        self._landed += 1
 
     def _open_until_it_works(self, first: bool) -> bool:
         """Open (first) or reopen the device, retrying with back-off; False if stopped."""
