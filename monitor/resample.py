@@ -1,12 +1,18 @@
-"""Streaming resampling of one station from the device rate to the model's rate.
+"""Streaming resampling of the stations from the device rate to the model's rate.
 
-One `StationResampler` per station keeps a `soxr.ResampleStream` across blocks, so block
-boundaries leave no trace (the output equals whole-buffer `soxr.resample`, sample for sample,
-once the stream is flushed). The output carries its own sample index on the model-rate clock
-of the current stream epoch: output sample 0 is input frame 0 (soxr removes its filter delay by
-holding back output, it never shifts it). A new epoch (device reopened, next file) restarts the
-stream and the clock. Frames lost inside an epoch are filled with silence so the clock stays
-exact; the caller counts them and marks the welds they touch as degraded.
+One `StationResampler` per pipeline keeps a multichannel `soxr.ResampleStream` (one channel
+per station) across blocks, so block boundaries leave no trace (the output equals
+whole-buffer `soxr.resample`, sample for sample, once the stream is flushed). The output
+carries its own sample index on the model-rate clock of the current stream epoch: output
+sample 0 is input frame 0 (soxr removes its filter delay by holding back output, it never
+shifts it). A new epoch (device reopened, next file) restarts the stream and the clock.
+Frames lost inside an epoch are filled with silence so the clock stays exact; the caller
+counts them and marks the welds they touch as degraded.
+
+All stations share one stream: soxr filters each channel on its own, so a channel's output is
+the same, bit for bit, as a mono stream's (checked in tests/test_monitor_stream_parts.py), and
+one call per block instead of one per station saves soxr's per-call overhead (8 stations at
+48 kHz in 0.1 s blocks: 235 instead of 294 us per block).
 """
 
 from __future__ import annotations
@@ -19,8 +25,6 @@ import soxr
 from deploy.audio import RESAMPLE_QUALITY
 from deploy.errors import WeldmonError
 
-_EMPTY = np.zeros(0, dtype=np.float32)
-
 
 class ResampleError(WeldmonError):
     """Blocks arrived out of order on one epoch's clock."""
@@ -30,24 +34,31 @@ class ResampleError(WeldmonError):
 class StationChunk:
     """Mono samples at the model rate, placed on the station's clock."""
 
-    samples: np.ndarray  # float32 [n]; owned by the receiver
+    samples: np.ndarray  # float32 [n] or [n, channels]; owned by the receiver
     start_index: int  # index of samples[0] on this epoch's model-rate clock
     epoch: int
 
     @property
     def end_index(self) -> int:
         """One past the last sample."""
-        return self.start_index + int(self.samples.size)
+        return self.start_index + int(self.samples.shape[0])
 
 
 class StationResampler:
-    """Device-rate mono blocks in, model-rate `StationChunk`s out, state kept across blocks."""
+    """Device-rate blocks in, model-rate `StationChunk`s out, state kept across blocks.
 
-    def __init__(self, in_rate: int, out_rate: int) -> None:
+    `channels` 1 takes mono [frames] blocks and gives mono chunks; more take
+    [frames, channels] blocks and give [n, channels] chunks."""
+
+    def __init__(self, in_rate: int, out_rate: int, channels: int = 1) -> None:
         if in_rate <= 0 or out_rate <= 0:
             raise ResampleError(f"rates must be positive, got {in_rate} -> {out_rate}")
+        if channels <= 0:
+            raise ResampleError(f"channels must be positive, got {channels}")
         self.in_rate = in_rate
         self.out_rate = out_rate
+        self.channels = channels
+        self._empty = np.zeros((0,) if channels == 1 else (0, channels), dtype=np.float32)
         self._stream: soxr.ResampleStream | None = None
         self._epoch: int | None = None
         self._next_in = 0  # the input frame the next block should start at
@@ -62,6 +73,8 @@ class StationResampler:
     def process(self, samples: np.ndarray, start_frame: int, epoch: int) -> StationChunk:
         """Resample the next block; `start_frame` is on the device clock of `epoch`."""
         x = np.asarray(samples, dtype=np.float32)
+        if x.shape[1:] != self._empty.shape[1:]:
+            raise ResampleError(f"block shape {x.shape} does not fit {self.channels} channel(s)")
         if epoch != self._epoch:
             self._start_epoch(start_frame, epoch)
         if start_frame < self._next_in:
@@ -73,15 +86,15 @@ class StationResampler:
             # Silence keeps the clock exact and the windows contiguous; the loss is counted
             # upstream (AudioBlock.dropped_frames) and flags the weld as degraded.
             self.filled_frames += gap
-            x = np.concatenate((np.zeros(gap, dtype=np.float32), x))
+            x = np.concatenate((np.zeros((gap, *x.shape[1:]), dtype=np.float32), x))
         self._next_in = start_frame + int(samples.shape[0])
         return self._emit(self._resample(x, last=False), epoch)
 
     def flush(self) -> StationChunk:
         """End of the epoch's stream: the samples soxr still holds (empty in passthrough)."""
         if self._epoch is None or self._stream is None:
-            return StationChunk(_EMPTY.copy(), self._next_out, self._epoch or 0)
-        out = self._resample(_EMPTY, last=True)
+            return StationChunk(self._empty.copy(), self._next_out, self._epoch or 0)
+        out = self._resample(self._empty, last=True)
         chunk = self._emit(out, self._epoch)
         self._stream = None
         return chunk
@@ -94,16 +107,20 @@ class StationResampler:
             None
             if self.passthrough
             else soxr.ResampleStream(
-                self.in_rate, self.out_rate, 1, dtype="float32", quality=RESAMPLE_QUALITY
+                self.in_rate,
+                self.out_rate,
+                self.channels,
+                dtype="float32",
+                quality=RESAMPLE_QUALITY,
             )
         )
 
     def _resample(self, x: np.ndarray, last: bool) -> np.ndarray:
         if self._stream is None:
-            return x if not last else _EMPTY.copy()
+            return x if not last else self._empty.copy()
         return self._stream.resample_chunk(x, last=last)
 
     def _emit(self, out: np.ndarray, epoch: int) -> StationChunk:
         chunk = StationChunk(np.ascontiguousarray(out, dtype=np.float32), self._next_out, epoch)
-        self._next_out += int(out.size)
+        self._next_out += int(out.shape[0])
         return chunk

@@ -44,6 +44,22 @@ class StationSplitter:
                 f"{len(self.stations)} channels, the audio has {channels}"
             )
 
+    @property
+    def resampler_channels(self) -> int:
+        """Channels of the resampler fed by `resampler_input` (one per station)."""
+        return len(self.stations)
+
+    def resampler_input(self, samples: np.ndarray) -> np.ndarray:
+        """[frames, channels] -> what the stations' one resampler takes: mono [frames] for one
+        station, [frames, stations] (C-contiguous float32, one column per station) for more."""
+        if len(self.stations) == 1:
+            (mono,) = self.split(samples)
+            return mono
+        if samples.ndim != 2:
+            raise StationLayoutError(f"samples must be [frames, channels], got {samples.shape}")
+        self.check_channels(samples.shape[1])
+        return np.ascontiguousarray(samples, dtype=np.float32)
+
     def split(self, samples: np.ndarray) -> list[np.ndarray]:
         """[frames, channels] -> one mono [frames] array per station, in station order."""
         if samples.ndim != 2:

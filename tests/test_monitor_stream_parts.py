@@ -41,6 +41,22 @@ def test_stream_resampler_equals_whole_buffer_soxr_whatever_the_blocks() -> None
     assert starts == list(np.cumsum([0] + [c.samples.size for c in chunks[:-1]]))
 
 
+def test_multichannel_resampler_gives_each_channel_its_mono_streams_samples() -> None:
+    x = RNG.standard_normal((48_000, 3)).astype(np.float32) * 0.1
+    multi = StationResampler(48_000, 16_000, channels=3)
+    chunks = [multi.process(b, s, epoch=1) for b, s in _blocks(x, [4800, 1234, 977])]
+    chunks.append(multi.flush())
+    out = np.concatenate([c.samples for c in chunks])
+    for c in range(3):
+        mono = StationResampler(48_000, 16_000)
+        parts = [mono.process(b[:, c], s, epoch=1) for b, s in _blocks(x, [4800, 1234, 977])]
+        parts.append(mono.flush())
+        np.testing.assert_array_equal(out[:, c], np.concatenate([p.samples for p in parts]))
+    assert [c.start_index for c in chunks] == list(
+        np.cumsum([0] + [c.samples.shape[0] for c in chunks[:-1]])
+    )
+
+
 def test_resampler_restarts_its_clock_on_a_new_epoch() -> None:
     r = StationResampler(16_000, 16_000)
     r.process(np.ones(1000, np.float32), 0, epoch=1)
