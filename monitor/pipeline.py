@@ -2,14 +2,19 @@
 
     AudioBlock [frames, channels] at the source rate (sound device or file)
       -> StationSplitter  (mix: channel mean -> one station; per_channel: one per channel)
-      -> StationResampler (per station, streaming soxr to the model rate)
+      -> StationResampler (one multichannel soxr stream for all stations, to the model rate)
       -> SampleHistory + segmenter (gate | trigger | file) -> start/end boundaries
+         (the gate's band power of every station's frames in one call)
       -> WeldWindower (chunk_samples windows aligned at the weld start)
       -> InferenceWorker (one thread, batched) -> WeldTracker -> events -> `emit`
 
 Stations are split before resampling (not after, as the architecture sketch draws it): mixing
 is linear, so the order changes nothing but rounding, and a mixed station then costs one
-resampler instead of one per channel.
+resampler channel instead of one per channel. Every station of a pipeline is fed by the same
+blocks, so they share one stream epoch and one resampler; per block the work that does not
+depend on a station's own state (resampling, the gate's FFT) is one call for all stations,
+which costs the same per sample but saves the per-call overhead that dominated at 0.1 s
+blocks (8 stations: ~0.35 ms of ~1.9 ms per block).
 
 Threads and ownership: `feed` and `end_stream` run on the event loop and only copy and count;
 windows go to the inference thread, and one consumer task awaits their probabilities in order
@@ -143,11 +148,10 @@ class _OpenWeld:
 
 
 class _Station:
-    """Everything one station owns: resampler, history, segmenter and its open weld."""
+    """Everything one station owns: history, segmenter and its open weld."""
 
-    def __init__(self, name: str, resampler: StationResampler, history: SampleHistory) -> None:
+    def __init__(self, name: str, history: SampleHistory) -> None:
         self.name = name
-        self.resampler = resampler
         self.history = history
         self.segmenter: Segmenter | None = None
         self.epoch: int | None = None
@@ -188,10 +192,10 @@ class Pipeline:
         self._source_rate = source_rate
         lookback = self._new_segmenter().lookback_samples
         capacity = lookback + 2 * self.chunk + round(HISTORY_MARGIN_S * self.model_rate)
-        self._stations = [
-            _Station(name, StationResampler(source_rate, self.model_rate), SampleHistory(capacity))
-            for name in settings.stations
-        ]
+        self._stations = [_Station(name, SampleHistory(capacity)) for name in settings.stations]
+        self._resampler = StationResampler(
+            source_rate, self.model_rate, channels=self.splitter.resampler_channels
+        )
         self._items: asyncio.Queue[_WindowItem | _EventItem | _EndItem] = asyncio.Queue(
             maxsize=max(1, settings.max_in_flight)
         )
@@ -202,6 +206,7 @@ class Pipeline:
         self._pending_since: collections.deque[float] = collections.deque()  # monotonic s
         self._users: dict[int, int] = {}  # id(worker) -> welds started on it, not yet ended
         self._released = asyncio.Event()
+        self._epoch: int | None = None  # the stream epoch the stations are in, None between
 
     # -- lifecycle ---------------------------------------------------------------------------
 
@@ -275,21 +280,22 @@ class Pipeline:
         self.counters.frames += block.frames
         self.counters.dropped_frames += block.dropped_frames
         self.counters.nonfinite_samples += block.nonfinite_samples
-        monos = self.splitter.split(block.samples)
-        for st, mono in zip(self._stations, monos, strict=True):
-            if st.epoch != block.stream_epoch:
-                if st.epoch is not None:
-                    # A new epoch without end_stream: the stream broke under us.
-                    await self._end_station(st, "device_lost", "device_lost")
-                self._begin_epoch(st, block, source)
+        samples = self.splitter.resampler_input(block.samples)
+        if self._epoch != block.stream_epoch:
+            if self._epoch is not None:
+                # A new epoch without end_stream: the stream broke under us.
+                await self.end_stream("device_lost", "device_lost")
+            self._begin_epoch(block, source)
+        befores = [st.weld for st in self._stations]
+        for st, before in zip(self._stations, befores, strict=True):
             # The source refines frame 0's UTC over the epoch's first seconds; welds take the
             # latest estimate when they start.
             st.epoch_utc = block.epoch_utc
-            before = st.weld
             if before is not None:
                 self._flag_block(before, block)
-            chunk = st.resampler.process(mono, block.start_frame, block.stream_epoch)
-            await self._advance(st, chunk, self._default_end_reason())
+        chunk = self._resampler.process(samples, block.start_frame, block.stream_epoch)
+        await self._advance_all(self._station_chunks(chunk), self._default_end_reason())
+        for st, before in zip(self._stations, befores, strict=True):
             if st.weld is not None and st.weld is not before:
                 self._flag_block(st.weld, block)  # the weld began inside this block
 
@@ -303,8 +309,12 @@ class Pipeline:
     async def end_stream(self, end_reason: EndReason, degraded_reason: str | None = None) -> None:
         """The stream ended (file end, device lost, shutdown): flush the resamplers and close
         every open weld with `end_reason` (and `degraded_reason`, if any)."""
-        for st in self._stations:
-            await self._end_station(st, end_reason, degraded_reason)
+        if self._epoch is None:
+            return
+        tails = self._station_chunks(self._resampler.flush())
+        for st, tail in zip(self._stations, tails, strict=True):
+            await self._end_station(st, tail, end_reason, degraded_reason)
+        self._epoch = None
 
     def push_trigger(self, station: str, state: Literal["start", "stop"], at_utc: float) -> bool:
         """A trigger message for `station` that arrived at `at_utc`; False if ignored."""
@@ -344,19 +354,27 @@ class Pipeline:
         mode = self.settings.segmentation
         return "gate" if mode == "gate" else "trigger" if mode == "trigger" else "file_end"
 
-    def _begin_epoch(self, st: _Station, block: AudioBlock, source: Source) -> None:
-        st.epoch = block.stream_epoch
-        st.epoch_utc = block.epoch_utc
-        st.source = source
-        st.segmenter = self._new_segmenter()
-        st.history.reset(round(block.start_frame * self.model_rate / self._source_rate))
+    def _begin_epoch(self, block: AudioBlock, source: Source) -> None:
+        self._epoch = block.stream_epoch
+        for st in self._stations:
+            st.epoch_utc = block.epoch_utc
+            st.source = source
+            st.segmenter = self._new_segmenter()
+            st.history.reset(round(block.start_frame * self.model_rate / self._source_rate))
+
+    def _station_chunks(self, chunk: StationChunk) -> list[StationChunk]:
+        """The resampler's chunk, one mono chunk per station."""
+        if chunk.samples.ndim == 1:
+            return [chunk]
+        # One transposed copy: every station's row is then contiguous.
+        rows = np.ascontiguousarray(chunk.samples.T)
+        return [StationChunk(row, chunk.start_index, chunk.epoch) for row in rows]
 
     async def _end_station(
-        self, st: _Station, end_reason: EndReason, degraded_reason: str | None
+        self, st: _Station, tail: StationChunk, end_reason: EndReason, degraded_reason: str | None
     ) -> None:
         if st.segmenter is None:
             return
-        tail = st.resampler.flush()
         if tail.samples.size:
             await self._advance(st, tail, self._default_end_reason())
         if st.weld is not None and degraded_reason is not None:
@@ -364,7 +382,6 @@ class Pipeline:
         for b in st.segmenter.close(st.history.end_index):
             await self._boundary(st, b, end_reason)
         st.segmenter = None
-        st.epoch = None
 
     async def _advance(self, st: _Station, chunk: StationChunk, end_reason: EndReason) -> None:
         assert st.segmenter is not None
@@ -376,6 +393,43 @@ class Pipeline:
         # of its noise floor itself), so a live stream and a replayed file share one frame grid.
         boundaries = st.segmenter.process(chunk.samples, chunk.start_index)
         forced = getattr(st.segmenter, "forced_ends", 0) > forced_before
+        await self._act(st, chunk, boundaries, forced, end_reason)
+
+    async def _advance_all(self, chunks: list[StationChunk], end_reason: EndReason) -> None:
+        """`_advance` for every station's chunk of one block, the gates' band powers of all
+        stations measured in one call (same values: the meter sums each frame on its own)."""
+        gates = [st.segmenter for st in self._stations]
+        if len(gates) == 1 or not all(isinstance(g, GateSegmenter) for g in gates):
+            for st, chunk in zip(self._stations, chunks, strict=True):
+                await self._advance(st, chunk, end_reason)
+            return
+        if chunks[0].samples.size == 0:  # one resampler: every station's chunk is as long
+            return
+        frames = []
+        for st, chunk, gate in zip(self._stations, chunks, gates, strict=True):
+            st.history.append(chunk.samples, chunk.start_index)
+            frames.append(gate.take_frames(chunk.samples, chunk.start_index))
+        meter = gates[0].meter
+        if all(g.meter is meter for g in gates) and len({f.size for f in frames}) == 1:
+            # Stations share a frame grid (one epoch, one clock), so their frame counts match.
+            powers = np.split(meter.power(np.concatenate(frames)), len(frames))
+        else:
+            powers = [g.meter.power(f) for g, f in zip(gates, frames, strict=True)]
+        for st, chunk, gate, power in zip(self._stations, chunks, gates, powers, strict=True):
+            forced_before = gate.forced_ends
+            boundaries = gate.decide_powers(power)
+            forced = gate.forced_ends > forced_before
+            await self._act(st, chunk, boundaries, forced, end_reason)
+
+    async def _act(
+        self,
+        st: _Station,
+        chunk: StationChunk,
+        boundaries: list[Boundary],
+        forced: bool,
+        end_reason: EndReason,
+    ) -> None:
+        """Open and close welds at `boundaries` and cut the open weld's windows."""
         for b in boundaries:
             reason: EndReason = "max_length" if forced and b.kind == "end" else end_reason
             await self._boundary(st, b, reason)

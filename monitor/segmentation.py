@@ -47,7 +47,7 @@ import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from deploy.errors import WeldmonError
-from monitor.levels import LEVEL_FLOOR_DB, band_meter
+from monitor.levels import LEVEL_FLOOR_DB, BandMeter, band_meter
 
 # Band power (dBFS) under which a frame counts as digital silence. Zeros from a muted input,
 # a stream that has not started or a filled gap read LEVEL_FLOOR_DB (-120); at 16 bits a frame
@@ -291,9 +291,24 @@ class GateSegmenter:
         """Current noise-floor estimate (dBFS in the gate's band), None before the first frame."""
         return self._floor_history.min() if self._floor_history else None
 
+    @property
+    def meter(self) -> BandMeter:
+        """The band meter whose powers ``decide_powers`` expects (shared by equal gates)."""
+        return self._meter
+
     def process(self, samples: np.ndarray, start_index: int) -> list[Boundary]:
         """Feed the next block (mono, any length) whose first sample is ``start_index``;
         returns the boundaries it completes, in order."""
+        frames = self.take_frames(samples, start_index)
+        if frames.size == 0:
+            return []
+        return self.decide_powers(self._meter.power(frames))
+
+    def take_frames(self, samples: np.ndarray, start_index: int) -> np.ndarray:
+        """First half of ``process``: buffer the block and return the whole frames it
+        completes (flat, a multiple of the frame length; possibly empty). Their band powers,
+        by ``meter``, must go to ``decide_powers`` before the next block. Split so that a
+        caller with many stations can measure every station's frames in one call."""
         if self._closed:
             raise SegmentationError("process() after close()")
         x = np.asarray(samples, dtype=np.float32)
@@ -310,10 +325,19 @@ class GateSegmenter:
         first_start = self._partial_start
         self._partial = buffered[n_whole:].copy()
         self._partial_start = first_start + n_whole
-        if n_whole == 0:
-            return []
-        self._powers.extend(self._meter.power(buffered[:n_whole]).tolist())
         self._frame_starts.extend(range(first_start, first_start + n_whole, self._frame_len))
+        return buffered[:n_whole]
+
+    def decide_powers(self, powers: np.ndarray) -> list[Boundary]:
+        """Second half of ``process``: the band powers of the frames ``take_frames`` returned;
+        returns the boundaries they complete, in order."""
+        if len(self._powers) + powers.size != len(self._frame_starts):
+            raise SegmentationError(
+                f"{powers.size} powers for {len(self._frame_starts) - len(self._powers)} frames"
+            )
+        if powers.size == 0:
+            return []
+        self._powers.extend(powers.tolist())
         return self._decide(flush=False)
 
     def close(self, end_index: int) -> list[Boundary]:
