@@ -5,7 +5,6 @@ what the daemon publishes is compared with `weldmon replay` of the very same aud
 from __future__ import annotations
 
 import json
-import signal
 import subprocess
 import sys
 import time
@@ -22,14 +21,15 @@ from monitor.segmentation import segment_recording
 from tests.support import shifts
 from tests.support.artifacts import export_untrained
 from tests.support.broker import MosquittoBroker, MqttCollector
+from tests.support.daemon import STOP_LIMIT_S, WeldmonRun, write_monitor_config
 from tests.support.pulse import PulseAudio
 
 RATE = 16_000  # the model's rate; the sink runs at it so the capture is bit-comparable
 IDLE_S = 3.0  # idle gap before each weld, cut from the recording's own quiet head
 WELD_CUT_S = (3.0, 10.0)  # part of each recording played: ~1.5 s idle, then ~5.5 s of arc
 STARTUP_TIMEOUT_S = 90.0  # daemon start on a loaded 2-core box (torch import, model load)
-STOP_LIMIT_S = 10.0  # the issue: exit within 10 s of SIGTERM
 RESULT_TIMEOUT_S = 30.0
+CLIENT = {"client_id": "weldmon-test"}  # the daemon's MQTT client id
 # Manifest rows whose quiet heads stay well under the gate's on-threshold whatever the frame
 # phase (checked offline over 50 ms of phases): the device stream starts at an arbitrary
 # point of the gate's frame grid, and borderline idle would make the test flaky, not wrong.
@@ -46,57 +46,8 @@ def build_shift(recordings: list, indices: list[int]) -> np.ndarray:
     return shifts.build_shift([recordings[i].flac for i in indices], RATE, IDLE_S, WELD_CUT_S)
 
 
-def write_config(tmp_path: Path, model: Path, broker: MosquittoBroker, audio: dict) -> Path:
-    state = tmp_path / "state"
-    state.mkdir()
-    data = {
-        "model": {"path": str(model)},
-        "audio": {"device": "pulse", "samplerate": RATE, **audio},
-        "mqtt": {"host": broker.host, "port": broker.port, "client_id": "weldmon-test"},
-        "state_dir": str(state),
-        "logging": {"level": "info", "format": "json"},
-    }
-    path = tmp_path / "monitor.yaml"
-    path.write_text(yaml.safe_dump(data))
-    return path
-
-
-class DaemonProcess:
-    """`weldmon run` as a subprocess, its stderr in a file we can poll."""
-
-    def __init__(self, config: Path, pulse: PulseAudio, workdir: Path) -> None:
-        self.stderr_path = workdir / "daemon.stderr"
-        self._stderr = self.stderr_path.open("wb")
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "weldmon.cli", "run", "--config", str(config)],
-            env={**pulse.subprocess_env(), "PYTHONUNBUFFERED": "1"},
-            stdout=subprocess.DEVNULL,
-            stderr=self._stderr,
-            cwd=Path(__file__).resolve().parents[1],
-        )
-
-    def log(self) -> str:
-        return self.stderr_path.read_text(errors="replace")
-
-    def wait_for_log(self, event: str, timeout: float) -> None:
-        deadline = time.monotonic() + timeout
-        while f'"event": "{event}"' not in self.log():
-            if self.proc.poll() is not None:
-                raise AssertionError(f"daemon exited ({self.proc.returncode}):\n{self.log()}")
-            if time.monotonic() > deadline:
-                raise TimeoutError(f"no {event} after {timeout} s:\n{self.log()[-3000:]}")
-            time.sleep(0.1)
-
-    def stop(self) -> int:
-        """SIGTERM; returns the exit code (asserting it came within the limit)."""
-        self.proc.send_signal(signal.SIGTERM)
-        try:
-            return self.proc.wait(STOP_LIMIT_S)
-        finally:
-            if self.proc.poll() is None:
-                self.proc.kill()
-                self.proc.wait()
-            self._stderr.close()
+def _write_config(tmp_path: Path, model: Path, broker: MosquittoBroker, audio: dict) -> Path:
+    return write_monitor_config(tmp_path, model, broker, audio=audio, mqtt=CLIENT)
 
 
 def replay_results(config: Path, audio_file: Path) -> list[dict]:
@@ -149,7 +100,7 @@ def artifact(tmp_path: Path) -> Path:
 
 def _play_and_collect(
     pulse: PulseAudio,
-    daemon: DaemonProcess,
+    daemon: WeldmonRun,
     audio: np.ndarray,
     sink: str,
     collector: MqttCollector,
@@ -179,9 +130,9 @@ def test_daemon_publishes_one_result_per_played_weld_like_replay(
     shift_file = tmp_path / "shift.wav"
     sf.write(shift_file, shift, RATE, subtype="FLOAT")
     pulse.create_sink("cell", RATE, 1)
-    config = write_config(tmp_path, artifact, mosquitto, {"stations": ["cell1"]})
+    config = _write_config(tmp_path, artifact, mosquitto, {"stations": ["cell1"]})
     collector = mqtt_subscriber(mosquitto, ["weldmon/#"])
-    daemon = DaemonProcess(config, pulse, tmp_path)
+    daemon = WeldmonRun(config, pulse.subprocess_env(), tmp_path / "daemon.stderr")
     try:
         live = _play_and_collect(pulse, daemon, shift[:, None], "cell", collector, 5)
     finally:
@@ -219,9 +170,9 @@ def test_per_channel_daemon_judges_each_channel_as_its_own_station(
     stereo[: right.size, 1] = right
     pulse.create_sink("cells", RATE, 2)
     audio = {"channels": 2, "channel_mode": "per_channel", "stations": ["left", "right"]}
-    config = write_config(tmp_path, artifact, mosquitto, audio)
+    config = _write_config(tmp_path, artifact, mosquitto, audio)
     collector = mqtt_subscriber(mosquitto, ["weldmon/#"])
-    daemon = DaemonProcess(config, pulse, tmp_path)
+    daemon = WeldmonRun(config, pulse.subprocess_env(), tmp_path / "daemon.stderr")
     try:
         live = _play_and_collect(pulse, daemon, stereo, "cells", collector, 5)
     finally:
@@ -243,9 +194,9 @@ def test_sigterm_during_a_weld_reports_it_interrupted_and_exits_cleanly(
 ) -> None:
     audio = read_recording(recordings[SHIFT_RUNS[0]].flac, RATE).samples[0]
     pulse.create_sink("cellstop", RATE, 1)
-    config = write_config(tmp_path, artifact, mosquitto, {"stations": ["cell1"]})
+    config = _write_config(tmp_path, artifact, mosquitto, {"stations": ["cell1"]})
     collector = mqtt_subscriber(mosquitto, ["weldmon/#"])
-    daemon = DaemonProcess(config, pulse, tmp_path)
+    daemon = WeldmonRun(config, pulse.subprocess_env(), tmp_path / "daemon.stderr")
     try:
         daemon.wait_for_log("capture_opened", STARTUP_TIMEOUT_S)
         collector.wait_for("weldmon/status", 1, STARTUP_TIMEOUT_S)

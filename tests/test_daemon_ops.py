@@ -12,10 +12,7 @@ from __future__ import annotations
 
 import itertools
 import json
-import signal
 import socket
-import subprocess
-import sys
 import threading
 import time
 import urllib.error
@@ -29,30 +26,27 @@ from pathlib import Path
 import numpy as np
 import pytest
 import soundfile as sf
-import yaml
 from jsonschema import Draft202012Validator
 from prometheus_client.parser import text_string_to_metric_families
 
-from deploy.audio import read_recording
 from monitor.events import Source, WeldResult
 from monitor.homeassistant import DISCOVERY_PAYLOAD_SCHEMA
 from monitor.operations import StatusSummary
 from monitor.silence import SilenceWatch
 from tests.support.artifacts import export_untrained
 from tests.support.broker import MosquittoBroker, MqttCollector
+from tests.support.daemon import WeldmonRun, write_monitor_config
 from tests.support.pulse import PulseAudio
+from tests.support.shifts import build_shift
 
 RATE = 16_000  # the sink runs at the model's rate, so the capture is bit-comparable
 STARTUP_TIMEOUT_S = 90.0  # torch import and model load on a loaded 2-core box
-STOP_LIMIT_S = 10.0  # issue 5: exit within 10 s of SIGTERM
 RESULT_TIMEOUT_S = 30.0
 WATCHDOG_USEC = 1_000_000  # WatchdogSec=1 s: pings every 0.5 s
 SILENCE_ALARM_S = 1.5  # dead-microphone alarm, short for the test
 # After the sink resumes: the stalled stream is declared lost (2 s), reopened, and delivers.
 RESUME_S = 6.0
-IDLE_S = 3.0
-WELD_CUT_S = (3.0, 10.0)  # ~1.5 s idle, then ~5.5 s of arc (as tests/test_daemon.py)
-OPS_RUNS = [4, 17]  # manifest rows with safely idle heads (see tests/test_daemon.py)
+OPS_RUNS = [4, 17]  # manifest rows with safely idle heads (tests/support/shifts.py)
 PCM16_STEP = 1.0 / 32768  # clips are 16-bit: one step of full scale
 
 END_TO_END = (pytest.mark.audio, pytest.mark.broker, pytest.mark.real_data, pytest.mark.slow)
@@ -161,89 +155,6 @@ class NotifySocket:
         self._sock.close()
 
 
-class RunningDaemon:
-    """`weldmon run` as a subprocess; stderr (JSON log lines) in a file the test polls."""
-
-    def __init__(self, config: Path, pulse: PulseAudio, env: dict[str, str] | None = None):
-        self.stderr_path = config.with_suffix(".stderr")
-        self._stderr = self.stderr_path.open("wb")
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "weldmon.cli", "run", "--config", str(config)],
-            env={**pulse.subprocess_env(), "PYTHONUNBUFFERED": "1", **(env or {})},
-            stdout=subprocess.DEVNULL,
-            stderr=self._stderr,
-            cwd=Path(__file__).resolve().parents[1],
-        )
-
-    def log_events(self, name: str) -> list[dict]:
-        out = []
-        for line in self.stderr_path.read_text(errors="replace").splitlines():
-            if f'"event": "{name}"' in line:
-                out.append(json.loads(line))
-        return out
-
-    def wait_for_log(self, name: str, timeout: float) -> dict:
-        deadline = time.monotonic() + timeout
-        while True:
-            found = self.log_events(name)
-            if found:
-                return found[0]
-            if self.proc.poll() is not None:
-                raise AssertionError(f"daemon exited ({self.proc.returncode}):\n{self.tail()}")
-            if time.monotonic() > deadline:
-                raise TimeoutError(f"no {name} after {timeout} s:\n{self.tail()}")
-            time.sleep(0.1)
-
-    def tail(self) -> str:
-        return self.stderr_path.read_text(errors="replace")[-3000:]
-
-    def send(self, sig: int) -> None:
-        self.proc.send_signal(sig)
-
-    def stop(self) -> int:
-        """SIGTERM; the exit code (killed, and the test failed, if it took too long)."""
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-        try:
-            return self.proc.wait(STOP_LIMIT_S)
-        finally:
-            if self.proc.poll() is None:
-                self.proc.kill()
-                self.proc.wait()
-            self._stderr.close()
-
-
-def write_config(folder: Path, model: Path, broker: MosquittoBroker, **sections: dict) -> Path:
-    state = folder / "state"
-    state.mkdir(parents=True, exist_ok=True)
-    data = {
-        "model": {"path": str(model)},
-        "audio": {"device": "pulse", "samplerate": RATE, "stations": ["cell1"]},
-        "mqtt": {"host": broker.host, "port": broker.port, "client_id": f"wm-{folder.name}"},
-        "http": {"port": 0},  # any free port; the daemon logs the one it got
-        "state_dir": str(state),
-        "logging": {"level": "info", "format": "json"},
-    }
-    for key, value in sections.items():
-        data[key] = {**data.get(key, {}), **value}
-    path = folder / "monitor.yaml"
-    path.write_text(yaml.safe_dump(data))
-    return path
-
-
-def weld_clip(recording, cut_s: tuple[float, float] = WELD_CUT_S) -> np.ndarray:
-    audio = read_recording(recording.flac, RATE).samples[0]
-    idle = audio[: int(IDLE_S * RATE)]
-    return np.concatenate([idle, audio[int(cut_s[0] * RATE) : int(cut_s[1] * RATE)]])
-
-
-def shift_of(recordings: list, rows: list[int], first_cut_s=WELD_CUT_S) -> np.ndarray:
-    parts = [weld_clip(recordings[rows[0]], first_cut_s)]
-    parts += [weld_clip(recordings[i]) for i in rows[1:]]
-    parts.append(read_recording(recordings[rows[-1]].flac, RATE).samples[0][: int(IDLE_S * RATE)])
-    return np.concatenate(parts).astype(np.float32)
-
-
 @pytest.fixture(scope="module")
 def module_broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[MosquittoBroker]:
     broker = MosquittoBroker(tmp_path_factory.mktemp("broker"))
@@ -252,6 +163,10 @@ def module_broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Mosquitt
         yield broker
     finally:
         broker.stop()
+
+
+def _log_path(config: Path) -> Path:
+    return config.with_suffix(".stderr")
 
 
 def _collector(broker: MosquittoBroker, topics: list[str]) -> MqttCollector:
@@ -278,7 +193,7 @@ def notify_run(
 ) -> NotifyRun:
     folder = tmp_path_factory.mktemp("notify")
     artifact = export_untrained(folder / "artifact").path
-    config = write_config(
+    config = write_monitor_config(
         folder,
         artifact,
         module_broker,
@@ -289,7 +204,7 @@ def notify_run(
     listener = NotifySocket()
     collector = _collector(module_broker, ["weldmon/error"])
     env = {"NOTIFY_SOCKET": listener.name, "WATCHDOG_USEC": str(WATCHDOG_USEC)}
-    daemon = RunningDaemon(config, pulse_server, env)
+    daemon = WeldmonRun(config, {**pulse_server.subprocess_env(), **env}, _log_path(config))
     try:
         listener.wait_for("READY", STARTUP_TIMEOUT_S)
         # The null sink delivers exact zeros until something plays: a dead microphone.
@@ -321,7 +236,7 @@ def notify_run(
         sigterm_at=sigterm_at,
         exit_code=code,
         errors=[json.loads(m.payload) for m in collector.matching("weldmon/error")],
-        log_sound_returned=daemon.log_events("microphone_sound_returned"),
+        log_sound_returned=daemon.events("microphone_sound_returned"),
     )
 
 
@@ -380,7 +295,7 @@ def test_a_missing_device_at_boot_extends_the_start_timeout_and_keeps_the_watchd
     pulse_server: PulseAudio, module_broker: MosquittoBroker, tmp_path: Path
 ) -> None:
     artifact = export_untrained(tmp_path / "artifact").path
-    config = write_config(
+    config = write_monitor_config(
         tmp_path,
         artifact,
         module_broker,
@@ -389,7 +304,7 @@ def test_a_missing_device_at_boot_extends_the_start_timeout_and_keeps_the_watchd
     )
     listener = NotifySocket()
     env = {"NOTIFY_SOCKET": listener.name, "WATCHDOG_USEC": str(WATCHDOG_USEC)}
-    daemon = RunningDaemon(config, pulse_server, env)
+    daemon = WeldmonRun(config, {**pulse_server.subprocess_env(), **env}, _log_path(config))
     try:
         first_extend = listener.wait_for("EXTEND_TIMEOUT_USEC", STARTUP_TIMEOUT_S)
         time.sleep(3.0)
@@ -448,20 +363,20 @@ def ops_run(
     folder = tmp_path_factory.mktemp("ops")
     # threshold 0: every judged weld is a defect, so policy "defect" keeps every clip.
     artifact = export_untrained(folder / "artifact", threshold=0.0).path
-    config = write_config(
+    config = write_monitor_config(
         folder,
         artifact,
         module_broker,
         clips={"policy": "defect"},
         homeassistant={"enabled": True},
     )
-    shift = shift_of(recordings, OPS_RUNS)
+    shift = build_shift([recordings[i].flac for i in OPS_RUNS])
     pulse_server.create_sink("ops", RATE, 1)
     collector = _collector(module_broker, ["weldmon/#", "homeassistant/#"])
-    daemon = RunningDaemon(config, pulse_server)
+    daemon = WeldmonRun(config, pulse_server.subprocess_env(), _log_path(config))
     run = OpsRun(played=shift, results=[])
     try:
-        port = daemon.wait_for_log("http_listening", STARTUP_TIMEOUT_S)["port"]
+        port = daemon.wait_for_log("http_listening", STARTUP_TIMEOUT_S)[0]["port"]
         daemon.wait_for_log("ready", STARTUP_TIMEOUT_S)
         collector.wait_for("homeassistant/+/+/+/config", 2, 10.0)
         run.discovery_first = collector.matching("homeassistant/+/+/+/config")

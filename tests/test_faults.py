@@ -11,23 +11,20 @@ from __future__ import annotations
 import json
 import signal
 import sqlite3
-import subprocess
-import sys
 import time
 from pathlib import Path
 
 import numpy as np
 import pytest
-import yaml
 
 from monitor.runtime import OUTBOX_FILE
 from tests.support.artifacts import export_untrained
 from tests.support.broker import MosquittoBroker, MqttCollector, ReceivedMessage
+from tests.support.daemon import WeldmonRun, write_monitor_config
 from tests.support.pulse import PulseAudio
 from tests.support.shifts import RATE_HZ, as_frames, build_shift, weld_clip
 
 STARTUP_TIMEOUT_S = 90.0  # daemon start on a loaded 2-core box (torch import, model load)
-STOP_LIMIT_S = 10.0  # the issue: exit within 10 s of SIGTERM
 RESULT_TIMEOUT_S = 30.0  # a weld's result after its audio was played
 BROKER_OUTAGE_S = 30.0  # the issue: broker stopped for 30 s in the middle of a shift
 PLAYBACK_START_S = 1.0  # PulseAudio's ALSA plugin delivers its first block after ~0.5-1.5 s
@@ -44,88 +41,17 @@ pytestmark = [pytest.mark.audio, pytest.mark.broker, pytest.mark.real_data, pyte
 
 
 def write_config(tmp_path: Path, model: Path, broker: MosquittoBroker) -> Path:
-    state = tmp_path / "state"
-    state.mkdir(exist_ok=True)
-    data = {
-        "model": {"path": str(model)},
-        "audio": {
-            "device": "pulse",
-            "samplerate": RATE_HZ,
-            "stations": ["cell1"],
-            "retry_min_s": DEVICE_RETRY_S[0],
-            "retry_max_s": DEVICE_RETRY_S[1],
-        },
-        "mqtt": {
-            "host": broker.host,
-            "port": broker.port,
+    return write_monitor_config(
+        tmp_path,
+        model,
+        broker,
+        audio={"retry_min_s": DEVICE_RETRY_S[0], "retry_max_s": DEVICE_RETRY_S[1]},
+        mqtt={
             "client_id": "weldmon-faults",
             "reconnect_min_s": MQTT_RECONNECT_S[0],
             "reconnect_max_s": MQTT_RECONNECT_S[1],
         },
-        "state_dir": str(state),
-        "logging": {"level": "info", "format": "json"},
-    }
-    path = tmp_path / "monitor.yaml"
-    path.write_text(yaml.safe_dump(data))
-    return path
-
-
-class Daemon:
-    """`weldmon run` as a subprocess; its JSON log lines in a file the test reads."""
-
-    def __init__(self, config: Path, pulse: PulseAudio, log_path: Path) -> None:
-        self.log_path = log_path
-        self._log_file = log_path.open("wb")
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "weldmon.cli", "run", "--config", str(config)],
-            env={**pulse.subprocess_env(), "PYTHONUNBUFFERED": "1"},
-            stdout=subprocess.DEVNULL,
-            stderr=self._log_file,
-            cwd=Path(__file__).resolve().parents[1],
-        )
-
-    def text(self) -> str:
-        return self.log_path.read_text(errors="replace")
-
-    def events(self, name: str) -> list[dict]:
-        """Log records whose `event` is `name`, in order."""
-        out = []
-        for line in self.text().splitlines():
-            try:
-                record = json.loads(line)
-            except json.JSONDecodeError:
-                continue  # a library's plain line
-            if isinstance(record, dict) and record.get("event") == name:
-                out.append(record)
-        return out
-
-    def wait_for_log(self, name: str, timeout: float, count: int = 1) -> list[dict]:
-        deadline = time.monotonic() + timeout
-        while len(found := self.events(name)) < count:
-            if self.proc.poll() is not None:
-                raise AssertionError(f"daemon exited ({self.proc.returncode}):\n{self.text()}")
-            if time.monotonic() > deadline:
-                raise TimeoutError(f"{len(found)}/{count} {name} after {timeout} s:\n{self.tail()}")
-            time.sleep(0.1)
-        return found
-
-    def tail(self) -> str:
-        return self.text()[-4000:]
-
-    def stop(self) -> int:
-        """SIGTERM; the exit code (killed and re-raised as a timeout after the limit)."""
-        try:
-            self.proc.send_signal(signal.SIGTERM)
-            return self.proc.wait(STOP_LIMIT_S)
-        finally:
-            self.kill()
-
-    def kill(self) -> None:
-        """SIGKILL if still running (no cleanup of any kind in the daemon)."""
-        if self.proc.poll() is None:
-            self.proc.kill()
-            self.proc.wait()
-        self._log_file.close()
+    )
 
 
 @pytest.fixture
@@ -144,7 +70,7 @@ def cleanup() -> list:
     started: list = []
     yield started
     for thing in started:
-        if isinstance(thing, Daemon):
+        if isinstance(thing, WeldmonRun):
             thing.kill()
         elif thing.poll() is None:
             thing.kill()
@@ -164,7 +90,7 @@ def _received_weld_ids(collector: MqttCollector) -> set[str]:
     return {p["weld_id"] for p in _unique(collector.matching(RESULTS)).values()}
 
 
-def _start(daemon: Daemon, collector: MqttCollector) -> None:
+def _start(daemon: WeldmonRun, collector: MqttCollector) -> None:
     daemon.wait_for_log("capture_opened", STARTUP_TIMEOUT_S)
     collector.wait_until(
         lambda ms: any(_is_live_status(m, "online") for m in ms), STARTUP_TIMEOUT_S
@@ -191,7 +117,7 @@ def test_welds_judged_while_the_broker_was_down_for_30_s_all_arrive_after_it_ret
     config = write_config(tmp_path, artifact, mosquitto)
     # A persistent session: the subscriber's own reconnect after the restart loses nothing.
     collector = mqtt_subscriber(mosquitto, ["weldmon/#"], client_id="line-pc", clean_session=False)
-    daemon = Daemon(config, pulse, tmp_path / "daemon.log")
+    daemon = WeldmonRun(config, pulse.subprocess_env(), tmp_path / "daemon.log")
     cleanup.append(daemon)
     _start(daemon, collector)
     player = pulse.play_array(as_frames(shift), RATE_HZ, "outage")
@@ -242,7 +168,7 @@ def test_results_in_the_outbox_when_the_daemon_is_killed_are_delivered_after_bot
     pulse.create_sink("killed", RATE_HZ, 1)
     config = write_config(tmp_path, artifact, mosquitto)
     collector = mqtt_subscriber(mosquitto, ["weldmon/#"], client_id="line-pc", clean_session=False)
-    daemon = Daemon(config, pulse, tmp_path / "daemon1.log")
+    daemon = WeldmonRun(config, pulse.subprocess_env(), tmp_path / "daemon1.log")
     cleanup.append(daemon)
     _start(daemon, collector)
     player = pulse.play_array(as_frames(shift), RATE_HZ, "killed")
@@ -263,7 +189,7 @@ def test_results_in_the_outbox_when_the_daemon_is_killed_are_delivered_after_bot
     assert logged <= delivered_before | pending_welds, "a judged weld is in neither place"
 
     mosquitto.start()
-    restarted = Daemon(config, pulse, tmp_path / "daemon2.log")
+    restarted = WeldmonRun(config, pulse.subprocess_env(), tmp_path / "daemon2.log")
     cleanup.append(restarted)
     restarted.wait_for_log("mqtt.connected", STARTUP_TIMEOUT_S)
     collector.wait_until(
@@ -289,7 +215,7 @@ def test_capture_resumes_after_the_sink_is_removed_and_recreated_and_the_cut_wel
     pulse.create_sink("lost", RATE_HZ, 1)
     config = write_config(tmp_path, artifact, mosquitto)
     collector = mqtt_subscriber(mosquitto, ["weldmon/#"])
-    daemon = Daemon(config, pulse, tmp_path / "daemon.log")
+    daemon = WeldmonRun(config, pulse.subprocess_env(), tmp_path / "daemon.log")
     cleanup.append(daemon)
     _start(daemon, collector)
     first = pulse.play_array(as_frames(weld_clip(recordings[SHIFT_RUNS[0]].flac)), RATE_HZ, "lost")
