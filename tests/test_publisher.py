@@ -311,7 +311,7 @@ def test_last_will_marks_status_offline_when_the_publisher_process_is_killed(
     finally:
         process.send_signal(signal.SIGKILL)
         process.wait()
-    states = collector.wait_for(f"{PREFIX}/status", 2)
+    states = collector.wait_for(f"{PREFIX}/status", 2, timeout=30.0)
     assert [parse_status(m.payload).state for m in states] == ["online", "offline"]
     # And it stays retained for anyone who subscribes later.
     late = mqtt_subscriber(mosquitto, [f"{PREFIX}/status"])
