@@ -37,16 +37,10 @@ from monitor.reload import (
 from monitor.tracker import ModelInfo, TrackerOptions
 from tests.support.artifacts import export_untrained
 from tests.support.broker import MosquittoBroker, MqttCollector
+from tests.support.daemon import WeldmonRun, write_monitor_config
 from tests.support.pulse import PulseAudio
-from tests.test_daemon_ops import (
-    END_TO_END,
-    RATE,
-    RESULT_TIMEOUT_S,
-    STARTUP_TIMEOUT_S,
-    RunningDaemon,
-    shift_of,
-    write_config,
-)
+from tests.support.shifts import build_shift, weld_clip
+from tests.test_daemon_ops import END_TO_END, RATE, RESULT_TIMEOUT_S, STARTUP_TIMEOUT_S
 
 torch.set_num_threads(1)
 EPOCH_UTC = 1_700_000_000.0
@@ -293,17 +287,20 @@ def reload_run(
     folder = tmp_path_factory.mktemp("reload")
     broker = MosquittoBroker(folder / "broker")
     broker.start()
-    config = write_config(folder, artifacts["old"], broker, http={"enabled": False})
-    shift = shift_of(recordings, RELOAD_RUNS, LONG_FIRST_CUT_S)
+    config = write_monitor_config(folder, artifacts["old"], broker, http={"enabled": False})
+    flacs = [recordings[i].flac for i in RELOAD_RUNS]
+    shift = np.concatenate(
+        [weld_clip(flacs[0], RATE, cut_s=LONG_FIRST_CUT_S), build_shift(flacs[1:], RATE)]
+    )
     pulse_server.create_sink("reload", RATE, 1)
     collector = MqttCollector(broker, ["weldmon/#"]).start()
-    daemon = RunningDaemon(config, pulse_server)
+    daemon = WeldmonRun(config, pulse_server.subprocess_env(), config.with_suffix(".stderr"))
     try:
         daemon.wait_for_log("ready", STARTUP_TIMEOUT_S)
         player = pulse_server.play_array(shift[:, None], RATE, "reload")
         collector.wait_for("weldmon/+/weld/start", 1, RESULT_TIMEOUT_S)
         _point_config_at(config, artifacts["new"])
-        daemon.send(signal.SIGHUP)
+        daemon.proc.send_signal(signal.SIGHUP)
         daemon.wait_for_log("model_reloaded", RESULT_TIMEOUT_S)
         collector.wait_for("weldmon/+/weld/result", 1, RESULT_TIMEOUT_S)
         _point_config_at(config, artifacts["corrupt"])
@@ -329,8 +326,8 @@ def reload_run(
         results=payloads("weldmon/+/weld/result"),
         errors=payloads("weldmon/error"),
         status=payloads("weldmon/status"),
-        reloaded=daemon.log_events("model_reloaded"),
-        malformed=daemon.log_events("malformed_command"),
+        reloaded=daemon.events("model_reloaded"),
+        malformed=daemon.events("malformed_command"),
         exit_code=code,
     )
 
