@@ -116,6 +116,31 @@ def _play_and_collect(
     return [json.loads(m.payload) for m in collector.matching("weldmon/+/weld/result")]
 
 
+def _live_results(
+    pulse: PulseAudio,
+    mosquitto: MosquittoBroker,
+    mqtt_subscriber,
+    artifact: Path,
+    tmp_path: Path,
+    audio: np.ndarray,
+    audio_config: dict,
+    expected: int,
+) -> tuple[list[dict], Path, MqttCollector]:
+    """Play `audio` ([frames, channels]) into a new sink while `weldmon run` listens; the
+    results it published, its config, and the subscriber (after a clean SIGTERM stop)."""
+    sink = f"cell{audio.shape[1]}"
+    pulse.create_sink(sink, RATE, audio.shape[1])
+    config = _write_config(tmp_path, artifact, mosquitto, audio_config)
+    collector = mqtt_subscriber(mosquitto, ["weldmon/#"])
+    daemon = WeldmonRun(config, pulse.subprocess_env(), tmp_path / "daemon.stderr")
+    try:
+        live = _play_and_collect(pulse, daemon, audio, sink, collector, expected)
+    finally:
+        code = daemon.stop()
+    assert code == 0, daemon.log()[-3000:]
+    return live, config, collector
+
+
 def test_daemon_publishes_one_result_per_played_weld_like_replay(
     pulse: PulseAudio,
     mosquitto: MosquittoBroker,
@@ -129,15 +154,16 @@ def test_daemon_publishes_one_result_per_played_weld_like_replay(
     assert len(offline) == 5, "the generated shift must hold five gate welds"
     shift_file = tmp_path / "shift.wav"
     sf.write(shift_file, shift, RATE, subtype="FLOAT")
-    pulse.create_sink("cell", RATE, 1)
-    config = _write_config(tmp_path, artifact, mosquitto, {"stations": ["cell1"]})
-    collector = mqtt_subscriber(mosquitto, ["weldmon/#"])
-    daemon = WeldmonRun(config, pulse.subprocess_env(), tmp_path / "daemon.stderr")
-    try:
-        live = _play_and_collect(pulse, daemon, shift[:, None], "cell", collector, 5)
-    finally:
-        code = daemon.stop()
-    assert code == 0, daemon.log()[-3000:]
+    live, config, collector = _live_results(
+        pulse,
+        mosquitto,
+        mqtt_subscriber,
+        artifact,
+        tmp_path,
+        shift[:, None],
+        {"stations": ["cell1"]},
+        5,
+    )
     replayed = replay_results(config, shift_file)
     assert len(live) == len(replayed) == 5
     assert {r["station"] for r in live} == {"cell1"}
@@ -168,16 +194,10 @@ def test_per_channel_daemon_judges_each_channel_as_its_own_station(
     stereo = np.zeros((n, 2), np.float32)
     stereo[: left.size, 0] = left
     stereo[: right.size, 1] = right
-    pulse.create_sink("cells", RATE, 2)
     audio = {"channels": 2, "channel_mode": "per_channel", "stations": ["left", "right"]}
-    config = _write_config(tmp_path, artifact, mosquitto, audio)
-    collector = mqtt_subscriber(mosquitto, ["weldmon/#"])
-    daemon = WeldmonRun(config, pulse.subprocess_env(), tmp_path / "daemon.stderr")
-    try:
-        live = _play_and_collect(pulse, daemon, stereo, "cells", collector, 5)
-    finally:
-        code = daemon.stop()
-    assert code == 0
+    live, _, collector = _live_results(
+        pulse, mosquitto, mqtt_subscriber, artifact, tmp_path, stereo, audio, 5
+    )
     per_station = {s: [r for r in live if r["station"] == s] for s in ("left", "right")}
     assert (len(per_station["left"]), len(per_station["right"])) == (2, 3)
     topics = {m.topic for m in collector.matching("weldmon/+/weld/result")}

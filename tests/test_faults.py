@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import signal
 import sqlite3
+import subprocess
 import time
 from pathlib import Path
 
@@ -104,6 +105,31 @@ def _is_live_status(m: ReceivedMessage, state: str) -> bool:
     return m.topic == "weldmon/status" and not m.retain and json.loads(m.payload)["state"] == state
 
 
+def _shift_playing(
+    sink: str,
+    pulse: PulseAudio,
+    mosquitto: MosquittoBroker,
+    mqtt_subscriber,
+    shift: np.ndarray,
+    artifact: Path,
+    tmp_path: Path,
+    cleanup: list,
+    log_name: str,
+) -> tuple[Path, MqttCollector, WeldmonRun, subprocess.Popen]:
+    """A daemon judging `shift` played into a new sink, a persistent subscriber (its own
+    reconnects lose nothing), and the first result already arrived."""
+    pulse.create_sink(sink, RATE_HZ, 1)
+    config = write_config(tmp_path, artifact, mosquitto)
+    collector = mqtt_subscriber(mosquitto, ["weldmon/#"], client_id="line-pc", clean_session=False)
+    daemon = WeldmonRun(config, pulse.subprocess_env(), tmp_path / log_name)
+    cleanup.append(daemon)
+    _start(daemon, collector)
+    player = pulse.play_array(as_frames(shift), RATE_HZ, sink)
+    cleanup.append(player)
+    collector.wait_for(RESULTS, 1, RESULT_TIMEOUT_S)
+    return config, collector, daemon, player
+
+
 def test_welds_judged_while_the_broker_was_down_for_30_s_all_arrive_after_it_returns(
     pulse: PulseAudio,
     mosquitto: MosquittoBroker,
@@ -113,16 +139,17 @@ def test_welds_judged_while_the_broker_was_down_for_30_s_all_arrive_after_it_ret
     tmp_path: Path,
     cleanup: list,
 ) -> None:
-    pulse.create_sink("outage", RATE_HZ, 1)
-    config = write_config(tmp_path, artifact, mosquitto)
-    # A persistent session: the subscriber's own reconnect after the restart loses nothing.
-    collector = mqtt_subscriber(mosquitto, ["weldmon/#"], client_id="line-pc", clean_session=False)
-    daemon = WeldmonRun(config, pulse.subprocess_env(), tmp_path / "daemon.log")
-    cleanup.append(daemon)
-    _start(daemon, collector)
-    player = pulse.play_array(as_frames(shift), RATE_HZ, "outage")
-    cleanup.append(player)
-    collector.wait_for(RESULTS, 1, RESULT_TIMEOUT_S)
+    _, collector, daemon, player = _shift_playing(
+        "outage",
+        pulse,
+        mosquitto,
+        mqtt_subscriber,
+        shift,
+        artifact,
+        tmp_path,
+        cleanup,
+        "daemon.log",
+    )
 
     mosquitto.stop()
     time.sleep(BROKER_OUTAGE_S)
@@ -165,15 +192,17 @@ def test_results_in_the_outbox_when_the_daemon_is_killed_are_delivered_after_bot
     tmp_path: Path,
     cleanup: list,
 ) -> None:
-    pulse.create_sink("killed", RATE_HZ, 1)
-    config = write_config(tmp_path, artifact, mosquitto)
-    collector = mqtt_subscriber(mosquitto, ["weldmon/#"], client_id="line-pc", clean_session=False)
-    daemon = WeldmonRun(config, pulse.subprocess_env(), tmp_path / "daemon1.log")
-    cleanup.append(daemon)
-    _start(daemon, collector)
-    player = pulse.play_array(as_frames(shift), RATE_HZ, "killed")
-    cleanup.append(player)
-    collector.wait_for(RESULTS, 1, RESULT_TIMEOUT_S)
+    config, collector, daemon, player = _shift_playing(
+        "killed",
+        pulse,
+        mosquitto,
+        mqtt_subscriber,
+        shift,
+        artifact,
+        tmp_path,
+        cleanup,
+        "daemon1.log",
+    )
 
     mosquitto.stop()
     daemon.wait_for_log("weld_result", 2 * RESULT_TIMEOUT_S, count=3)  # two during the outage
