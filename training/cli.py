@@ -115,7 +115,12 @@ def _run_cv(args: argparse.Namespace) -> int:
 
 def _configure_export(p: argparse.ArgumentParser) -> None:
     p.add_argument("--checkpoint", type=Path, required=True, help="e.g. RUN/best_model.pt")
-    p.add_argument("--output", type=Path, required=True, help="e.g. RUN/deploy_single_label.pt")
+    p.add_argument(
+        "--output",
+        type=Path,
+        required=True,
+        help="e.g. RUN/deploy_single_label.pt (its ONNX twin goes beside it, .onnx)",
+    )
 
 
 def _run_export(args: argparse.Namespace) -> int:
@@ -129,6 +134,8 @@ def _run_export(args: argparse.Namespace) -> int:
     print(f"Exported deploy model: {result.path}")
     print(result.summary_line())
     print(f"sha256={result.sha256}")
+    print(f"ONNX twin: {result.onnx_path}")
+    print(f"onnx sha256={result.onnx_sha256}")
     return EXIT_OK
 
 
@@ -146,10 +153,11 @@ def _configure_evaluate(p: argparse.ArgumentParser) -> None:
         "--workers", type=int, help="files judged at once (default: one per core, up to 4)"
     )
     p.add_argument(
-        "--fast",
-        action="store_true",
-        help="frozen, BatchNorm-folded classifier: ~1.8x less CPU; p_defect may differ from "
-        "`weldmon predict` in the last bit (default: identical to it)",
+        "--backend",
+        choices=("auto", "onnx", "torchscript"),
+        default="auto",
+        help="auto (default): ONNX Runtime for a .onnx and for a .pt with its ONNX twin "
+        "beside it, TorchScript otherwise (the same choice as `weldmon predict`)",
     )
 
 
@@ -167,7 +175,7 @@ def _run_evaluate(args: argparse.Namespace) -> int:
             args.data_root,
             split_file=args.split,
             workers=workers,
-            fast=args.fast,
+            backend=args.backend,
             progress=True,
         )
     except WeldmonError as exc:
