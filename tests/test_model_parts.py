@@ -12,6 +12,7 @@ from hypothesis import strategies as st
 
 from deploy import torchscript
 from deploy.backbone import WindowClassifier
+from deploy.model import decide
 from deploy.pooling import topk_count, topk_pool, topk_pool_np
 from deploy.windows import cut_windows, mix_channels
 
@@ -86,3 +87,12 @@ def test_window_rules_are_the_same_on_numpy_torch_and_torchscript(channels, n, c
 
 SCRIPTED_MIX = torchscript.script(mix_channels)
 SCRIPTED_CUT = torchscript.script(cut_windows)
+
+
+@given(p=st.floats(0.0, 1.0, width=32), threshold=st.floats(0.0, 1.0))
+def test_the_label_rule_compares_in_float32_like_the_artifacts_forward(p, threshold):
+    # The scripted forward computes torch.ge(p, threshold) with p a float32 tensor, so the
+    # threshold is rounded to float32 first (p = 0.638594388961792 is a defect at threshold
+    # 0.6385943956916688, although p < threshold in float64).
+    assert decide(p, threshold) == int(torch.ge(torch.tensor(p, dtype=torch.float32), threshold))
+    assert decide(0.638594388961792, 0.6385943956916688) == 1
