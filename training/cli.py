@@ -57,6 +57,7 @@ def _configure_train(p: argparse.ArgumentParser) -> None:
 
 def _run_train(args: argparse.Namespace) -> int:
     from deploy.errors import WeldmonError
+    from training import distributed
     from training.config import ConfigError
     from training.train import train
 
@@ -67,13 +68,19 @@ def _run_train(args: argparse.Namespace) -> int:
     except ConfigError as exc:
         return _fail(str(exc), EXIT_USAGE)
     run_dir = args.run_dir or DEFAULT_RUNS_FOLDER / f"train-{_stamp()}"
+    ranks = distributed.from_environment()  # torchrun: one process per rank, data-parallel
+    if ranks.parallel and args.run_dir is None:
+        return _fail("under torchrun, give every rank the same --run-dir", EXIT_USAGE)
     try:
         result = train(cfg, run_dir, resume=args.resume, progress=not args.no_progress)
     except ConfigError as exc:
         return _fail(str(exc), EXIT_USAGE)
     except WeldmonError as exc:
         return _fail(str(exc), EXIT_FAILURE)
-    print(f"run folder: {result.run_dir}")
+    finally:
+        distributed.shutdown(ranks)
+    if ranks.is_main:
+        print(f"run folder: {result.run_dir}")
     return EXIT_OK
 
 
