@@ -9,6 +9,7 @@ exit code 2.
 
 from __future__ import annotations
 
+import importlib.util
 import os
 from pathlib import Path
 from typing import Annotated, Any, Literal, Self
@@ -27,6 +28,7 @@ from monitor.ops.notify import (
     DEFAULT_MAX_PENDING_AGE_S,
 )
 from monitor.publish.homeassistant import HomeAssistantSettings
+from monitor.publish.opcua_state import OpcUaConfig
 from monitor.publish.settings import MqttSettings
 from monitor.segment.triggers import DEFAULT_TRIGGER_MAX_WELD_S
 
@@ -159,6 +161,7 @@ class MonitorConfig(_Section):
     http: HealthSettings = HealthSettings()
     clips: ClipSettings = ClipSettings()
     homeassistant: HomeAssistantSettings = HomeAssistantSettings()
+    opcua: OpcUaConfig = OpcUaConfig()
     watchdog: WatchdogConfig = WatchdogConfig()
     state_dir: Path
     logging: LoggingConfig = LoggingConfig()
@@ -186,6 +189,8 @@ def _file_problems(cfg: MonitorConfig) -> list[str]:
         problems.append(f"state_dir: no such directory {state}")
     elif not os.access(state, os.R_OK | os.W_OK | os.X_OK):
         problems.append(f"state_dir: {state} is not writable")
+    if cfg.opcua.enabled and importlib.util.find_spec("asyncua") is None:
+        problems.append("opcua.enabled: needs the opcua extra (pip install 'weldmon[opcua]')")
     return problems
 
 
