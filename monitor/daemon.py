@@ -5,8 +5,8 @@ Threads and ownership:
   * The capture thread (`monitor.audio.capture_thread.CaptureThread`) owns the capture: it waits
     for the device at boot, reads blocks, hands them to the loop through a bounded queue and
     reopens a lost device with capped back-off.
-  * One inference thread per loaded model (`InferenceWorker`) owns that model and torch; after
-    a reload the old one lives until the last weld started on it has its result.
+  * One inference thread per loaded model (`InferenceWorker`) owns that model and its runtime;
+    after a reload the old one lives until the last weld started on it has its result.
   * The clip writer thread (`monitor.ops.clips.ClipWriter`) encodes and stores defect clips.
   * The HTTP thread (`HealthServer`) serves ``/metrics`` and ``/healthz``; it only reads.
   * The event loop runs the pipeline, MQTT, reloads, the watchdog and the signal handlers.
