@@ -405,7 +405,7 @@ class Daemon:
         self._router(
             ErrorEvent(
                 daemon_version=__version__,
-                model_sha256=self.model.sha256,
+                **self.options.model.event_fields(),
                 code=code,
                 message=message,
                 source=self._source,
