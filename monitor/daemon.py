@@ -199,6 +199,7 @@ class Daemon:
                 on_message=self.on_message,
                 subscriptions=subs,
                 connect_messages=self._discovery,
+                on_outbox_state=self._outbox_state,
             ) as publisher:
                 self._router.publisher = self._publisher = publisher
                 self._bind_gauges()
@@ -361,6 +362,11 @@ class Daemon:
             )
         )
 
+    def _outbox_state(self, degraded: bool, message: str) -> None:
+        # The error event itself is held in memory and published from there (spool.py).
+        if degraded:
+            self._error("outbox_degraded", message)
+
     def _clip_failed(self, result: WeldResult, message: str) -> None:
         self._error("clip_failed", message, station=result.station, weld_id=result.weld_id)
 
@@ -419,7 +425,9 @@ class Daemon:
         m.inference_queue_depth.set_function(self._queue_depth)
         if publisher is not None:
             m.mqtt_connected.set_function(lambda: float(publisher.counters.connected))
-            m.outbox_depth.set_function(lambda: float(publisher.outbox.depth))
+            m.outbox_depth.set_function(lambda: float(publisher.spool.depth))
+            m.outbox_degraded.set_function(lambda: float(publisher.spool.degraded))
+            m.outbox_held.set_function(lambda: float(publisher.spool.held))
 
     def _queue_depth(self) -> float:
         workers = [*list(self._old_workers), self.worker]

@@ -26,6 +26,7 @@ from monitor.pipeline.core import PipelineSettings
 from monitor.pipeline.tracker import ModelInfo, TrackerOptions
 from monitor.publish.outbox import Outbox
 from monitor.publish.publisher import MqttPublisher
+from monitor.publish.spool import StateHook
 from weldmon import __version__
 
 OUTBOX_FILE = "outbox.sqlite3"  # in state_dir
@@ -119,6 +120,7 @@ async def mqtt_link(
     on_message: Callable[[str, bytes], None] | None = None,
     subscriptions: Sequence[str] = (),
     connect_messages: Callable[[], Sequence[tuple[str, bytes, bool]]] | None = None,
+    on_outbox_state: StateHook | None = None,
     final_state: str = "stopped",
 ) -> AsyncIterator[MqttPublisher | None]:
     """The outbox and the reconnecting publisher while the body runs (None when
@@ -143,6 +145,7 @@ async def mqtt_link(
         on_message=on_message,
         subscriptions=subscriptions,
         connect_messages=connect_messages,
+        on_outbox_state=on_outbox_state,
     )
     try:
         async with publisher:

@@ -74,6 +74,10 @@ class HealthSnapshot:
     mqtt_connected: bool
     outbox_depth: int  # events stored, not yet acknowledged by the broker
     outbox_oldest_age_s: float | None  # the oldest of those; None: the outbox is empty
+    # Outbox writes failing for this long (events held in memory); None: writes work.
+    outbox_failing_s: float | None = None
+    outbox_error: str | None = None  # why the last write failed
+    outbox_held: int = 0  # events held in memory meanwhile
 
 
 @dataclass(frozen=True)
@@ -112,6 +116,11 @@ def evaluate_health(snap: HealthSnapshot, settings: HealthSettings) -> HealthRep
         reasons.append(
             f"inference behind: a window waits {snap.pending_window_age_s:.1f} s "
             f"(limit {settings.max_pending_window_age_s:g} s)"
+        )
+    if snap.mqtt_enabled and snap.outbox_failing_s is not None:
+        reasons.append(
+            f"outbox cannot be written for {snap.outbox_failing_s:.0f} s ({snap.outbox_error}); "
+            f"{snap.outbox_held} events held in memory"
         )
     if snap.mqtt_enabled:
         state = "connected" if snap.mqtt_connected else "disconnected"

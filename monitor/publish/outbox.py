@@ -30,7 +30,7 @@ import contextlib
 import sqlite3
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import asdict, dataclass
 from enum import IntEnum
 from pathlib import Path
@@ -42,8 +42,10 @@ import structlog
 from deploy.errors import WeldmonError
 
 SCHEMA_USER_VERSION = 1  # PRAGMA user_version of the table layout below
-# How long a second process (or a checkpoint) may hold the write lock before add() fails.
-BUSY_TIMEOUT_S = 5.0
+# How long a write waits for the lock before it fails. This process is the only writer, so a
+# lock held for longer is a fault (another process, a failing disk): the caller keeps the
+# event in memory and retries (monitor/publish/spool.py) rather than block the event loop.
+BUSY_TIMEOUT_S = 1.0
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS outbox (
@@ -71,6 +73,19 @@ class Priority(IntEnum):
 
     LOW = 0  # progress
     HIGH = 1  # start, alert, result, error
+
+
+@dataclass(frozen=True)
+class NewMessage:
+    """A message to store (`Outbox.store`)."""
+
+    topic: str
+    payload: bytes
+    qos: int
+    retain: bool
+    event_id: str
+    priority: Priority = Priority.HIGH
+    created_at: float | None = None  # unix s; None: when stored
 
 
 @dataclass(frozen=True)
@@ -128,7 +143,10 @@ class Outbox:
                 raise OutboxError(f"{self.path}: cannot enable WAL (journal_mode is {mode})")
             self._db.execute("PRAGMA synchronous=FULL")
             self._db.executescript(_SCHEMA)
-            self._db.execute(f"PRAGMA user_version={SCHEMA_USER_VERSION}")
+            # Written only when it differs: a write needs the lock, and another process may
+            # hold it while we start (reads still work in WAL mode).
+            if self._db.execute("PRAGMA user_version").fetchone()[0] != SCHEMA_USER_VERSION:
+                self._db.execute(f"PRAGMA user_version={SCHEMA_USER_VERSION}")
             self._depth = self._db.execute("SELECT COUNT(*) FROM outbox").fetchone()[0]
         except (sqlite3.Error, OSError) as exc:
             raise OutboxError(f"cannot open outbox {self.path}: {exc}") from exc
@@ -143,30 +161,47 @@ class Outbox:
         retain: bool,
         event_id: str,
         priority: Priority = Priority.HIGH,
+        created_at: float | None = None,
     ) -> int:
         """Store one message durably and return its sequence number.
 
         Returns the existing seq if ``event_id`` is already stored, and 0 when a low-priority
-        message is refused by the bound (counted in ``dropped_low_priority``).
+        message is refused by the bound (counted in ``dropped_low_priority``). `created_at`
+        (unix s, default now) is when the event was made, for the age the health check reads.
         """
-        priority = Priority(priority)
+        new = NewMessage(topic, payload, qos, retain, event_id, priority, created_at)
         with self._lock, self._transaction():
-            row = self._db.execute(
-                "SELECT seq FROM outbox WHERE event_id = ?", (event_id,)
-            ).fetchone()
-            if row is not None:
-                self.counters.duplicates += 1
-                return int(row[0])
-            if self._depth >= self.max_events and not self._make_room(priority, topic, event_id):
-                return 0
-            cursor = self._db.execute(
-                "INSERT INTO outbox (topic, payload, qos, retain, event_id, priority, created_at)"
-                " VALUES (?, ?, ?, ?, ?, ?, ?)",
-                (topic, payload, qos, int(retain), event_id, int(priority), time.time()),
-            )
-            self._depth += 1
-            self.counters.added += 1
-            return int(cursor.lastrowid or 0)
+            return self._insert(new)
+
+    def store(self, messages: Sequence[NewMessage], acked: Iterable[int] = ()) -> list[int]:
+        """In one transaction: remove the rows `acked` names and add `messages` in order;
+        returns their sequence numbers (as `add` would). All or nothing."""
+        with self._lock, self._transaction():
+            for seq in acked:
+                self._delete(seq)
+            return [self._insert(m) for m in messages]
+
+    def _insert(self, new: NewMessage) -> int:
+        priority = Priority(new.priority)
+        row = self._db.execute(
+            "SELECT seq FROM outbox WHERE event_id = ?", (new.event_id,)
+        ).fetchone()
+        if row is not None:
+            self.counters.duplicates += 1
+            return int(row[0])
+        if self._depth >= self.max_events and not self._make_room(
+            priority, new.topic, new.event_id
+        ):
+            return 0
+        created = time.time() if new.created_at is None else new.created_at
+        cursor = self._db.execute(
+            "INSERT INTO outbox (topic, payload, qos, retain, event_id, priority, created_at)"
+            " VALUES (?, ?, ?, ?, ?, ?, ?)",
+            (new.topic, new.payload, new.qos, int(new.retain), new.event_id, priority, created),
+        )
+        self._depth += 1
+        self.counters.added += 1
+        return int(cursor.lastrowid or 0)
 
     def _make_room(self, priority: Priority, topic: str, event_id: str) -> bool:
         """Apply the bound policy; False means the new message is dropped."""
@@ -204,9 +239,12 @@ class Outbox:
     def ack(self, seq: int) -> None:
         """Remove a message the broker has acknowledged (unknown seq: no-op)."""
         with self._lock, self._transaction():
-            deleted = self._db.execute("DELETE FROM outbox WHERE seq = ?", (seq,)).rowcount
-            self._depth -= deleted
-            self.counters.acked += deleted
+            self._delete(seq)
+
+    def _delete(self, seq: int) -> None:
+        deleted = self._db.execute("DELETE FROM outbox WHERE seq = ?", (seq,)).rowcount
+        self._depth -= deleted
+        self.counters.acked += deleted
 
     # -- reading ---------------------------------------------------------------------------
 
@@ -263,16 +301,24 @@ class Outbox:
 
     @contextlib.contextmanager
     def _transaction(self) -> Iterator[None]:
-        """BEGIN IMMEDIATE ... COMMIT; on any error ROLLBACK, resync the depth, and convert
+        """BEGIN IMMEDIATE ... COMMIT; on any error (in the body or the COMMIT itself: a full
+        or failing disk fails there) ROLLBACK, restore the depth and counters, and convert
         sqlite3 errors to OutboxError."""
+        depth, counted = self._depth, self.counters.as_dict()
         try:
             self._db.execute("BEGIN IMMEDIATE")
-            try:
-                yield
-            except BaseException:
-                self._db.execute("ROLLBACK")
-                self._depth = self._db.execute("SELECT COUNT(*) FROM outbox").fetchone()[0]
-                raise
-            self._db.execute("COMMIT")
         except sqlite3.Error as exc:
             raise OutboxError(f"cannot write outbox {self.path}: {exc}") from exc
+        try:
+            yield
+            self._db.execute("COMMIT")
+        except BaseException as exc:
+            with contextlib.suppress(sqlite3.Error):
+                self._db.execute("ROLLBACK")
+            # Nothing of the transaction happened: the depth and counters are as before it.
+            self._depth = depth
+            for name, value in counted.items():
+                setattr(self.counters, name, value)
+            if isinstance(exc, sqlite3.Error):
+                raise OutboxError(f"cannot write outbox {self.path}: {exc}") from exc
+            raise
