@@ -62,6 +62,7 @@ from monitor.ops.status import (
 from monitor.pipeline.core import Pipeline, PipelineError
 from monitor.pipeline.inference import InferenceWorker
 from monitor.publish.homeassistant import discovery_messages, is_homeassistant_birth
+from monitor.publish.interrupted import report_interrupted
 from monitor.publish.publisher import MqttPublisher
 from monitor.reload import (
     Reloader,
@@ -203,6 +204,7 @@ class Daemon:
             ) as publisher:
                 self._router.publisher = self._publisher = publisher
                 self._bind_gauges()
+                self._report_interrupted()
                 if health is not None and isinstance(health, str):
                     self._error("http_unavailable", health)
                 capture.start()
@@ -361,6 +363,20 @@ class Daemon:
                 **fields,  # type: ignore[arg-type]
             )
         )
+
+    def _report_interrupted(self) -> None:
+        """Results for the welds a killed daemon left open (before any new audio)."""
+        publisher = self._publisher
+        if publisher is None or publisher.outbox is None:
+            return
+        welds = report_interrupted(publisher.outbox, self._router)
+        if welds:
+            self._error(
+                "interrupted_welds",
+                f"{len(welds)} weld(s) were open when the daemon last stopped without closing "
+                f"them (killed or aborted): {', '.join(welds)}; their results are published "
+                "as degraded (interrupted)",
+            )
 
     def _outbox_state(self, degraded: bool, message: str) -> None:
         # The error event itself is held in memory and published from there (spool.py).

@@ -62,7 +62,9 @@ def pipeline_settings(
         segmentation=segmentation or cfg.segmentation.mode,
         gate=cfg.segmentation.gate,
         trigger_max_weld_s=cfg.segmentation.trigger.max_weld_s,
-        progress=cfg.events.progress,
+        # Always made: an open weld's verdict so far is remembered in the outbox for a
+        # restart after a crash; `events.progress` only decides whether MQTT gets them.
+        progress=True,
         max_in_flight=max(1, cfg.inference.queue_windows - 1),
     )
 
@@ -146,6 +148,7 @@ async def mqtt_link(
         subscriptions=subscriptions,
         connect_messages=connect_messages,
         on_outbox_state=on_outbox_state,
+        publish_progress=cfg.events.progress,
     )
     try:
         async with publisher:

@@ -39,7 +39,16 @@ import structlog
 
 from deploy.errors import WeldmonError
 from monitor.backoff import backoff_delay
-from monitor.events import Event, WeldProgress, qos_for, retain_for, status_topic, topic_for
+from monitor.events import (
+    Event,
+    WeldProgress,
+    WeldResult,
+    WeldStart,
+    qos_for,
+    retain_for,
+    status_topic,
+    topic_for,
+)
 from monitor.publish.outbox import NewMessage, Outbox, Priority
 from monitor.publish.settings import MqttSettings
 from monitor.publish.spool import Spool, StateHook
@@ -97,6 +106,8 @@ class MqttPublisher:
             the outbox drains (e.g. Home Assistant discovery configs).
         on_outbox_state: called with (degraded, message) when outbox writes start or stop
             failing (the events are kept in memory meanwhile; see `Spool`).
+        publish_progress: False keeps progress out of MQTT (it is still remembered for
+            interrupted welds, see :meth:`remember`).
         rng: randomness of the back-off jitter (seed it for reproducible timing).
     """
 
@@ -110,6 +121,7 @@ class MqttPublisher:
         subscriptions: Sequence[str] = (),
         connect_messages: Callable[[], Sequence[tuple[str, bytes, bool]]] | None = None,
         on_outbox_state: StateHook | None = None,
+        publish_progress: bool = True,
         rng: random.Random | None = None,
     ) -> None:
         self.settings = settings
@@ -118,6 +130,7 @@ class MqttPublisher:
         self.attempt_times: collections.deque[float] = collections.deque(maxlen=ATTEMPT_HISTORY)
         self._outbox = outbox
         self.spool = Spool(outbox, on_state=on_outbox_state, on_stored=self.notify)
+        self.publish_progress = publish_progress
         self._status_payload = status_payload
         self._on_message = on_message
         self._subscriptions = list(subscriptions)
@@ -152,7 +165,9 @@ class MqttPublisher:
         wake the drain. Never raises for a failing outbox."""
         topic = topic_for(event, self.settings.topic_prefix)
         if isinstance(event, WeldProgress):
-            self.publish_volatile(topic, event.to_json())
+            self.remember(event)
+            if self.publish_progress:
+                self.publish_volatile(topic, event.to_json())
             return
         self.spool.put(
             NewMessage(
@@ -162,9 +177,16 @@ class MqttPublisher:
                 retain_for(event),
                 event.event_id,
                 Priority.HIGH,
+                opens_weld=event.weld_id if isinstance(event, WeldStart) else None,
+                closes_weld=event.weld_id if isinstance(event, WeldResult) else None,
             )
         )
         self.notify()
+
+    def remember(self, progress: WeldProgress) -> None:
+        """Keep an open weld's verdict so far in the outbox without publishing it, so a
+        daemon killed mid-weld can report it on restart (`monitor/publish/interrupted.py`)."""
+        self.spool.note_progress(progress)
 
     def notify(self) -> None:
         """Wake the drain after rows were added to the outbox; safe from any thread."""

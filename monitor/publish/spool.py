@@ -36,6 +36,7 @@ from __future__ import annotations
 import asyncio
 import collections
 import contextlib
+import dataclasses
 import random
 import time
 from collections.abc import Callable
@@ -44,6 +45,7 @@ from dataclasses import dataclass, field
 import structlog
 
 from monitor.backoff import backoff_delay
+from monitor.events import WeldProgress
 from monitor.publish.outbox import NewMessage, Outbox, OutboxError
 
 RETRY_MIN_S = 0.5  # first wait before writing held events again
@@ -167,19 +169,28 @@ class Spool:
             return
         if not self.degraded:
             try:
-                self.outbox.add(
-                    message.topic,
-                    message.payload,
-                    message.qos,
-                    message.retain,
-                    message.event_id,
-                    message.priority,
-                )
+                self.outbox.store([message])
                 return
             except OutboxError as exc:
                 self._failed(exc)
         self._held.append(HeldEvent(message))
         self.counters.held += 1
+
+    def note_progress(self, progress: WeldProgress) -> None:
+        """Record an open weld's verdict so far in the outbox (best effort: skipped while
+        degraded; a failure degrades like any write)."""
+        if self.outbox is None or self.degraded:
+            return
+        try:
+            self.outbox.note_progress(
+                progress.weld_id,
+                progress.n_windows,
+                progress.p_defect,
+                progress.window_p_defect,
+                progress.elapsed_s,
+            )
+        except OutboxError as exc:
+            self._failed(exc)
 
     def pending(self, limit: int) -> list[SpoolItem]:
         """Up to `limit` events to publish, oldest first: rows, then held events."""
@@ -327,5 +338,4 @@ class Spool:
 
 
 def _with_time(held: HeldEvent) -> NewMessage:
-    m = held.message
-    return NewMessage(m.topic, m.payload, m.qos, m.retain, m.event_id, m.priority, held.created_at)
+    return dataclasses.replace(held.message, created_at=held.created_at)
