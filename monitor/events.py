@@ -139,6 +139,9 @@ class _EventBase(_Model):
     emitted_at: UtcTimestamp = Field(default_factory=utc_now)
     daemon_version: str = Field(min_length=1, max_length=64)
     model_sha256: Sha256
+    # -- optional fields added within schema_version 1 (faults: replay) --
+    # true: made by `weldmon replay --publish` from a recording, not by a live weld
+    replay: bool = False
 
 
 class _WeldEventBase(_EventBase):

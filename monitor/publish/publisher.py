@@ -98,7 +98,8 @@ class MqttPublisher:
         outbox: the durable store drained in order; the publisher acks rows, never adds them
             except through :meth:`send`. None: events are held in memory only (replay).
         status_payload: builds the status payload for a state (``online``/``offline``/
-            ``stopped``); called at every connect and at close.
+            ``stopped``); called at every connect and at close. None: this client publishes
+            no status and leaves no will (replay must never touch the daemon's status).
         on_message: called on the event loop with (topic, payload) for inbound messages.
         subscriptions: topic filters (re)subscribed at every connect, e.g. ``weldmon/+/trigger``.
         connect_messages: called at every connect (after ``online`` and the subscriptions);
@@ -116,7 +117,7 @@ class MqttPublisher:
         settings: MqttSettings,
         outbox: Outbox | None,
         *,
-        status_payload: Callable[[str], bytes],
+        status_payload: Callable[[str], bytes] | None,
         on_message: Callable[[str, bytes], None] | None = None,
         subscriptions: Sequence[str] = (),
         connect_messages: Callable[[], Sequence[tuple[str, bytes, bool]]] | None = None,
@@ -320,6 +321,10 @@ class MqttPublisher:
     def _make_client(self) -> aiomqtt.Client:
         s = self.settings
         prefix = s.topic_prefix
+        will = None
+        if self._status_payload is not None:
+            offline = self._status_payload("offline")
+            will = aiomqtt.Will(status_topic(prefix), offline, qos=1, retain=True)
         return aiomqtt.Client(
             s.host,
             s.port,
@@ -329,9 +334,7 @@ class MqttPublisher:
             keepalive=s.keepalive_s,
             timeout=s.connect_timeout_s,
             tls_context=self._tls_context,
-            will=aiomqtt.Will(
-                status_topic(prefix), self._status_payload("offline"), qos=1, retain=True
-            ),
+            will=will,
         )
 
     async def _session(self) -> None:
@@ -342,12 +345,13 @@ class MqttPublisher:
         async with client:
             self._client = client
             try:
-                await client.publish(
-                    status_topic(self.settings.topic_prefix),
-                    self._status_payload("online"),
-                    qos=1,
-                    retain=True,
-                )
+                if self._status_payload is not None:
+                    await client.publish(
+                        status_topic(self.settings.topic_prefix),
+                        self._status_payload("online"),
+                        qos=1,
+                        retain=True,
+                    )
                 for topic_filter in self._subscriptions:
                     await client.subscribe(topic_filter, qos=1)
                 if self._connect_messages is not None:
@@ -426,6 +430,9 @@ class MqttPublisher:
     async def _publish_final_status(self, client: aiomqtt.Client) -> None:
         if self.spool.depth:
             log.warning("mqtt.close_left_pending", outbox_depth=self.spool.depth)
+        if self._status_payload is None:
+            log.info("mqtt.stopped", state=None)
+            return
         await client.publish(
             status_topic(self.settings.topic_prefix),
             self._status_payload(self._final_state),
