@@ -35,12 +35,18 @@ class WeldmonRun:
         env: the process environment, usually ``PulseAudio.subprocess_env()`` plus extras
             such as ``NOTIFY_SOCKET``; output is made unbuffered so the log is current.
         log_path: where stderr is written.
+        python: the interpreter (another venv's, e.g. the torch-free base install's).
         nofile: the daemon's open-file limit (RLIMIT_NOFILE soft and hard), e.g. to show that
             exhausting one part (HTTP) leaves enough descriptors for the others.
     """
 
     def __init__(
-        self, config: Path, env: Mapping[str, str], log_path: Path, nofile: int | None = None
+        self,
+        config: Path,
+        env: Mapping[str, str],
+        log_path: Path,
+        python: Path | str = sys.executable,
+        nofile: int | None = None,
     ) -> None:
         self.log_path = log_path
         self._log_file = log_path.open("wb")
@@ -50,7 +56,7 @@ class WeldmonRun:
                 resource.setrlimit(resource.RLIMIT_NOFILE, (nofile, nofile))
 
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "weldmon.cli", "run", "--config", str(config)],
+            [str(python), "-m", "weldmon.cli", "run", "--config", str(config)],
             env={**env, "PYTHONUNBUFFERED": "1"},
             stdout=subprocess.DEVNULL,
             stderr=self._log_file,
