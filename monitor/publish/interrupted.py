@@ -23,7 +23,7 @@ from datetime import timedelta
 import structlog
 from pydantic import ValidationError
 
-from deploy.artifact import LABEL_NAMES
+from deploy.contract import LABEL_NAMES
 from monitor.events import MalformedMessageError, WeldResult, WeldStart, parse_event
 from monitor.publish.outbox import OpenWeldRecord, Outbox, OutboxError
 
