@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import importlib.util
 import os
+import tempfile
 from pathlib import Path
 from typing import Annotated, Any, Literal, Self
 
@@ -211,6 +212,17 @@ def parse_config(data: Any, source: str = "config", *, check_files: bool = True)
     problems = _file_problems(cfg) if check_files else []
     if problems:
         raise ConfigError(f"{source}: invalid configuration:\n  " + "\n  ".join(problems))
+    return cfg
+
+
+def standalone_config(model: Path) -> MonitorConfig:
+    """Every section at its default, judging with `model`: what `weldmon replay --model` runs
+    with when no config is given. Replay keeps no state, so `state_dir` (required for the
+    daemon) is the temporary folder, never written."""
+    data = {"model": {"path": str(model)}, "state_dir": tempfile.gettempdir()}
+    cfg = parse_config(data, "--model", check_files=False)
+    if not cfg.model.path.is_file():
+        raise ConfigError(f"--model: no such file {cfg.model.path}")
     return cfg
 
 

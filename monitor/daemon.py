@@ -65,6 +65,7 @@ from monitor.ops.status import (
 from monitor.pipeline.core import Pipeline, PipelineError
 from monitor.pipeline.inference import InferenceWorker
 from monitor.publish.homeassistant import discovery_messages, is_homeassistant_birth
+from monitor.publish.interrupted import report_interrupted
 from monitor.publish.publisher import MqttPublisher
 from monitor.reload import (
     Reloader,
@@ -207,9 +208,11 @@ class Daemon:
                 on_message=self.on_message,
                 subscriptions=subs,
                 connect_messages=self._discovery,
+                on_outbox_state=self._outbox_state,
             ) as publisher:
                 self._router.publisher = self._publisher = publisher
                 self._bind_gauges()
+                self._report_interrupted()
                 if health is not None and isinstance(health, str):
                     self._error("http_unavailable", health)
                 self._start_opcua(loop)
@@ -413,6 +416,25 @@ class Daemon:
             )
         )
 
+    def _report_interrupted(self) -> None:
+        """Results for the welds a killed daemon left open (before any new audio)."""
+        publisher = self._publisher
+        if publisher is None or publisher.outbox is None:
+            return
+        welds = report_interrupted(publisher.outbox, self._router)
+        if welds:
+            self._error(
+                "interrupted_welds",
+                f"{len(welds)} weld(s) were open when the daemon last stopped without closing "
+                f"them (killed or aborted): {', '.join(welds)}; their results are published "
+                "as degraded (interrupted)",
+            )
+
+    def _outbox_state(self, degraded: bool, message: str) -> None:
+        # The error event itself is held in memory and published from there (spool.py).
+        if degraded:
+            self._error("outbox_degraded", message)
+
     def _clip_failed(self, result: WeldResult, message: str) -> None:
         self._error("clip_failed", message, station=result.station, weld_id=result.weld_id)
 
@@ -471,8 +493,10 @@ class Daemon:
         m.inference_queue_depth.set_function(self._queue_depth)
         if publisher is not None:
             m.mqtt_connected.set_function(lambda: float(publisher.counters.connected))
-            m.outbox_depth.set_function(lambda: float(publisher.outbox.depth))
+            m.outbox_depth.set_function(lambda: float(publisher.spool.depth))
             m.outbox_oldest_age.set_function(lambda: outbox_oldest_age_s(publisher) or 0.0)
+            m.outbox_degraded.set_function(lambda: float(publisher.spool.degraded))
+            m.outbox_held.set_function(lambda: float(publisher.spool.held))
 
     def _queue_depth(self) -> float:
         workers = [*list(self._old_workers), self.worker]

@@ -130,6 +130,13 @@ class Metrics:
         self.outbox_dropped = counter(
             "outbox_dropped", "events dropped by the outbox bound (progress first)"
         )
+        self.outbox_degraded = gauge(
+            "outbox_degraded", "1 while the outbox cannot be written (events held in memory)"
+        )
+        self.outbox_held = gauge("outbox_held_events", "events held in memory, not yet stored")
+        self.outbox_write_failures = counter(
+            "outbox_write_failures", "outbox writes that failed (each retried from memory)"
+        )
         self.malformed_messages = counter(
             "malformed_messages", "inbound MQTT messages ignored as malformed", ("kind",)
         )

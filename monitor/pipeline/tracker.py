@@ -209,6 +209,7 @@ class WeldTracker:
             duration_s=(ended - self.start_index) / m.sample_rate,
             label=label,
             label_name=LABEL_NAMES[label],
+            judged=bool(judged),
             p_defect=p,
             threshold=m.threshold,
             n_windows=len(judged),
