@@ -9,6 +9,7 @@ exit code 2.
 
 from __future__ import annotations
 
+import importlib.resources
 import os
 import tempfile
 from pathlib import Path
@@ -38,14 +39,20 @@ DEFAULT_MAX_BATCH_WINDOWS = 32  # windows per forward pass: 8 stations x a few s
 DEFAULT_QUEUE_WINDOWS = 256  # windows awaiting inference before the pipeline waits
 DEFAULT_INFERENCE_THREADS = 1  # one core's worth at most: the box also captures and publishes
 DEFAULT_OUTBOX_MAX_EVENTS = 10_000  # ~10 MB of results: days of welds while the broker is down
-DEFAULT_STOP_TIMEOUT_S = 8.0  # SIGTERM -> exit budget; systemd's default kill is at 90 s,
-# the issue asks for exit within 10 s, so 8 s leaves 2 s for interpreter shutdown.
+DEFAULT_STOP_TIMEOUT_S = 8.0  # SIGTERM -> exit budget: exit within 10 s leaves 2 s for the
+# interpreter's own shutdown.
+# The units kill at TimeoutStopSec=15s: the whole stop (capture 1/4, clips 1/4, MQTT drain 1/2
+# of the budget) plus the interpreter's exit must end before that (tests/test_systemd_units.py).
+MAX_STOP_TIMEOUT_S = 12.0
 DEFAULT_DEVICE_RETRY_MIN_S = 0.5  # first wait before reopening a lost device
 DEFAULT_DEVICE_RETRY_MAX_S = 5.0  # cap: a re-plugged device is back within 5 s (issue 5)
 # Exact digital zeros for this long on an open stream: no real microphone is that quiet (its
 # own self-noise alone sets the LSBs), so the capsule, cable or phantom power is gone. A
 # minute rides out a muted preamp being switched without crying wolf.
 DEFAULT_SILENCE_ALARM_S = 60.0
+
+STATE_DIR_MODE = 0o700  # a state_dir the daemon creates: the outbox and clips are its own
+EXAMPLE_CONFIG = "monitor.example.yaml"  # package data of `monitor` (configs/monitor.example.yaml)
 
 StationName = Annotated[str, Field(pattern=STATION_PATTERN)]
 
@@ -168,7 +175,7 @@ class MonitorConfig(_Section):
     watchdog: WatchdogConfig = WatchdogConfig()
     state_dir: Path
     logging: LoggingConfig = LoggingConfig()
-    stop_timeout_s: float = Field(DEFAULT_STOP_TIMEOUT_S, gt=0.0, le=60.0)
+    stop_timeout_s: float = Field(DEFAULT_STOP_TIMEOUT_S, gt=0.0, le=MAX_STOP_TIMEOUT_S)
 
 
 def _format_errors(exc: ValidationError) -> list[str]:
@@ -188,8 +195,18 @@ def _file_problems(cfg: MonitorConfig) -> list[str]:
     elif not os.access(model, os.R_OK):
         problems.append(f"model.path: {model} is not readable")
     state = cfg.state_dir
+    if not state.exists() and state.parent.is_dir():
+        # What systemd's StateDirectory= does: the daemon's own folder, private to it. A
+        # missing parent is more likely a typo than a fresh box: that stays an error.
+        try:
+            state.mkdir(mode=STATE_DIR_MODE)
+            state.chmod(STATE_DIR_MODE)  # mkdir's mode is masked by the umask
+        except OSError as exc:
+            problems.append(f"state_dir: cannot create {state} ({exc.strerror or exc})")
+            return problems
     if not state.is_dir():
-        problems.append(f"state_dir: no such directory {state}")
+        parent = "" if state.parent.is_dir() else f" (nor its parent {state.parent})"
+        problems.append(f"state_dir: no such directory {state}{parent}")
     elif not os.access(state, os.R_OK | os.W_OK | os.X_OK):
         problems.append(f"state_dir: {state} is not writable")
     return problems
@@ -208,6 +225,12 @@ def parse_config(data: Any, source: str = "config", *, check_files: bool = True)
     if problems:
         raise ConfigError(f"{source}: invalid configuration:\n  " + "\n  ".join(problems))
     return cfg
+
+
+def example_config_text() -> str:
+    """The example config installed with the package: every key, its default and why
+    (``configs/monitor.example.yaml`` in the source tree)."""
+    return importlib.resources.files("monitor").joinpath(EXAMPLE_CONFIG).read_text()
 
 
 def standalone_config(model: Path) -> MonitorConfig:
