@@ -4,8 +4,8 @@ Every error is collected and reported at once, each line naming the dotted key a
 (``audio.channels: Input should be greater than or equal to 1``). Files the daemon needs (the
 model, the state directory) are checked even when the schema fails, so a typo in a key and
 a missing model show up in the same message; so do keys given twice (an error naming the key
-and both lines, never "the last one wins") and an empty file (the required keys are named). `load_config` raises `ConfigError`; the CLI turns it into
-exit code 2.
+and both lines, never "the last one wins") and an empty file (the required keys are named).
+`load_config` raises `ConfigError`; the CLI turns it into exit code 2.
 """
 
 from __future__ import annotations
