@@ -11,6 +11,7 @@ and both lines, never "the last one wins") and an empty file (the required keys 
 from __future__ import annotations
 
 import importlib.resources
+import importlib.util
 import os
 import tempfile
 from collections.abc import Hashable
@@ -31,6 +32,7 @@ from monitor.ops.notify import (
     DEFAULT_MAX_PENDING_AGE_S,
 )
 from monitor.publish.homeassistant import HomeAssistantSettings
+from monitor.publish.opcua_state import OpcUaConfig
 from monitor.publish.settings import MqttSettings
 from monitor.segment.triggers import DEFAULT_TRIGGER_MAX_WELD_S
 
@@ -174,6 +176,7 @@ class MonitorConfig(_Section):
     http: HealthSettings = HealthSettings()
     clips: ClipSettings = ClipSettings()
     homeassistant: HomeAssistantSettings = HomeAssistantSettings()
+    opcua: OpcUaConfig = OpcUaConfig()
     watchdog: WatchdogConfig = WatchdogConfig()
     state_dir: Path
     logging: LoggingConfig = LoggingConfig()
@@ -222,6 +225,13 @@ def _file_problems(model: Any, state: Any, *, create_state: bool) -> list[str]:
     return problems
 
 
+def _extra_problems(cfg: MonitorConfig) -> list[str]:
+    """Sections switched on whose optional dependencies are not installed."""
+    if cfg.opcua.enabled and importlib.util.find_spec("asyncua") is None:
+        return ["opcua.enabled: needs the opcua extra (pip install 'weldmon[opcua]')"]
+    return []
+
+
 def parse_config(
     data: Any,
     source: str = "config",
@@ -251,6 +261,8 @@ def parse_config(
             model = section.get("path") if isinstance(section, dict) else None
             state = data.get("state_dir")
         problems += _file_problems(model, state, create_state=cfg is not None and not problems)
+        if cfg is not None:
+            problems += _extra_problems(cfg)
     if problems or cfg is None:
         raise ConfigError(f"{source}: invalid configuration:\n  " + "\n  ".join(problems))
     return cfg

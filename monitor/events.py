@@ -29,6 +29,7 @@ from pydantic import (
     model_validator,
 )
 
+from deploy.contract import MODEL_NAME_PATTERN, MODEL_VERSION_PATTERN
 from deploy.errors import WeldmonError
 
 # Bumped when a field is removed or changes meaning; adding an optional field does not bump it.
@@ -139,6 +140,11 @@ class _EventBase(_Model):
     emitted_at: UtcTimestamp = Field(default_factory=utc_now)
     daemon_version: str = Field(min_length=1, max_length=64)
     model_sha256: Sha256
+    # -- optional fields added within schema_version 1 (integ: model identity) --
+    # The model's human-readable name and version from its artifact (null when the artifact
+    # names none, e.g. the original pipeline's).
+    model_name: str | None = Field(None, pattern=MODEL_NAME_PATTERN)
+    model_version: str | None = Field(None, pattern=MODEL_VERSION_PATTERN)
     # -- optional fields added within schema_version 1 (faults: replay) --
     # true: made by `weldmon replay --publish` from a recording, not by a live weld
     replay: bool = False

@@ -119,7 +119,7 @@ async def replay_files(
                     router(
                         ErrorEvent(
                             daemon_version=__version__,
-                            model_sha256=model.sha256,
+                            **options.model.event_fields(),
                             code="bad_audio",
                             message=problem,
                             source=Source(type="file", name=str(path)),

@@ -94,6 +94,20 @@ def copy_totals(
         metrics.advance_to(metrics.outbox_write_failures, publisher.spool.counters.write_failures)
 
 
+def station_health(metrics: Metrics, station: str, max_audio_age_s: float) -> str:
+    """One word for a station's audio path, worst first: ``no_device`` (the stream is not
+    open), ``no_audio`` (no block for longer than `max_audio_age_s`), ``dead_microphone``
+    (one of its channels is in a silence episode), else ``ok``. Only reads: safe from any
+    thread."""
+    if not metrics.device_is_open:
+        return "no_device"
+    if metrics.audio_age_s() > max_audio_age_s:
+        return "no_audio"
+    if any(s == station for s, _ in metrics.dead_channels):
+        return "dead_microphone"
+    return "ok"
+
+
 def outbox_oldest_age_s(publisher: MqttPublisher) -> float | None:
     """Seconds the oldest unacknowledged event has waited (stored, or held in memory while
     the outbox fails); None when none waits. One indexed SQLite row (the outbox takes its

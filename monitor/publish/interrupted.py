@@ -45,6 +45,8 @@ def interrupted_result(record: OpenWeldRecord) -> WeldResult:
     return WeldResult(
         daemon_version=start.daemon_version,
         model_sha256=start.model_sha256,
+        model_name=start.model_name,
+        model_version=start.model_version,
         station=start.station,
         weld_id=start.weld_id,
         source=start.source,
