@@ -1,4 +1,4 @@
-"""The monitor's `weldmon` subcommands: `run`, `replay`, `devices`, `watch`.
+"""The monitor's `weldmon` subcommands: `run`, `replay`, `devices`, `watch`, `console`.
 
 Nothing here imports torch at module level (the dispatcher imports this module for every
 `weldmon run|replay|devices --help`); the heavy modules are imported inside `run`.
@@ -121,6 +121,20 @@ def _run_watch(args: argparse.Namespace) -> int:
     return COMMAND.run(args)
 
 
+# `console` likewise (`monitor.console.cli.COMMAND`): Starlette, uvicorn and Jinja2 are the
+# `console` extra, imported only when the console runs.
+def _configure_console(parser: argparse.ArgumentParser) -> None:
+    from monitor.console.cli import COMMAND
+
+    COMMAND.configure(parser)
+
+
+def _run_console(args: argparse.Namespace) -> int:
+    from monitor.console.cli import COMMAND
+
+    return COMMAND.run(args)
+
+
 COMMANDS: dict[str, Command] = {
     "run": Command(_configure_run, _run_daemon, "run the real-time monitor daemon"),
     "replay": Command(
@@ -131,5 +145,8 @@ COMMANDS: dict[str, Command] = {
     ),
     "watch": Command(
         _configure_watch, _run_watch, "live terminal view of the monitor's MQTT events"
+    ),
+    "console": Command(
+        _configure_console, _run_console, "web console: live fleet, weld history, clip review"
     ),
 }

@@ -2,7 +2,8 @@
 # Install the Debian/Ubuntu packages weldmon's tests and daemon need, only when missing:
 # Mosquitto (broker for integration tests), PulseAudio + utilities (a null sink is the test
 # sound device), PortAudio and the ALSA pulse plugin (sounddevice capture), libsndfile, and
-# the Python venv module. Idempotent; uses sudo when not root.
+# the Python venv module, and Chromium (the console's browser tests drive it with Playwright).
+# Idempotent; uses sudo when not root.
 set -euo pipefail
 
 packages=(
@@ -13,6 +14,7 @@ packages=(
   libsndfile1
   openssl
   tmux
+  chromium
 )
 
 missing=()
