@@ -15,6 +15,7 @@ import signal
 import subprocess
 import sys
 import threading
+import time
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 
@@ -105,6 +106,25 @@ class ConsoleRun:
             if line.startswith("VmRSS:"):
                 return int(line.split()[1])
         raise AssertionError("no VmRSS")
+
+
+def stream_until(url: str, text: str, timeout: float = 10.0) -> str:
+    """Follow the console's live stream (``/events``) until a fragment contains ``text``;
+    returns that fragment's data line. The stream opens with a snapshot of everything, so a
+    condition already true returns at once. Raises TimeoutError."""
+    import httpx
+
+    deadline = time.monotonic() + timeout
+    try:
+        with httpx.stream("GET", f"{url}/events", timeout=timeout) as response:
+            for line in response.iter_lines():
+                if line.startswith("data:") and text in line:
+                    return line
+                if time.monotonic() > deadline:
+                    break
+    except httpx.ReadTimeout:
+        pass
+    raise TimeoutError(f"{text!r} not in the console's live stream within {timeout} s")
 
 
 def console_args(
