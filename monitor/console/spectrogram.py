@@ -22,7 +22,10 @@ from matplotlib.figure import Figure
 from monitor.clips import ClipError
 
 NFFT = 512  # 32 ms at 16 kHz: resolves the arc's crackle, ~31 Hz bins
-OVERLAP = 384  # 75 %: smooth in time without blurring short bursts
+OVERLAP = 384  # 75 % for clips up to ~10 s: smooth in time without blurring short bursts
+# Columns computed at most: the image is ~800 px wide, so a long weld takes a longer hop
+# instead of computing (and holding) columns nobody can see.
+MAX_COLUMNS = 1200
 DYNAMIC_RANGE_DB = 80.0  # below the loudest bin; keeps the idle noise floor visible
 FIGSIZE_IN = (9.0, 3.0)
 DPI = 100
@@ -51,11 +54,14 @@ def _render(path: Path, mtime_ns: int, size: int) -> bytes:
     except (sf.LibsndfileError, RuntimeError, OSError) as exc:
         raise ClipError(f"{path}: not a readable audio file: {exc}") from exc
     mono = samples.mean(axis=1)
+    del samples
     if mono.size < NFFT:
         mono = np.pad(mono, (0, NFFT - mono.size))
+    hop = max(NFFT - OVERLAP, -(-mono.size // MAX_COLUMNS))
     with _lock:
-        power, freqs, times = mlab.specgram(mono, NFFT=NFFT, Fs=rate, noverlap=OVERLAP)
-        db = 10.0 * np.log10(np.maximum(power, 1e-20))
+        power, freqs, times = mlab.specgram(mono, NFFT=NFFT, Fs=rate, noverlap=max(NFFT - hop, 0))
+        db = (10.0 * np.log10(np.maximum(power, 1e-20))).astype(np.float32)
+        del power
         top = float(db.max())
         fig = Figure(figsize=FIGSIZE_IN, dpi=DPI, layout="constrained")
         FigureCanvasAgg(fig)
