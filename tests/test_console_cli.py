@@ -106,3 +106,31 @@ def test_bad_messages_are_counted_and_history_has_no_hole_across_a_restart(
     ids = {w["weld_id"] for w in httpx.get(f"{url}/api/welds").json()["welds"]}
     assert ids == {first.weld_id, missed.weld_id}
     assert first.weld_id in httpx.get(f"{url}/").text  # the card is seeded from the history
+
+
+def test_broker_tls_and_credentials_come_from_the_monitor_config(
+    mosquitto_tls: MosquittoBroker, console_run, tmp_path: Path
+) -> None:
+    config = tmp_path / "monitor.yaml"
+    config.write_text(
+        "mqtt:\n"
+        f"  host: localhost\n  port: {mosquitto_tls.port}\n"
+        f"  username: {mosquitto_tls.username}\n  password: {mosquitto_tls.password}\n"
+        f"  topic_prefix: line7\n"
+        f"  tls: {{enabled: true, ca_file: {mosquitto_tls.ca_file}}}\n"
+    )
+    run = console_run(
+        ["--config", str(config), "--listen", "127.0.0.1:0", "--db", str(tmp_path / "h")]
+    )
+    url = run.wait_serving()
+    stream_until(url, "conn-connected")
+    assert "line7/#" in run.text()  # the prefix came from the config too
+    # Without the config's credentials the same broker refuses the console, visibly.
+    bare = console_run(
+        [
+            *console_args(mosquitto_tls, tmp_path / "h2", prefixes=["line7"]),
+            "--tls-ca",
+            str(mosquitto_tls.ca_file),
+        ]
+    )
+    stream_until(bare.wait_serving(), "DISCONNECTED")

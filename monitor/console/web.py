@@ -360,6 +360,9 @@ def create_app(state: ConsoleState, allowed_hosts: list[str] | None = None) -> S
     async def healthz(request: Request) -> Response:
         return PlainTextResponse("ok\n")
 
+    async def no_icon(request: Request) -> Response:
+        return Response(status_code=204)  # browsers ask on every page; a 404 would log noise
+
     routes = [
         Route("/", overview),
         Route("/events", events),
@@ -374,6 +377,7 @@ def create_app(state: ConsoleState, allowed_hosts: list[str] | None = None) -> S
         Route("/api/welds/{weld_id}", api_weld),
         Route("/api/stats", api_stats),
         Route("/healthz", healthz),
+        Route("/favicon.ico", no_icon),
         Mount("/static", StaticFiles(directory=STATIC), name="static"),
     ]
     middleware = [

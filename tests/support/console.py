@@ -147,9 +147,12 @@ def _browser_missing() -> str | None:
     return None
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def chromium() -> Iterator[object]:
-    """Debian's Chromium under Playwright, one for the session (pages are per test)."""
+    """Debian's Chromium under Playwright, one per test module (pages are per test).
+
+    Not one per session: Playwright's sync API keeps an event loop running in the main
+    thread while it is started, and later modules' ``asyncio.run`` would refuse to start."""
     missing = _browser_missing()
     if missing is not None:
         if os.environ.get("CI") == "true":
