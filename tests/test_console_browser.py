@@ -12,7 +12,6 @@ page is measured. Clips are written for the replayed welds with the daemon's own
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 import time
@@ -28,7 +27,7 @@ from deploy.audio import read_recording
 from monitor.clips import ClipSettings, ClipStore
 from monitor.events import WeldResult, new_event_id, new_weld_id, parse_event, topic_for
 from tests.support.broker import MosquittoBroker, MqttCollector
-from tests.support.console import ConsoleRun, console_args
+from tests.support.console import ConsoleRun, console_args, save_screenshot
 from training.dataset import index_dataset
 
 pytestmark = [pytest.mark.broker, pytest.mark.browser, pytest.mark.real_data, pytest.mark.slow]
@@ -55,21 +54,6 @@ OBSERVER_JS = """() => {
     for (const r of records) r.addedNodes.forEach(note);
   }).observe(document.getElementById('groups'), {childList: true, subtree: true});
 }"""
-
-
-# Set to a folder to save screenshots of the pages there (docs/console.md's are made so:
-# WELDMON_CONSOLE_SCREENSHOTS=docs/img pytest tests/test_console_browser.py).
-SCREENSHOTS = os.environ.get("WELDMON_CONSOLE_SCREENSHOTS")
-
-
-def _shot(page, name: str) -> None:
-    if SCREENSHOTS:
-        from PIL import Image  # matplotlib's dependency; 256 colours keep the PNGs small
-
-        path = Path(SCREENSHOTS) / f"console-{name}.png"
-        path.parent.mkdir(parents=True, exist_ok=True)
-        page.screenshot(path=str(path), full_page=True)
-        Image.open(path).convert("RGB").quantize(256).save(path, optimize=True)
 
 
 @dataclass
@@ -216,7 +200,7 @@ def test_every_result_reaches_the_overview_within_2_s_of_publishing(plant: Plant
         assert card.locator("tr[data-weld]").count() == len(rows)
         # replay publishes the retained status: online while it runs, stopped at its end
         assert section.locator(".badge").inner_text() in ("ONLINE", "STOPPED")
-    _shot(page, "overview")
+    save_screenshot(page, "overview")
 
 
 def test_the_api_holds_every_published_result_newest_first(plant: Plant) -> None:
@@ -240,7 +224,7 @@ def test_history_filters_by_station_and_exports_csv(plant: Plant) -> None:
     page = plant.page
     page.goto(f"{plant.url}/welds")
     assert page.locator("table.history tbody tr[data-weld]").count() == 3
-    _shot(page, "history")
+    save_screenshot(page, "history")
     page.select_option("select[name=station]", "plant1/line4|cell2")
     page.click("form.filters button[type=submit]")
     page.wait_for_url("**/welds?*")
@@ -289,7 +273,7 @@ def test_the_detail_page_plays_the_clip_and_a_review_promotes_it(
     )
     page.fill("#reviewer", "Ana Lima")
     page.select_option("select[name=label_code]", "07")
-    _shot(page, "detail")
+    save_screenshot(page, "detail")
     page.click("#confirm-defect")
     page.wait_for_load_state()
     assert page.locator("#review-done").count() == 1, page.inner_text("body")
@@ -331,7 +315,7 @@ def test_a_false_alarm_goes_to_good_weld_and_is_counted_per_station(
     page.goto(f"{plant.url}/review")
     assert int(page.inner_text(row)) == before + 1
     assert page.locator(f"#queue tr[data-weld='{result['weld_id']}']").count() == 0
-    _shot(page, "review")
+    save_screenshot(page, "review")
     # The station's card on the overview counts it too.
     page.goto(f"{plant.url}/")
     card = page.locator(f"article[data-station='{result['station']}']", has_text="false alarms 1")

@@ -14,6 +14,7 @@ import pytest
 from tests.support import shifts
 from tests.support.artifacts import export_untrained
 from tests.support.broker import MosquittoBroker
+from tests.support.console import save_screenshot
 from tests.support.daemon import WeldmonRun, write_monitor_config
 from tests.support.pulse import PulseAudio
 
@@ -56,7 +57,7 @@ def test_the_overview_follows_a_live_daemon_and_plays_its_clips(
         ]
     )
     url = console.wait_serving()
-    page = chromium.new_page()
+    page = chromium.new_page(viewport={"width": 1280, "height": 700})
     sink = "console-cell"
     pulse.create_sink(sink, RATE, 1)
     daemon = WeldmonRun(config, pulse.subprocess_env(), tmp_path / "daemon.stderr")
@@ -70,6 +71,7 @@ def test_the_overview_follows_a_live_daemon_and_plays_its_clips(
         # While the first weld goes on: its card shows the rolling p_defect, and the banner.
         page.wait_for_selector("article[data-station='cell1'] .current meter", timeout=WELD_MS)
         page.wait_for_selector(".banner-alert", timeout=WELD_MS)
+        save_screenshot(page, "overview-live")
         page.wait_for_function(
             "() => document.querySelectorAll(\"article[data-station='cell1'] tr[data-weld]\")"
             ".length >= 2",

@@ -127,6 +127,23 @@ def stream_until(url: str, text: str, timeout: float = 10.0) -> str:
     raise TimeoutError(f"{text!r} not in the console's live stream within {timeout} s")
 
 
+# Set to a folder to save screenshots of the pages there (docs/console.md's are made so:
+# WELDMON_CONSOLE_SCREENSHOTS=docs/img pytest tests/test_console_browser.py ...).
+SCREENSHOTS = os.environ.get("WELDMON_CONSOLE_SCREENSHOTS")
+
+
+def save_screenshot(page: object, name: str) -> None:
+    """``console-<name>.png`` in $WELDMON_CONSOLE_SCREENSHOTS, if set (256 colours: small)."""
+    if not SCREENSHOTS:
+        return
+    from PIL import Image  # matplotlib's dependency
+
+    path = Path(SCREENSHOTS) / f"console-{name}.png"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    page.screenshot(path=str(path), full_page=True)  # type: ignore[attr-defined]
+    Image.open(path).convert("RGB").quantize(256).save(path, optimize=True)
+
+
 def console_args(
     broker: MosquittoBroker, db: Path, *extra: str, prefixes: Sequence[str] = ("weldmon",)
 ) -> list[str]:
