@@ -22,7 +22,7 @@ import numpy as np
 import torch
 
 from deploy.loader import load_artifact
-from monitor.inference import TORCH_THREADS
+from monitor.pipeline.inference import TORCH_THREADS
 from tests.support.artifacts import export_untrained
 
 BATCH_SIZES = (1, 2, 4, 8)  # 8: one window from each of 8 stations

@@ -12,7 +12,7 @@ sink while `weldmon run` records it as a subprocess with an untrained seeded pro
   sample became available at the sound device. Two references:
   * `ended_at` (the issue's definition, the headline figure): the daemon's own timestamp of
     that sample, from its sample clock mapped to UTC per stream epoch by
-    `monitor.epoch_clock.FrameZeroClock` (the minimum over callbacks of callback time minus
+    `monitor.audio.epoch_clock.FrameZeroClock` (the minimum over callbacks of callback time minus
     frames delivered / rate, refined over the epoch's first seconds).
   * `avail_`: a cross-check independent of the daemon's clock. The bench records the same
     monitor source itself (10 ms callbacks) and dates its frame 0 with the same estimator
@@ -50,8 +50,8 @@ import soxr
 import yaml
 
 from deploy.audio import RESAMPLE_QUALITY, read_recording
-from monitor.epoch_clock import FrameZeroClock
-from monitor.segmentation import GateParams, segment_recording
+from deploy.segment.gate import GateParams, segment_recording
+from monitor.audio.epoch_clock import FrameZeroClock
 from tests.support.artifacts import export_untrained
 from tests.support.broker import MosquittoBroker, MqttCollector
 from tests.support.data import weld_audio_root

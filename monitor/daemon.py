@@ -2,16 +2,16 @@
 
 Threads and ownership:
   * PortAudio's callback thread (inside `SoundDeviceCapture`) copies audio into the ring.
-  * The capture thread (`monitor.capture_thread.CaptureThread`) owns the capture: it waits
+  * The capture thread (`monitor.audio.capture_thread.CaptureThread`) owns the capture: it waits
     for the device at boot, reads blocks, hands them to the loop through a bounded queue and
     reopens a lost device with capped back-off.
   * One inference thread per loaded model (`InferenceWorker`) owns that model and torch; after
     a reload the old one lives until the last weld started on it has its result.
-  * The clip writer thread (`operations.ClipWriter`) encodes and stores defect clips.
+  * The clip writer thread (`monitor.ops.clips.ClipWriter`) encodes and stores defect clips.
   * The HTTP thread (`HealthServer`) serves ``/metrics`` and ``/healthz``; it only reads.
   * The event loop runs the pipeline, MQTT, reloads, the watchdog and the signal handlers.
 
-systemd (`monitor.notify`): ``READY=1`` with the first audio block (the model was loaded and
+systemd (`monitor.ops.notify`): ``READY=1`` with the first audio block (the model was loaded and
 self-tested before the loop started), ``STATUS=`` every few seconds, ``WATCHDOG=1`` while
 `WatchdogGate` says audio flows and inference keeps up, ``EXTEND_TIMEOUT_USEC`` while the
 device is missing at boot, ``STOPPING=1`` as shutdown begins.
@@ -34,9 +34,9 @@ import structlog
 
 from deploy.errors import WeldmonError
 from deploy.loader import DeployModel
-from monitor.blocks import AudioBlock
-from monitor.capture_thread import CaptureThread, Lost, Opened
-from monitor.clips import ClipStore
+from monitor.audio.blocks import AudioBlock
+from monitor.audio.capture_thread import CaptureThread, Lost, Opened
+from monitor.audio.silence import SilenceWatch
 from monitor.config import MonitorConfig
 from monitor.events import (
     ErrorEvent,
@@ -49,20 +49,20 @@ from monitor.events import (
     status_topic,
     trigger_subscription,
 )
-from monitor.health import HealthServer, HealthServerError, HealthSnapshot
-from monitor.homeassistant import discovery_messages, is_homeassistant_birth
-from monitor.inference import InferenceWorker
-from monitor.metrics import Metrics
-from monitor.notify import Notifier, WatchdogGate, WatchdogProbe, feed_watchdog
-from monitor.operations import (
-    ClipWriter,
+from monitor.ops.clips import ClipStore, ClipWriter
+from monitor.ops.health import HealthServer, HealthServerError, HealthSnapshot
+from monitor.ops.metrics import Metrics
+from monitor.ops.notify import Notifier, WatchdogGate, WatchdogProbe, feed_watchdog
+from monitor.ops.status import (
     StatusSummary,
     copy_totals,
     health_snapshot,
     record_event,
 )
-from monitor.pipeline import Pipeline, PipelineError
-from monitor.publisher import MqttPublisher
+from monitor.pipeline.core import Pipeline, PipelineError
+from monitor.pipeline.inference import InferenceWorker
+from monitor.publish.homeassistant import discovery_messages, is_homeassistant_birth
+from monitor.publish.publisher import MqttPublisher
 from monitor.reload import (
     Reloader,
     ReloadError,
@@ -72,7 +72,6 @@ from monitor.reload import (
     reload_topic,
 )
 from monitor.runtime import EventRouter, mqtt_link, pipeline_settings, tracker_options
-from monitor.silence import SilenceWatch
 from weldmon import __version__
 from weldmon.cli import EXIT_FAILURE, EXIT_OK
 

@@ -32,7 +32,7 @@ from monitor.events import (
     mqtt_json_schema,
     parse_event,
 )
-from monitor.tracker import ModelInfo, TrackerOptions, WeldTracker
+from monitor.pipeline.tracker import ModelInfo, TrackerOptions, WeldTracker
 
 torch.set_num_threads(1)
 

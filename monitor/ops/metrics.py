@@ -2,7 +2,7 @@
 
 Each `Metrics` owns a fresh `CollectorRegistry` rather than prometheus_client's global one, so
 tests, benches and several daemons in one process never collide on metric names. The health
-server (`monitor.health`) serves ``/metrics`` from that registry.
+server (`monitor.ops.health`) serves ``/metrics`` from that registry.
 
 Who updates what: the event loop calls the methods below as things happen (a block arrived, a
 window was judged, a weld ended); counts the components already keep as running totals

@@ -1,33 +1,24 @@
-"""What the daemon tells operators besides weld events: the systemd status line, Prometheus
-metrics fed from events and component counters, and defect clips written off the loop.
+"""What the daemon tells operators besides weld events: the systemd status line and
+Prometheus metrics fed from events and component counters.
 
-Pure bookkeeping (`StatusSummary`, `record_event`, `copy_totals`) plus `ClipWriter`, which
-owns one writer thread. `monitor.daemon` wires them to the running parts.
+Pure bookkeeping (`StatusSummary`, `record_event`, `copy_totals`, `health_snapshot`);
+`monitor.daemon` wires them to the running parts.
 """
 
 from __future__ import annotations
 
-import asyncio
-import concurrent.futures
 import time
-from collections.abc import Callable
 from dataclasses import dataclass
 
-import numpy as np
 import structlog
 
-from monitor.capture import CaptureCounters
-from monitor.clips import ClipStore, clip_audio_path, wants_clip
+from monitor.audio.capture import CaptureCounters
 from monitor.events import ErrorEvent, Event, WeldAlert, WeldResult
-from monitor.health import HealthSnapshot
-from monitor.metrics import Metrics
-from monitor.publisher import MqttPublisher
+from monitor.ops.health import HealthSnapshot
+from monitor.ops.metrics import Metrics
+from monitor.publish.publisher import MqttPublisher
 
 SHA_SHOWN_CHARS = 12  # enough to tell two artifacts apart in `systemctl status`
-# Clips waiting for the writer thread at most; each holds one weld's audio (<= max_weld_s),
-# so this bounds the memory a slow disk can pin. Beyond it a clip is skipped, logged, counted.
-MAX_PENDING_CLIPS = 8
-CLIP_WRITER_THREADS = 1  # ClipStore serialises writes anyway; one thread keeps order
 
 log = structlog.get_logger(__name__)
 
@@ -120,67 +111,3 @@ def health_snapshot(
         outbox_depth=publisher.outbox.depth if publisher is not None else 0,
         outbox_oldest_age_s=oldest_age,
     )
-
-
-class ClipWriter:
-    """The pipeline's weld-audio hook: decides by policy, names the clip in the result at
-    once (its path is known before the write) and writes FLAC + sidecar on its own thread.
-
-    A failed write is logged and reported through `on_error` (an ``error`` event); the
-    result has already left with its ``clip_path``, and the error event names that path.
-    """
-
-    def __init__(
-        self,
-        store: ClipStore,
-        sample_rate: int,
-        on_error: Callable[[WeldResult, str], None],
-    ) -> None:
-        self.store = store
-        self.sample_rate = sample_rate
-        self._on_error = on_error
-        self._pool = concurrent.futures.ThreadPoolExecutor(
-            CLIP_WRITER_THREADS, thread_name_prefix="weldmon-clips"
-        )
-        self._pending: set[asyncio.Future[object]] = set()
-        self.counters = {"scheduled": 0, "skipped_by_policy": 0, "skipped_backlog": 0, "failed": 0}
-
-    def __call__(self, result: WeldResult, samples: np.ndarray, probs: list[float]) -> WeldResult:
-        """Called on the event loop with the weld's audio when its result is ready."""
-        if not wants_clip(self.store.settings.policy, result):
-            self.counters["skipped_by_policy"] += 1
-            return result
-        if len(self._pending) >= MAX_PENDING_CLIPS:
-            self.counters["skipped_backlog"] += 1
-            log.error("clip_skipped_backlog", weld_id=result.weld_id, pending=len(self._pending))
-            return result
-        path = clip_audio_path(self.store.clips_dir, result.station, result.weld_id)
-        result = result.model_copy(update={"clip_path": str(path)})
-        loop = asyncio.get_running_loop()
-        future = loop.run_in_executor(
-            self._pool, self.store.write, result, samples, self.sample_rate, probs
-        )
-        self._pending.add(future)
-        future.add_done_callback(lambda f, r=result: self._done(f, r))
-        self.counters["scheduled"] += 1
-        return result
-
-    def _done(self, future: asyncio.Future[object], result: WeldResult) -> None:
-        self._pending.discard(future)
-        if future.cancelled():
-            return
-        exc = future.exception()
-        if exc is not None:
-            self.counters["failed"] += 1
-            log.error("clip_write_failed", weld_id=result.weld_id, error=str(exc))
-            self._on_error(result, f"clip {result.clip_path} not written: {exc}")
-        else:
-            log.info("clip_written", weld_id=result.weld_id, path=result.clip_path)
-
-    async def close(self, timeout_s: float) -> None:
-        """Wait up to `timeout_s` for the writes in flight, then release the thread."""
-        if self._pending:
-            await asyncio.wait(set(self._pending), timeout=timeout_s)
-        if self._pending:
-            log.error("clips_unfinished_at_stop", pending=len(self._pending))
-        self._pool.shutdown(wait=False, cancel_futures=True)

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Literal
 
 import numpy as np
 import torch
@@ -24,10 +23,16 @@ from deploy.artifact import LABEL_NAMES
 from deploy.loader import DeployModel
 from deploy.pooling import topk_pool
 from deploy.windows import window_count
-from monitor.events import Source, WeldAlert, WeldProgress, WeldResult, WeldStart, new_weld_id
-
-EndReason = Literal["gate", "trigger", "file_end", "device_lost", "shutdown", "max_length"]
-SegmentationMode = Literal["gate", "trigger", "file"]
+from monitor.events import (
+    EndReason,
+    SegmentationMode,
+    Source,
+    WeldAlert,
+    WeldProgress,
+    WeldResult,
+    WeldStart,
+    new_weld_id,
+)
 
 
 @dataclass(frozen=True)
