@@ -24,8 +24,9 @@ import pytest
 import yaml
 
 from deploy.audio import read_recording
-from monitor.clips import ClipSettings, ClipStore
 from monitor.events import WeldResult, new_event_id, new_weld_id, parse_event, topic_for
+from monitor.ops.clip_policy import ClipSettings
+from monitor.ops.clips import ClipStore
 from tests.support.broker import MosquittoBroker, MqttCollector
 from tests.support.console import ConsoleRun, console_args, save_screenshot
 from training.dataset import index_dataset

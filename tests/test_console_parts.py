@@ -10,11 +10,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from monitor.clips import ClipError, ClipSettings, ClipStore
 from monitor.console.api import csv_lines, parse_filter
 from monitor.console.clipfiles import ClipFolders, UnsafePathError, inside
 from monitor.console.fleet import Fleet
-from monitor.console.labels import LABEL_CODES
 from monitor.console.security import (
     ConsoleSecurityError,
     CsrfGuard,
@@ -27,7 +25,8 @@ from monitor.console.security import (
 from monitor.console.store import Review, StoreError, WeldFilter, WeldRow, WeldStore
 from monitor.console.topics import PrefixError, classify, parse_prefix
 from monitor.events import Source, WeldAlert, WeldProgress, WeldResult, new_weld_id
-from training.dataset import LABEL_CODES as TRAINING_LABEL_CODES
+from monitor.ops.clip_policy import ClipSettings
+from monitor.ops.clips import ClipError, ClipStore
 from training.dataset import index_dataset
 
 SHA = "9fa888fd5505fb57c8c10ffe5d76129779659e3bff0531a420d717f81f9bc83f"
@@ -234,10 +233,6 @@ def test_promotion_writes_the_dataset_layout_that_training_reads(tmp_path: Path)
     assert [(e.run_id, e.label_name) for e in index.entries] == [(run_id, "lack_of_fusion")]
     found = folders.find_clip(r.station, r.weld_id, str(audio), relative)
     assert found.origin == "dataset"
-
-
-def test_review_labels_are_the_training_label_codes() -> None:
-    assert LABEL_CODES == TRAINING_LABEL_CODES
 
 
 # --- security ------------------------------------------------------------------------------

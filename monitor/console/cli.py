@@ -49,7 +49,7 @@ from monitor.console.store import (
 from monitor.console.topics import PrefixError, PrefixPattern, parse_prefix
 from monitor.console.web import ConsoleState, create_app, seed_from_history
 from monitor.events import DEFAULT_TOPIC_PREFIX
-from monitor.mqtt_settings import DEFAULT_PORT, MqttSettings
+from monitor.publish.settings import DEFAULT_PORT, MqttSettings
 from weldmon.cli import EXIT_OK, EXIT_USAGE, Command
 
 RETENTION_EVERY_S = 3600.0

@@ -23,15 +23,9 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
 
-from monitor.clips import (
-    AUDIO_SUFFIX,
-    DATASET_TOP_FOLDERS,
-    GOOD_LABEL_CODE,
-    ClipError,
-    clip_audio_path,
-    promote_clip,
-)
+from deploy.dataset_layout import AUDIO_SUFFIX, top_folder
 from monitor.events import STATION_PATTERN
+from monitor.ops.clips import ClipError, clip_audio_path, promote_clip
 
 # A weld id as the daemon makes it ({station}-{stamp}-{hex}), and nothing that could be a
 # path: one level, no leading dot, no separators.
@@ -125,7 +119,7 @@ class ClipFolders:
         folder = resolved.parent
         if folder == self.clips.resolve() or resolved.stem != folder.name:
             raise UnsafePathError(f"{audio} is not in a clip folder (<weld_id>/<weld_id>.flac)")
-        top = DATASET_TOP_FOLDERS[int(label_code != GOOD_LABEL_CODE)]
+        top = top_folder(label_code)
         inside(self.dataset, Path(top) / config_folder)  # the target stays in the dataset
         self.dataset.mkdir(parents=True, exist_ok=True)
         moved = promote_clip(folder, self.dataset, config_folder, label_code)

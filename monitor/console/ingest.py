@@ -22,6 +22,7 @@ from datetime import UTC, datetime
 import aiomqtt
 import structlog
 
+from monitor.backoff import backoff_delay
 from monitor.console.fleet import Change, Fleet
 from monitor.console.store import ConsoleDb, WeldStore
 from monitor.console.topics import PrefixPattern, Route, classify
@@ -33,7 +34,6 @@ from monitor.events import (
     parse_event,
     parse_status,
 )
-from monitor.publisher import backoff_delay
 
 RECONNECT_MIN_S = 0.5  # a broker restart takes about a second
 RECONNECT_MAX_S = 10.0  # an operator's page should come back within seconds

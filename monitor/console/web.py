@@ -33,12 +33,11 @@ from starlette.responses import (
 from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 
-from monitor.clips import ClipError
+from deploy.dataset_layout import GOOD_CODE, LABEL_CODES
 from monitor.console.api import QueryError, csv_lines, parse_filter, welds_json
 from monitor.console.clipfiles import ClipFolders, ClipLookup, default_config_folder
 from monitor.console.fleet import Change, Fleet
 from monitor.console.ingest import Ingest
-from monitor.console.labels import DEFECT_CODES, LABEL_CODES
 from monitor.console.live import Hub
 from monitor.console.security import (
     BasicAuthMiddleware,
@@ -54,9 +53,11 @@ from monitor.console.views import (
     window_chart,
 )
 from monitor.events import WeldResult
+from monitor.ops.clips import ClipError
 from weldmon import __version__
 
 HISTORY_PAGE = 100
+DEFECT_CODES = {code: name for code, name in LABEL_CODES.items() if code != GOOD_CODE}
 QUEUE_LIMIT = 200
 SSE_PING_S = 15  # keeps proxies from closing an idle stream
 MAX_NOTE_CHARS = 500
@@ -234,7 +235,7 @@ def create_app(state: ConsoleState, allowed_hosts: list[str] | None = None) -> S
             if code not in DEFECT_CODES:
                 return _error(f"unknown defect type {code!r}", 400)
         elif verdict == "good":
-            code = "00"
+            code = GOOD_CODE
         else:
             return _error("verdict must be 'defect' or 'good'", 400)
         reviewer = request.scope.get("user_name") or form.get("reviewer", "").strip()
