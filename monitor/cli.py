@@ -121,18 +121,28 @@ def _run_watch(args: argparse.Namespace) -> int:
     return COMMAND.run(args)
 
 
-# `console` likewise (`monitor.console.cli.COMMAND`): Starlette, uvicorn and Jinja2 are the
-# `console` extra, imported only when the console runs.
-def _configure_console(parser: argparse.ArgumentParser) -> None:
-    from monitor.console.cli import COMMAND
+# `console` likewise (`monitor.console.cli.COMMAND`): Starlette, uvicorn, Jinja2 and
+# matplotlib are the `console` extra, imported only when the console runs; without them the
+# command says which extra to install instead of a traceback.
+def _console_command() -> Command:
+    try:
+        from monitor.console.cli import COMMAND
+    except ModuleNotFoundError as exc:
+        print(
+            f"weldmon console: needs the console extra ({exc.name} is not installed): "
+            "pip install 'weldmon[console]'",
+            file=sys.stderr,
+        )
+        raise SystemExit(EXIT_USAGE) from exc
+    return COMMAND
 
-    COMMAND.configure(parser)
+
+def _configure_console(parser: argparse.ArgumentParser) -> None:
+    _console_command().configure(parser)
 
 
 def _run_console(args: argparse.Namespace) -> int:
-    from monitor.console.cli import COMMAND
-
-    return COMMAND.run(args)
+    return _console_command().run(args)
 
 
 COMMANDS: dict[str, Command] = {

@@ -5,4 +5,5 @@ pytest_plugins = [
     "tests.support.broker",
     "tests.support.pulse",
     "tests.support.console",
+    "tests.support.base_venv",
 ]

@@ -12,6 +12,7 @@ import httpx
 import pytest
 
 from monitor.events import ErrorEvent, topic_for
+from tests.support.base_venv import run_in_base
 from tests.support.broker import MosquittoBroker
 from tests.support.console import REPO_ROOT, console_args, stream_until
 from tests.test_console_parts import SHA, result
@@ -28,6 +29,12 @@ def _console(*args: str) -> subprocess.CompletedProcess[str]:
         timeout=60,
         check=False,
     )
+
+
+def test_the_base_install_names_the_extra_the_console_needs(base_python: Path) -> None:
+    done = run_in_base(base_python, "-m", "weldmon.cli", "console", "--help", timeout=120)
+    assert done.returncode == 2
+    assert "pip install 'weldmon[console]'" in done.stderr and "Traceback" not in done.stderr
 
 
 def test_a_non_loopback_listen_without_auth_is_refused(tmp_path: Path) -> None:

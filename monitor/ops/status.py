@@ -13,7 +13,7 @@ from dataclasses import dataclass
 import structlog
 
 from monitor.audio.capture import CaptureCounters
-from monitor.events import ErrorEvent, Event, WeldAlert, WeldResult
+from monitor.events import ErrorEvent, Event, WeldAlert, WeldResult, WeldStart
 from monitor.ops.health import HealthSnapshot
 from monitor.ops.metrics import Metrics
 from monitor.publish.publisher import MqttPublisher
@@ -61,14 +61,18 @@ class StatusSummary:
 
 
 def record_event(metrics: Metrics, event: Event) -> None:
-    """Count a weld result (by station, label and degraded reason) or an alert."""
+    """Count a weld result (by station, label and degraded reason) or an alert; keep the
+    station's weld-in-progress flag and latest p_defect."""
     if isinstance(event, WeldResult):
         reasons = event.degraded_reasons or [None]
         metrics.weld_result(event.station, event.label_name, reasons[0])
+        metrics.weld_last_p_defect.labels(station=event.station).set(event.p_defect)
         for reason in reasons[1:]:
             metrics.welds_degraded.labels(station=event.station, reason=reason).inc()
     elif isinstance(event, WeldAlert):
         metrics.alert(event.station)
+    elif isinstance(event, WeldStart):
+        metrics.weld_started(event.station)
 
 
 def copy_totals(
@@ -87,6 +91,13 @@ def copy_totals(
         metrics.advance_to(metrics.outbox_dropped, publisher.outbox.counters.dropped_low_priority)
 
 
+def outbox_oldest_age_s(publisher: MqttPublisher) -> float | None:
+    """Seconds the oldest unacknowledged event has waited; None when the outbox is empty.
+    One indexed SQLite row (the outbox takes its lock), so a scrape or /healthz may call it."""
+    oldest = publisher.outbox.pending(1)
+    return max(0.0, time.time() - oldest[0].created_at) if oldest else None
+
+
 def health_snapshot(
     *,
     last_block_at: float | None,
@@ -98,10 +109,7 @@ def health_snapshot(
     HTTP thread: reads attributes and one indexed SQLite row (the outbox takes its lock).
     The model is always loaded while the daemon runs (it starts only after the self-test)."""
     now = time.monotonic()
-    oldest_age = None
-    if publisher is not None:
-        oldest = publisher.outbox.pending(1)
-        oldest_age = max(0.0, time.time() - oldest[0].created_at) if oldest else None
+    oldest_age = outbox_oldest_age_s(publisher) if publisher is not None else None
     return HealthSnapshot(
         model_loaded=True,
         audio_age_s=None if last_block_at is None else max(0.0, now - last_block_at),
