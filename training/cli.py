@@ -236,7 +236,9 @@ def _run_evaluate(args: argparse.Namespace) -> int:
     print("\n".join(format_metrics(result.metrics)))
     html = write_report(result, args.report)
     for bad in result.errors:
-        print(f"error: {bad.error}", file=sys.stderr)
+        # Some reasons come from the dataset index without the file ("missing audio file").
+        where = "" if bad.path and bad.path in bad.error else f"{bad.path}: "
+        print(f"weldmon evaluate: {where}{bad.error}", file=sys.stderr)
     print(f"report: {html}")
     return EXIT_FAILURE if result.errors else EXIT_OK
 
