@@ -1,4 +1,4 @@
-"""The monitor's `weldmon` subcommands: `run`, `replay`, `devices`, `watch`.
+"""The monitor's `weldmon` subcommands: `run`, `replay`, `devices`, `watch`, `console`.
 
 Nothing here imports torch at module level (the dispatcher imports this module for every
 `weldmon run|replay|devices --help`); the heavy modules are imported inside `run`.
@@ -182,6 +182,30 @@ def _run_watch(args: argparse.Namespace) -> int:
     return COMMAND.run(args)
 
 
+# `console` likewise (`monitor.console.cli.COMMAND`): Starlette, uvicorn, Jinja2 and
+# matplotlib are the `console` extra, imported only when the console runs; without them the
+# command says which extra to install instead of a traceback.
+def _console_command() -> Command:
+    try:
+        from monitor.console.cli import COMMAND
+    except ModuleNotFoundError as exc:
+        print(
+            f"weldmon console: needs the console extra ({exc.name} is not installed): "
+            "pip install 'weldmon[console]'",
+            file=sys.stderr,
+        )
+        raise SystemExit(EXIT_USAGE) from exc
+    return COMMAND
+
+
+def _configure_console(parser: argparse.ArgumentParser) -> None:
+    _console_command().configure(parser)
+
+
+def _run_console(args: argparse.Namespace) -> int:
+    return _console_command().run(args)
+
+
 COMMANDS: dict[str, Command] = {
     "run": Command(_configure_run, _run_daemon, "run the real-time monitor daemon"),
     "replay": Command(
@@ -192,5 +216,8 @@ COMMANDS: dict[str, Command] = {
     ),
     "watch": Command(
         _configure_watch, _run_watch, "live terminal view of the monitor's MQTT events"
+    ),
+    "console": Command(
+        _configure_console, _run_console, "web console: live fleet, weld history, clip review"
     ),
 }

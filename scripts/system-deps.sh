@@ -3,7 +3,8 @@
 # Mosquitto (broker for integration tests), PulseAudio + utilities (a null sink is the test
 # sound device), PortAudio and the ALSA pulse plugin (sounddevice capture), libsndfile, and
 # the Python venv module, strace (runs the daemon under the units' system-call refusals in
-# tests/test_faults_syscalls.py). Idempotent; uses sudo when not root.
+# tests/test_faults_syscalls.py) and Chromium (the console's browser tests drive it with
+# Playwright). Idempotent; uses sudo when not root.
 set -euo pipefail
 
 packages=(
@@ -15,6 +16,7 @@ packages=(
   openssl
   tmux
   strace
+  chromium
 )
 
 missing=()
