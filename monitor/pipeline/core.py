@@ -110,6 +110,7 @@ class PipelineCounters:
     results: int = 0
     windows: int = 0
     windows_failed: int = 0
+    windows_not_finite: int = 0  # left out: mostly repaired NaN/Inf audio
     triggers_ignored: int = 0  # trigger for an unknown station or before audio flows
     weld_audio_truncated: int = 0  # welds whose kept audio hit the max_weld_s bound
 
@@ -161,6 +162,9 @@ class _Station:
         self.source: Source | None = None
         self.weld: _OpenWeld | None = None
 
+
+# In place of a window's future: not judged, its audio was mostly repaired NaN/Inf samples.
+_NOT_FINITE: Future[float] = Future()
 
 # Items the consumer task handles in order.
 _WindowItem = tuple[Literal["window"], WeldTracker, Window, "Future[float] | None"]
@@ -458,6 +462,12 @@ class Pipeline:
         for w in windows:
             future: Future[float] | None
             submitted = time.monotonic()
+            if not weld.tracker.judgeable(w.index, w.samples):
+                self.counters.windows_not_finite += 1
+                self.counters.windows += 1
+                self._pending_since.append(submitted)
+                await self._items.put(("window", weld.tracker, w, _NOT_FINITE))
+                continue
             try:
                 future = weld.worker.submit(w.samples)
             except Exception as exc:  # overload or a stopped worker: the window is lost, counted
@@ -528,6 +538,8 @@ class Pipeline:
     async def _probability(
         self, tracker: WeldTracker, future: Future[float] | None
     ) -> float | None:
+        if future is _NOT_FINITE:
+            return None  # its audio was the repair of NaN/Inf samples (tracker.judgeable)
         if future is None:
             self.counters.windows_failed += 1
             return None

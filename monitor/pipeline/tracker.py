@@ -81,6 +81,19 @@ class TrackerOptions:
     include_window_probs: bool = False
 
 
+# A window whose audio is more than this share of exact zeros, in a weld whose NaN/Inf samples
+# were replaced by zeros, is not judged: its verdict would be the model's opinion of the
+# silence we put there (all-NaN audio used to come out as a good weld, p=0.47). No real
+# microphone delivers exact zeros (its self-noise sets the low bits), so in such a weld the
+# zeros are the repaired samples.
+MAX_REPAIRED_SHARE = 0.5
+
+
+def repaired_window(samples: np.ndarray) -> bool:
+    """True when more than `MAX_REPAIRED_SHARE` of the window is exact digital zeros."""
+    return np.count_nonzero(samples) < (1.0 - MAX_REPAIRED_SHARE) * samples.size
+
+
 def utc_datetime(posix_s: float) -> datetime:
     """POSIX seconds -> aware UTC datetime."""
     return datetime.fromtimestamp(posix_s, UTC)
@@ -105,6 +118,7 @@ class WeldTracker:
     alerted: bool = False
     degraded_reasons: set[str] = field(default_factory=set)
     dropped_frames: int = 0
+    not_finite: set[int] = field(default_factory=set)  # windows left out: repaired audio
 
     def __post_init__(self) -> None:
         if not self.weld_id:
@@ -141,6 +155,15 @@ class WeldTracker:
         self.degraded_reasons.add(reason)
         self.dropped_frames += dropped_frames
 
+    def judgeable(self, index: int, samples: np.ndarray) -> bool:
+        """Whether window `index` may be judged: not when this weld had NaN/Inf repaired and
+        the window is mostly the repair (see `MAX_REPAIRED_SHARE`); such a window is recorded
+        as not judged, and a weld left with no judged window is not judged at all."""
+        if "nonfinite_samples" in self.degraded_reasons and repaired_window(samples):
+            self.not_finite.add(index)
+            return False
+        return True
+
     def _judged(self, n: int | None = None) -> list[float]:
         probs = self.probs if n is None else self.probs[:n]
         return [p for p in probs if p == p]  # NaN marks a window whose inference failed
@@ -154,7 +177,8 @@ class WeldTracker:
             raise ValueError(f"window {index} out of order (expected {len(self.probs)})")
         if prob is None:
             self.probs.append(float("nan"))
-            self.degrade("inference_failed")
+            if index not in self.not_finite:
+                self.degrade("inference_failed")
             return []
         self.probs.append(prob)
         judged = self._judged()
@@ -194,8 +218,9 @@ class WeldTracker:
         n_whole = window_count(max(0, end_index - self.start_index), m.chunk_samples)
         judged = self._judged(n_whole)
         reasons = set(self.degraded_reasons)
-        if not judged:
-            reasons.add("too_short")
+        if not judged:  # no verdict: `judged` is false in the result
+            if n_whole == 0:
+                reasons.add("too_short")
             p, label, p_max = 0.0, 0, 0.0
         else:
             p = pool(judged, m.eval_pool_ratio)
