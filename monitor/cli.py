@@ -55,8 +55,8 @@ def _configure_devices(parser: argparse.ArgumentParser) -> None:
     )
 
 
-def _fail(message: str, code: int) -> int:
-    print(f"weldmon: {message}", file=sys.stderr)
+def _fail(command: str, message: str, code: int) -> int:
+    print(f"weldmon {command}: {message}", file=sys.stderr)
     return code
 
 
@@ -82,10 +82,10 @@ def _run_replay(args: argparse.Namespace) -> int:
         publish = _replay_broker(args, cfg)
         files = expand_inputs(args.inputs)
         if not files:
-            return _fail(f"no audio files found in {args.inputs}", EXIT_USAGE)
+            return _fail("replay", f"no audio files found in {args.inputs}", EXIT_USAGE)
         model = load_model(cfg)
     except WeldmonError as exc:
-        return _fail(str(exc), EXIT_USAGE)
+        return _fail("replay", str(exc), EXIT_USAGE)
     summary = asyncio.run(
         replay_files(
             cfg,
@@ -150,7 +150,7 @@ def _run_daemon(args: argparse.Namespace) -> int:
         cfg = _load(args.config)
         model = load_model(cfg)
     except WeldmonError as exc:
-        return _fail(str(exc), EXIT_USAGE)
+        return _fail("run", str(exc), EXIT_USAGE)
     return run_daemon(cfg, model, Path(args.config))
 
 
@@ -161,7 +161,7 @@ def _run_devices(args: argparse.Namespace) -> int:
     try:
         print(format_devices(list_input_devices(refresh=args.refresh)))
     except WeldmonError as exc:
-        return _fail(str(exc), EXIT_FAILURE)
+        return _fail("devices", str(exc), EXIT_FAILURE)
     return EXIT_OK
 
 
