@@ -104,6 +104,7 @@ def _replay(config: Path, files: list[Path]) -> list[dict]:
             "replay",
             "--config",
             str(config),
+            "--publish",
             "--segmentation",
             "file",
             "--no-progress",
@@ -200,9 +201,9 @@ def test_every_result_reaches_the_overview_within_2_s_of_publishing(plant: Plant
         assert section.count() == 1
         card = section.locator(f"article[data-station='{station}']")
         assert card.locator("tr[data-weld]").count() == len(rows)
-        # replay never publishes a status (it must not touch a live daemon's retained one),
-        # so a prefix fed only by replays has none
+        # replay --publish never touches a daemon's retained status
         assert section.locator(".badge").inner_text() == "UNKNOWN"
+        assert card.locator(".tag-replay").count() == len(rows)
     save_screenshot(page, "overview")
 
 
