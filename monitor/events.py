@@ -16,6 +16,7 @@ import sys
 import uuid
 from collections.abc import Callable
 from datetime import UTC, datetime
+from enum import StrEnum
 from typing import Annotated, Any, Literal
 
 from pydantic import (
@@ -30,6 +31,7 @@ from pydantic import (
 )
 
 from deploy.errors import WeldmonError
+from deploy.segment.modes import SegmentationMode
 
 # Bumped when a field is removed or changes meaning; adding an optional field does not bump it.
 SCHEMA_VERSION = 1
@@ -40,16 +42,6 @@ STATION_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$"
 SHA256_PATTERN = r"^[0-9a-f]{64}$"
 UUID4_PATTERN = r"^[0-9a-f]{8}-[0-9a-f]{4}-4[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}$"
 REASON_PATTERN = r"^[a-z][a-z0-9_]{0,63}$"
-
-# Degraded reasons the daemon emits today; the field accepts any snake_case word so a new
-# reason does not break old consumers.
-KNOWN_DEGRADED_REASONS = (
-    "dropped_audio",
-    "device_lost",
-    "interrupted",
-    "nonfinite_samples",
-    "too_short",
-)
 
 QOS_AT_MOST_ONCE = 0  # progress: a lost update is replaced by the next window's
 QOS_AT_LEAST_ONCE = 1  # everything a consumer must not miss
@@ -111,9 +103,55 @@ Probability = Annotated[float, Field(ge=0.0, le=1.0)]
 StationName = Annotated[str, Field(pattern=STATION_PATTERN)]
 Sha256 = Annotated[str, Field(pattern=SHA256_PATTERN)]
 NonNegativeSeconds = Annotated[float, Field(ge=0.0)]
-# How a weld's boundaries were found, and why it ended.
-SegmentationMode = Literal["gate", "trigger", "file"]
-EndReason = Literal["gate", "trigger", "file_end", "device_lost", "shutdown", "max_length"]
+
+
+# --- vocabularies: each declared once here, listed in full in the JSON Schema and docs/mqtt.md
+
+
+class EndReason(StrEnum):
+    """Why a weld ended."""
+
+    GATE = "gate"  # the arc gate saw the arc stop
+    TRIGGER = "trigger"  # a stop trigger arrived
+    FILE_END = "file_end"  # the replayed file ended
+    DEVICE_LOST = "device_lost"  # the sound device stopped delivering audio
+    SHUTDOWN = "shutdown"  # the daemon was stopped
+    MAX_LENGTH = "max_length"  # the segmenter cut the weld at its longest (max_weld_s)
+
+
+class DegradedReason(StrEnum):
+    """Why a verdict is less trustworthy than usual (see docs/mqtt.md)."""
+
+    DROPPED_AUDIO = "dropped_audio"  # frames of the weld were lost (dropped_frames says how many)
+    DEVICE_LOST = "device_lost"  # the device went away during the weld
+    INTERRUPTED = "interrupted"  # the daemon stopped during the weld
+    NONFINITE_SAMPLES = "nonfinite_samples"  # NaN/Inf samples were replaced by silence
+    TOO_SHORT = "too_short"  # shorter than one window: judged on nothing
+    INFERENCE_FAILED = "inference_failed"  # some windows could not be judged
+    UNREADABLE_AUDIO = "unreadable_audio"  # replay: the file broke off during the weld
+
+
+class ErrorCode(StrEnum):
+    """What an ``error`` event is about."""
+
+    DEVICE_LOST = "device_lost"  # the sound device stopped delivering audio
+    DEAD_MICROPHONE = "dead_microphone"  # an input channel delivered exact silence for long
+    RELOAD_FAILED = "reload_failed"  # a model reload was refused; the old model runs on
+    CLIP_FAILED = "clip_failed"  # a defect clip could not be written
+    HTTP_UNAVAILABLE = "http_unavailable"  # /metrics and /healthz could not be served
+    BAD_AUDIO = "bad_audio"  # replay: a file could not be read
+
+
+# Consumers keep working when a newer daemon adds a reason or a code: any snake_case word is
+# accepted after the known ones (a union tried left to right keeps known values as enums).
+OpenDegradedReason = Annotated[
+    DegradedReason | Annotated[str, Field(pattern=REASON_PATTERN)],
+    Field(union_mode="left_to_right"),
+]
+OpenErrorCode = Annotated[
+    ErrorCode | Annotated[str, Field(pattern=REASON_PATTERN)],
+    Field(union_mode="left_to_right"),
+]
 
 
 class _Model(BaseModel):
@@ -194,9 +232,7 @@ class WeldResult(_WeldEventBase):
     window_p_max: Probability
     window_probs: list[Probability] | None = None
     degraded: bool
-    degraded_reasons: list[Annotated[str, Field(pattern=REASON_PATTERN)]] = Field(
-        default_factory=list
-    )
+    degraded_reasons: list[OpenDegradedReason] = Field(default_factory=list)
     dropped_frames: int = Field(ge=0)
     end_reason: EndReason
     clip_path: str | None = None
@@ -222,7 +258,7 @@ class ErrorEvent(_EventBase):
     ``{prefix}/error`` (QoS 1). Station and weld are set when the error belongs to one."""
 
     kind: Literal["error"] = "error"
-    code: str = Field(pattern=REASON_PATTERN)
+    code: OpenErrorCode
     message: str = Field(min_length=1, max_length=2000)
     station: StationName | None = None
     weld_id: str | None = None

@@ -17,7 +17,7 @@ from hypothesis import strategies as st
 from pydantic import ValidationError
 
 from monitor.events import (
-    KNOWN_DEGRADED_REASONS,
+    DegradedReason,
     ErrorEvent,
     Event,
     MalformedMessageError,
@@ -99,7 +99,7 @@ def results(draw: st.DrawFn) -> WeldResult:
     started = draw(timestamps)
     duration = draw(st.floats(min_value=0.0, max_value=3600.0))
     probs = draw(st.one_of(st.none(), st.lists(probabilities, max_size=20)))
-    reasons = draw(st.lists(st.sampled_from(KNOWN_DEGRADED_REASONS), unique=True))
+    reasons = draw(st.lists(st.sampled_from(DegradedReason), unique=True))
     return WeldResult(
         **{k: draw(v) for k, v in weld_common.items()},
         started_at=started,

@@ -3,7 +3,7 @@
 A live microphone is never exactly silent: its self-noise and the preamp's keep the lowest
 bits moving. Exact zeros for long mean the capsule, cable or phantom power is gone (or the
 input is muted), which would otherwise look like a very quiet, weld-free shift. Pure
-bookkeeping: the daemon feeds blocks and publishes what comes back, once per episode.
+bookkeeping: the daemon feeds blocks and publishes what `alarms` returns, once per episode.
 """
 
 from __future__ import annotations
@@ -12,6 +12,11 @@ from dataclasses import dataclass
 from typing import Literal
 
 import numpy as np
+import structlog
+
+from monitor.audio.blocks import AudioBlock
+
+log = structlog.get_logger(__name__)
 
 
 @dataclass(frozen=True)
@@ -75,3 +80,22 @@ class SilenceWatch:
             self.episodes += 1
             changes.append(SilenceChange(int(c), "alarm", float(self._run[c]) / sample_rate))
         return changes
+
+    def alarms(self, block: AudioBlock, stations: list[str]) -> list[tuple[str, str]]:
+        """`update` for one block, logged; returns (station, message) for every new alarm.
+        ``stations`` in channel order (one station for a mixed stream)."""
+        out = []
+        for change in self.update(block.samples, block.sample_rate):
+            station = stations[change.channel] if len(stations) > 1 else stations[0]
+            if change.change == "cleared":
+                log.info("microphone_sound_returned", channel=change.channel, station=station)
+                continue
+            log.error("dead_microphone", channel=change.channel, station=station)
+            out.append(
+                (
+                    station,
+                    f"probable dead microphone: input channel {change.channel} ({station}) has "
+                    f"delivered exact digital silence for {change.silent_s:.0f} s",
+                )
+            )
+        return out

@@ -142,6 +142,13 @@ class Metrics:
         """An inbound message of `kind` (one of `MALFORMED_KINDS`) was ignored."""
         self.malformed_messages.labels(kind=kind).inc()
 
+    def malformed_total(self, kind: str) -> float:
+        """Malformed inbound messages of `kind` so far."""
+        value = self.registry.get_sample_value(
+            f"{NAMESPACE}_malformed_messages_total", {"kind": kind}
+        )
+        return value or 0.0
+
     def model(self, sha256: str | None) -> None:
         """The model now in use (None: none loaded)."""
         self.model_loaded.set(0 if sha256 is None else 1)

@@ -38,7 +38,7 @@ from deploy.errors import WeldmonError
 from monitor.backoff import backoff_delay
 from monitor.events import Event, WeldProgress, qos_for, retain_for, status_topic, topic_for
 from monitor.publish.outbox import Outbox, Priority
-from monitor.publish.settings import MqttSettings
+from monitor.publish.settings import MqttConfig
 
 DRAIN_BATCH = 64  # outbox rows read per query while draining
 # Progress publishes awaiting the socket at once; more means the link is stalled, so drop.
@@ -96,7 +96,7 @@ class MqttPublisher:
 
     def __init__(
         self,
-        settings: MqttSettings,
+        settings: MqttConfig,
         outbox: Outbox,
         *,
         status_payload: Callable[[str], bytes],
@@ -168,6 +168,19 @@ class MqttPublisher:
         task = asyncio.get_running_loop().create_task(client.publish(topic, payload, qos=0))
         self._volatile_tasks.add(task)
         task.add_done_callback(self._volatile_done)
+
+    async def announce(self, state: str = "online") -> bool:
+        """Publish the retained status now (e.g. after a reload changed the model it names);
+        False when disconnected."""
+        topic = status_topic(self.settings.topic_prefix)
+        return await self.publish_now(topic, self._status_payload(state), retain=True)
+
+    async def publish_all(self, messages: Sequence[tuple[str, bytes, bool]], what: str) -> int:
+        """`publish_now` each (topic, payload, retain) at QoS 1; logs and returns how many
+        went out (``what`` names them in the log line)."""
+        sent = sum([await self.publish_now(t, p, retain=r) for t, p, r in messages])
+        log.info("mqtt.published_now", what=what, messages=sent, of=len(messages))
+        return sent
 
     async def publish_now(
         self, topic: str, payload: bytes, *, qos: int = 1, retain: bool = False
@@ -439,7 +452,7 @@ class _RateLimitedLog:
         self._suppressed = 0
 
 
-def _tls_context(settings: MqttSettings) -> ssl.SSLContext:
+def _tls_context(settings: MqttConfig) -> ssl.SSLContext:
     tls = settings.tls
     try:
         context = ssl.create_default_context(

@@ -32,7 +32,7 @@ def default_client_id() -> str:
     return f"weldmon-{host}"[:MAX_CLIENT_ID_CHARS]
 
 
-class TlsSettings(BaseModel):
+class TlsConfig(BaseModel):
     """TLS to the broker. ``ca_file`` unset means the system trust store; ``insecure`` only
     skips the hostname check (the chain is still verified against the CA)."""
 
@@ -56,7 +56,7 @@ class TlsSettings(BaseModel):
         return self
 
 
-class MqttSettings(BaseModel):
+class MqttConfig(BaseModel):
     """Connection to one MQTT broker."""
 
     model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
@@ -66,7 +66,7 @@ class MqttSettings(BaseModel):
     port: int = Field(DEFAULT_PORT, ge=1, le=65535)
     username: str | None = None
     password: SecretStr | None = None
-    tls: TlsSettings = TlsSettings()
+    tls: TlsConfig = TlsConfig()
     topic_prefix: str = DEFAULT_TOPIC_PREFIX
     client_id: str = Field(
         default_factory=default_client_id, min_length=1, max_length=MAX_CLIENT_ID_CHARS
