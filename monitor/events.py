@@ -3,7 +3,8 @@
 Outbound events are pydantic models discriminated on ``kind``; each carries enough to be
 understood alone (ids, times, model sha256, station, verdict numbers). Delivery is
 at-least-once, so consumers deduplicate on ``event_id``. The retained status message and the
-inbound trigger message live here too, with the topic, QoS and retain rules for each.
+inbound trigger message live here too, with the topic, QoS and retain rules for each (inbound
+payloads are parsed by ``monitor.publish.commands``).
 
 ``python -m monitor.events`` prints the JSON Schema committed as ``docs/mqtt.schema.json``.
 """
@@ -11,7 +12,6 @@ inbound trigger message live here too, with the topic, QoS and retain rules for 
 from __future__ import annotations
 
 import json
-import re
 import sys
 import uuid
 from collections.abc import Callable
@@ -45,10 +45,9 @@ REASON_PATTERN = r"^[a-z][a-z0-9_]{0,63}$"
 
 QOS_AT_MOST_ONCE = 0  # progress: a lost update is replaced by the next window's
 QOS_AT_LEAST_ONCE = 1  # everything a consumer must not miss
-
-# An inbound trigger is a word or a tiny JSON object; anything longer is not one of ours, and
-# the bound keeps json.loads away from pathological nesting.
-MAX_TRIGGER_PAYLOAD_BYTES = 1024
+# Events are never retained: a late subscriber must not see an old weld as new. Only the
+# status message is retained.
+EVENTS_RETAINED = False
 
 _UTC_MS_FORMAT = "%Y-%m-%dT%H:%M:%S"
 
@@ -291,19 +290,12 @@ def qos_for(event: Event) -> int:
     return QOS_AT_MOST_ONCE if isinstance(event, WeldProgress) else QOS_AT_LEAST_ONCE
 
 
-def retain_for(event: Event) -> bool:
-    """Events are never retained: a late subscriber must not see an old weld as new.
-    Only the status message is retained."""
-    del event
-    return False
-
-
 def parse_event(payload: bytes) -> Event:
     """Parse one event payload (any kind); raises MalformedMessageError."""
     try:
         return EVENT_ADAPTER.validate_json(payload)
     except ValidationError as exc:
-        raise MalformedMessageError(f"not a weldmon event: {_first_errors(exc)}") from exc
+        raise MalformedMessageError(f"not a weldmon event: {first_errors(exc)}") from exc
 
 
 # --- status (retained, one per daemon) ------------------------------------------------------
@@ -352,7 +344,7 @@ def parse_status(payload: bytes) -> StatusMessage:
     try:
         return StatusMessage.model_validate_json(payload)
     except ValidationError as exc:
-        raise MalformedMessageError(f"not a weldmon status: {_first_errors(exc)}") from exc
+        raise MalformedMessageError(f"not a weldmon status: {first_errors(exc)}") from exc
 
 
 # --- inbound trigger ----------------------------------------------------------------------------
@@ -375,45 +367,10 @@ def trigger_subscription(prefix: str = DEFAULT_TOPIC_PREFIX) -> str:
     return f"{prefix}/+/trigger"
 
 
-def station_from_trigger_topic(topic: str, prefix: str = DEFAULT_TOPIC_PREFIX) -> str:
-    """The station named by a trigger topic; raises MalformedMessageError for other topics."""
-    head, sep, rest = topic.partition(f"{prefix}/")
-    station, _, tail = rest.partition("/")
-    if head or not sep or tail != "trigger" or not re.fullmatch(STATION_PATTERN, station):
-        raise MalformedMessageError(f"not a trigger topic under {prefix!r}: {topic!r}")
-    return station
-
-
-def parse_trigger(payload: bytes) -> TriggerMessage:
-    """Parse an inbound trigger payload; anything else raises MalformedMessageError."""
-    if len(payload) > MAX_TRIGGER_PAYLOAD_BYTES:
-        raise MalformedMessageError(
-            f"trigger payload is {len(payload)} bytes, limit {MAX_TRIGGER_PAYLOAD_BYTES}"
-        )
-    try:
-        text = payload.decode("utf-8").strip()
-    except UnicodeDecodeError as exc:
-        raise MalformedMessageError("trigger payload is not UTF-8") from exc
-    if text.lower() in ("start", "stop"):
-        return TriggerMessage(state=text.lower())  # type: ignore[arg-type]
-    try:
-        data: Any = json.loads(text)
-    except (ValueError, RecursionError) as exc:
-        raise MalformedMessageError(
-            f"trigger payload is neither start/stop nor JSON: {text[:80]!r}"
-        ) from exc
-    if isinstance(data, str) and data.strip().lower() in ("start", "stop"):
-        return TriggerMessage(state=data.strip().lower())  # type: ignore[arg-type]
-    try:
-        return TriggerMessage.model_validate(data)
-    except ValidationError as exc:
-        raise MalformedMessageError(f"bad trigger message: {_first_errors(exc)}") from exc
-
-
 # --- schema ---------------------------------------------------------------------------------------
 
 
-def _first_errors(exc: ValidationError, limit: int = 3) -> str:
+def first_errors(exc: ValidationError, limit: int = 3) -> str:
     parts = [
         f"{'.'.join(str(p) for p in err['loc']) or '<root>'}: {err['msg']}"
         for err in exc.errors()[:limit]

@@ -17,6 +17,7 @@ from hypothesis import strategies as st
 from pydantic import ValidationError
 
 from monitor.events import (
+    EVENTS_RETAINED,
     DegradedReason,
     ErrorEvent,
     Event,
@@ -32,13 +33,11 @@ from monitor.events import (
     new_weld_id,
     parse_event,
     parse_status,
-    parse_trigger,
     qos_for,
-    retain_for,
-    station_from_trigger_topic,
     status_payload_factory,
     topic_for,
 )
+from monitor.publish.commands import parse_trigger, station_from_trigger_topic
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 SCHEMA_FILE = REPO_ROOT / "docs" / "mqtt.schema.json"
@@ -267,7 +266,7 @@ def test_topics_qos_and_retain_follow_the_documented_table() -> None:
         (result, "p/cell1/weld/result", 1),
         (ErrorEvent(**f, code="model_reload_failed", message="bad file"), "p/error", 1),
     ]
-    assert [(topic_for(e, "p"), qos_for(e), retain_for(e)) for e, _, _ in table] == [
+    assert [(topic_for(e, "p"), qos_for(e), EVENTS_RETAINED) for e, _, _ in table] == [
         (topic, qos, False) for _, topic, qos in table
     ]
 

@@ -219,7 +219,7 @@ def test_metrics_endpoint_serves_every_weldmon_metric(serve) -> None:
     metrics.watchdog_withheld.inc()
     metrics.advance_to(metrics.audio_overflows, 2)
     metrics.advance_to(metrics.mqtt_reconnects, 1)
-    metrics.advance_to(metrics.outbox_dropped, 6)
+    metrics.advance_to(metrics.outbox_over_bound, 6)
     samples = scrape(serve(metrics, lambda: HEALTHY))
     expected = {
         "weldmon_audio_frames_total{}": 16000,
@@ -237,7 +237,7 @@ def test_metrics_endpoint_serves_every_weldmon_metric(serve) -> None:
         "weldmon_mqtt_connected{}": 1,
         "weldmon_mqtt_reconnects_total{}": 1,
         "weldmon_outbox_depth{}": 4,
-        "weldmon_outbox_dropped_total{}": 6,
+        "weldmon_outbox_over_bound_total{}": 6,
         "weldmon_malformed_messages_total{kind=trigger}": 1,
         "weldmon_malformed_messages_total{kind=command}": 0,
         "weldmon_watchdog_pings_withheld_total{}": 1,

@@ -94,8 +94,8 @@ class Metrics:
         self.mqtt_connected = gauge("mqtt_connected", "1 while connected to the MQTT broker")
         self.mqtt_reconnects = counter("mqtt_reconnects", "successful reconnects to the broker")
         self.outbox_depth = gauge("outbox_depth", "events stored, not yet acknowledged")
-        self.outbox_dropped = counter(
-            "outbox_dropped", "events dropped by the outbox bound (progress first)"
+        self.outbox_over_bound = counter(
+            "outbox_over_bound", "events stored beyond events.outbox_max_events (none dropped)"
         )
         self.malformed_messages = counter(
             "malformed_messages", "inbound MQTT messages ignored as malformed", ("kind",)

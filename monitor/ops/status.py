@@ -107,7 +107,7 @@ def copy_totals(
         metrics.advance_to(metrics.device_losses, capture.device_losses)
     if publisher is not None:
         metrics.advance_to(metrics.mqtt_reconnects, publisher.counters.reconnects)
-        metrics.advance_to(metrics.outbox_dropped, publisher.outbox.counters.dropped_low_priority)
+        metrics.advance_to(metrics.outbox_over_bound, publisher.outbox.counters.over_bound)
 
 
 def health_snapshot(

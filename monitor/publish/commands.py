@@ -16,18 +16,21 @@ Called on the event loop; handlers must not block.
 from __future__ import annotations
 
 import json
+import re
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Literal
+from typing import Any, Literal
 
 import structlog
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from monitor.events import (
+    DEFAULT_TOPIC_PREFIX,
+    STATION_PATTERN,
     MalformedMessageError,
-    parse_trigger,
-    station_from_trigger_topic,
+    TriggerMessage,
+    first_errors,
     trigger_subscription,
 )
 from monitor.publish.homeassistant import (
@@ -38,6 +41,9 @@ from monitor.publish.homeassistant import (
 )
 from weldmon import __version__
 
+# An inbound trigger is a word or a tiny JSON object; anything longer is not one of ours, and
+# the bound keeps json.loads away from pathological nesting.
+MAX_TRIGGER_PAYLOAD_BYTES = 1024
 RELOAD_WORD = b"reload"
 MAX_COMMAND_PAYLOAD_BYTES = 1024  # a command is a word or a tiny JSON object
 
@@ -77,6 +83,41 @@ def parse_reload_command(payload: bytes) -> ReloadCommand:
         return ReloadCommand.model_validate(data)
     except ValidationError as exc:
         raise MalformedMessageError(f"bad reload command: {exc.errors()[0]['msg']}") from exc
+
+
+def station_from_trigger_topic(topic: str, prefix: str = DEFAULT_TOPIC_PREFIX) -> str:
+    """The station named by a trigger topic; raises MalformedMessageError for other topics."""
+    head, sep, rest = topic.partition(f"{prefix}/")
+    station, _, tail = rest.partition("/")
+    if head or not sep or tail != "trigger" or not re.fullmatch(STATION_PATTERN, station):
+        raise MalformedMessageError(f"not a trigger topic under {prefix!r}: {topic!r}")
+    return station
+
+
+def parse_trigger(payload: bytes) -> TriggerMessage:
+    """Parse an inbound trigger payload; anything else raises MalformedMessageError."""
+    if len(payload) > MAX_TRIGGER_PAYLOAD_BYTES:
+        raise MalformedMessageError(
+            f"trigger payload is {len(payload)} bytes, limit {MAX_TRIGGER_PAYLOAD_BYTES}"
+        )
+    try:
+        text = payload.decode("utf-8").strip()
+    except UnicodeDecodeError as exc:
+        raise MalformedMessageError("trigger payload is not UTF-8") from exc
+    if text.lower() in ("start", "stop"):
+        return TriggerMessage(state=text.lower())  # type: ignore[arg-type]
+    try:
+        data: Any = json.loads(text)
+    except (ValueError, RecursionError) as exc:
+        raise MalformedMessageError(
+            f"trigger payload is neither start/stop nor JSON: {text[:80]!r}"
+        ) from exc
+    if isinstance(data, str) and data.strip().lower() in ("start", "stop"):
+        return TriggerMessage(state=data.strip().lower())  # type: ignore[arg-type]
+    try:
+        return TriggerMessage.model_validate(data)
+    except ValidationError as exc:
+        raise MalformedMessageError(f"bad trigger message: {first_errors(exc)}") from exc
 
 
 @dataclass(frozen=True)

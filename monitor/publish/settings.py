@@ -8,11 +8,13 @@ from __future__ import annotations
 
 import re
 import socket
+import ssl
 from pathlib import Path
 from typing import Self
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
 
+from deploy.errors import WeldmonError
 from monitor.events import DEFAULT_TOPIC_PREFIX
 
 DEFAULT_PORT = 1883  # IANA MQTT over TCP
@@ -24,6 +26,10 @@ MIN_KEEPALIVE_S = 5  # below this, a busy loop or a GC pause gets us disconnecte
 # MQTT 3.1.1 only guarantees 23-byte client ids; Mosquitto accepts longer, so we allow some room.
 MAX_CLIENT_ID_CHARS = 64
 _TOPIC_FORBIDDEN = ("+", "#", "\x00")
+
+
+class MqttConfigError(WeldmonError):
+    """The ``mqtt:`` section names files that cannot be used (TLS certificates)."""
 
 
 def default_client_id() -> str:
@@ -43,6 +49,20 @@ class TlsConfig(BaseModel):
     cert_file: Path | None = None  # client certificate (mutual TLS), with key_file
     key_file: Path | None = None
     insecure: bool = False
+
+    def ssl_context(self) -> ssl.SSLContext:
+        """The client context for these files; MqttConfigError names what cannot be loaded."""
+        try:
+            context = ssl.create_default_context(
+                cafile=str(self.ca_file) if self.ca_file is not None else None
+            )
+            if self.cert_file is not None and self.key_file is not None:
+                context.load_cert_chain(str(self.cert_file), str(self.key_file))
+        except (ssl.SSLError, OSError) as exc:
+            raise MqttConfigError(f"mqtt.tls: cannot load certificates: {exc}") from exc
+        # paho semantics of "insecure": skip the hostname check, still verify the chain.
+        context.check_hostname = not self.insecure
+        return context
 
     @model_validator(mode="after")
     def _files_usable(self) -> Self:
