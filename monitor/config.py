@@ -31,6 +31,7 @@ from monitor.segment.factory import SegmentationConfig
 
 DEFAULT_MAX_BATCH_WINDOWS = 32  # windows per forward pass: 8 stations x a few s of backlog
 DEFAULT_QUEUE_WINDOWS = 256  # windows awaiting inference before the pipeline waits
+DEFAULT_INFERENCE_THREADS = 1  # one core's worth at most: the box also captures and publishes
 DEFAULT_OUTBOX_MAX_EVENTS = 10_000  # ~10 MB of results: days of welds while the broker is down
 # SIGTERM -> exit budget: a stop must finish within 10 s (the unit's TimeoutStopSec leaves
 # room beyond that), and 8 s leaves 2 s for interpreter shutdown.
@@ -53,8 +54,12 @@ class ModelConfig(_Section):
 
 
 class InferenceConfig(_Section):
-    """The inference worker's batching and queue bound."""
+    """The inference worker's runtime, batching and queue bound."""
 
+    # auto: ONNX Runtime for a .onnx and for a .pt with its ONNX twin beside it, else
+    # TorchScript (deploy.loader); onnx / torchscript: that one, or the daemon does not start.
+    backend: Literal["auto", "onnx", "torchscript"] = "auto"
+    threads: int = Field(DEFAULT_INFERENCE_THREADS, ge=1, le=64)  # intra-op threads
     max_batch_windows: int = Field(DEFAULT_MAX_BATCH_WINDOWS, ge=1, le=1024)
     queue_windows: int = Field(DEFAULT_QUEUE_WINDOWS, ge=1, le=100_000)
 

@@ -63,6 +63,8 @@ class Daemon:
         self.settings = pipeline_settings(cfg)
         self.options = tracker_options(cfg, model, cfg.segmentation.mode)
         self.ops = Operations(model.sha256)
+        self.channel_stations = cfg.audio.channel_stations()
+        self.ops.metrics.declare_stations(self.settings.stations, self.channel_stations)
         self.workers = ModelWorkers(cfg.inference.max_batch_windows, cfg.inference.queue_windows)
         self.silence = SilenceWatch(cfg.audio.silence_alarm_s)
         self.reloader = Reloader(
@@ -153,12 +155,14 @@ class Daemon:
         if isinstance(item, Opened):
             self._source = Source(type="device", name=item.device_name)
             self.silence.reset()
+            self.ops.device_opened(self.channel_stations)
             if self.pipeline is None or self.pipeline.source_rate != item.sample_rate:
                 await self._close_pipeline(EndReason.DEVICE_LOST, DegradedReason.DEVICE_LOST)
                 self.pipeline = await self._pipeline_scope.enter_async_context(
                     self._new_pipeline(item.sample_rate)
                 )
         elif isinstance(item, Lost):
+            self.ops.metrics.device(is_open=False)
             self._error(ErrorCode.DEVICE_LOST, item.message)
             if self.pipeline is not None:
                 log.error("device_lost", error=item.message, open_welds=self.pipeline.open_welds)
@@ -167,8 +171,10 @@ class Daemon:
             assert self.pipeline is not None and self._source is not None
             self.last_block_at = time.monotonic()
             self.ops.on_block(item)
-            for station, message in self.silence.alarms(item, self.settings.stations):
-                self._error(ErrorCode.DEAD_MICROPHONE, message, station=station)
+            for quiet in self.silence.changes(item, self.channel_stations):
+                self.ops.microphone(quiet)
+                if quiet.alarm:
+                    self._error(ErrorCode.DEAD_MICROPHONE, quiet.message, station=quiet.station)
             await self.pipeline.feed(item, self._source)
             if not self.ready:
                 self.ready = True

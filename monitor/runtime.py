@@ -44,9 +44,14 @@ class StartupError(WeldmonError):
 
 def load_model(cfg: MonitorConfig) -> DeployModel:
     """Load, pin-check and self-test the configured artifact; StartupError names the file."""
-    pin_mmap_threshold()  # before torch allocates the model: see monitor/ops/memory.py
+    pin_mmap_threshold()  # before the runtime allocates the model: see monitor/ops/memory.py
     try:
-        model = load_artifact(cfg.model.path, cfg.model.sha256)
+        model = load_artifact(
+            cfg.model.path,
+            cfg.model.sha256,
+            backend=cfg.inference.backend,
+            threads=cfg.inference.threads,
+        )
         model.self_test()
     except ArtifactError as exc:
         raise StartupError(f"model.path: {exc}") from exc

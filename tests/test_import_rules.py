@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from tests.support.import_rules import import_graph, violations
+from tests.support.import_rules import base_install_violations, import_graph, violations
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -13,6 +13,29 @@ def test_the_source_tree_keeps_every_import_rule() -> None:
     graph = import_graph(REPO)
     assert "monitor.pipeline.core" in graph and "deploy.segment.gate" in graph  # it looked
     assert violations(graph) == []
+
+
+def test_the_base_install_loads_no_extras_only_package_at_import() -> None:
+    graph = import_graph(REPO, lazy=False)
+    assert "deploy.loader" in graph and "monitor.daemon" in graph  # it looked
+    assert base_install_violations(graph) == []
+
+
+def test_a_module_level_torch_import_in_the_base_install_is_reported(tmp_path: Path) -> None:
+    _write(tmp_path, "deploy.loader", "def f():\n    from deploy import heavy\n")
+    _write(tmp_path, "deploy.heavy", "import torch\n")
+    _write(
+        tmp_path,
+        "deploy.model",
+        "from typing import TYPE_CHECKING\nif TYPE_CHECKING:\n    import torch\n",
+    )
+    _write(tmp_path, "monitor.pipeline.tracker", "from deploy import pooling\n")
+    _write(tmp_path, "deploy.pooling", "try:\n    import onnx\nexcept ImportError:\n    pass\n")
+    found = base_install_violations(import_graph(tmp_path, lazy=False))
+    assert found == [
+        "deploy.pooling -> onnx: the base install has no onnx",
+        "monitor.pipeline.tracker -> onnx: the base install has no onnx",
+    ]
 
 
 def _write(root: Path, module: str, source: str) -> None:

@@ -79,3 +79,10 @@ class AudioConfig(BaseModel):
             return list(self.stations)
         n = 1 if self.channel_mode == "mix" else (channels or self.channels)
         return [f"station{i + 1}" for i in range(n)]
+
+    def channel_stations(self, channels: int | None = None) -> list[str]:
+        """The station each input channel feeds (every channel feeds the one `mix` station)."""
+        names = self.station_names(channels)
+        if self.channel_mode == "per_channel":
+            return names
+        return [names[0]] * (channels or self.channels)

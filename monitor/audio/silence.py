@@ -3,7 +3,7 @@
 A live microphone is never exactly silent: its self-noise and the preamp's keep the lowest
 bits moving. Exact zeros for long mean the capsule, cable or phantom power is gone (or the
 input is muted), which would otherwise look like a very quiet, weld-free shift. Pure
-bookkeeping: the daemon feeds blocks and publishes what `alarms` returns, once per episode.
+bookkeeping: the daemon feeds blocks and publishes what `changes` returns, once per episode.
 """
 
 from __future__ import annotations
@@ -12,11 +12,8 @@ from dataclasses import dataclass
 from typing import Literal
 
 import numpy as np
-import structlog
 
 from monitor.audio.blocks import AudioBlock
-
-log = structlog.get_logger(__name__)
 
 
 @dataclass(frozen=True)
@@ -81,21 +78,30 @@ class SilenceWatch:
             changes.append(SilenceChange(int(c), "alarm", float(self._run[c]) / sample_rate))
         return changes
 
-    def alarms(self, block: AudioBlock, stations: list[str]) -> list[tuple[str, str]]:
-        """`update` for one block, logged; returns (station, message) for every new alarm.
-        ``stations`` in channel order (one station for a mixed stream)."""
-        out = []
-        for change in self.update(block.samples, block.sample_rate):
-            station = stations[change.channel] if len(stations) > 1 else stations[0]
-            if change.change == "cleared":
-                log.info("microphone_sound_returned", channel=change.channel, station=station)
-                continue
-            log.error("dead_microphone", channel=change.channel, station=station)
-            out.append(
-                (
-                    station,
-                    f"probable dead microphone: input channel {change.channel} ({station}) has "
-                    f"delivered exact digital silence for {change.silent_s:.0f} s",
-                )
-            )
-        return out
+    def changes(self, block: AudioBlock, stations: list[str]) -> list[StationSilence]:
+        """`update` for one block, each change named by the station its channel feeds
+        (``stations``: one per input channel, in channel order)."""
+        found = self.update(block.samples, block.sample_rate)
+        return [StationSilence(change, stations[change.channel]) for change in found]
+
+
+@dataclass(frozen=True)
+class StationSilence:
+    """A dead-microphone change with the station its channel feeds."""
+
+    change: SilenceChange
+    station: str
+
+    @property
+    def alarm(self) -> bool:
+        """True when the episode began, False when sound returned."""
+        return self.change.change == "alarm"
+
+    @property
+    def message(self) -> str:
+        """The operator's message for the alarm (the ``error`` event's text)."""
+        c = self.change
+        return (
+            f"probable dead microphone: input channel {c.channel} ({self.station}) has "
+            f"delivered exact digital silence for {c.silent_s:.0f} s"
+        )

@@ -21,7 +21,8 @@ import structlog
 from monitor.audio.blocks import AudioBlock
 from monitor.audio.capture import CaptureCounters
 from monitor.audio.capture_thread import CaptureThread
-from monitor.events import ErrorEvent, Event, WeldAlert, WeldResult
+from monitor.audio.silence import StationSilence
+from monitor.events import ErrorEvent, Event, WeldAlert, WeldResult, WeldStart
 from monitor.ops.health import HealthServer, HealthServerError, HealthSnapshot, HttpConfig
 from monitor.ops.metrics import MALFORMED_KINDS, Metrics
 from monitor.ops.notify import Notifier, WatchdogGate, WatchdogProbe, feed_watchdog
@@ -47,6 +48,22 @@ class StatusSummary:
     alerts: int = 0
     errors: int = 0
     last: str = "none yet"
+
+    def device_opened(self, channel_stations: list[str]) -> None:
+        """A stream epoch began: the device is open and no channel is in a silence episode."""
+        self.metrics.device(is_open=True)
+        for channel, station in enumerate(channel_stations):
+            self.metrics.dead_microphone(station, channel, dead=False)
+
+    def microphone(self, quiet: StationSilence) -> None:
+        """A channel began or ended a dead-microphone episode: the gauge first, then the log
+        line (whoever reads the log may scrape at once)."""
+        channel, station = quiet.change.channel, quiet.station
+        self.metrics.dead_microphone(station, channel, quiet.alarm)
+        if quiet.alarm:
+            log.error("dead_microphone", channel=channel, station=station)
+        else:
+            log.info("microphone_sound_returned", channel=channel, station=station)
 
     def on_block(self, block: AudioBlock) -> None:
         """Count one audio block's frames, losses and repairs."""
@@ -84,14 +101,18 @@ class StatusSummary:
 
 
 def record_event(metrics: Metrics, event: Event) -> None:
-    """Count a weld result (by station, label and degraded reason) or an alert."""
+    """Count a weld result (by station, label and degraded reason) or an alert; keep the
+    station's weld-in-progress flag and latest p_defect."""
     if isinstance(event, WeldResult):
         reasons = event.degraded_reasons or [None]
         metrics.weld_result(event.station, event.label_name, reasons[0])
+        metrics.weld_last_p_defect.labels(station=event.station).set(event.p_defect)
         for reason in reasons[1:]:
             metrics.welds_degraded.labels(station=event.station, reason=reason).inc()
     elif isinstance(event, WeldAlert):
         metrics.alert(event.station)
+    elif isinstance(event, WeldStart):
+        metrics.weld_started(event.station)
 
 
 def copy_totals(
@@ -110,6 +131,13 @@ def copy_totals(
         metrics.advance_to(metrics.outbox_over_bound, publisher.outbox.counters.over_bound)
 
 
+def outbox_oldest_age_s(publisher: MqttPublisher) -> float | None:
+    """Seconds the oldest unacknowledged event has waited; None when the outbox is empty.
+    One indexed SQLite row (the outbox takes its lock), so a scrape or /healthz may call it."""
+    oldest = publisher.outbox.pending(1)
+    return max(0.0, time.time() - oldest[0].created_at) if oldest else None
+
+
 def health_snapshot(
     *,
     last_block_at: float | None,
@@ -121,10 +149,7 @@ def health_snapshot(
     HTTP thread: reads attributes and one indexed SQLite row (the outbox takes its lock).
     The model is always loaded while the daemon runs (it starts only after the self-test)."""
     now = time.monotonic()
-    oldest_age = None
-    if publisher is not None:
-        oldest = publisher.outbox.pending(1)
-        oldest_age = max(0.0, time.time() - oldest[0].created_at) if oldest else None
+    oldest_age = outbox_oldest_age_s(publisher) if publisher is not None else None
     return HealthSnapshot(
         model_loaded=True,
         audio_age_s=None if last_block_at is None else max(0.0, now - last_block_at),
@@ -177,6 +202,22 @@ class Operations:
         self.notifier = notifier or Notifier.from_environment()
         self.summary = StatusSummary()
 
+    def device_opened(self, channel_stations: list[str]) -> None:
+        """A stream epoch began: the device is open and no channel is in a silence episode."""
+        self.metrics.device(is_open=True)
+        for channel, station in enumerate(channel_stations):
+            self.metrics.dead_microphone(station, channel, dead=False)
+
+    def microphone(self, quiet: StationSilence) -> None:
+        """A channel began or ended a dead-microphone episode: the gauge first, then the log
+        line (whoever reads the log may scrape at once)."""
+        channel, station = quiet.change.channel, quiet.station
+        self.metrics.dead_microphone(station, channel, quiet.alarm)
+        if quiet.alarm:
+            log.error("dead_microphone", channel=channel, station=station)
+        else:
+            log.info("microphone_sound_returned", channel=channel, station=station)
+
     def on_block(self, block: AudioBlock) -> None:
         """Count one audio block's frames, losses and repairs."""
         self.metrics.audio_block(
@@ -208,6 +249,7 @@ class Operations:
         if publisher is not None:
             m.mqtt_connected.set_function(lambda: float(publisher.counters.connected))
             m.outbox_depth.set_function(lambda: float(publisher.outbox.depth))
+            m.outbox_oldest_age.set_function(lambda: outbox_oldest_age_s(publisher) or 0.0)
 
     @contextlib.asynccontextmanager
     async def http(

@@ -45,7 +45,6 @@ from typing import Literal
 
 import numpy as np
 import structlog
-import torch
 
 from deploy.segment.gate import GateParams
 from deploy.segment.modes import SegmentationMode
@@ -76,10 +75,6 @@ from monitor.segment.triggers import DEFAULT_TRIGGER_MAX_WELD_S, TriggerSegmente
 
 HISTORY_MARGIN_S = 5.0  # history beyond the segmenter's look-back: covers the largest block
 DEFAULT_MAX_IN_FLIGHT = 255  # windows awaiting inference before feed() waits
-# torch threads for the pipeline's own thread, whose only torch op is the channel mean of
-# `mix` mode. Above torch's grain size (a 0.1 s block of 8 channels at 48 kHz) the mean runs
-# on the OpenMP pool, whose idle threads then spin: 13 ms of CPU per block, 13 % of a core.
-PIPELINE_TORCH_THREADS = 1
 
 log = structlog.get_logger(__name__)
 
@@ -147,7 +142,6 @@ class Pipeline:
         weld_audio: WeldAudioHook | None = None,
         on_window: WindowLatencyHook | None = None,
     ) -> None:
-        torch.set_num_threads(PIPELINE_TORCH_THREADS)  # this thread's pool (see the constant)
         self.settings = settings
         self.options = options
         self.worker = worker

@@ -17,7 +17,30 @@ from pathlib import Path
 FIRST_PARTY = ("deploy", "training", "monitor", "weldmon")
 VIEWS = ("monitor.watch", "monitor.console")  # separate processes, MQTT clients only
 VIEW_MAY_IMPORT = ("monitor.events", "monitor.publish.settings", "monitor.backoff", "deploy")
-HEAVY = ("torch",)
+HEAVY = ("torch",)  # never reached from a view, however indirectly
+# What `pip install weldmon` (no extras) runs: the monitor and deploy's ONNX path. Importing
+# them must not load a package only the extras bring; lazy imports inside functions are
+# allowed there (TorchScript artifacts load torch when asked to), so this rule follows
+# module-level imports only.
+BASE_INSTALL = (
+    "monitor",
+    "weldmon",
+    "deploy.audio",
+    "deploy.cli",
+    "deploy.contract",
+    "deploy.dataset_layout",
+    "deploy.digest",
+    "deploy.errors",
+    "deploy.loader",
+    "deploy.model",
+    "deploy.onnx_model",
+    "deploy.pooling",
+    "deploy.predict",
+    "deploy.scan",
+    "deploy.segment",
+    "deploy.windows",
+)
+EXTRAS_ONLY = ("torch", "onnx", "onnxscript", "matplotlib")  # what the base install lacks
 
 Graph = Mapping[str, set[str]]  # module -> the modules it imports (first- and third-party)
 
@@ -35,15 +58,34 @@ def _module_name(root: Path, path: Path) -> str:
     return ".".join(parts)
 
 
-def import_graph(root: Path, packages: Iterable[str] = FIRST_PARTY) -> dict[str, set[str]]:
-    """Every module under ``root/<package>`` -> the dotted names it imports."""
+def _runs_at_import(tree: ast.Module) -> Iterable[ast.AST]:
+    """The nodes executed when the module is imported: not function bodies, not
+    ``if TYPE_CHECKING:`` blocks."""
+    todo: list[ast.AST] = list(tree.body)
+    while todo:
+        node = todo.pop()
+        yield node
+        if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef | ast.Lambda):
+            continue
+        if isinstance(node, ast.If) and "TYPE_CHECKING" in ast.unparse(node.test):
+            todo.extend(node.orelse)
+            continue
+        todo.extend(ast.iter_child_nodes(node))
+
+
+def import_graph(
+    root: Path, packages: Iterable[str] = FIRST_PARTY, *, lazy: bool = True
+) -> dict[str, set[str]]:
+    """Every module under ``root/<package>`` -> the dotted names it imports (with `lazy`
+    false, only the imports that run when the module is imported)."""
     files = [p for pkg in packages for p in sorted((root / pkg).rglob("*.py"))]
     modules = {_module_name(root, p): p for p in files}
     graph: dict[str, set[str]] = {}
     for name, path in modules.items():
         is_package = path.name == "__init__.py"
         imported: set[str] = set()
-        for node in ast.walk(ast.parse(path.read_text(), str(path))):
+        tree = ast.parse(path.read_text(), str(path))
+        for node in ast.walk(tree) if lazy else _runs_at_import(tree):
             if isinstance(node, ast.Import):
                 imported.update(alias.name for alias in node.names)
             elif isinstance(node, ast.ImportFrom):
@@ -143,3 +185,15 @@ def violations(graph: Graph, rules: Iterable[Forbid | AllowOnly] = RULES) -> lis
             heavy = sorted(n for n in reachable(graph, module) if n.split(".")[0] in HEAVY)
             found.extend(f"{module} -> {n}: never loads {n}, not even indirectly" for n in heavy)
     return found
+
+
+def base_install_violations(import_time_graph: Graph) -> list[str]:
+    """Modules of the base install that load an extras-only package when imported (give
+    ``import_graph(root, lazy=False)``)."""
+    return [
+        f"{module} -> {name}: the base install has no {name.split('.')[0]}"
+        for module in sorted(import_time_graph)
+        if any(within(module, base) for base in BASE_INSTALL)
+        for name in sorted(reachable(import_time_graph, module))
+        if name.split(".")[0] in EXTRAS_ONLY
+    ]
