@@ -168,6 +168,31 @@ def _run_convert(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _configure_model(parser: argparse.ArgumentParser) -> None:
+    actions = parser.add_subparsers(dest="action", metavar="ACTION", required=True)
+    info = actions.add_parser(
+        "info",
+        help="print what an artifact says about itself, as JSON (nothing is run)",
+        description="Name, version, sha256, threshold, front end, training provenance and any "
+        "embedded evaluation figures of a .pt or .onnx deploy artifact (the original "
+        "pipeline's too), read without running it and without torch.",
+    )
+    info.add_argument("model", type=Path, metavar="MODEL", help="deploy artifact (.pt or .onnx)")
+
+
+def _run_model(args: argparse.Namespace) -> int:
+    from deploy.artifact_info import artifact_info
+    from deploy.errors import ArtifactError
+
+    try:
+        info = artifact_info(args.model)
+    except ArtifactError as exc:
+        print(f"weldmon model {args.action}: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    print(json.dumps(info, indent=2))
+    return EXIT_OK
+
+
 COMMANDS = {
     "predict": Command(_configure_predict, _run_predict),
     "scan": Command(_configure_scan, _run_scan),
@@ -176,4 +201,5 @@ COMMANDS = {
         _run_convert,
         "Write the ONNX twin of a .pt deploy artifact (this project's or the original's).",
     ),
+    "model": Command(_configure_model, _run_model, "Inspect a deploy artifact."),
 }

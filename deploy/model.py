@@ -16,7 +16,7 @@ from typing import Any
 
 import numpy as np
 
-from deploy.contract import LABEL_NAMES, LEGACY_SAMPLE_RATE
+from deploy.contract import LABEL_NAMES, LEGACY_SAMPLE_RATE, model_identity
 from deploy.errors import ArtifactError, AudioError
 from deploy.pooling import topk_pool_np
 from deploy.windows import cut_windows, mix_channels
@@ -79,12 +79,15 @@ class DeployModel:
         self.sample_rate = int(meta.get("sample_rate", LEGACY_SAMPLE_RATE))
         self.format_version = int(meta.get("format_version", 0))
         self.label_names = list(meta.get("label_names", LABEL_NAMES))
+        self.model_name, self.model_version = model_identity(meta)
 
     def describe(self) -> dict[str, Any]:
         """The facts a person needs to recognise this artifact (for logs and reports)."""
         return {
             "path": str(self.path),
             "sha256": self.sha256,
+            "name": self.model_name,
+            "version": self.model_version,
             "backend": self.backend,
             "runtime_path": str(self.runtime_path),
             "runtime_sha256": self.runtime_sha256,

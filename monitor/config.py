@@ -9,7 +9,9 @@ exit code 2.
 
 from __future__ import annotations
 
+import importlib.util
 import os
+import tempfile
 from pathlib import Path
 from typing import Any, Literal
 
@@ -26,6 +28,7 @@ from monitor.ops.notify import (
     DEFAULT_MAX_PENDING_AGE_S,
 )
 from monitor.publish.homeassistant import HomeAssistantConfig
+from monitor.publish.opcua_state import OpcUaConfig
 from monitor.publish.settings import MqttConfig
 from monitor.segment.factory import SegmentationConfig
 
@@ -101,6 +104,7 @@ class MonitorConfig(_Section):
     http: HttpConfig = HttpConfig()
     clips: ClipsConfig = ClipsConfig()
     homeassistant: HomeAssistantConfig = HomeAssistantConfig()
+    opcua: OpcUaConfig = OpcUaConfig()
     watchdog: WatchdogConfig = WatchdogConfig()
     state_dir: Path
     logging: LoggingConfig = LoggingConfig()
@@ -128,6 +132,8 @@ def _file_problems(cfg: MonitorConfig) -> list[str]:
         problems.append(f"state_dir: no such directory {state}")
     elif not os.access(state, os.R_OK | os.W_OK | os.X_OK):
         problems.append(f"state_dir: {state} is not writable")
+    if cfg.opcua.enabled and importlib.util.find_spec("asyncua") is None:
+        problems.append("opcua.enabled: needs the opcua extra (pip install 'weldmon[opcua]')")
     return problems
 
 
@@ -143,6 +149,17 @@ def parse_config(data: Any, source: str = "config", *, check_files: bool = True)
     problems = _file_problems(cfg) if check_files else []
     if problems:
         raise ConfigError(f"{source}: invalid configuration:\n  " + "\n  ".join(problems))
+    return cfg
+
+
+def standalone_config(model: Path) -> MonitorConfig:
+    """Every section at its default, judging with `model`: what `weldmon replay --model` runs
+    with when no config is given. Replay keeps no state, so `state_dir` (required for the
+    daemon) is the temporary folder, never written."""
+    data = {"model": {"path": str(model)}, "state_dir": tempfile.gettempdir()}
+    cfg = parse_config(data, "--model", check_files=False)
+    if not cfg.model.path.is_file():
+        raise ConfigError(f"--model: no such file {cfg.model.path}")
     return cfg
 
 

@@ -32,10 +32,11 @@ from monitor.config import MonitorConfig
 from monitor.events import DegradedReason, EndReason, ErrorCode, Source, WeldResult
 from monitor.ops.clips import ClipWriter
 from monitor.ops.notify import WatchdogGate
-from monitor.ops.status import Operations
+from monitor.ops.status import Operations, station_health
 from monitor.pipeline.core import Pipeline
 from monitor.pipeline.inference import InferenceWorker, ModelWorkers
 from monitor.publish.commands import CommandHandlers, CommandRouter
+from monitor.publish.interrupted import interrupted_message, report_interrupted
 from monitor.publish.publisher import MqttPublisher
 from monitor.reload import Reloader, prepare_reload, swap_in
 from monitor.runtime import (
@@ -113,11 +114,21 @@ class Daemon:
                 on_message=self.commands,
                 subscriptions=self.commands.subscriptions,
                 connect_messages=self.commands.discovery,
+                on_outbox_state=self._outbox_state,
             )
             self.events.publisher = self.publisher = await stack.enter_async_context(link)
             self.ops.bind_gauges(self.workers.queue_depth, self.publisher)
+            self._report_interrupted()
             if http_error is not None:
                 self._error(ErrorCode.HTTP_UNAVAILABLE, http_error)
+            if cfg.opcua.enabled:
+                from monitor.publish import opcua  # the optional `opcua` extra: asyncua
+
+                def health(station: str) -> str:
+                    return station_health(self.ops.metrics, station, cfg.http.max_audio_age_s)
+
+                served = opcua.serving(cfg.opcua, self.settings.stations, health, self._report)
+                self.events.listeners.append(await stack.enter_async_context(served))
             if self.clips is not None:  # closes after the pipeline: the last results keep clips
                 stack.push_async_callback(self.clips.close, cfg.stop_timeout_s / 4)
             stack.push_async_callback(self.reloader.close)
@@ -216,7 +227,23 @@ class Daemon:
             self._spawn(self.publisher.publish_all(discovery, "homeassistant_discovery"))
 
     def _error(self, code: ErrorCode, message: str, **fields: Any) -> None:
-        self.events(error_event(self.model.sha256, code, message, source=self._source, **fields))
+        model = self.options.model
+        self.events(error_event(model, code, message, source=self._source, **fields))
+
+    def _report(self, code: str, message: str) -> None:
+        self._error(ErrorCode(code), message)
+
+    def _report_interrupted(self) -> None:
+        """Results for the welds a killed daemon left open (before any new audio)."""
+        if self.publisher is not None and self.publisher.outbox is not None:
+            welds = report_interrupted(self.publisher.outbox, self.events)
+            if welds:
+                self._error(ErrorCode.INTERRUPTED_WELDS, interrupted_message(welds))
+
+    def _outbox_state(self, degraded: bool, message: str) -> None:
+        # The error event itself is held in memory and published from there (spool.py).
+        if degraded:
+            self._error(ErrorCode.OUTBOX_DEGRADED, message)
 
     def _clip_failed(self, result: WeldResult, message: str) -> None:
         self._error(ErrorCode.CLIP_FAILED, message, station=result.station, weld_id=result.weld_id)

@@ -7,6 +7,7 @@ real Mosquitto (`tests/support/broker.py`); its JSON log lines go to a file the 
 from __future__ import annotations
 
 import json
+import resource
 import signal
 import subprocess
 import sys
@@ -35,6 +36,8 @@ class WeldmonRun:
             such as ``NOTIFY_SOCKET``; output is made unbuffered so the log is current.
         log_path: where stderr is written.
         python: the interpreter (another venv's, e.g. the torch-free base install's).
+        nofile: the daemon's open-file limit (RLIMIT_NOFILE soft and hard), e.g. to show that
+            exhausting one part (HTTP) leaves enough descriptors for the others.
     """
 
     def __init__(
@@ -43,15 +46,22 @@ class WeldmonRun:
         env: Mapping[str, str],
         log_path: Path,
         python: Path | str = sys.executable,
+        nofile: int | None = None,
     ) -> None:
         self.log_path = log_path
         self._log_file = log_path.open("wb")
+
+        def limit_files() -> None:
+            if nofile is not None:
+                resource.setrlimit(resource.RLIMIT_NOFILE, (nofile, nofile))
+
         self.proc = subprocess.Popen(
             [str(python), "-m", "weldmon.cli", "run", "--config", str(config)],
             env={**env, "PYTHONUNBUFFERED": "1"},
             stdout=subprocess.DEVNULL,
             stderr=self._log_file,
             cwd=REPO_ROOT,
+            preexec_fn=limit_files if nofile is not None else None,
         )
 
     def text(self) -> str:
@@ -96,6 +106,15 @@ class WeldmonRun:
             return self.proc.wait(limit_s)
         finally:
             self.kill()
+
+    def threads(self) -> int:
+        """Threads of the daemon process now (Linux /proc)."""
+        status = Path(f"/proc/{self.proc.pid}/status").read_text()
+        return int(next(ln.split()[1] for ln in status.splitlines() if ln.startswith("Threads:")))
+
+    def open_fds(self) -> int:
+        """Open file descriptors of the daemon process now (Linux /proc)."""
+        return len(list(Path(f"/proc/{self.proc.pid}/fd").iterdir()))
 
     def kill(self) -> None:
         """SIGKILL if still running (no cleanup of any kind in the daemon); closes the log."""
