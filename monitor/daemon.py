@@ -13,8 +13,8 @@ Threads, queues and overload: docs/monitor.md.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import signal
+import sys
 import time
 from collections.abc import Coroutine
 from contextlib import AsyncExitStack
@@ -37,6 +37,7 @@ from monitor.pipeline.core import Pipeline
 from monitor.pipeline.inference import InferenceWorker, ModelWorkers
 from monitor.publish.commands import CommandHandlers, CommandRouter
 from monitor.publish.interrupted import interrupted_message, report_interrupted
+from monitor.publish.outbox import OutboxOpenError
 from monitor.publish.publisher import MqttPublisher
 from monitor.reload import Reloader, prepare_reload, swap_in
 from monitor.runtime import (
@@ -48,7 +49,7 @@ from monitor.runtime import (
     tracker_options,
 )
 from monitor.segment.factory import RULES, require_live
-from weldmon.cli import EXIT_FAILURE, EXIT_OK
+from weldmon.cli import EXIT_FAILURE, EXIT_OK, EXIT_USAGE
 
 log = structlog.get_logger(__name__)
 
@@ -279,8 +280,11 @@ def run_daemon(cfg: MonitorConfig, model: DeployModel, config_path: Path | None 
     on reload (None: reload re-reads the model only)."""
     try:
         return asyncio.run(Daemon(cfg, model, config_path).run())
+    except OutboxOpenError as exc:  # before any weld: restarting would meet the same file
+        log.error("daemon_failed", error=str(exc))
+        print(f"weldmon run: {exc}", file=sys.stderr)
+        return EXIT_USAGE
     except WeldmonError as exc:
         log.error("daemon_failed", error=str(exc))
-        with contextlib.suppress(Exception):
-            print(f"weldmon: {exc}")
+        print(f"weldmon run: {exc}", file=sys.stderr)
         return EXIT_FAILURE

@@ -42,6 +42,7 @@ REGISTRY: dict[str, tuple[str, str]] = {
     "clips": ("monitor.cli", "list the kept defect clips, promote one into a dataset"),
     "devices": ("monitor.cli", "list the audio input devices PortAudio sees"),
     "watch": ("monitor.cli", "live terminal view of the monitor's MQTT events"),
+    "console": ("monitor.cli", "web console: live fleet, weld history, clip review"),
 }
 
 # Exit codes shared by every subcommand.
