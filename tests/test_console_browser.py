@@ -25,7 +25,7 @@ import yaml
 
 from deploy.audio import read_recording
 from monitor.events import WeldResult, new_event_id, new_weld_id, parse_event, topic_for
-from monitor.ops.clip_policy import ClipSettings
+from monitor.ops.clip_policy import ClipsConfig
 from monitor.ops.clips import ClipStore
 from tests.support.broker import MosquittoBroker, MqttCollector
 from tests.support.console import ConsoleRun, console_args, save_screenshot
@@ -245,7 +245,7 @@ def _write_clip(plant: Plant, result: dict, recordings: list) -> Path:
     assert isinstance(event, WeldResult)
     source = Path(event.source.name)
     samples = read_recording(source, RATE).samples[0]
-    store = ClipStore(plant.clips_root, ClipSettings(policy="all"))
+    store = ClipStore(plant.clips_root, ClipsConfig(policy="all"))
     path = store.write(event, samples, RATE)
     assert path is not None
     return path
