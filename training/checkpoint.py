@@ -44,6 +44,10 @@ def load_checkpoint(path: Path) -> dict[str, Any]:
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(f"{path}: no such checkpoint")
+    if not zipfile.is_zipfile(path):
+        # torch.save always writes a zip archive; anything else (truncated, garbage, another
+        # format) would only reach the unpickler and be reported as a pickle problem.
+        raise CheckpointError(f"{path}: not a readable training checkpoint (not a torch archive)")
     try:
         ckpt = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as exc:
