@@ -90,17 +90,20 @@ def _run_replay(args: argparse.Namespace) -> int:
         model = load_model(cfg)
     except WeldmonError as exc:
         return _fail("replay", str(exc), EXIT_USAGE)
-    summary = asyncio.run(
-        replay_files(
-            cfg,
-            model,
-            files,
-            segmentation=args.segmentation,
-            realtime=args.realtime,
-            progress=False if args.no_progress else None,
-            publish=publish,
+    try:
+        summary = asyncio.run(
+            replay_files(
+                cfg,
+                model,
+                files,
+                segmentation=args.segmentation,
+                realtime=args.realtime,
+                progress=False if args.no_progress else None,
+                publish=publish,
+            )
         )
-    )
+    except KeyboardInterrupt:  # Ctrl-C: the lines already printed are whole results
+        return _fail("replay", "interrupted; the results printed so far are complete", 1)
     print(summary.line(), file=sys.stderr)
     return EXIT_FAILURE if summary.files_failed else EXIT_OK
 

@@ -32,6 +32,7 @@ NAMESPACE = "weldmon"
 # batching"); seconds mean the worker fell behind.
 INFERENCE_LATENCY_BUCKETS_S = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 MALFORMED_KINDS = ("trigger", "command")  # inbound MQTT messages the daemon parses
+INBOUND_IGNORED_REASONS = ("retained", "empty")  # inbound messages never acted on
 WELD_LABELS = get_args(WeldResult.model_fields["label_name"].annotation)  # good_weld, defect
 
 
@@ -138,6 +139,13 @@ class Metrics:
         self.outbox_write_failures = counter(
             "outbox_write_failures", "outbox writes that failed (each retried from memory)"
         )
+        self.inbound_ignored = counter(
+            "inbound_ignored",
+            "inbound MQTT messages ignored: retained copies, empty payloads",
+            ("reason",),
+        )
+        for reason in INBOUND_IGNORED_REASONS:
+            self.inbound_ignored.labels(reason=reason)  # export 0 before the first one
         self.malformed_messages = counter(
             "malformed_messages", "inbound MQTT messages ignored as malformed", ("kind",)
         )

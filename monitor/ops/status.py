@@ -109,6 +109,9 @@ def copy_totals(
         if publisher.outbox is not None:
             metrics.advance_to(metrics.outbox_over_bound, publisher.outbox.counters.over_bound)
         metrics.advance_to(metrics.outbox_write_failures, publisher.spool.counters.write_failures)
+        ignored = metrics.inbound_ignored
+        metrics.advance_to(ignored.labels(reason="retained"), publisher.counters.ignored_retained)
+        metrics.advance_to(ignored.labels(reason="empty"), publisher.counters.ignored_empty)
 
 
 def station_health(metrics: Metrics, station: str, max_audio_age_s: float) -> str:

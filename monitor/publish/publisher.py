@@ -12,7 +12,9 @@ Ownership and overload:
   disconnected, or beyond ``MAX_VOLATILE_IN_FLIGHT``, it is dropped and counted, never queued:
   a stale progress value is worse than none.
 - Inbound messages on ``subscriptions`` are handed to ``on_message(topic, payload)`` on the
-  event loop; an exception there is counted and logged, the connection stays up.
+  event loop; an exception there is counted and logged, the connection stays up. Retained
+  inbound messages and empty payloads (a retained message being cleared) are ignored,
+  counted and logged: commands and triggers are acted on only when they are sent.
 
 Reconnecting is one loop in :meth:`MqttPublisher.run`: one attempt at a time, waiting
 `monitor.backoff.backoff_delay` (capped exponential with full jitter, from
@@ -80,6 +82,11 @@ class PublisherCounters:
     published_volatile: int = 0
     dropped_volatile: int = 0
     received: int = 0
+    # Inbound messages never handed on: a retained copy (the broker replays it at every
+    # subscribe, so acting on it would repeat an old command at each reconnect) and an empty
+    # payload (what clearing a retained message delivers).
+    ignored_retained: int = 0
+    ignored_empty: int = 0
     on_message_errors: int = 0
     last_error: str | None = None
 
@@ -410,6 +417,18 @@ class MqttPublisher:
             payload = message.payload
             # paho hands over bytes; aiomqtt's type also allows str/number/None.
             data = bytes(payload) if isinstance(payload, bytes | bytearray) else b""
+            if message.retain:
+                self.counters.ignored_retained += 1
+                log.warning(
+                    "mqtt.retained_ignored",
+                    topic=message.topic.value,
+                    why="a retained command or trigger would be acted on at every connect",
+                )
+                continue
+            if not data:
+                self.counters.ignored_empty += 1
+                log.info("mqtt.empty_ignored", topic=message.topic.value)
+                continue
             try:
                 self._on_message(message.topic.value, data)
             except Exception as exc:  # the handler is the daemon's: count, log, keep the link
