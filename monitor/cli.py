@@ -1,4 +1,4 @@
-"""The monitor's `weldmon` subcommands: `run`, `replay`, `devices`, `watch`.
+"""The monitor's `weldmon` subcommands: `run`, `replay`, `devices`, `watch`, `console`.
 
 Nothing here imports torch at module level (the dispatcher imports this module for every
 `weldmon run|replay|devices --help`); the heavy modules are imported inside `run`.
@@ -55,8 +55,8 @@ def _configure_devices(parser: argparse.ArgumentParser) -> None:
     )
 
 
-def _fail(message: str, code: int) -> int:
-    print(f"weldmon: {message}", file=sys.stderr)
+def _fail(command: str, message: str, code: int) -> int:
+    print(f"weldmon {command}: {message}", file=sys.stderr)
     return code
 
 
@@ -82,10 +82,10 @@ def _run_replay(args: argparse.Namespace) -> int:
         publish = _replay_broker(args, cfg)
         files = expand_inputs(args.inputs)
         if not files:
-            return _fail(f"no audio files found in {args.inputs}", EXIT_USAGE)
+            return _fail("replay", f"no audio files found in {args.inputs}", EXIT_USAGE)
         model = load_model(cfg)
     except WeldmonError as exc:
-        return _fail(str(exc), EXIT_USAGE)
+        return _fail("replay", str(exc), EXIT_USAGE)
     summary = asyncio.run(
         replay_files(
             cfg,
@@ -150,7 +150,7 @@ def _run_daemon(args: argparse.Namespace) -> int:
         cfg = _load(args.config)
         model = load_model(cfg)
     except WeldmonError as exc:
-        return _fail(str(exc), EXIT_USAGE)
+        return _fail("run", str(exc), EXIT_USAGE)
     return run_daemon(cfg, model, Path(args.config))
 
 
@@ -161,7 +161,7 @@ def _run_devices(args: argparse.Namespace) -> int:
     try:
         print(format_devices(list_input_devices(refresh=args.refresh)))
     except WeldmonError as exc:
-        return _fail(str(exc), EXIT_FAILURE)
+        return _fail("devices", str(exc), EXIT_FAILURE)
     return EXIT_OK
 
 
@@ -179,6 +179,30 @@ def _run_watch(args: argparse.Namespace) -> int:
     return COMMAND.run(args)
 
 
+# `console` likewise (`monitor.console.cli.COMMAND`): Starlette, uvicorn, Jinja2 and
+# matplotlib are the `console` extra, imported only when the console runs; without them the
+# command says which extra to install instead of a traceback.
+def _console_command() -> Command:
+    try:
+        from monitor.console.cli import COMMAND
+    except ModuleNotFoundError as exc:
+        print(
+            f"weldmon console: needs the console extra ({exc.name} is not installed): "
+            "pip install 'weldmon[console]'",
+            file=sys.stderr,
+        )
+        raise SystemExit(EXIT_USAGE) from exc
+    return COMMAND
+
+
+def _configure_console(parser: argparse.ArgumentParser) -> None:
+    _console_command().configure(parser)
+
+
+def _run_console(args: argparse.Namespace) -> int:
+    return _console_command().run(args)
+
+
 COMMANDS: dict[str, Command] = {
     "run": Command(_configure_run, _run_daemon, "run the real-time monitor daemon"),
     "replay": Command(
@@ -189,5 +213,8 @@ COMMANDS: dict[str, Command] = {
     ),
     "watch": Command(
         _configure_watch, _run_watch, "live terminal view of the monitor's MQTT events"
+    ),
+    "console": Command(
+        _configure_console, _run_console, "web console: live fleet, weld history, clip review"
     ),
 }

@@ -25,8 +25,8 @@ model (monitor/reload.py).
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import signal
+import sys
 import time
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -66,6 +66,7 @@ from monitor.pipeline.core import Pipeline, PipelineError
 from monitor.pipeline.inference import InferenceWorker
 from monitor.publish.homeassistant import discovery_messages, is_homeassistant_birth
 from monitor.publish.interrupted import report_interrupted
+from monitor.publish.outbox import OutboxOpenError
 from monitor.publish.publisher import MqttPublisher
 from monitor.reload import (
     Reloader,
@@ -77,7 +78,7 @@ from monitor.reload import (
 )
 from monitor.runtime import EventRouter, mqtt_link, pipeline_settings, tracker_options
 from weldmon import __version__
-from weldmon.cli import EXIT_FAILURE, EXIT_OK
+from weldmon.cli import EXIT_FAILURE, EXIT_OK, EXIT_USAGE
 
 if TYPE_CHECKING:  # imported when opcua.enabled: asyncua is the optional `opcua` extra
     from monitor.publish.opcua import OpcUaServer
@@ -579,8 +580,11 @@ def run_daemon(cfg: MonitorConfig, model: DeployModel, config_path: Path | None 
     on reload (None: reload re-reads the model only)."""
     try:
         return asyncio.run(Daemon(cfg, model, config_path).run())
+    except OutboxOpenError as exc:  # before any weld: restarting would meet the same file
+        log.error("daemon_failed", error=str(exc))
+        print(f"weldmon run: {exc}", file=sys.stderr)
+        return EXIT_USAGE
     except WeldmonError as exc:
         log.error("daemon_failed", error=str(exc))
-        with contextlib.suppress(Exception):
-            print(f"weldmon: {exc}")
+        print(f"weldmon run: {exc}", file=sys.stderr)
         return EXIT_FAILURE

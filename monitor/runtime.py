@@ -138,7 +138,7 @@ async def mqtt_link(
 ) -> AsyncIterator[MqttPublisher | None]:
     """The outbox and the reconnecting publisher while the body runs (None when
     `mqtt.enabled` is false). On exit the outbox is flushed as far as the broker allows
-    within `stop_timeout_s` and `final_state` is published.
+    within half of `stop_timeout_s` and `final_state` is published.
 
     `model_sha256` may be a callable so the status message names the model in use after a
     reload; `connect_messages` are published at every connect (publisher docs)."""
@@ -166,7 +166,8 @@ async def mqtt_link(
             try:
                 yield publisher
             finally:
-                await publisher.close(final_state, cfg.stop_timeout_s)
+                # Half the stop budget: capture and clips have a quarter each (daemon.py).
+                await publisher.close(final_state, cfg.stop_timeout_s / 2)
     finally:
         outbox.close()
 

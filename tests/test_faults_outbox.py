@@ -11,6 +11,8 @@ from __future__ import annotations
 import asyncio
 import json
 import sqlite3
+import subprocess
+import sys
 from collections.abc import Callable
 from pathlib import Path
 
@@ -21,7 +23,7 @@ from monitor.publish.outbox import Outbox
 from monitor.runtime import OUTBOX_FILE
 from tests.support.artifacts import export_untrained
 from tests.support.broker import MosquittoBroker, MqttCollector
-from tests.support.daemon import WeldmonRun, write_monitor_config
+from tests.support.daemon import REPO_ROOT, WeldmonRun, write_monitor_config
 from tests.support.http import healthz, metrics
 from tests.support.pulse import PulseAudio
 from tests.support.shifts import RATE_HZ, as_frames, build_shift
@@ -179,3 +181,27 @@ def test_the_daemon_judges_and_publishes_through_a_locked_outbox_and_says_so(
         status_after,
         health_after,
     )
+
+
+@pytest.mark.real_data
+def test_a_corrupt_outbox_stops_run_with_exit_2_and_says_so_on_stderr(
+    mosquitto: MosquittoBroker, tmp_path: Path
+) -> None:
+    """Exit 2 (RestartPreventExitStatus=2): restarting cannot mend the file, an operator
+    must move it aside, and the unit must not restart ten times into the same error."""
+    artifact = export_untrained(tmp_path / "artifact").path
+    config = write_monitor_config(tmp_path, artifact, mosquitto)
+    outbox = tmp_path / "state" / OUTBOX_FILE
+    outbox.write_bytes(b"\x00not a database\xff" * 64)
+    done = subprocess.run(
+        [sys.executable, "-m", "weldmon.cli", "run", "--config", str(config)],
+        capture_output=True,
+        text=True,
+        timeout=STARTUP_TIMEOUT_S,
+        cwd=REPO_ROOT,
+        check=False,
+    )
+    assert done.returncode == 2, done.stderr[-2000:]
+    assert done.stdout == ""
+    assert f"weldmon run: cannot open outbox {outbox}" in done.stderr
+    assert "move it aside" in done.stderr

@@ -41,6 +41,7 @@ REGISTRY: dict[str, tuple[str, str]] = {
     "replay": ("monitor.cli", "replay recorded files through the monitor pipeline"),
     "devices": ("monitor.cli", "list the audio input devices PortAudio sees"),
     "watch": ("monitor.cli", "live terminal view of the monitor's MQTT events"),
+    "console": ("monitor.cli", "web console: live fleet, weld history, clip review"),
 }
 
 # Exit codes shared by every subcommand.

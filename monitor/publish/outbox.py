@@ -85,6 +85,11 @@ class OutboxError(WeldmonError):
     """The outbox database cannot be opened, read or written."""
 
 
+class OutboxOpenError(OutboxError):
+    """The outbox cannot be opened at all (not a database, corrupt, unreadable): an operator
+    must look at the file, so the daemon stops with exit code 2 instead of restarting."""
+
+
 class Priority(IntEnum):
     """Which events the bound policy may drop: LOW may go, HIGH never does."""
 
@@ -180,7 +185,12 @@ class Outbox:
                 self._db.execute(f"PRAGMA user_version={SCHEMA_USER_VERSION}")
             self._depth = self._db.execute("SELECT COUNT(*) FROM outbox").fetchone()[0]
         except (sqlite3.Error, OSError) as exc:
-            raise OutboxError(f"cannot open outbox {self.path}: {exc}") from exc
+            with contextlib.suppress(Exception):
+                self._db.close()
+            raise OutboxOpenError(
+                f"cannot open outbox {self.path}: {exc} (if it is corrupt, move it aside; "
+                "the events in it are then not published)"
+            ) from exc
 
     # -- writing ---------------------------------------------------------------------------
 
