@@ -3,19 +3,24 @@ and the event router. Keeping them here is what makes both commands one code pat
 
 from __future__ import annotations
 
+import asyncio
+import signal
 import uuid
-from collections.abc import AsyncIterator, Callable, Sequence
-from contextlib import asynccontextmanager
+from collections.abc import AsyncIterator, Callable, Iterator, Mapping, Sequence
+from contextlib import asynccontextmanager, contextmanager
 from dataclasses import dataclass, field
+from typing import Any
 
 import structlog
 
 from deploy.errors import ArtifactError, WeldmonError
 from deploy.loader import DeployModel, load_artifact
+from deploy.segment.modes import SegmentationMode
 from monitor.config import MonitorConfig
 from monitor.events import (
+    ErrorCode,
+    ErrorEvent,
     Event,
-    SegmentationMode,
     WeldAlert,
     WeldProgress,
     WeldResult,
@@ -27,7 +32,7 @@ from monitor.pipeline.core import PipelineSettings
 from monitor.pipeline.tracker import ModelInfo, TrackerOptions
 from monitor.publish.outbox import Outbox
 from monitor.publish.publisher import MqttPublisher
-from monitor.publish.settings import MAX_CLIENT_ID_CHARS, MqttSettings
+from monitor.publish.settings import MAX_CLIENT_ID_CHARS, MqttConfig
 from monitor.publish.spool import StateHook
 from weldmon import __version__
 
@@ -86,6 +91,32 @@ def tracker_options(
         segmentation=segmentation,
         include_window_probs=cfg.events.window_probs,
     )
+
+
+def error_event(model: ModelInfo, code: ErrorCode, message: str, **fields: Any) -> ErrorEvent:
+    """An ``error`` event of this daemon, naming `model` (``fields``: station, weld_id,
+    source)."""
+    return ErrorEvent(
+        daemon_version=__version__,
+        **model.event_fields(),
+        code=code,
+        message=message,
+        **fields,
+    )
+
+
+@contextmanager
+def signal_handlers(
+    loop: asyncio.AbstractEventLoop, handlers: Mapping[signal.Signals, Callable[[], None]]
+) -> Iterator[None]:
+    """Signal handlers on the event loop while the body runs."""
+    for sig, handler in handlers.items():
+        loop.add_signal_handler(sig, handler)
+    try:
+        yield
+    finally:
+        for sig in handlers:
+            loop.remove_signal_handler(sig)
 
 
 @dataclass
@@ -180,7 +211,7 @@ def replay_client_id(daemon_client_id: str) -> str:
 
 
 @asynccontextmanager
-async def replay_link(mqtt: MqttSettings, timeout_s: float) -> AsyncIterator[MqttPublisher]:
+async def replay_link(mqtt: MqttConfig, timeout_s: float) -> AsyncIterator[MqttPublisher]:
     """The publisher of `weldmon replay --publish`: its own client id, no outbox (events are
     held in memory until the broker has them), no retained status and no will, so a live
     daemon on the same broker and the same prefix is never disturbed. On exit everything is

@@ -10,6 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from deploy.dataset_layout import ClipError
 from monitor.console.api import csv_lines, parse_filter
 from monitor.console.clipfiles import ClipFolders, UnsafePathError, inside
 from monitor.console.fleet import Fleet
@@ -25,8 +26,8 @@ from monitor.console.security import (
 from monitor.console.store import Review, StoreError, WeldFilter, WeldRow, WeldStore
 from monitor.console.topics import PrefixError, classify, parse_prefix
 from monitor.events import Source, WeldAlert, WeldProgress, WeldResult, new_weld_id
-from monitor.ops.clip_policy import ClipSettings
-from monitor.ops.clips import ClipError, ClipStore
+from monitor.ops.clip_policy import ClipsConfig
+from monitor.ops.clips import ClipStore
 from training.dataset import index_dataset
 
 SHA = "9fa888fd5505fb57c8c10ffe5d76129779659e3bff0531a420d717f81f9bc83f"
@@ -189,7 +190,7 @@ def test_a_file_that_is_not_a_history_is_refused(tmp_path: Path) -> None:
 
 def _clip(state_dir: Path, r: WeldResult) -> Path:
     tone = 0.1 * np.sin(np.arange(3 * RATE) * 2 * np.pi * 440 / RATE)
-    path = ClipStore(state_dir, ClipSettings(policy="all")).write(r, tone, RATE)
+    path = ClipStore(state_dir, ClipsConfig(policy="all")).write(r, tone, RATE)
     assert path is not None
     return path
 

@@ -16,8 +16,12 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from pydantic import ValidationError
 
+from deploy.segment.modes import SegmentationMode
 from monitor.events import (
-    KNOWN_DEGRADED_REASONS,
+    EVENTS_RETAINED,
+    DegradedReason,
+    EndReason,
+    ErrorCode,
     ErrorEvent,
     Event,
     MalformedMessageError,
@@ -32,13 +36,11 @@ from monitor.events import (
     new_weld_id,
     parse_event,
     parse_status,
-    parse_trigger,
     qos_for,
-    retain_for,
-    station_from_trigger_topic,
     status_payload_factory,
     topic_for,
 )
+from monitor.publish.commands import parse_trigger, station_from_trigger_topic
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 SCHEMA_FILE = REPO_ROOT / "docs" / "mqtt.schema.json"
@@ -99,7 +101,7 @@ def results(draw: st.DrawFn) -> WeldResult:
     started = draw(timestamps)
     duration = draw(st.floats(min_value=0.0, max_value=3600.0))
     probs = draw(st.one_of(st.none(), st.lists(probabilities, max_size=20)))
-    reasons = draw(st.lists(st.sampled_from(KNOWN_DEGRADED_REASONS), unique=True))
+    reasons = draw(st.lists(st.sampled_from(DegradedReason), unique=True))
     return WeldResult(
         **{k: draw(v) for k, v in weld_common.items()},
         started_at=started,
@@ -267,7 +269,7 @@ def test_topics_qos_and_retain_follow_the_documented_table() -> None:
         (result, "p/cell1/weld/result", 1),
         (ErrorEvent(**f, code="model_reload_failed", message="bad file"), "p/error", 1),
     ]
-    assert [(topic_for(e, "p"), qos_for(e), retain_for(e)) for e, _, _ in table] == [
+    assert [(topic_for(e, "p"), qos_for(e), EVENTS_RETAINED) for e, _, _ in table] == [
         (topic, qos, False) for _, topic, qos in table
     ]
 
@@ -387,3 +389,12 @@ def test_every_json_example_in_the_mqtt_doc_is_a_valid_message() -> None:
         else:
             parse_trigger(json.dumps(data).encode())
     assert kinds == {"weld_start", "weld_progress", "weld_alert", "weld_result", "error"}
+
+
+@pytest.mark.parametrize("vocabulary", [SegmentationMode, EndReason, DegradedReason, ErrorCode])
+def test_mqtt_doc_and_schema_list_every_word_of_each_vocabulary(vocabulary) -> None:
+    doc = MQTT_DOC.read_text()
+    listed = {word for word in vocabulary if f"| `{word.value}` |" in doc}
+    assert listed == set(vocabulary), f"docs/mqtt.md lacks {set(vocabulary) - listed}"
+    in_schema = mqtt_json_schema()["$defs"][vocabulary.__name__]["enum"]
+    assert in_schema == [word.value for word in vocabulary]

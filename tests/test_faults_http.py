@@ -23,7 +23,7 @@ from pathlib import Path
 
 import pytest
 
-from monitor.ops.health import HealthServer, HealthSettings
+from monitor.ops.health import HealthServer, HttpConfig
 from monitor.ops.metrics import Metrics
 from tests.support.artifacts import export_untrained
 from tests.support.broker import MosquittoBroker
@@ -73,7 +73,7 @@ def own_fds() -> int:
 
 
 def test_idle_half_sent_connections_hold_no_threads_and_at_most_the_cap_of_descriptors() -> None:
-    settings = HealthSettings(host="127.0.0.1", port=0, max_connections=4, request_timeout_s=1.0)
+    settings = HttpConfig(host="127.0.0.1", port=0, max_connections=4, request_timeout_s=1.0)
     with HealthServer(settings, Metrics().registry, lambda: HEALTHY) as server:
         host, port = server.address
         assert healthz(port)[0] == 200
@@ -95,7 +95,7 @@ def test_idle_half_sent_connections_hold_no_threads_and_at_most_the_cap_of_descr
 
 
 def test_a_half_sent_request_is_closed_after_the_request_timeout() -> None:
-    settings = HealthSettings(host="127.0.0.1", port=0, max_connections=4, request_timeout_s=1.0)
+    settings = HttpConfig(host="127.0.0.1", port=0, max_connections=4, request_timeout_s=1.0)
     with HealthServer(settings, Metrics().registry, lambda: HEALTHY) as server:
         host, port = server.address
         with socket.create_connection((host, port), timeout=10.0) as sock:

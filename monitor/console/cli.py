@@ -49,7 +49,7 @@ from monitor.console.store import (
 from monitor.console.topics import PrefixError, PrefixPattern, parse_prefix
 from monitor.console.web import ConsoleState, create_app, seed_from_history
 from monitor.events import DEFAULT_TOPIC_PREFIX
-from monitor.publish.settings import DEFAULT_PORT, MqttSettings
+from monitor.publish.settings import DEFAULT_PORT, MqttConfig
 from weldmon.cli import EXIT_OK, EXIT_USAGE, Command
 
 RETENTION_EVERY_S = 3600.0
@@ -98,7 +98,7 @@ def parse_broker(text: str) -> tuple[str, int]:
     return host, int(port_text)
 
 
-def _mqtt_from_config(path: str) -> MqttSettings:
+def _mqtt_from_config(path: str) -> MqttConfig:
     """The ``mqtt:`` section of a monitor config (broker, credentials, TLS, prefix)."""
     try:
         data = yaml.safe_load(Path(path).read_text()) or {}
@@ -115,7 +115,7 @@ def _mqtt_from_config(path: str) -> MqttSettings:
                     for k, v in tls.items()
                 },
             }
-        return MqttSettings.model_validate(section)
+        return MqttConfig.model_validate(section)
     except OSError as exc:
         raise ConsoleError(f"--config: cannot read {path}: {exc.strerror or exc}") from exc
     except yaml.YAMLError as exc:

@@ -23,9 +23,8 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
 
-from deploy.dataset_layout import AUDIO_SUFFIX, top_folder
+from deploy.dataset_layout import AUDIO_SUFFIX, ClipError, clip_audio_path, promote_clip, top_folder
 from monitor.events import STATION_PATTERN
-from monitor.ops.clips import ClipError, clip_audio_path, promote_clip
 
 # A weld id as the daemon makes it ({station}-{stamp}-{hex}), and nothing that could be a
 # path: one level, no leading dot, no separators.

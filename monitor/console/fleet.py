@@ -76,6 +76,7 @@ class Verdict:
     alerted: bool
     degraded_reasons: tuple[str, ...] = ()
     part_id: str | None = None
+    replay: bool = False  # published by `weldmon replay --publish`, not a live weld
 
 
 @dataclass
@@ -326,4 +327,5 @@ def verdict_of(event: WeldResult, alerted: bool) -> Verdict:
         alerted=alerted,
         degraded_reasons=tuple(event.degraded_reasons),
         part_id=part_id_of(event),
+        replay=event.replay,
     )

@@ -19,7 +19,7 @@ from matplotlib import mlab
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
-from monitor.ops.clips import ClipError
+from deploy.dataset_layout import ClipError
 
 NFFT = 512  # 32 ms at 16 kHz: resolves the arc's crackle, ~31 Hz bins
 OVERLAP = 384  # 75 % for clips up to ~10 s: smooth in time without blurring short bursts

@@ -195,6 +195,7 @@ class WeldRow:
             self.alerted,
             tuple(r.degraded_reasons),
             self.part_id,
+            r.replay,
         )
 
 

@@ -54,6 +54,9 @@ CORE_FIELDS = frozenset(
         "dropped_frames",
         "end_reason",
         "clip_path",
+        "model_name",
+        "model_version",
+        "replay",
     }
 )
 

@@ -33,7 +33,7 @@ from starlette.responses import (
 from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 
-from deploy.dataset_layout import GOOD_CODE, LABEL_CODES
+from deploy.dataset_layout import GOOD_CODE, LABEL_CODES, ClipError
 from monitor.console.api import QueryError, csv_lines, parse_filter, welds_json
 from monitor.console.clipfiles import ClipFolders, ClipLookup, default_config_folder
 from monitor.console.fleet import Change, Fleet
@@ -53,7 +53,6 @@ from monitor.console.views import (
     window_chart,
 )
 from monitor.events import WeldResult
-from monitor.ops.clips import ClipError
 from weldmon import __version__
 
 HISTORY_PAGE = 100

@@ -23,14 +23,16 @@ from typing import get_args
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, Info
 
-from monitor.events import KNOWN_DEGRADED_REASONS, WeldResult
+from monitor.events import DegradedReason, WeldResult
 from weldmon import __version__
 
 NAMESPACE = "weldmon"
 # Seconds from a window's submission to its probability, queue wait included: a forward pass
-# of one 1 s window takes ~5-30 ms on a small CPU; seconds mean the worker fell behind.
+# of one 1 s window takes milliseconds on a small CPU (docs/benchmarks.md, "inference
+# batching"); seconds mean the worker fell behind.
 INFERENCE_LATENCY_BUCKETS_S = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 MALFORMED_KINDS = ("trigger", "command")  # inbound MQTT messages the daemon parses
+INBOUND_IGNORED_REASONS = ("retained", "empty")  # inbound messages never acted on
 WELD_LABELS = get_args(WeldResult.model_fields["label_name"].annotation)  # good_weld, defect
 
 
@@ -127,8 +129,8 @@ class Metrics:
         self.outbox_oldest_age = gauge(
             "outbox_oldest_age_seconds", "age of the oldest unacknowledged event (0: none)"
         )
-        self.outbox_dropped = counter(
-            "outbox_dropped", "events dropped by the outbox bound (progress first)"
+        self.outbox_over_bound = counter(
+            "outbox_over_bound", "events stored beyond events.outbox_max_events (none dropped)"
         )
         self.outbox_degraded = gauge(
             "outbox_degraded", "1 while the outbox cannot be written (events held in memory)"
@@ -137,6 +139,13 @@ class Metrics:
         self.outbox_write_failures = counter(
             "outbox_write_failures", "outbox writes that failed (each retried from memory)"
         )
+        self.inbound_ignored = counter(
+            "inbound_ignored",
+            "inbound MQTT messages ignored: retained copies, empty payloads",
+            ("reason",),
+        )
+        for reason in INBOUND_IGNORED_REASONS:
+            self.inbound_ignored.labels(reason=reason)  # export 0 before the first one
         self.malformed_messages = counter(
             "malformed_messages", "inbound MQTT messages ignored as malformed", ("kind",)
         )
@@ -158,7 +167,7 @@ class Metrics:
             for label in WELD_LABELS:
                 self.welds.labels(station=station, label=label)
             self.alerts.labels(station=station)
-            for reason in KNOWN_DEGRADED_REASONS:
+            for reason in DegradedReason:
                 self.welds_degraded.labels(station=station, reason=reason)
             self.weld_in_progress.labels(station=station).set(0)
         for channel, station in enumerate(channel_stations):
@@ -214,6 +223,13 @@ class Metrics:
     def malformed(self, kind: str) -> None:
         """An inbound message of `kind` (one of `MALFORMED_KINDS`) was ignored."""
         self.malformed_messages.labels(kind=kind).inc()
+
+    def malformed_total(self, kind: str) -> float:
+        """Malformed inbound messages of `kind` so far."""
+        value = self.registry.get_sample_value(
+            f"{NAMESPACE}_malformed_messages_total", {"kind": kind}
+        )
+        return value or 0.0
 
     def model(self, sha256: str | None) -> None:
         """The model now in use (None: none loaded)."""

@@ -14,19 +14,22 @@ Pure bookkeeping: no I/O, no threads; the pipeline feeds it and publishes what i
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
 import numpy as np
 
 from deploy.contract import LABEL_NAMES
+from deploy.errors import WeldmonError
 from deploy.loader import DeployModel
 from deploy.model import decide
 from deploy.pooling import topk_pool_np
+from deploy.segment.modes import SegmentationMode
 from deploy.windows import window_count
 from monitor.events import (
+    DegradedReason,
     EndReason,
-    SegmentationMode,
     Source,
     WeldAlert,
     WeldProgress,
@@ -71,6 +74,22 @@ class ModelInfo:
         }
 
 
+class ModelSwapError(WeldmonError):
+    """A model cannot replace the running one without a restart."""
+
+
+def check_swappable(new: ModelInfo, running: ModelInfo) -> None:
+    """Raise ModelSwapError unless ``new`` takes the same windows (rate and length) as the
+    running model: the resampler, the station histories and the window grid are built for
+    those, so a model that wants others needs a restart."""
+    if (new.sample_rate, new.chunk_samples) != (running.sample_rate, running.chunk_samples):
+        raise ModelSwapError(
+            f"the new model takes {new.chunk_samples} samples at {new.sample_rate} Hz, the "
+            f"running model {running.chunk_samples} at {running.sample_rate} Hz; that change "
+            "needs a restart"
+        )
+
+
 @dataclass(frozen=True)
 class TrackerOptions:
     """Fields every event of this daemon shares."""
@@ -79,6 +98,27 @@ class TrackerOptions:
     daemon_version: str
     segmentation: SegmentationMode
     include_window_probs: bool = False
+
+
+# A window whose audio is more than this share of exact zeros, in a weld whose NaN/Inf samples
+# were replaced by zeros, is not judged: its verdict would be the model's opinion of the
+# silence we put there (all-NaN audio used to come out as a good weld, p=0.47). No real
+# microphone delivers exact zeros (its self-noise sets the low bits), so in such a weld the
+# zeros are the repaired samples.
+MAX_REPAIRED_SHARE = 0.5
+
+
+def repaired_window(samples: np.ndarray) -> bool:
+    """True when more than `MAX_REPAIRED_SHARE` of the window is exact digital zeros."""
+    return np.count_nonzero(samples) < (1.0 - MAX_REPAIRED_SHARE) * samples.size
+
+
+NOT_JUDGED = math.nan  # the probability recorded for a window whose inference failed
+
+
+def judged(probs: list[float]) -> list[float]:
+    """The probabilities that were judged (``NOT_JUDGED`` left out), in order."""
+    return [p for p in probs if not math.isnan(p)]
 
 
 def utc_datetime(posix_s: float) -> datetime:
@@ -101,10 +141,11 @@ class WeldTracker:
     start_index: int  # on the station's model-rate clock
     epoch_utc: float  # UTC of sample 0 of the stream epoch
     weld_id: str = ""
-    probs: list[float] = field(default_factory=list)  # by window index; NaN = not judged
+    probs: list[float] = field(default_factory=list)  # by window index; NOT_JUDGED: failed
     alerted: bool = False
-    degraded_reasons: set[str] = field(default_factory=set)
+    degraded_reasons: set[DegradedReason] = field(default_factory=set)
     dropped_frames: int = 0
+    not_finite: set[int] = field(default_factory=set)  # windows left out: repaired audio
 
     def __post_init__(self) -> None:
         if not self.weld_id:
@@ -136,14 +177,32 @@ class WeldTracker:
             threshold=self.options.model.threshold,
         )
 
-    def degrade(self, reason: str, dropped_frames: int = 0) -> None:
+    def degrade(self, reason: DegradedReason, dropped_frames: int = 0) -> None:
         """Mark the weld degraded (e.g. dropped_audio, nonfinite_samples)."""
         self.degraded_reasons.add(reason)
         self.dropped_frames += dropped_frames
 
+    def judgeable(self, index: int, samples: np.ndarray) -> bool:
+        """Whether window `index` may be judged: not when this weld had NaN/Inf repaired and
+        the window is mostly the repair (see `MAX_REPAIRED_SHARE`); such a window is recorded
+        as not judged, and a weld left with no judged window is not judged at all."""
+        if DegradedReason.NONFINITE_SAMPLES in self.degraded_reasons and repaired_window(samples):
+            self.not_finite.add(index)
+            return False
+        return True
+
     def _judged(self, n: int | None = None) -> list[float]:
-        probs = self.probs if n is None else self.probs[:n]
-        return [p for p in probs if p == p]  # NaN marks a window whose inference failed
+        return judged(self.probs if n is None else self.probs[:n])
+
+    def judged_probs(self, end_index: int) -> list[float]:
+        """The probabilities of the judged whole windows inside [start, end_index): what the
+        result pools."""
+        return self._judged(window_count(max(0, end_index - self.start_index), self.chunk))
+
+    @property
+    def chunk(self) -> int:
+        """Samples per window."""
+        return self.options.model.chunk_samples
 
     def add_window(
         self, index: int, prob: float | None, window_end: int, progress: bool
@@ -153,8 +212,9 @@ class WeldTracker:
         if index != len(self.probs):
             raise ValueError(f"window {index} out of order (expected {len(self.probs)})")
         if prob is None:
-            self.probs.append(float("nan"))
-            self.degrade("inference_failed")
+            self.probs.append(NOT_JUDGED)
+            if index not in self.not_finite:  # repaired audio is left out, not a failure
+                self.degrade(DegradedReason.INFERENCE_FAILED)
             return []
         self.probs.append(prob)
         judged = self._judged()
@@ -191,11 +251,11 @@ class WeldTracker:
     def result(self, end_index: int, end_reason: EndReason) -> WeldResult:
         """The verdict over the whole windows inside [start, end_index)."""
         m = self.options.model
-        n_whole = window_count(max(0, end_index - self.start_index), m.chunk_samples)
-        judged = self._judged(n_whole)
+        judged = self.judged_probs(end_index)
         reasons = set(self.degraded_reasons)
-        if not judged:
-            reasons.add("too_short")
+        if not judged:  # no verdict: `judged` is false in the result
+            if window_count(max(0, end_index - self.start_index), self.chunk) == 0:
+                reasons.add(DegradedReason.TOO_SHORT)
             p, label, p_max = 0.0, 0, 0.0
         else:
             p = pool(judged, m.eval_pool_ratio)

@@ -24,10 +24,15 @@ import structlog
 from pydantic import ValidationError
 
 from deploy.contract import LABEL_NAMES
-from monitor.events import MalformedMessageError, WeldResult, WeldStart, parse_event
+from monitor.events import (
+    DegradedReason,
+    EndReason,
+    MalformedMessageError,
+    WeldResult,
+    WeldStart,
+    parse_event,
+)
 from monitor.publish.outbox import OpenWeldRecord, Outbox, OutboxError
-
-INTERRUPTED = "interrupted"
 
 log = structlog.get_logger(__name__)
 
@@ -60,9 +65,9 @@ def interrupted_result(record: OpenWeldRecord) -> WeldResult:
         n_windows=record.n_windows if judged else 0,
         window_p_max=float(record.window_p_max or 0.0) if judged else 0.0,
         degraded=True,
-        degraded_reasons=[INTERRUPTED],
+        degraded_reasons=[DegradedReason.INTERRUPTED],
         dropped_frames=0,
-        end_reason="shutdown",
+        end_reason=EndReason.SHUTDOWN,
         judged=judged,
     )
 
@@ -90,3 +95,12 @@ def report_interrupted(outbox: Outbox, emit: Callable[[WeldResult], None]) -> li
     if reported:
         log.warning("interrupted_welds_reported", weld_ids=reported)
     return reported
+
+
+def interrupted_message(welds: list[str]) -> str:
+    """The operator's message for the welds a killed daemon left open."""
+    return (
+        f"{len(welds)} weld(s) were open when the daemon last stopped without closing them "
+        f"(killed or aborted): {', '.join(welds)}; their results are published as degraded "
+        "(interrupted)"
+    )

@@ -35,7 +35,7 @@ import asyncio
 import contextlib
 import logging
 import threading
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from datetime import UTC, datetime
 from typing import Any
 
@@ -277,6 +277,40 @@ class OpcUaServer:
             if self._written.get(key) != value:
                 await self._nodes[key].write_value(ua.Variant(value, kind))
                 self._written[key] = value
+
+
+@contextlib.asynccontextmanager
+async def serving(
+    cfg: OpcUaConfig,
+    stations: list[str],
+    health: Callable[[str], str],
+    report: Callable[[str, str], None],
+) -> AsyncIterator[OpcUaServer]:
+    """The OPC UA server for `stations` while the body runs (the caller feeds it events).
+    It starts in the background, because asyncua builds its address space for seconds; a
+    failure to start, or of the running server, is handed to ``report(code, message)`` on the
+    event loop and never stops the body: verdicts matter more than one of their consumers."""
+    loop = asyncio.get_running_loop()
+
+    def failed(message: str) -> None:  # on the OPC UA thread
+        loop.call_soon_threadsafe(report, "opcua_failed", message)
+
+    server = OpcUaServer(cfg, stations, health, failed)
+
+    async def start() -> None:
+        try:
+            await asyncio.to_thread(server.start)
+        except OpcUaError as exc:
+            log.error("opcua_unavailable", error=str(exc))
+            report("opcua_unavailable", str(exc))
+
+    starting = loop.create_task(start(), name="weldmon-opcua-start")
+    try:
+        yield server
+    finally:
+        starting.cancel()
+        await asyncio.gather(starting, return_exceptions=True)
+        await asyncio.to_thread(server.stop)
 
 
 async def _first(*aws: Any) -> None:
