@@ -49,30 +49,6 @@ class StatusSummary:
     errors: int = 0
     last: str = "none yet"
 
-    def device_opened(self, channel_stations: list[str]) -> None:
-        """A stream epoch began: the device is open and no channel is in a silence episode."""
-        self.metrics.device(is_open=True)
-        for channel, station in enumerate(channel_stations):
-            self.metrics.dead_microphone(station, channel, dead=False)
-
-    def microphone(self, quiet: StationSilence) -> None:
-        """A channel began or ended a dead-microphone episode: the gauge first, then the log
-        line (whoever reads the log may scrape at once)."""
-        channel, station = quiet.change.channel, quiet.station
-        self.metrics.dead_microphone(station, channel, quiet.alarm)
-        if quiet.alarm:
-            log.error("dead_microphone", channel=channel, station=station)
-        else:
-            log.info("microphone_sound_returned", channel=channel, station=station)
-
-    def on_block(self, block: AudioBlock) -> None:
-        """Count one audio block's frames, losses and repairs."""
-        self.metrics.audio_block(
-            block.frames,
-            dropped_frames=block.dropped_frames,
-            nonfinite_samples=block.nonfinite_samples,
-        )
-
     def on_event(self, event: Event) -> None:
         """Count one event."""
         if isinstance(event, WeldResult):
