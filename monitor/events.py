@@ -146,6 +146,13 @@ class ErrorCode(StrEnum):
     OPCUA_FAILED = "opcua_failed"  # the running OPC UA server failed
 
 
+class ThresholdSource(StrEnum):
+    """Where the threshold that judged a weld came from."""
+
+    ARTIFACT = "artifact"  # the deploy artifact's own threshold
+    CONFIG = "config"  # the station's entry in audio.stations overrides it
+
+
 # Consumers keep working when a newer daemon adds a reason or a code: any snake_case word is
 # accepted after the known ones (a union tried left to right keeps known values as enums).
 OpenDegradedReason = Annotated[
@@ -195,6 +202,9 @@ class _WeldEventBase(_EventBase):
     station: StationName
     weld_id: str = Field(min_length=1, max_length=160)
     source: Source
+    # -- optional fields added within schema_version 1 (integ: per-station thresholds) --
+    # where the event's `threshold` (the decision threshold) came from
+    threshold_source: ThresholdSource = ThresholdSource.ARTIFACT
 
 
 class WeldStart(_WeldEventBase):
@@ -204,6 +214,9 @@ class WeldStart(_WeldEventBase):
     started_at: UtcTimestamp
     segmentation: SegmentationMode
     threshold: Probability
+    # the rolling p_defect at which this weld's early alert fires, and where it came from
+    alert_threshold: Probability | None = None
+    alert_threshold_source: ThresholdSource | None = None
 
 
 class WeldProgress(_WeldEventBase):
@@ -219,11 +232,14 @@ class WeldProgress(_WeldEventBase):
 
 
 class WeldAlert(_WeldEventBase):
-    """The rolling p_defect first reached the threshold while the weld goes on (QoS 1)."""
+    """The rolling p_defect first reached the alert threshold while the weld goes on (QoS 1);
+    ``threshold`` is the decision threshold, ``alert_threshold`` the one reached."""
 
     kind: Literal["weld_alert"] = "weld_alert"
     p_defect: Probability
     threshold: Probability
+    alert_threshold: Probability | None = None  # null from daemons before it: the threshold
+    alert_threshold_source: ThresholdSource | None = None
     n_windows: int = Field(ge=1)
     started_at: UtcTimestamp
     at: UtcTimestamp

@@ -62,6 +62,7 @@ def interrupted_result(record: OpenWeldRecord) -> WeldResult:
         label_name=LABEL_NAMES[label],
         p_defect=p,
         threshold=start.threshold,
+        threshold_source=start.threshold_source,
         n_windows=record.n_windows if judged else 0,
         window_p_max=float(record.window_p_max or 0.0) if judged else 0.0,
         degraded=True,
