@@ -79,7 +79,11 @@ class Daemon:
         )
         self.events = EventRouter(listeners=[self.ops.on_event])
         handlers = CommandHandlers(
-            self.reloader.request, self._trigger, self._rediscover, self.ops.metrics.malformed
+            reload=self.reloader.request,
+            trigger=self._trigger,
+            part=self._part,
+            homeassistant_birth=self._rediscover,
+            malformed=self.ops.metrics.malformed,
         )
         self.commands = CommandRouter(
             cfg.mqtt.topic_prefix,
@@ -219,8 +223,19 @@ class Daemon:
 
     # -- inbound MQTT and outbound events --------------------------------------------------------
 
-    def _trigger(self, station: str, state: Literal["start", "stop"], at_utc: float) -> bool:
-        return self.pipeline is not None and self.pipeline.push_trigger(station, state, at_utc)
+    def _trigger(
+        self, station: str, state: Literal["start", "stop"], at_utc: float, context: dict[str, str]
+    ) -> bool:
+        pipeline = self.pipeline
+        return pipeline is not None and pipeline.push_trigger(station, state, at_utc, context)
+
+    def _part(self, station: str, context: dict[str, str]) -> bool:
+        if self.pipeline is None:  # before the first audio: no station yet to hold it
+            return False
+        if self.pipeline.announce_part(station, context):
+            log.info("part_announced", station=station, context=context)
+            return True
+        return False
 
     def _rediscover(self) -> None:
         if self.publisher is not None:

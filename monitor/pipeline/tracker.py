@@ -177,6 +177,7 @@ class WeldTracker:
     degraded_reasons: set[DegradedReason] = field(default_factory=set)
     dropped_frames: int = 0
     not_finite: set[int] = field(default_factory=set)  # windows left out: repaired audio
+    context: dict[str, str] | None = None  # the part it belongs to (start, alert, result)
 
     def __post_init__(self) -> None:
         if not self.weld_id:
@@ -211,6 +212,7 @@ class WeldTracker:
             segmentation=self.options.segmentation,
             alert_threshold=self.limits.alert,
             alert_threshold_source=self.limits.alert_source,
+            context=self.context,
         )
 
     def degrade(self, reason: DegradedReason, dropped_frames: int = 0) -> None:
@@ -277,6 +279,7 @@ class WeldTracker:
                     p_defect=p,
                     alert_threshold=self.limits.alert,
                     alert_threshold_source=self.limits.alert_source,
+                    context=self.context,
                     n_windows=len(judged),
                     started_at=self.started_at,
                     at=self._utc(window_end),
@@ -314,4 +317,5 @@ class WeldTracker:
             degraded_reasons=sorted(reasons),
             dropped_frames=self.dropped_frames,
             end_reason=end_reason,
+            context=self.context,
         )

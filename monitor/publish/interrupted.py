@@ -69,6 +69,7 @@ def interrupted_result(record: OpenWeldRecord) -> WeldResult:
         degraded_reasons=[DegradedReason.INTERRUPTED],
         dropped_frames=0,
         end_reason=EndReason.SHUTDOWN,
+        context=start.context,
         judged=judged,
     )
 
