@@ -294,6 +294,18 @@ def _run_console(args: argparse.Namespace) -> int:
     return _console_command().run(args)
 
 
+def _configure_config(parser: argparse.ArgumentParser) -> None:
+    from monitor.config_cli import configure
+
+    configure(parser)
+
+
+def _run_config(args: argparse.Namespace) -> int:
+    from monitor.config_cli import run
+
+    return run(args)
+
+
 COMMANDS: dict[str, Command] = {
     "run": Command(_configure_run, _run_daemon, "run the real-time monitor daemon"),
     "replay": Command(
@@ -310,5 +322,8 @@ COMMANDS: dict[str, Command] = {
     ),
     "console": Command(
         _configure_console, _run_console, "web console: live fleet, weld history, clip review"
+    ),
+    "config": Command(
+        _configure_config, _run_config, "check a monitor config, or print the example one"
     ),
 }

@@ -175,9 +175,12 @@ def parse_config(
     *,
     check_files: bool = True,
     problems: list[str] | None = None,
+    create_state: bool = True,
 ) -> MonitorConfig:
     """Validate already-parsed YAML; raises ConfigError listing every problem at once: the
-    schema's, the files' (model, state_dir) and any `problems` the reader found before."""
+    schema's, the files' (model, state_dir) and any `problems` the reader found before.
+    A missing `state_dir` is created when all else is right, unless not `create_state`
+    (`weldmon config check` creates nothing)."""
     problems = list(problems or [])
     if not isinstance(data, dict):
         raise ConfigError(
@@ -197,7 +200,8 @@ def parse_config(
             section = data.get("model")
             model = section.get("path") if isinstance(section, dict) else None
             state = data.get("state_dir")
-        problems += _file_problems(model, state, create_state=cfg is not None and not problems)
+        create = create_state and cfg is not None and not problems
+        problems += _file_problems(model, state, create_state=create)
         if cfg is not None:
             problems += _extra_problems(cfg)
     if problems or cfg is None:
@@ -222,8 +226,11 @@ def standalone_config(model: Path) -> MonitorConfig:
     return cfg
 
 
-def load_config(path: str | Path, *, check_files: bool = True) -> MonitorConfig:
-    """Read and validate `path`; relative paths in it resolve against the file's folder."""
+def load_config(
+    path: str | Path, *, check_files: bool = True, create_state: bool = True
+) -> MonitorConfig:
+    """Read and validate `path`; relative paths in it resolve against the file's folder.
+    `create_state`: see `parse_config`."""
     path = Path(path)
     try:
         text = path.read_text()
@@ -242,7 +249,9 @@ def load_config(path: str | Path, *, check_files: bool = True) -> MonitorConfig:
         problems.append("the file holds no settings (see configs/monitor.example.yaml)")
     if isinstance(data, dict):
         data = _resolve_relative(data, path.parent)
-    return parse_config(data, str(path), check_files=check_files, problems=problems)
+    return parse_config(
+        data, str(path), check_files=check_files, problems=problems, create_state=create_state
+    )
 
 
 class _StrictLoader(yaml.SafeLoader):

@@ -19,7 +19,7 @@ import time
 from collections.abc import Coroutine
 from contextlib import AsyncExitStack
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import structlog
 
@@ -81,12 +81,11 @@ class Daemon:
         )
         self.events = EventRouter(listeners=[self.ops.on_event])
         handlers = CommandHandlers(
-            self.reloader.request,
-            lambda station, state, at: bool(
-                self.pipeline and self.pipeline.push_trigger(station, state, at)
-            ),
-            self._rediscover,
-            self.ops.metrics.malformed,
+            reload=self.reloader.request,
+            trigger=self._trigger,
+            part=self._part,
+            homeassistant_birth=self._rediscover,
+            malformed=self.ops.metrics.malformed,
         )
         ha, triggers = cfg.homeassistant, RULES[cfg.segmentation.mode].triggers
         stations = self.settings.stations
@@ -210,6 +209,20 @@ class Daemon:
         return pipeline.oldest_pending_at if pipeline is not None else None
 
     # -- inbound MQTT and outbound events --------------------------------------------------------
+
+    def _trigger(
+        self, station: str, state: Literal["start", "stop"], at_utc: float, context: dict[str, str]
+    ) -> bool:
+        pipeline = self.pipeline
+        return pipeline is not None and pipeline.push_trigger(station, state, at_utc, context)
+
+    def _part(self, station: str, context: dict[str, str]) -> bool:
+        if self.pipeline is None:  # before the first audio: no station yet to hold it
+            return False
+        if self.pipeline.announce_part(station, context):
+            log.info("part_announced", station=station, context=context)
+            return True
+        return False
 
     def _rediscover(self) -> None:
         if self.publisher is not None:

@@ -12,6 +12,7 @@ payloads are parsed by ``monitor.publish.commands``).
 from __future__ import annotations
 
 import json
+import math
 import sys
 import uuid
 from collections.abc import Callable
@@ -22,6 +23,7 @@ from typing import Annotated, Any, Literal
 from pydantic import (
     AfterValidator,
     BaseModel,
+    BeforeValidator,
     ConfigDict,
     Field,
     PlainSerializer,
@@ -146,6 +148,13 @@ class ErrorCode(StrEnum):
     OPCUA_FAILED = "opcua_failed"  # the running OPC UA server failed
 
 
+class ThresholdSource(StrEnum):
+    """Where the threshold that judged a weld came from."""
+
+    ARTIFACT = "artifact"  # the deploy artifact's own threshold
+    CONFIG = "config"  # the station's entry in audio.stations overrides it
+
+
 # Consumers keep working when a newer daemon adds a reason or a code: any snake_case word is
 # accepted after the known ones (a union tried left to right keeps known values as enums).
 OpenDegradedReason = Annotated[
@@ -156,6 +165,31 @@ OpenErrorCode = Annotated[
     ErrorCode | Annotated[str, Field(pattern=REASON_PATTERN)],
     Field(union_mode="left_to_right"),
 ]
+
+
+# --- part context: what the line says about the part a weld belongs to ------------------------
+# (integ: part traceability) A trigger's start, or a part announcement, may name the part,
+# program, seam, operator... as string key/value pairs. Bounded so a misbehaving sender cannot
+# bloat every event: keys are identifiers, values short strings (JSON numbers and booleans are
+# taken as their text), at most MAX_CONTEXT_KEYS pairs.
+MAX_CONTEXT_KEYS = 16
+MAX_CONTEXT_VALUE_CHARS = 128
+CONTEXT_KEY_PATTERN = r"^[A-Za-z_][A-Za-z0-9_.-]{0,63}$"
+
+
+def _context_text(value: object) -> object:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, int) or (isinstance(value, float) and math.isfinite(value)):
+        return str(value)
+    return value  # a string passes; anything else fails as "not a valid string"
+
+
+ContextKey = Annotated[str, Field(pattern=CONTEXT_KEY_PATTERN)]
+ContextText = Annotated[
+    str, BeforeValidator(_context_text), Field(max_length=MAX_CONTEXT_VALUE_CHARS)
+]
+WeldContext = Annotated[dict[ContextKey, ContextText], Field(max_length=MAX_CONTEXT_KEYS)]
 
 
 class _Model(BaseModel):
@@ -195,6 +229,9 @@ class _WeldEventBase(_EventBase):
     station: StationName
     weld_id: str = Field(min_length=1, max_length=160)
     source: Source
+    # -- optional fields added within schema_version 1 (integ: per-station thresholds) --
+    # where the event's `threshold` (the decision threshold) came from
+    threshold_source: ThresholdSource = ThresholdSource.ARTIFACT
 
 
 class WeldStart(_WeldEventBase):
@@ -204,6 +241,12 @@ class WeldStart(_WeldEventBase):
     started_at: UtcTimestamp
     segmentation: SegmentationMode
     threshold: Probability
+    # the rolling p_defect at which this weld's early alert fires, and where it came from
+    alert_threshold: Probability | None = None
+    alert_threshold_source: ThresholdSource | None = None
+    # (integ: part traceability) the part this weld belongs to, from the trigger's start or
+    # the station's last part announcement; null when the line said nothing
+    context: WeldContext | None = None
 
 
 class WeldProgress(_WeldEventBase):
@@ -219,11 +262,15 @@ class WeldProgress(_WeldEventBase):
 
 
 class WeldAlert(_WeldEventBase):
-    """The rolling p_defect first reached the threshold while the weld goes on (QoS 1)."""
+    """The rolling p_defect first reached the alert threshold while the weld goes on (QoS 1);
+    ``threshold`` is the decision threshold, ``alert_threshold`` the one reached."""
 
     kind: Literal["weld_alert"] = "weld_alert"
     p_defect: Probability
     threshold: Probability
+    alert_threshold: Probability | None = None  # null from daemons before it: the threshold
+    alert_threshold_source: ThresholdSource | None = None
+    context: WeldContext | None = None  # (integ: part traceability) as in the weld's start
     n_windows: int = Field(ge=1)
     started_at: UtcTimestamp
     at: UtcTimestamp
@@ -248,6 +295,7 @@ class WeldResult(_WeldEventBase):
     dropped_frames: int = Field(ge=0)
     end_reason: EndReason
     clip_path: str | None = None
+    context: WeldContext | None = None  # (integ: part traceability) as in the weld's start
     # -- optional fields added within schema_version 1 (faults: not judged) --
     # False when not one window could be judged (shorter than a window, every window's audio
     # non-finite or its inference failed, the daemon died first): `label` is then no verdict.
@@ -369,11 +417,60 @@ def parse_status(payload: bytes) -> StatusMessage:
 # --- inbound trigger ----------------------------------------------------------------------------
 
 
-class TriggerMessage(_Model):
+_CONTEXT_SCHEMA = {
+    "propertyNames": {"pattern": CONTEXT_KEY_PATTERN},
+    "maxProperties": MAX_CONTEXT_KEYS + 1,
+}
+
+
+class _ContextMessage(_Model):
+    # Flat on the wire: every key but the message's own fields is part context.
+    model_config = ConfigDict(
+        extra="allow", frozen=True, allow_inf_nan=False, json_schema_extra=_CONTEXT_SCHEMA
+    )
+    __pydantic_extra__: dict[ContextKey, ContextText] = Field(init=False)
+
+    @model_validator(mode="after")
+    def _bounded(self) -> _ContextMessage:
+        if len(self.context_fields()) > MAX_CONTEXT_KEYS:
+            raise ValueError(f"more than {MAX_CONTEXT_KEYS} context keys")
+        return self
+
+    def context_fields(self) -> dict[str, str]:
+        """The part context the message carries (may be empty)."""
+        return dict(self.model_extra or {})
+
+
+class TriggerMessage(_ContextMessage):
     """An external weld start/stop on ``{prefix}/{station}/trigger``: JSON
-    ``{"state": "start"|"stop"}`` or the plain words ``start`` / ``stop``."""
+    ``{"state": "start"|"stop"}`` or the plain words ``start`` / ``stop``. A start may carry
+    part context beside ``state`` (``{"state": "start", "part_id": "A-1042", "program": "7",
+    "seam": "2", "operator": "jd"}``): string values, at most 16 keys; the weld's start,
+    alert and result events carry it as ``context``."""
 
     state: Literal["start", "stop"]
+
+
+class PartMessage(_ContextMessage):
+    """The next part at a station, on ``{prefix}/{station}/part`` (e.g. a barcode scan): JSON
+    ``{"part_id": "A-1042", ...}`` (more context keys allowed, as in a trigger) or the plain
+    part id. The station's next weld start carries it (a trigger start's own keys win); a
+    later announcement replaces it. Never retained (a retained one is ignored)."""
+
+    part_id: ContextText = Field(min_length=1)
+
+    def context_fields(self) -> dict[str, str]:
+        return {"part_id": self.part_id, **super().context_fields()}
+
+
+def part_topic(station: str, prefix: str = DEFAULT_TOPIC_PREFIX) -> str:
+    """The inbound part announcement topic of one station."""
+    return f"{prefix}/{station}/part"
+
+
+def part_subscription(prefix: str = DEFAULT_TOPIC_PREFIX) -> str:
+    """The wildcard that matches every station's part topic."""
+    return f"{prefix}/+/part"
 
 
 def trigger_topic(station: str, prefix: str = DEFAULT_TOPIC_PREFIX) -> str:
@@ -404,7 +501,7 @@ def mqtt_json_schema() -> dict[str, Any]:
     template = "#/$defs/{model}"
     schema = EVENT_ADAPTER.json_schema(ref_template=template)
     defs = schema.setdefault("$defs", {})
-    for model in (StatusMessage, TriggerMessage):
+    for model in (StatusMessage, TriggerMessage, PartMessage):
         sub = model.model_json_schema(ref_template=template)
         defs.update(sub.pop("$defs", {}))
         defs[model.__name__] = sub
@@ -415,7 +512,8 @@ def mqtt_json_schema() -> dict[str, Any]:
         "description": (
             f"Events on {{prefix}}/{{station}}/weld/* and {{prefix}}/error, schema_version "
             f"{SCHEMA_VERSION}. The retained {{prefix}}/status payload is $defs/StatusMessage; "
-            "inbound {prefix}/{station}/trigger payloads are $defs/TriggerMessage."
+            "inbound {prefix}/{station}/trigger payloads are $defs/TriggerMessage, "
+            "{prefix}/{station}/part payloads $defs/PartMessage."
         ),
         **schema,
     }

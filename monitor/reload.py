@@ -8,9 +8,11 @@ finish with the old model (their result says so in ``model_sha256``), welds that
 afterwards use the new one. A reload that fails at any step keeps the old model and is
 reported as an ``error`` event (``code: reload_failed``).
 
-Only the ``model`` and ``clips`` sections take effect on reload; a change to any other
-section is named in a warning (``reload_needs_restart``) and waits for the next restart,
-because those sections shape threads, sockets and devices that live for the whole process.
+Only the ``model`` and ``clips`` sections, and the per-station thresholds in
+``audio.stations``, take effect on reload (the thresholds for welds that start afterwards); a
+change to any other section is named in a warning (``reload_needs_restart``) and waits for the
+next restart, because those sections shape threads, sockets and devices that live for the
+whole process.
 
 Requests never pile up: one reload runs at a time, and requests that arrive meanwhile are
 merged into one more run after it.
@@ -75,7 +77,11 @@ def prepare_reload(
     except ModelSwapError as exc:
         raise ReloadError(f"model.path: {model.path}: {exc}") from exc
     changed = changed_sections(current, fresh)
-    applied = current.model_copy(update={k: getattr(fresh, k) for k in APPLIED_SECTIONS})
+    update = {k: getattr(fresh, k) for k in APPLIED_SECTIONS}
+    if "audio" in changed and current.audio.without_overrides() == fresh.audio.without_overrides():
+        update["audio"] = fresh.audio  # only thresholds changed: the capture stays as it is
+        changed.remove("audio")
+    applied = current.model_copy(update=update)
     return ReloadPlan(applied, model, tuple(k for k in changed if k not in APPLIED_SECTIONS))
 
 

@@ -29,7 +29,7 @@ from monitor.events import (
 )
 from monitor.ops.memory import pin_mmap_threshold
 from monitor.pipeline.core import PipelineSettings
-from monitor.pipeline.tracker import ModelInfo, TrackerOptions
+from monitor.pipeline.tracker import ModelInfo, StationThresholds, TrackerOptions
 from monitor.publish.interrupted import interrupted_message, report_interrupted
 from monitor.publish.outbox import Outbox
 from monitor.publish.publisher import MqttPublisher
@@ -86,11 +86,17 @@ def tracker_options(
     cfg: MonitorConfig, model: DeployModel, segmentation: SegmentationMode
 ) -> TrackerOptions:
     """The facts every event of this process carries."""
+    info = ModelInfo.of(model)
+    overrides = {
+        name: StationThresholds.resolve(info.threshold, entry.threshold, entry.alert_threshold)
+        for name, entry in cfg.audio.station_overrides().items()
+    }
     return TrackerOptions(
-        model=ModelInfo.of(model),
+        model=info,
         daemon_version=__version__,
         segmentation=segmentation,
         include_window_probs=cfg.events.window_probs,
+        overrides=overrides,
     )
 
 

@@ -8,7 +8,8 @@
 #   5. run the monitor over it (weldmon replay, arc-gate segmentation, the daemon's pipeline):
 #      each weld's result is printed as one JSON line as soon as the weld ends; when a Mosquitto
 #      broker answers on 127.0.0.1:1883, every event is published there too
-#      (mosquitto_sub -t 'weldmon/#' -v to watch).
+#      (mosquitto_sub -t 'weldmon/#' -v to watch),
+#   6. end with a table: each weld's true label beside the monitor's verdict.
 # DEMO_REALTIME=1 replays the shift at real-time pace (about 95 s) instead of full speed.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -30,7 +31,7 @@ sed 's/^epochs: .*/epochs: 8/' "$work/data/train.tiny.yaml" > "$work/train.yaml"
 echo "== 2/4 train and export" >&2
 $weldmon train --config "$work/train.yaml" --run-dir "$work/run" --no-progress >&2
 $weldmon export --checkpoint "$work/run/best_model.pt" \
-  --output "$work/run/deploy_single_label.pt" >&2
+  --output "$work/run/deploy_single_label.pt" --name "demo synthetic" --model-version 1 >&2
 
 echo "== 3/4 synthetic shift" >&2
 $py scripts/make_demo_shift.py "$work/data" "$work/shift.flac" >&2
@@ -62,4 +63,8 @@ YAML
 echo "== 4/4 monitor: weldmon replay (one JSON result per weld)" >&2
 realtime=()
 if [ "${DEMO_REALTIME:-0}" = "1" ]; then realtime=(--realtime); fi
-$weldmon replay --config "$work/monitor.yaml" "${realtime[@]}" "$work/shift.flac"
+$weldmon replay --config "$work/monitor.yaml" "${realtime[@]}" "$work/shift.flac" \
+  | tee "$work/results.jsonl"
+
+echo "== each weld's truth beside the monitor's verdict" >&2
+$py scripts/demo_table.py "$work/shift.truth.csv" "$work/results.jsonl"

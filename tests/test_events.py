@@ -40,7 +40,7 @@ from monitor.events import (
     status_payload_factory,
     topic_for,
 )
-from monitor.publish.commands import parse_trigger, station_from_trigger_topic
+from monitor.publish.commands import parse_part, parse_trigger, station_from_trigger_topic
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 SCHEMA_FILE = REPO_ROOT / "docs" / "mqtt.schema.json"
@@ -312,11 +312,13 @@ def test_trigger_accepts_json_and_plain_words(payload: bytes, state: str) -> Non
         b"",
         b"go",
         b'{"state": "pause"}',
-        b'{"state": "start", "extra": 1}',
+        b'{"state": "start", "bad key": "x"}',
+        b'{"state": "start", "part_id": {"nested": 1}}',
         b"[1, 2]",
         b"\xff\xfe",
         b"[" * 5000,
         b"start" * 1000,
+        b'{"state": "start", "x": "' + b"y" * 5000 + b'"}',
         b"null",
     ],
 )
@@ -386,6 +388,8 @@ def test_every_json_example_in_the_mqtt_doc_is_a_valid_message() -> None:
             kinds.add(parse_event(json.dumps(data).encode()).kind)
         elif "state" in data and "client_id" in data:
             parse_status(json.dumps(data).encode())
+        elif "state" not in data:
+            parse_part(json.dumps(data).encode())
         else:
             parse_trigger(json.dumps(data).encode())
     assert kinds == {"weld_start", "weld_progress", "weld_alert", "weld_result", "error"}

@@ -361,3 +361,11 @@ def test_the_daemon_shows_welds_in_progress_and_the_stations_health(
     health = daemon_run.health_seen
     assert "dead_microphone" in health and health[-1] == "ok", health
     assert daemon_run.opcua["Health"] == "ok"
+
+
+def test_the_part_id_of_the_latest_result_is_shown() -> None:
+    state = OpcUaState(["cell1"])
+    state.apply(_result(1, 0.9).model_copy(update={"context": {"part_id": "A-1042", "seam": "2"}}))
+    assert state.snapshot().stations["cell1"].part_id == "A-1042"
+    state.apply(_result(0, 0.1, weld="cell1-w2"))
+    assert state.snapshot().stations["cell1"].part_id == ""  # that weld named no part

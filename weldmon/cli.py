@@ -43,6 +43,7 @@ REGISTRY: dict[str, tuple[str, str]] = {
     "devices": ("monitor.cli", "list the audio input devices PortAudio sees"),
     "watch": ("monitor.cli", "live terminal view of the monitor's MQTT events"),
     "console": ("monitor.cli", "web console: live fleet, weld history, clip review"),
+    "config": ("monitor.cli", "check a monitor config (every problem at once), print the example"),
 }
 
 # Exit codes shared by every subcommand.

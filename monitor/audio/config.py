@@ -36,6 +36,23 @@ DEFAULT_SILENCE_ALARM_S = 60.0
 ChannelMode = Literal["mix", "per_channel"]
 
 
+class StationConfig(BaseModel):
+    """A station entry that overrides how its welds are judged: `threshold` replaces the
+    artifact's decision threshold (label = p_defect >= threshold), `alert_threshold` the level
+    at which the rolling p_defect raises the early alert (default: the decision threshold).
+    Changing either takes effect on reload, for the welds that start afterwards."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
+
+    name: StationName
+    threshold: float | None = Field(None, ge=0.0, le=1.0)
+    alert_threshold: float | None = Field(None, ge=0.0, le=1.0)
+
+
+# A station is its name, or a mapping with its name and threshold overrides.
+StationEntry = StationName | StationConfig
+
+
 class AudioConfig(BaseModel):
     """The capture device, its recovery, and how its channels map to stations."""
 
@@ -46,7 +63,8 @@ class AudioConfig(BaseModel):
     samplerate: int | None = Field(None, ge=MIN_SAMPLE_RATE_HZ, le=MAX_SAMPLE_RATE_HZ)
     channels: int = Field(1, ge=1, le=MAX_CHANNELS)
     channel_mode: ChannelMode = "mix"
-    stations: list[StationName] = Field(default_factory=list)  # [] -> "station1", ...
+    # names (or {name, threshold, alert_threshold} entries); [] -> "station1", ...
+    stations: list[StationEntry] = Field(default_factory=list)
     block_s: float = Field(DEFAULT_BLOCK_S, gt=0.0, le=MAX_BLOCK_S)
     ring_s: float = Field(DEFAULT_RING_S, gt=0.0, le=MAX_RING_S)
     retry_min_s: float = Field(DEFAULT_DEVICE_RETRY_MIN_S, gt=0.0)
@@ -68,7 +86,8 @@ class AudioConfig(BaseModel):
                 f"stations: {self.channel_mode} needs {wanted} station name(s), "
                 f"got {len(self.stations)}"
             )
-        if len(set(self.stations)) != len(self.stations):
+        names = self.station_names()
+        if len(set(names)) != len(names):
             raise ValueError("stations: names must be unique")
         if self.retry_max_s < self.retry_min_s:
             raise ValueError("retry_max_s must not be below retry_min_s")
@@ -77,7 +96,7 @@ class AudioConfig(BaseModel):
     def station_names(self, channels: int | None = None) -> list[str]:
         """The station names in channel order (defaults: station1, station2, ...)."""
         if self.stations:
-            return list(self.stations)
+            return [e if isinstance(e, str) else e.name for e in self.stations]
         n = 1 if self.channel_mode == "mix" else (channels or self.channels)
         return [f"station{i + 1}" for i in range(n)]
 
@@ -87,3 +106,17 @@ class AudioConfig(BaseModel):
         if self.channel_mode == "per_channel":
             return names
         return [names[0]] * (channels or self.channels)
+
+    def station_overrides(self) -> dict[str, StationConfig]:
+        """The stations whose entries override a threshold, by name."""
+        return {
+            e.name: e
+            for e in self.stations
+            if isinstance(e, StationConfig)
+            and (e.threshold is not None or e.alert_threshold is not None)
+        }
+
+    def without_overrides(self) -> AudioConfig:
+        """This section with every station entry reduced to its name: what a reload compares
+        to tell a threshold change (applied) from a change to the capture (needs a restart)."""
+        return self.model_copy(update={"stations": self.station_names() if self.stations else []})

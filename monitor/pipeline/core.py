@@ -126,6 +126,7 @@ class _Station:
         self.epoch_utc = 0.0
         self.source: Source | None = None
         self.weld: OpenWeld | None = None
+        self.next_part: dict[str, str] = {}  # the last part announced, for the next weld
 
 
 class Pipeline:
@@ -269,14 +270,39 @@ class Pipeline:
             await self._end_station(st, tail, end_reason, degraded_reason)
         self._epoch = None
 
-    def push_trigger(self, station: str, state: Literal["start", "stop"], at_utc: float) -> bool:
-        """A trigger message for `station` that arrived at `at_utc`; False if ignored."""
+    def push_trigger(
+        self,
+        station: str,
+        state: Literal["start", "stop"],
+        at_utc: float,
+        context: dict[str, str] | None = None,
+    ) -> bool:
+        """A trigger message for `station` that arrived at `at_utc` (a start may name its
+        part in `context`); False if ignored."""
         for st in self._stations:
             if st.name == station and isinstance(st.segmenter, TriggerSegmenter):
-                st.segmenter.push(state, round((at_utc - st.epoch_utc) * self.model_rate))
+                index = round((at_utc - st.epoch_utc) * self.model_rate)
+                st.segmenter.push(state, index, context)
                 return True
         self.counters.triggers_ignored += 1
         return False
+
+    def announce_part(self, station: str, context: dict[str, str]) -> bool:
+        """The next part at `station` (e.g. a barcode scan): its next weld carries `context`
+        (a trigger start's own keys win); a later announcement replaces it. False for an
+        unknown station."""
+        for st in self._stations:
+            if st.name == station:
+                st.next_part = dict(context)
+                return True
+        return False
+
+    def _start_context(self, st: _Station) -> dict[str, str] | None:
+        context = st.next_part
+        st.next_part = {}
+        if isinstance(st.segmenter, TriggerSegmenter):
+            context = {**context, **st.segmenter.take_start_context()}
+        return context or None
 
     # -- internals ---------------------------------------------------------------------------
 
@@ -362,7 +388,14 @@ class Pipeline:
             if st.weld is not None:  # segmenters never do this; be loud if one does
                 raise RuntimeError(f"{st.name}: start at {b.index} while a weld is open")
             assert st.source is not None
-            tracker = WeldTracker(self.options, st.name, st.source, b.index, st.epoch_utc)
+            tracker = WeldTracker(
+                self.options,
+                st.name,
+                st.source,
+                b.index,
+                st.epoch_utc,
+                context=self._start_context(st),
+            )
             if self._keeps_audio:
                 st.history.hold_from(b.index)
             st.weld = OpenWeld(tracker, WeldWindower(b.index, self.chunk), self.worker)

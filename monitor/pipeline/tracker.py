@@ -15,6 +15,7 @@ Pure bookkeeping: no I/O, no threads; the pipeline feeds it and publishes what i
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
@@ -31,6 +32,7 @@ from monitor.events import (
     DegradedReason,
     EndReason,
     Source,
+    ThresholdSource,
     WeldAlert,
     WeldProgress,
     WeldResult,
@@ -91,6 +93,28 @@ def check_swappable(new: ModelInfo, running: ModelInfo) -> None:
 
 
 @dataclass(frozen=True)
+class StationThresholds:
+    """What judges one station's welds: the decision threshold (label = p >= it) and the
+    early alert's, each with where it came from."""
+
+    decision: float
+    decision_source: ThresholdSource
+    alert: float
+    alert_source: ThresholdSource
+
+    @classmethod
+    def resolve(
+        cls, artifact: float, decision: float | None = None, alert: float | None = None
+    ) -> StationThresholds:
+        """The artifact's threshold unless a config value overrides it; the alert follows the
+        decision threshold unless set itself."""
+        config, from_artifact = ThresholdSource.CONFIG, ThresholdSource.ARTIFACT
+        d, d_src = (artifact, from_artifact) if decision is None else (decision, config)
+        a, a_src = (d, d_src) if alert is None else (alert, config)
+        return cls(d, d_src, a, a_src)
+
+
+@dataclass(frozen=True)
 class TrackerOptions:
     """Fields every event of this daemon shares."""
 
@@ -98,6 +122,13 @@ class TrackerOptions:
     daemon_version: str
     segmentation: SegmentationMode
     include_window_probs: bool = False
+    # stations whose config overrides a threshold; the others are judged by the artifact's
+    overrides: Mapping[str, StationThresholds] = field(default_factory=dict)
+
+    def thresholds(self, station: str) -> StationThresholds:
+        """The thresholds that judge `station`'s welds."""
+        found = self.overrides.get(station)
+        return found if found is not None else StationThresholds.resolve(self.model.threshold)
 
 
 # A window whose audio is more than this share of exact zeros, in a weld whose NaN/Inf samples
@@ -146,10 +177,13 @@ class WeldTracker:
     degraded_reasons: set[DegradedReason] = field(default_factory=set)
     dropped_frames: int = 0
     not_finite: set[int] = field(default_factory=set)  # windows left out: repaired audio
+    context: dict[str, str] | None = None  # the part it belongs to (start, alert, result)
 
     def __post_init__(self) -> None:
         if not self.weld_id:
             self.weld_id = new_weld_id(self.station, self.started_at)
+        # fixed at the start: a reload that changes them applies to the welds after this one
+        self.limits = self.options.thresholds(self.station)
 
     @property
     def started_at(self) -> datetime:
@@ -166,6 +200,8 @@ class WeldTracker:
             "station": self.station,
             "weld_id": self.weld_id,
             "source": self.source,
+            "threshold": self.limits.decision,
+            "threshold_source": self.limits.decision_source,
         }
 
     def start_event(self) -> WeldStart:
@@ -174,7 +210,9 @@ class WeldTracker:
             **self._common(),
             started_at=self.started_at,
             segmentation=self.options.segmentation,
-            threshold=self.options.model.threshold,
+            alert_threshold=self.limits.alert,
+            alert_threshold_source=self.limits.alert_source,
+            context=self.context,
         )
 
     def degrade(self, reason: DegradedReason, dropped_frames: int = 0) -> None:
@@ -230,17 +268,18 @@ class WeldTracker:
                     window_p_defect=prob,
                     p_defect=p,
                     n_windows=len(judged),
-                    threshold=m.threshold,
                     elapsed_s=elapsed,
                 )
             )
-        if not self.alerted and decide(p, m.threshold):
+        if not self.alerted and decide(p, self.limits.alert):
             self.alerted = True
             out.append(
                 WeldAlert(
                     **self._common(),
                     p_defect=p,
-                    threshold=m.threshold,
+                    alert_threshold=self.limits.alert,
+                    alert_threshold_source=self.limits.alert_source,
+                    context=self.context,
                     n_windows=len(judged),
                     started_at=self.started_at,
                     at=self._utc(window_end),
@@ -259,7 +298,7 @@ class WeldTracker:
             p, label, p_max = 0.0, 0, 0.0
         else:
             p = pool(judged, m.eval_pool_ratio)
-            label = decide(p, m.threshold)
+            label = decide(p, self.limits.decision)
             p_max = float(np.max(judged))
         ended = max(end_index, self.start_index)
         return WeldResult(
@@ -271,7 +310,6 @@ class WeldTracker:
             label_name=LABEL_NAMES[label],
             judged=bool(judged),
             p_defect=p,
-            threshold=m.threshold,
             n_windows=len(judged),
             window_p_max=p_max,
             window_probs=judged if self.options.include_window_probs else None,
@@ -279,4 +317,5 @@ class WeldTracker:
             degraded_reasons=sorted(reasons),
             dropped_frames=self.dropped_frames,
             end_reason=end_reason,
+            context=self.context,
         )

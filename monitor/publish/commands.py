@@ -1,12 +1,15 @@
 """Inbound MQTT: the command router the publisher hands every received message to.
 
-Three kinds of message come in, each on its own topic:
+Four kinds of message come in, each on its own topic:
 
 - ``{prefix}/cmd/reload``: reload the model (empty, the word ``reload``, or a JSON object
   with an optional ``request_id`` echoed in the log);
 - Home Assistant's birth message on ``{discovery_prefix}/status``: re-send the discovery
   configs (`discovery`, also sent at every connect);
-- ``{prefix}/{station}/trigger`` (trigger mode): a weld starts or stops at arrival time.
+- ``{prefix}/{station}/trigger`` (trigger mode): a weld starts or stops at arrival time; a
+  start may carry part context (`TriggerMessage`);
+- ``{prefix}/{station}/part`` (any mode): the station's next part (`PartMessage`), carried by
+  its next weld.
 
 The router parses and dispatches to handlers the daemon gives it; a malformed message is
 logged and reported to ``malformed(kind)`` (the metric counts it) and goes no further.
@@ -29,8 +32,10 @@ from monitor.events import (
     DEFAULT_TOPIC_PREFIX,
     STATION_PATTERN,
     MalformedMessageError,
+    PartMessage,
     TriggerMessage,
     first_errors,
+    part_subscription,
     trigger_subscription,
 )
 from monitor.publish.homeassistant import (
@@ -41,13 +46,14 @@ from monitor.publish.homeassistant import (
 )
 from weldmon import __version__
 
-# An inbound trigger is a word or a tiny JSON object; anything longer is not one of ours, and
-# the bound keeps json.loads away from pathological nesting.
-MAX_TRIGGER_PAYLOAD_BYTES = 1024
+# An inbound trigger or part announcement is a word or a small JSON object (16 context keys of
+# up to 128 characters fit); anything longer is not one of ours, and the bound keeps
+# json.loads away from pathological nesting.
+MAX_TRIGGER_PAYLOAD_BYTES = 4096
 RELOAD_WORD = b"reload"
 MAX_COMMAND_PAYLOAD_BYTES = 1024  # a command is a word or a tiny JSON object
 
-MalformedKind = Literal["command", "trigger"]
+MalformedKind = Literal["command", "trigger", "part"]
 
 log = structlog.get_logger(__name__)
 
@@ -85,25 +91,56 @@ def parse_reload_command(payload: bytes) -> ReloadCommand:
         raise MalformedMessageError(f"bad reload command: {exc.errors()[0]['msg']}") from exc
 
 
-def station_from_trigger_topic(topic: str, prefix: str = DEFAULT_TOPIC_PREFIX) -> str:
-    """The station named by a trigger topic; raises MalformedMessageError for other topics."""
+def station_from_topic(
+    topic: str, prefix: str = DEFAULT_TOPIC_PREFIX, leaf: str = "trigger"
+) -> str:
+    """The station named by ``{prefix}/{station}/{leaf}``; raises MalformedMessageError for
+    other topics."""
     head, sep, rest = topic.partition(f"{prefix}/")
     station, _, tail = rest.partition("/")
-    if head or not sep or tail != "trigger" or not re.fullmatch(STATION_PATTERN, station):
-        raise MalformedMessageError(f"not a trigger topic under {prefix!r}: {topic!r}")
+    if head or not sep or tail != leaf or not re.fullmatch(STATION_PATTERN, station):
+        raise MalformedMessageError(f"not a {leaf} topic under {prefix!r}: {topic!r}")
     return station
+
+
+def station_from_trigger_topic(topic: str, prefix: str = DEFAULT_TOPIC_PREFIX) -> str:
+    """The station named by a trigger topic; raises MalformedMessageError for other topics."""
+    return station_from_topic(topic, prefix, "trigger")
+
+
+def _bounded_text(payload: bytes, what: str) -> str:
+    if len(payload) > MAX_TRIGGER_PAYLOAD_BYTES:
+        raise MalformedMessageError(
+            f"{what} payload is {len(payload)} bytes, limit {MAX_TRIGGER_PAYLOAD_BYTES}"
+        )
+    try:
+        return payload.decode("utf-8").strip()
+    except UnicodeDecodeError as exc:
+        raise MalformedMessageError(f"{what} payload is not UTF-8") from exc
+
+
+def parse_part(payload: bytes) -> PartMessage:
+    """Parse a part announcement: a JSON object with ``part_id`` (and more context), or the
+    plain part id (a barcode); anything else raises MalformedMessageError."""
+    text = _bounded_text(payload, "part")
+    if not text:
+        raise MalformedMessageError("part payload is empty")
+    if text.startswith("{"):
+        try:
+            data: Any = json.loads(text)
+        except (ValueError, RecursionError) as exc:
+            raise MalformedMessageError(f"part payload is not valid JSON: {text[:80]!r}") from exc
+    else:
+        data = {"part_id": text}
+    try:
+        return PartMessage.model_validate(data)
+    except ValidationError as exc:
+        raise MalformedMessageError(f"bad part message: {first_errors(exc)}") from exc
 
 
 def parse_trigger(payload: bytes) -> TriggerMessage:
     """Parse an inbound trigger payload; anything else raises MalformedMessageError."""
-    if len(payload) > MAX_TRIGGER_PAYLOAD_BYTES:
-        raise MalformedMessageError(
-            f"trigger payload is {len(payload)} bytes, limit {MAX_TRIGGER_PAYLOAD_BYTES}"
-        )
-    try:
-        text = payload.decode("utf-8").strip()
-    except UnicodeDecodeError as exc:
-        raise MalformedMessageError("trigger payload is not UTF-8") from exc
+    text = _bounded_text(payload, "trigger")
     if text.lower() in ("start", "stop"):
         return TriggerMessage(state=text.lower())  # type: ignore[arg-type]
     try:
@@ -125,8 +162,10 @@ class CommandHandlers:
     """What the router calls; all on the event loop."""
 
     reload: Callable[[str], None]  # the request's origin, for the log
-    # (station, "start"|"stop", arrival UTC) -> False when the trigger was ignored
-    trigger: Callable[[str, Literal["start", "stop"], float], bool]
+    # (station, "start"|"stop", arrival UTC, part context) -> False when it was ignored
+    trigger: Callable[[str, Literal["start", "stop"], float, dict[str, str]], bool]
+    # (station, part context) -> False when the station is unknown
+    part: Callable[[str, dict[str, str]], bool]
     homeassistant_birth: Callable[[], None]  # Home Assistant restarted: send discovery again
     malformed: Callable[[MalformedKind], None]  # a message that is none of ours was dropped
 
@@ -148,7 +187,7 @@ class CommandRouter:
         self.stations = stations
         self.handlers = handlers
         self.subscriptions = [trigger_subscription(prefix)] if triggers else []
-        self.subscriptions.append(reload_topic(prefix))
+        self.subscriptions += [part_subscription(prefix), reload_topic(prefix)]
         if homeassistant.enabled:
             self.subscriptions.append(homeassistant.birth_topic)
 
@@ -172,13 +211,24 @@ class CommandRouter:
             if is_homeassistant_birth(ha, topic, payload):
                 self.handlers.homeassistant_birth()
             return
+        if topic.endswith("/part"):
+            try:
+                station = station_from_topic(topic, self.prefix, "part")
+                part = parse_part(payload)
+            except MalformedMessageError as exc:
+                self._malformed("part", topic, exc)
+                return
+            if not self.handlers.part(station, part.context_fields()):
+                log.warning("part_ignored", station=station, part_id=part.part_id)
+            return
         try:
             station = station_from_trigger_topic(topic, self.prefix)
             trigger = parse_trigger(payload)
         except MalformedMessageError as exc:
             self._malformed("trigger", topic, exc)
             return
-        if not self.handlers.trigger(station, trigger.state, time.time()):
+        context = trigger.context_fields()
+        if not self.handlers.trigger(station, trigger.state, time.time(), context):
             log.warning("trigger_ignored", station=station, state=trigger.state)
 
     def _malformed(self, kind: MalformedKind, topic: str, exc: MalformedMessageError) -> None:

@@ -62,12 +62,14 @@ def interrupted_result(record: OpenWeldRecord) -> WeldResult:
         label_name=LABEL_NAMES[label],
         p_defect=p,
         threshold=start.threshold,
+        threshold_source=start.threshold_source,
         n_windows=record.n_windows if judged else 0,
         window_p_max=float(record.window_p_max or 0.0) if judged else 0.0,
         degraded=True,
         degraded_reasons=[DegradedReason.INTERRUPTED],
         dropped_frames=0,
         end_reason=EndReason.SHUTDOWN,
+        context=start.context,
         judged=judged,
     )
 

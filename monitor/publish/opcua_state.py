@@ -117,7 +117,7 @@ class OpcUaState:
                 values.p_defect = event.p_defect
                 values.threshold = event.threshold
                 values.weld_id = event.weld_id
-                values.part_id = ""
+                values.part_id = (event.context or {}).get("part_id", "")
                 values.result_at = event.ended_at
                 values.result_count += 1
                 values.weld_in_progress = False

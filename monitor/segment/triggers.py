@@ -76,7 +76,9 @@ class TriggerSegmenter(Segmenter):
         self.sample_rate = sample_rate
         self._lookback = round(TRIGGER_LOOKBACK_S * sample_rate)
         self._max_weld = round(max_weld_s * sample_rate)
-        self._pending: deque[tuple[Literal["start", "stop"], int]] = deque()
+        self._pending: deque[tuple[Literal["start", "stop"], int, dict[str, str]]] = deque()
+        # the part context of each start boundary handed out and not yet taken, in order
+        self._start_contexts: deque[dict[str, str]] = deque()
         self._start: int | None = None
         self._stream_start: int | None = None
         self._end = 0  # one past the newest sample seen
@@ -95,12 +97,20 @@ class TriggerSegmenter(Segmenter):
         """How far before the newest sample a start may lie."""
         return self._lookback
 
-    def push(self, state: Literal["start", "stop"], index: int) -> None:
-        """A trigger that belongs at sample `index`; applied when the audio gets there."""
+    def push(
+        self, state: Literal["start", "stop"], index: int, context: dict[str, str] | None = None
+    ) -> None:
+        """A trigger that belongs at sample `index`; applied when the audio gets there. A
+        start's `context` (the part it names) goes with the start boundary it makes."""
         if len(self._pending) >= MAX_PENDING_TRIGGERS:
             self.ignored_triggers += 1
             return
-        self._pending.append((state, index))
+        self._pending.append((state, index, dict(context or {})))
+
+    def take_start_context(self) -> dict[str, str]:
+        """The context of the oldest start boundary not yet asked about (the pipeline asks
+        once per start boundary, in order); {} when its trigger carried none."""
+        return self._start_contexts.popleft() if self._start_contexts else {}
 
     def take(self, samples: np.ndarray, start_index: int) -> Frames:
         """Advance the clock to the end of this block; nothing is measured."""
@@ -117,8 +127,8 @@ class TriggerSegmenter(Segmenter):
         """Apply the triggers the clock has reached; cut a weld at max_weld_s."""
         out: list[Boundary] = []
         while self._pending and self._pending[0][1] <= self._end:
-            state, index = self._pending.popleft()
-            self._apply(state, index, out)
+            state, index, context = self._pending.popleft()
+            self._apply(state, index, out, context)
         if self._start is not None and self._end - self._start >= self._max_weld:
             self.forced_ends += 1
             self._finish(self._start + self._max_weld, out, forced=True)
@@ -136,7 +146,7 @@ class TriggerSegmenter(Segmenter):
         self._pending.clear()
         return out
 
-    def _apply(self, state: str, index: int, out: list[Boundary]) -> None:
+    def _apply(self, state: str, index: int, out: list[Boundary], context: dict[str, str]) -> None:
         oldest = max(self._last_boundary, self._end - self._lookback)
         index = min(max(index, oldest), self._end)
         if state == "start":
@@ -144,6 +154,7 @@ class TriggerSegmenter(Segmenter):
                 self.ignored_triggers += 1
                 return
             self._start = self._last_boundary = index
+            self._start_contexts.append(context)
             out.append(Boundary("start", index))
         elif self._start is None:
             self.ignored_triggers += 1
