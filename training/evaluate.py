@@ -2,12 +2,14 @@
 exact answer per file.
 
 Each file is decoded with `deploy.audio.read_recording` and judged with
-`DeployModel.predict`, the code path of `weldmon predict`, so per-file p_defect is identical
-to it. Throughput comes from running `workers` files at once: each worker thread owns its own
-loaded artifact (a `DeployModel` is not thread-safe) and decodes its next file while the
-others infer; torch runs one intra-op thread per worker, because two small CNN passes side by
-side use two cores better than one pass split across both (and torch releases the GIL while
-it computes). Files that cannot be judged become error rows; the run goes on.
+`DeployModel.predict`, the code path of `weldmon predict`, on the same backend choice
+(`deploy.loader`: by default ONNX Runtime when the artifact is a `.onnx` or has its ONNX twin
+beside it, TorchScript otherwise), so per-file p_defect is identical to it. Throughput comes
+from running `workers` files at once: each worker thread owns its own loaded artifact (a
+`DeployModel` is not thread-safe) and decodes its next file while the others infer, with one
+intra-op thread each, because two small CNN passes side by side use two cores better than
+one pass split across both (both runtimes release the GIL while they compute). Files that
+cannot be judged become error rows; the run goes on.
 """
 
 from __future__ import annotations
@@ -18,20 +20,20 @@ from collections.abc import Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any
 
 import numpy as np
 import torch
 
 from deploy.audio import read_recording
 from deploy.errors import AudioError
-from deploy.loader import DeployModel, Verdict, load_artifact
+from deploy.loader import Backend, DeployModel, load_artifact
 from training.dataset import GOOD_CODE, LABEL_CODES, RunEntry, index_dataset
-from training.frozen import FrozenJudge
 from training.metrics import confusion, expected_calibration_error, pr_auc, roc_auc
 from training.split import read_split
 
 DEFAULT_WORKERS = max(1, min(4, os.cpu_count() or 1))  # one file in flight per core
+WORKER_THREADS = 1  # intra-op threads per worker: the workers themselves fill the cores
 PREFETCH_PER_WORKER = 2  # files queued per worker: keeps workers busy, bounds decoded memory
 
 
@@ -121,19 +123,7 @@ def format_metrics(metrics: dict[str, float | int]) -> list[str]:
     return [f"{k}={v}" if isinstance(v, int) else f"{k}={v:.6f}" for k, v in metrics.items()]
 
 
-class Judge(Protocol):
-    """What judges one recording: `DeployModel` (exact) or `FrozenJudge` (`--fast`)."""
-
-    sample_rate: int
-
-    def predict(self, waveform: np.ndarray) -> Verdict: ...
-
-
-def make_judge(model: DeployModel, fast: bool) -> Judge:
-    return FrozenJudge(model) if fast else model
-
-
-def _judge(model: Judge, entry: RunEntry) -> FileResult:
+def _judge(model: DeployModel, entry: RunEntry) -> FileResult:
     result = FileResult(
         entry.run_id, str(entry.path), entry.config_folder, entry.label_code, entry.binary_label
     )
@@ -155,26 +145,26 @@ def judge_files(
     entries: list[RunEntry],
     *,
     workers: int = DEFAULT_WORKERS,
-    fast: bool = False,
+    backend: Backend = "auto",
 ) -> Iterator[FileResult]:
-    """Verdicts for `entries`, in order, `workers` files in flight at once; `fast` uses the
-    frozen classifier (`training.frozen`, last-bit differences from `weldmon predict`)."""
+    """Verdicts for `entries`, in order, `workers` files in flight at once."""
     local = threading.local()
-    loaded = load_artifact(model_path)  # fail fast, in the caller's thread, on a bad artifact
+    # Fail fast, in the caller's thread, on a bad artifact; the workers load the same file.
+    loaded = load_artifact(model_path, backend=backend, threads=WORKER_THREADS)
     sha = loaded.sha256
 
     def work(entry: RunEntry) -> FileResult:
-        if not hasattr(local, "judge"):
-            local.judge = make_judge(load_artifact(model_path, expected_sha256=sha), fast)
-        return _judge(local.judge, entry)
+        if not hasattr(local, "model"):
+            local.model = load_artifact(
+                model_path, expected_sha256=sha, backend=backend, threads=WORKER_THREADS
+            )
+        return _judge(local.model, entry)
 
     if workers <= 1:
-        judge = make_judge(loaded, fast)
         for entry in entries:
-            yield _judge(judge, entry)
+            yield _judge(loaded, entry)
         return
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
+    previous = torch.get_num_threads()  # a TorchScript worker sets torch's pool size
     try:
         with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="evaluate") as pool:
             pending = []
@@ -227,15 +217,15 @@ def evaluate(
     *,
     split_file: Path | None = None,
     workers: int = DEFAULT_WORKERS,
-    fast: bool = False,
+    backend: Backend = "auto",
     progress: bool = False,
 ) -> EvaluationResult:
     """Judge every file of the dataset (or of the split's validation side) with the artifact."""
-    model = load_artifact(model_path)
+    model = load_artifact(model_path, backend=backend)
     entries, files = select_entries(
         data_root, split_file, sample_rate=model.sample_rate, chunk_samples=model.chunk_samples
     )
-    judged = judge_files(model_path, entries, workers=workers, fast=fast)
+    judged = judge_files(model_path, entries, workers=workers, backend=backend)
     if progress:
         from tqdm import tqdm
 

@@ -9,7 +9,8 @@ validation macro-F1; gradients clipped. Seeded and deterministic on CPU.
 
 Training runs on cached log-mel maps (`classifier.backbone(features)`); the front end has no
 trainable weights, so the exported artifact (front end + backbone) computes the same thing
-from raw audio.
+from raw audio. Under torchrun the batches' bags are shared out between processes
+(`training.distributed`); rank 0 writes the files.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from __future__ import annotations
 import csv
 import json
 import math
+import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -30,7 +32,7 @@ from tqdm import tqdm
 
 from deploy.backbone import WindowClassifier
 from deploy.pooling import topk_pool
-from training import plots
+from training import distributed, plots
 from training.checkpoint import (
     BEST_NAME,
     DEFECT_IDX,
@@ -44,7 +46,7 @@ from training.checkpoint import (
 from training.config import ConfigError, TrainConfig
 from training.features import Bag, FeatureStore
 from training.metrics import confusion, roc_auc, tune_threshold
-from training.prepare import TrainData, prepare_data
+from training.prepare import TrainData, make_store, prepare_data
 
 EVAL_BATCH_WINDOWS = 256  # windows per no-grad forward at validation: bounds memory
 CONFIG_NAME = "config.json"
@@ -84,7 +86,7 @@ def mil_loss(probs: list[Tensor], labels: list[int], cfg: TrainConfig) -> Tensor
             for p, y in zip(probs, labels, strict=True)
         ]
     )
-    target = torch.tensor(labels, dtype=bag_p.dtype)
+    target = torch.tensor(labels, dtype=bag_p.dtype, device=bag_p.device)
     loss = F.binary_cross_entropy(bag_p, target)
     good = [p for p, y in zip(probs, labels, strict=True) if y == 0]
     if good and cfg.good_window_weight > 0:
@@ -99,7 +101,7 @@ def mil_loss(probs: list[Tensor], labels: list[int], cfg: TrainConfig) -> Tensor
 def bag_window_probs(backbone: nn.Module, bags: list[Bag]) -> list[Tensor]:
     """Eval-mode window probabilities of every bag (windows batched across bags)."""
     backbone.eval()
-    feats = torch.cat([b.features for b in bags])
+    feats = torch.cat([b.features for b in bags]).to(next(backbone.parameters()).device)
     probs = torch.cat(
         [
             window_probs(backbone, feats[i : i + EVAL_BATCH_WINDOWS])
@@ -138,6 +140,20 @@ def _check_resumable(saved: dict[str, Any], cfg: TrainConfig) -> None:
         )
 
 
+def _save_epoch(
+    run_dir: Path, payload: dict[str, Any], improved: bool, history: list[dict[str, Any]]
+) -> None:
+    """Checkpoints (last always, best and a snapshot on improvement) and the history."""
+    save_checkpoint(run_dir / LAST_NAME, payload)
+    if improved:
+        save_checkpoint(run_dir / BEST_NAME, payload)
+        stamp = time.strftime("%Y%m%d-%H%M%S")
+        metrics = payload["metrics"]
+        name = snapshot_name(stamp, payload["epoch"], metrics["val_macro_f1"], metrics["val_loss"])
+        save_checkpoint(run_dir / SNAPSHOT_FOLDER / name / "model.pt", payload)
+    _write_history(run_dir, history)
+
+
 def _write_history(run_dir: Path, history: list[dict[str, Any]]) -> None:
     with (run_dir / HISTORY_NAME).open("w", newline="") as fh:
         writer = csv.DictWriter(fh, fieldnames=list(history[0]))
@@ -160,13 +176,20 @@ def train(
     """Train one config into `run_dir`; `stop_after_epoch` ends this call early (resumable)."""
     run_dir = Path(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
+    ranks = distributed.from_environment()
     previous_threads = torch.get_num_threads()
     previous_determinism = torch.are_deterministic_algorithms_enabled()
-    if cfg.num_threads:
-        torch.set_num_threads(cfg.num_threads)
+    threads = cfg.num_threads or distributed.default_threads(ranks)
+    if threads:
+        torch.set_num_threads(threads)
     torch.use_deterministic_algorithms(True)
+    if ranks.parallel and store is None:  # one decode per file for all ranks, on disk
+        cache = cfg.feature_cache_dir or str(run_dir / "feature_cache")
+        store = make_store(cfg.model_copy(update={"feature_cache_dir": cache}))
+    if not ranks.is_main:
+        log, progress = (lambda _: None), False
     try:
-        return _train(cfg, run_dir, data, store, resume, stop_after_epoch, progress, log)
+        return _train(cfg, run_dir, data, store, resume, stop_after_epoch, progress, log, ranks)
     finally:
         torch.set_num_threads(previous_threads)
         torch.use_deterministic_algorithms(previous_determinism)
@@ -181,6 +204,7 @@ def _train(
     stop_after_epoch: int | None,
     progress: bool,
     log: Callable[[str], None],
+    ranks: distributed.Ranks = distributed.SINGLE,
 ) -> TrainResult:
     # ---- resume point, config -------------------------------------------------------------
     ckpt = load_checkpoint(run_dir / LAST_NAME) if resume else None
@@ -188,10 +212,19 @@ def _train(
         _check_resumable(ckpt["config"], cfg)
         if cfg.split_file is None and (run_dir / "split.json").is_file():
             cfg = cfg.model_copy(update={"split_file": str(run_dir / "split.json")})
-    (run_dir / CONFIG_NAME).write_text(json.dumps(cfg.model_dump(), indent=2) + "\n")
+    if ranks.is_main:
+        (run_dir / CONFIG_NAME).write_text(json.dumps(cfg.model_dump(), indent=2) + "\n")
 
     # ---- data: every file decoded once, log-mel maps in memory ---------------------------
-    data = data or prepare_data(cfg, run_dir, store=store, progress=progress)
+    with distributed.local_main_first(ranks):
+        data = data or prepare_data(cfg, run_dir, store=store, progress=progress)
+    if ranks.parallel and store is not None:
+        n_files = len(data.train) + len(data.val)
+        print(
+            f"rank {ranks.rank}/{ranks.world_size}: decoded {store.decodes} of {n_files} "
+            "recordings (the rest read from the shared feature cache)",
+            file=sys.stderr,
+        )
     log(
         f"data: {len(data.train)} training / {len(data.val)} validation recordings, "
         f"{sum(b.n_windows for b in data.train)} training windows, "
@@ -200,8 +233,9 @@ def _train(
 
     # ---- model, optimiser, schedules ------------------------------------------------------
     torch.manual_seed(cfg.seed)
-    model = WindowClassifier(cfg.frontend(), cfg.backbone())
+    model = WindowClassifier(cfg.frontend(), cfg.backbone()).to(ranks.device)
     backbone = model.backbone
+    step_module = distributed.wrap(backbone, ranks)  # DDP under torchrun: averages gradients
     optimizer = torch.optim.Adam(backbone.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     plateau = torch.optim.lr_scheduler.ReduceLROnPlateau(
         optimizer,
@@ -244,20 +278,23 @@ def _train(
             if step < warmup_steps:  # linear warm-up, per step
                 for group in optimizer.param_groups:
                     group["lr"] = cfg.lr * (step + 1) / warmup_steps
-            bags = [data.train[i] for i in batch]
-            probs = window_probs(backbone, torch.cat([b.features for b in bags]))
+            bags = [data.train[i] for i in distributed.shard_of(batch, ranks)]
+            feats = torch.cat([b.features for b in bags]).to(ranks.device)
+            probs = window_probs(step_module, feats)
             per_bag = list(torch.split(probs, [b.n_windows for b in bags]))
             loss = mil_loss(per_bag, [b.label for b in bags], cfg)
             optimizer.zero_grad(set_to_none=True)
-            loss.backward()
+            (loss * distributed.loss_weight(batch, ranks)).backward()
             nn.utils.clip_grad_norm_(backbone.parameters(), cfg.grad_clip)
             optimizer.step()
             step += 1
             batch_loss = loss.item()
-            total_loss += batch_loss * len(batch)
+            total_loss += batch_loss * len(batch[ranks.rank :: ranks.world_size])
             bar.set_postfix(loss=f"{batch_loss:.4f}")
 
         # ---- validation, schedule, selection ---------------------------------------------
+        total_loss = distributed.sum_over_ranks(total_loss, ranks)
+        distributed.broadcast_buffers(backbone, ranks)  # every rank validates rank 0's model
         metrics = validate(backbone, data.val, cfg)
         lr_now = optimizer.param_groups[0]["lr"]
         if step >= warmup_steps:
@@ -314,13 +351,8 @@ def _train(
             "since_best": since_best,
             "history": history,
         }
-        save_checkpoint(run_dir / LAST_NAME, payload)
-        if improved:
-            save_checkpoint(run_dir / BEST_NAME, payload)
-            stamp = time.strftime("%Y%m%d-%H%M%S")
-            name = snapshot_name(stamp, epoch, metrics["val_macro_f1"], metrics["val_loss"])
-            save_checkpoint(run_dir / SNAPSHOT_FOLDER / name / "model.pt", payload)
-        _write_history(run_dir, history)
+        if ranks.is_main:
+            _save_epoch(run_dir, payload, improved, history)
 
     if stopped_early:
         log(

@@ -35,9 +35,10 @@ import aiomqtt
 import structlog
 
 from deploy.errors import WeldmonError
+from monitor.backoff import backoff_delay
 from monitor.events import Event, WeldProgress, qos_for, retain_for, status_topic, topic_for
-from monitor.mqtt_settings import MqttSettings
-from monitor.outbox import Outbox, Priority
+from monitor.publish.outbox import Outbox, Priority
+from monitor.publish.settings import MqttSettings
 
 DRAIN_BATCH = 64  # outbox rows read per query while draining
 # Progress publishes awaiting the socket at once; more means the link is stalled, so drop.
@@ -55,18 +56,6 @@ log = structlog.get_logger(__name__)
 
 class PublisherError(WeldmonError):
     """The publisher cannot be set up (bad TLS files, used twice)."""
-
-
-def backoff_ceiling(failures: int, min_s: float, max_s: float) -> float:
-    """Upper bound of the wait after ``failures`` consecutive failed attempts (0-based):
-    ``min_s * 2**failures``, capped at ``max_s``."""
-    # Exponent capped so 2**n never overflows a float after days of failures.
-    return min(max_s, min_s * 2.0 ** min(failures, 62))
-
-
-def backoff_delay(failures: int, min_s: float, max_s: float, rng: random.Random) -> float:
-    """The wait before the next attempt: uniform in [min_s, ceiling] (full jitter, floored)."""
-    return rng.uniform(min_s, backoff_ceiling(failures, min_s, max_s))
 
 
 @dataclass

@@ -10,7 +10,6 @@ from __future__ import annotations
 from typing import Literal
 
 import numpy as np
-import torch
 
 from deploy.errors import WeldmonError
 from deploy.windows import mix_channels
@@ -69,5 +68,4 @@ class StationSplitter:
             return [np.ascontiguousarray(samples[:, c]) for c in range(samples.shape[1])]
         if samples.shape[1] == 1:
             return [np.ascontiguousarray(samples[:, 0])]
-        mixed = mix_channels(torch.from_numpy(np.ascontiguousarray(samples.T)))
-        return [mixed.numpy().copy()]
+        return [mix_channels(np.ascontiguousarray(samples.T))]

@@ -29,7 +29,7 @@ How it decides (see docs/segmentation.md for the data behind the defaults):
    the smoothed level has seen (its look-ahead included), so an end is reported as soon as
    ``hangover_s`` of audio has followed the last on-sample.
 
-Signal maths per block is vectorised (``monitor.levels``: one FFT per frame with the window
+Signal maths per block is vectorised (``deploy.segment.levels``: one FFT per frame with the window
 and band weights built once); the state machine steps once per frame (20 per second at the
 defaults) in plain Python floats, which costs less than numpy calls would.
 """
@@ -39,15 +39,13 @@ from __future__ import annotations
 import math
 import statistics
 from collections import deque
-from dataclasses import dataclass
 from enum import Enum
-from typing import Literal
 
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from deploy.errors import WeldmonError
-from monitor.levels import LEVEL_FLOOR_DB, BandMeter, band_meter
+from deploy.segment.levels import LEVEL_FLOOR_DB, BandMeter, band_meter
+from deploy.segment.protocol import Boundary, SegmentationError, pair_boundaries
 
 # Band power (dBFS) under which a frame counts as digital silence. Zeros from a muted input,
 # a stream that has not started or a filled gap read LEVEL_FLOOR_DB (-120); at 16 bits a frame
@@ -59,10 +57,6 @@ from monitor.levels import LEVEL_FLOOR_DB, BandMeter, band_meter
 SILENCE_DB = -115.0
 _SILENCE_POWER = 10.0 ** (SILENCE_DB / 10.0)
 _FLOOR_POWER = 10.0 ** (LEVEL_FLOOR_DB / 10.0)
-
-
-class SegmentationError(WeldmonError):
-    """The segmenter was fed something it cannot place on the station's clock."""
 
 
 class GateParams(BaseModel):
@@ -173,14 +167,6 @@ class GateParams(BaseModel):
                 f"min_weld_s ({self.min_weld_s}) must not exceed max_weld_s ({self.max_weld_s})"
             )
         return self
-
-
-@dataclass(frozen=True)
-class Boundary:
-    """A weld start or end on the station's clock."""
-
-    kind: Literal["start", "end"]
-    index: int  # sample index on the station's clock (model rate)
 
 
 class _SlidingMin:
@@ -478,22 +464,3 @@ def segment_recording(
     x = np.asarray(samples, dtype=np.float32)
     boundaries = gate.process(x, 0) + gate.close(x.size)
     return pair_boundaries(boundaries)
-
-
-def pair_boundaries(boundaries: list[Boundary]) -> list[tuple[int, int]]:
-    """Pair consecutive start/end boundaries into (start, end) intervals."""
-    welds: list[tuple[int, int]] = []
-    start: int | None = None
-    for b in boundaries:
-        if b.kind == "start":
-            if start is not None:
-                raise SegmentationError(f"start at {b.index} while a weld is open since {start}")
-            start = b.index
-        else:
-            if start is None:
-                raise SegmentationError(f"end at {b.index} without a start")
-            welds.append((start, b.index))
-            start = None
-    if start is not None:
-        raise SegmentationError(f"weld open since {start} has no end")
-    return welds

@@ -1,8 +1,7 @@
 """Segmenters that do not listen to the audio: external triggers and one weld per file.
 
-Both speak the arc gate's seam (`monitor.segmentation.GateSegmenter`): ``process(samples,
-start_index) -> [Boundary]``, ``close(end_index) -> [Boundary]``, ``lookback_samples`` and
-``in_weld``, so the pipeline treats all three modes alike.
+Both implement `deploy.segment.protocol.Segmenter`, like the arc gate, so the pipeline treats
+all three modes alike.
 
 Trigger mode: the robot reports arc-on/arc-off on ``{prefix}/{station}/trigger``. The pipeline
 maps each message's arrival time to the station's sample clock and `push`es it; the boundary is
@@ -13,30 +12,17 @@ belongs to them has been read from the device).
 from __future__ import annotations
 
 from collections import deque
-from typing import Literal, Protocol
+from typing import Literal
 
 import numpy as np
 
-from monitor.segmentation import Boundary, SegmentationError
+from deploy.segment.protocol import Boundary, SegmentationError
 
 # How far back a trigger may place a start (s): covers MQTT and capture latency; a start older
 # than this is clamped to the oldest sample still held.
 TRIGGER_LOOKBACK_S = 2.0
+DEFAULT_TRIGGER_MAX_WELD_S = 600.0  # a lost "stop" message cannot hold a weld open forever
 MAX_PENDING_TRIGGERS = 64  # a flood of triggers is not a weld; the excess is counted, dropped
-
-
-class Segmenter(Protocol):
-    """What the pipeline needs from any segmenter (one per station and stream epoch)."""
-
-    @property
-    def in_weld(self) -> bool: ...
-
-    @property
-    def lookback_samples(self) -> int: ...
-
-    def process(self, samples: np.ndarray, start_index: int) -> list[Boundary]: ...
-
-    def close(self, end_index: int) -> list[Boundary]: ...
 
 
 class FileSegmenter:

@@ -1,7 +1,7 @@
 """What `weldmon watch` knows, as immutable values: apply one message -> a new state.
 
 Pure: no I/O, no clock (callers pass ``now``), so every rule is a unit test. The MQTT loop
-in ``monitor.watch`` feeds messages in; ``monitor.watch_view`` draws the state.
+in ``monitor.watch.app`` feeds messages in; ``monitor.watch.view`` draws the state.
 
 Rules worth knowing:
 - Delivery is at-least-once, so events are deduplicated on ``event_id`` (the last

@@ -1,4 +1,4 @@
-"""Draw a :class:`~monitor.watch_state.WatchState` with rich: a header (the watcher's link,
+"""Draw a :class:`~monitor.watch.state.WatchState` with rich: a header (the watcher's link,
 the daemon's status), then one panel per station (current weld with a p_defect bar, last
 verdicts, alerts highlighted), then the daemon's recent errors.
 
@@ -16,7 +16,7 @@ from rich.progress_bar import ProgressBar
 from rich.table import Table
 from rich.text import Text
 
-from monitor.watch_state import CurrentWeld, StationView, Verdict, WatchState
+from monitor.watch.state import CurrentWeld, StationView, Verdict, WatchState
 
 SHA_SHORT = 12  # hex digits of the model sha256 shown (enough to tell models apart by eye)
 BAR_WIDTH = 30  # characters of the p_defect bar

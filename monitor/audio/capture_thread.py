@@ -23,10 +23,15 @@ from dataclasses import dataclass
 import numpy as np
 import structlog
 
-from monitor.blocks import AudioBlock
-from monitor.capture import CaptureCounters, CaptureSettings, DeviceLostError, SoundDeviceCapture
+from monitor.audio.blocks import AudioBlock
+from monitor.audio.capture import (
+    CaptureCounters,
+    CaptureSettings,
+    DeviceLostError,
+    SoundDeviceCapture,
+)
+from monitor.audio.devices import AudioDeviceError
 from monitor.config import MonitorConfig
-from monitor.devices import AudioDeviceError
 
 BLOCK_QUEUE_DEPTH = 32  # blocks between the capture thread and the loop (~3 s at 0.1 s)
 READ_TIMEOUT_S = 0.25  # capture read poll: how quickly the capture thread sees a stop

@@ -22,80 +22,59 @@ lock serialises callers anyway); it copies nothing it is given and writes atomic
 hidden temporary folder renamed into place, so a crash leaves either the whole clip or a
 temporary folder that the next write removes). Retention runs after every write: oldest
 first by count, age and free disk, never the clip just written. Every deletion and every
-shortfall is counted in :attr:`ClipStore.counters`.
+shortfall is counted in :attr:`ClipStore.counters`. :class:`ClipWriter` is the pipeline's
+weld-audio hook on the event loop: it names the clip in the result at once and hands the write
+to its one thread, at most ``MAX_PENDING_CLIPS`` at a time (beyond that a clip is skipped and
+counted). What is kept and deleted is decided in ``monitor.ops.clip_policy``.
 """
 
 from __future__ import annotations
 
+import asyncio
+import concurrent.futures
 import json
 import os
 import re
 import shutil
 import threading
 import time
-from collections.abc import Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Literal
 
 import numpy as np
 import soundfile as sf
 import structlog
-from pydantic import BaseModel, ConfigDict, Field
 
+from deploy.dataset_layout import AUDIO_SUFFIX, LABEL_CODE_LENGTH, top_folder
 from deploy.errors import WeldmonError
 from monitor.events import STATION_PATTERN, WeldResult
+from monitor.ops.clip_policy import (
+    BYTES_PER_MB,
+    ClipSettings,
+    RetentionPlan,
+    StoredClip,
+    plan_retention,
+    wants_clip,
+)
 
 CLIPS_FOLDER = "clips"  # under state_dir
 UNREVIEWED_FOLDER = "unreviewed"  # the only tree retention ever deletes from
 TMP_PREFIX = ".tmp-"  # hidden: retention and reviewers skip folders that start with '.'
-AUDIO_SUFFIX = ".flac"  # what training.dataset indexes
 SIDECAR_SUFFIX = ".json"
 SIDECAR_VERSION = 1  # bumped when a sidecar field is removed or changes meaning
 PCM16_FULL_SCALE = 32768  # int16 steps per unit of float amplitude (libsndfile's convention)
 PCM16_MAX = 32767
 PCM16_MIN = -32768
-BYTES_PER_MB = 1024 * 1024
-SECONDS_PER_DAY = 86_400.0
-DEFAULT_MAX_COUNT = 2000  # ~2000 welds x 40 s x 32 kB/s FLAC ~ 1-2 GB at most
-DEFAULT_MAX_AGE_DAYS = 90.0  # a quarter: long enough for a weekly review to catch up
-DEFAULT_MIN_FREE_MB = 1024  # leave 1 GiB for the outbox, logs and the OS
-DATASET_TOP_FOLDERS = {0: "good_weld", 1: "defect_data_weld"}  # as training.dataset expects
-GOOD_LABEL_CODE = "00"
-LABEL_CODE_LENGTH = 2
-
-ClipPolicy = Literal["all", "defect", "none"]
+# Clips waiting for the writer thread at most; each holds one weld's audio (<= max_weld_s),
+# so this bounds the memory a slow disk can pin. Beyond it a clip is skipped, logged, counted.
+MAX_PENDING_CLIPS = 8
+CLIP_WRITER_THREADS = 1  # ClipStore serialises writes anyway; one thread keeps order
 
 log = structlog.get_logger()
 
 
 class ClipError(WeldmonError):
     """A clip could not be written or promoted (disk full, permissions, bad samples)."""
-
-
-class ClipSettings(BaseModel):
-    """The ``clips:`` section: which welds are kept and how long.
-
-    ``policy``: ``defect`` keeps welds judged defect, ``all`` every weld, ``none`` nothing.
-    ``max_count``: unreviewed clips kept at most. ``max_age_days``: older clips are deleted.
-    ``min_free_mb``: oldest clips are deleted while the disk has less free space than this.
-    """
-
-    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
-
-    policy: ClipPolicy = "defect"
-    max_count: int = Field(DEFAULT_MAX_COUNT, ge=1)
-    max_age_days: float = Field(DEFAULT_MAX_AGE_DAYS, gt=0.0)
-    min_free_mb: float = Field(DEFAULT_MIN_FREE_MB, ge=0.0)
-
-
-def wants_clip(policy: ClipPolicy, result: WeldResult) -> bool:
-    """Whether ``policy`` keeps the audio of the weld judged by ``result``."""
-    if policy == "all":
-        return True
-    if policy == "defect":
-        return result.label == 1
-    return False
 
 
 def clip_folder(clips_dir: Path, station: str, weld_id: str) -> Path:
@@ -124,59 +103,6 @@ def to_pcm16(samples: np.ndarray) -> tuple[np.ndarray, int]:
     return pcm, int(np.count_nonzero(bad | clipped))
 
 
-@dataclass(frozen=True)
-class StoredClip:
-    """One clip folder on disk, as retention sees it."""
-
-    folder: Path
-    mtime: float  # POSIX seconds of the FLAC (set when written)
-    size_bytes: int
-
-
-@dataclass(frozen=True)
-class RetentionPlan:
-    """Which clips to delete and why (oldest first within each reason)."""
-
-    by_count: tuple[StoredClip, ...]
-    by_age: tuple[StoredClip, ...]
-    by_disk: tuple[StoredClip, ...]
-    short_of_free_bytes: int  # still missing after every deletable clip is gone (0: none)
-
-    @property
-    def deletions(self) -> tuple[StoredClip, ...]:
-        """Every clip the plan deletes."""
-        return self.by_age + self.by_count + self.by_disk
-
-
-def plan_retention(
-    clips: Sequence[StoredClip],
-    *,
-    settings: ClipSettings,
-    now: float,
-    free_bytes: int,
-    keep: Path | None,
-) -> RetentionPlan:
-    """Pure: decide deletions. Age first, then count, then free disk, each oldest first;
-    ``keep`` (the clip just written) is never deleted."""
-    ordered = sorted(clips, key=lambda c: (c.mtime, c.folder.name))
-    candidates = [c for c in ordered if c.folder != keep]
-    max_age_s = settings.max_age_days * SECONDS_PER_DAY
-    by_age = [c for c in candidates if now - c.mtime > max_age_s]
-    remaining = [c for c in candidates if c not in by_age]
-    excess = len(ordered) - len(by_age) - settings.max_count
-    by_count = remaining[: max(excess, 0)]
-    remaining = remaining[len(by_count) :]
-    need = int(settings.min_free_mb * BYTES_PER_MB)
-    free = free_bytes + sum(c.size_bytes for c in by_age + by_count)
-    by_disk = []
-    for clip in remaining:
-        if free >= need:
-            break
-        by_disk.append(clip)
-        free += clip.size_bytes
-    return RetentionPlan(tuple(by_count), tuple(by_age), tuple(by_disk), max(need - free, 0))
-
-
 def promote_clip(clip_dir: Path, dataset_root: Path, config_folder: str, label_code: str) -> Path:
     """Move a reviewed clip into a training dataset tree; returns the new FLAC path.
 
@@ -192,7 +118,7 @@ def promote_clip(clip_dir: Path, dataset_root: Path, config_folder: str, label_c
     if not audio.is_file():
         raise ClipError(f"{clip_dir}: no {audio.name} in it (not a clip folder)")
     run_id = f"{weld_id}-{label_code}"
-    top = DATASET_TOP_FOLDERS[int(label_code != GOOD_LABEL_CODE)]
+    top = top_folder(label_code)
     target = dataset_root / top / config_folder / run_id
     if target.exists():
         raise ClipError(f"{target} already exists")
@@ -398,3 +324,67 @@ class ClipStore:
                 min_free_mb=self.settings.min_free_mb,
             )
         return plan
+
+
+class ClipWriter:
+    """The pipeline's weld-audio hook: decides by policy, names the clip in the result at
+    once (its path is known before the write) and writes FLAC + sidecar on its own thread.
+
+    A failed write is logged and reported through `on_error` (an ``error`` event); the
+    result has already left with its ``clip_path``, and the error event names that path.
+    """
+
+    def __init__(
+        self,
+        store: ClipStore,
+        sample_rate: int,
+        on_error: Callable[[WeldResult, str], None],
+    ) -> None:
+        self.store = store
+        self.sample_rate = sample_rate
+        self._on_error = on_error
+        self._pool = concurrent.futures.ThreadPoolExecutor(
+            CLIP_WRITER_THREADS, thread_name_prefix="weldmon-clips"
+        )
+        self._pending: set[asyncio.Future[object]] = set()
+        self.counters = {"scheduled": 0, "skipped_by_policy": 0, "skipped_backlog": 0, "failed": 0}
+
+    def __call__(self, result: WeldResult, samples: np.ndarray, probs: list[float]) -> WeldResult:
+        """Called on the event loop with the weld's audio when its result is ready."""
+        if not wants_clip(self.store.settings.policy, result):
+            self.counters["skipped_by_policy"] += 1
+            return result
+        if len(self._pending) >= MAX_PENDING_CLIPS:
+            self.counters["skipped_backlog"] += 1
+            log.error("clip_skipped_backlog", weld_id=result.weld_id, pending=len(self._pending))
+            return result
+        path = clip_audio_path(self.store.clips_dir, result.station, result.weld_id)
+        result = result.model_copy(update={"clip_path": str(path)})
+        loop = asyncio.get_running_loop()
+        future = loop.run_in_executor(
+            self._pool, self.store.write, result, samples, self.sample_rate, probs
+        )
+        self._pending.add(future)
+        future.add_done_callback(lambda f, r=result: self._done(f, r))
+        self.counters["scheduled"] += 1
+        return result
+
+    def _done(self, future: asyncio.Future[object], result: WeldResult) -> None:
+        self._pending.discard(future)
+        if future.cancelled():
+            return
+        exc = future.exception()
+        if exc is not None:
+            self.counters["failed"] += 1
+            log.error("clip_write_failed", weld_id=result.weld_id, error=str(exc))
+            self._on_error(result, f"clip {result.clip_path} not written: {exc}")
+        else:
+            log.info("clip_written", weld_id=result.weld_id, path=result.clip_path)
+
+    async def close(self, timeout_s: float) -> None:
+        """Wait up to `timeout_s` for the writes in flight, then release the thread."""
+        if self._pending:
+            await asyncio.wait(set(self._pending), timeout=timeout_s)
+        if self._pending:
+            log.error("clips_unfinished_at_stop", pending=len(self._pending))
+        self._pool.shutdown(wait=False, cancel_futures=True)

@@ -49,25 +49,22 @@ from typing import Literal
 
 import numpy as np
 import structlog
-import torch
 
 from deploy.errors import WeldmonError
-from monitor.blocks import AudioBlock
-from monitor.events import Event, Source, WeldResult
-from monitor.inference import InferenceWorker
-from monitor.resample import StationChunk, StationResampler
-from monitor.segmentation import Boundary, GateParams, GateSegmenter
-from monitor.stations import ChannelMode, StationSplitter
-from monitor.tracker import EndReason, SegmentationMode, TrackerOptions, WeldTracker
-from monitor.triggers import FileSegmenter, Segmenter, TriggerSegmenter
-from monitor.windower import SampleHistory, WeldWindower, Window
+from deploy.segment.gate import GateParams, GateSegmenter
+from deploy.segment.protocol import Boundary, Segmenter
+from monitor.audio.blocks import AudioBlock
+from monitor.events import EndReason, Event, SegmentationMode, Source, WeldResult
+from monitor.pipeline.inference import InferenceWorker
+from monitor.pipeline.resample import StationChunk, StationResampler
+from monitor.pipeline.stations import ChannelMode, StationSplitter
+from monitor.pipeline.tracker import TrackerOptions, WeldTracker
+from monitor.pipeline.windower import SampleHistory, WeldWindower, Window
+from monitor.segment.factory import SegmenterSpec, end_reason, max_weld_s, new_segmenter
+from monitor.segment.triggers import DEFAULT_TRIGGER_MAX_WELD_S, TriggerSegmenter
 
 HISTORY_MARGIN_S = 5.0  # history beyond the segmenter's look-back: covers the largest block
 DEFAULT_MAX_IN_FLIGHT = 255  # windows awaiting inference before feed() waits
-# torch threads for the pipeline's own thread, whose only torch op is the channel mean of
-# `mix` mode. Above torch's grain size (a 0.1 s block of 8 channels at 48 kHz) the mean runs
-# on the OpenMP pool, whose idle threads then spin: 13 ms of CPU per block, 13 % of a core.
-PIPELINE_TORCH_THREADS = 1
 
 log = structlog.get_logger(__name__)
 
@@ -91,9 +88,14 @@ class PipelineSettings:
     channel_mode: ChannelMode
     segmentation: SegmentationMode
     gate: GateParams = field(default_factory=GateParams)
-    trigger_max_weld_s: float = 600.0
+    trigger_max_weld_s: float = DEFAULT_TRIGGER_MAX_WELD_S
     progress: bool = True
     max_in_flight: int = DEFAULT_MAX_IN_FLIGHT
+
+    @property
+    def segmenter(self) -> SegmenterSpec:
+        """What each station's segmenter is built from."""
+        return SegmenterSpec(self.segmentation, self.gate, self.trigger_max_weld_s)
 
 
 @dataclass
@@ -180,7 +182,6 @@ class Pipeline:
         weld_audio: WeldAudioHook | None = None,
         on_window: WindowLatencyHook | None = None,
     ) -> None:
-        torch.set_num_threads(PIPELINE_TORCH_THREADS)  # this thread's pool (see the constant)
         self.settings = settings
         self.options = options
         self.worker = worker
@@ -335,24 +336,15 @@ class Pipeline:
             raise task.exception()  # type: ignore[misc]
 
     def _new_segmenter(self) -> Segmenter:
-        mode = self.settings.segmentation
-        if mode == "gate":
-            return GateSegmenter(self.settings.gate, self.model_rate)
-        if mode == "trigger":
-            return TriggerSegmenter(self.model_rate, self.settings.trigger_max_weld_s)
-        return FileSegmenter()
+        return new_segmenter(self.settings.segmenter, self.model_rate)
 
     def _max_weld_samples(self) -> int:
-        s = self.settings
-        max_s = s.gate.max_weld_s if s.segmentation == "gate" else s.trigger_max_weld_s
-        if s.segmentation == "file":
-            max_s = math.inf  # one weld per file: replay never keeps weld audio
-        bound = max_s * self.model_rate + self.chunk
+        # one weld per file (inf): replay never keeps weld audio
+        bound = max_weld_s(self.settings.segmenter) * self.model_rate + self.chunk
         return int(bound) if math.isfinite(bound) else 2**62
 
     def _default_end_reason(self) -> EndReason:
-        mode = self.settings.segmentation
-        return "gate" if mode == "gate" else "trigger" if mode == "trigger" else "file_end"
+        return end_reason(self.settings.segmentation)
 
     def _begin_epoch(self, block: AudioBlock, source: Source) -> None:
         self._epoch = block.stream_epoch

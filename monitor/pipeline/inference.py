@@ -1,4 +1,5 @@
-"""The inference worker: the one thread that runs torch, batching windows from every station.
+"""The inference worker: the one thread that runs the model, batching windows from every
+station.
 
 Ownership: the worker owns the `DeployModel` (which is not thread-safe) once started; nothing
 else calls it. Callers hand in windows with `submit` and get a `concurrent.futures.Future`
@@ -25,12 +26,10 @@ from typing import Self
 
 import numpy as np
 import structlog
-import torch
 
 from deploy.errors import WeldmonError
 from deploy.loader import DeployModel
 
-TORCH_THREADS = 1  # one core's worth at most: the box also captures audio and talks MQTT
 POLL_S = 0.2  # how often an idle worker checks for stop (s)
 
 log = structlog.get_logger(__name__)
@@ -125,7 +124,8 @@ class InferenceWorker:
         return future
 
     def _run(self) -> None:
-        torch.set_num_threads(TORCH_THREADS)
+        # Intra-op threads are the model's own setting (`inference.threads`, loaded with it),
+        # whichever the backend: ONNX Runtime fixes them per session, TorchScript on this thread.
         stopping = False
         while not stopping:
             try:

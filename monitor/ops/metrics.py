@@ -2,7 +2,7 @@
 
 Each `Metrics` owns a fresh `CollectorRegistry` rather than prometheus_client's global one, so
 tests, benches and several daemons in one process never collide on metric names. The health
-server (`monitor.health`) serves ``/metrics`` from that registry.
+server (`monitor.ops.health`) serves ``/metrics`` from that registry.
 
 Who updates what: the event loop calls the methods below as things happen (a block arrived, a
 window was judged, a weld ended); counts the components already keep as running totals
@@ -19,9 +19,11 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
+from typing import get_args
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, Info
 
+from monitor.events import KNOWN_DEGRADED_REASONS, WeldResult
 from weldmon import __version__
 
 NAMESPACE = "weldmon"
@@ -29,6 +31,7 @@ NAMESPACE = "weldmon"
 # of one 1 s window takes ~5-30 ms on a small CPU; seconds mean the worker fell behind.
 INFERENCE_LATENCY_BUCKETS_S = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 MALFORMED_KINDS = ("trigger", "command")  # inbound MQTT messages the daemon parses
+WELD_LABELS = get_args(WeldResult.model_fields["label_name"].annotation)  # good_weld, defect
 
 
 class Metrics:
@@ -72,6 +75,16 @@ class Metrics:
         )
         self.audio_last_block_age.set_function(self.audio_age_s)
         self.device_losses = counter("audio_device_losses", "times the sound device was lost")
+        self.device_open = gauge(
+            "audio_device_open", "1 while the sound device's stream is open and delivering"
+        )
+        self.dead_microphones = Gauge(
+            "audio_dead_microphone",
+            "1 while an input channel delivers exact digital silence past audio.silence_alarm_s",
+            ("station", "channel"),
+            namespace=NAMESPACE,
+            registry=reg,
+        )
         # Inference
         self.windows_inferred = counter("windows_inferred", "windows judged by the model")
         self.inference_latency = Histogram(
@@ -90,10 +103,27 @@ class Metrics:
             "welds_degraded", "welds judged on incomplete audio", ("station", "reason")
         )
         self.alerts = counter("alerts", "early defect alerts raised", ("station",))
+        self.weld_in_progress = Gauge(
+            "weld_in_progress",
+            "1 from a weld's start event to its result",
+            ("station",),
+            namespace=NAMESPACE,
+            registry=reg,
+        )
+        self.weld_last_p_defect = Gauge(
+            "weld_last_p_defect",
+            "p_defect of the station's latest weld result",
+            ("station",),
+            namespace=NAMESPACE,
+            registry=reg,
+        )
         # MQTT and outbox
         self.mqtt_connected = gauge("mqtt_connected", "1 while connected to the MQTT broker")
         self.mqtt_reconnects = counter("mqtt_reconnects", "successful reconnects to the broker")
         self.outbox_depth = gauge("outbox_depth", "events stored, not yet acknowledged")
+        self.outbox_oldest_age = gauge(
+            "outbox_oldest_age_seconds", "age of the oldest unacknowledged event (0: none)"
+        )
         self.outbox_dropped = counter(
             "outbox_dropped", "events dropped by the outbox bound (progress first)"
         )
@@ -106,6 +136,35 @@ class Metrics:
             "watchdog_pings_withheld", "watchdog pings withheld because the pipeline stalled"
         )
         self.info.info({"version": __version__, "model_sha256": ""})
+
+    def declare_stations(self, stations: list[str], channel_stations: list[str]) -> None:
+        """Export every per-station series at 0 from the start, so a dashboard or an alert
+        rule (``rate()``, ``== 1``) sees a station before its first weld or alarm. The
+        latest p_defect is the exception: there is none before the first result.
+
+        `channel_stations` names the station each input channel feeds (in `mix` mode every
+        channel feeds the one station)."""
+        for station in stations:
+            for label in WELD_LABELS:
+                self.welds.labels(station=station, label=label)
+            self.alerts.labels(station=station)
+            for reason in KNOWN_DEGRADED_REASONS:
+                self.welds_degraded.labels(station=station, reason=reason)
+            self.weld_in_progress.labels(station=station).set(0)
+        for channel, station in enumerate(channel_stations):
+            self.dead_microphones.labels(station=station, channel=str(channel)).set(0)
+
+    def device(self, is_open: bool) -> None:
+        """The sound device's stream opened (True) or was lost (False)."""
+        self.device_open.set(1 if is_open else 0)
+
+    def dead_microphone(self, station: str, channel: int, dead: bool) -> None:
+        """Input `channel` (feeding `station`) began (True) or ended a dead-microphone episode."""
+        self.dead_microphones.labels(station=station, channel=str(channel)).set(1 if dead else 0)
+
+    def weld_started(self, station: str) -> None:
+        """A weld began on `station`."""
+        self.weld_in_progress.labels(station=station).set(1)
 
     def audio_block(
         self, frames: int, *, dropped_frames: int = 0, nonfinite_samples: int = 0
@@ -131,6 +190,7 @@ class Metrics:
         """A weld ended with `label` (``good_weld`` / ``defect``); `degraded` names why its
         audio was incomplete, if it was."""
         self.welds.labels(station=station, label=label).inc()
+        self.weld_in_progress.labels(station=station).set(0)
         if degraded:
             self.welds_degraded.labels(station=station, reason=degraded).inc()
 

@@ -21,7 +21,7 @@ import numpy as np
 import soundfile as sf
 
 from deploy.errors import AudioError
-from monitor.blocks import AudioBlock, sanitize_nonfinite
+from monitor.audio.blocks import AudioBlock, sanitize_nonfinite
 
 DEFAULT_FILE_BLOCK_S = 0.1  # same order as the capture block, so replay cuts audio like run
 # What a folder given to replay is searched for (libsndfile's common formats); a file named

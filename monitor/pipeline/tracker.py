@@ -1,8 +1,9 @@
 """One weld's verdict as its windows are judged: rolling p_defect, one alert, the result.
 
-After every window the rolling p_defect is `deploy.pooling.topk_pool` over the weld's window
-probabilities so far, with the artifact's `eval_pool_ratio` (the artifact's own pooling, not a
-re-implementation), and the label is ``p >= threshold`` as in the artifact. The final result
+After every window the rolling p_defect is `deploy.pooling.topk_pool_np` over the weld's
+window probabilities so far, with the artifact's `eval_pool_ratio` (the pooling every verdict
+uses, not a re-implementation), and the label is `deploy.model.decide` (p >= threshold in
+float32, as in the artifact). The final result
 pools exactly the whole windows inside [start, end): with the arc gate the end is decided a
 hang-over after the arc stopped, so a window cut meanwhile may reach past the end; it was
 reported in a progress event but is left out of the result, which therefore equals the
@@ -15,19 +16,24 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Literal
 
 import numpy as np
-import torch
 
-from deploy.artifact import LABEL_NAMES
+from deploy.contract import LABEL_NAMES
 from deploy.loader import DeployModel
-from deploy.pooling import topk_pool
+from deploy.model import decide
+from deploy.pooling import topk_pool_np
 from deploy.windows import window_count
-from monitor.events import Source, WeldAlert, WeldProgress, WeldResult, WeldStart, new_weld_id
-
-EndReason = Literal["gate", "trigger", "file_end", "device_lost", "shutdown", "max_length"]
-SegmentationMode = Literal["gate", "trigger", "file"]
+from monitor.events import (
+    EndReason,
+    SegmentationMode,
+    Source,
+    WeldAlert,
+    WeldProgress,
+    WeldResult,
+    WeldStart,
+    new_weld_id,
+)
 
 
 @dataclass(frozen=True)
@@ -70,7 +76,7 @@ def utc_datetime(posix_s: float) -> datetime:
 
 def pool(probs: list[float], ratio: float) -> float:
     """Top-k pool of the window probabilities so far (deploy's function)."""
-    return float(topk_pool(torch.tensor(probs, dtype=torch.float32), ratio))
+    return topk_pool_np(np.asarray(probs, dtype=np.float32), ratio)
 
 
 @dataclass
@@ -156,7 +162,7 @@ class WeldTracker:
                     elapsed_s=elapsed,
                 )
             )
-        if not self.alerted and p >= m.threshold:
+        if not self.alerted and decide(p, m.threshold):
             self.alerted = True
             out.append(
                 WeldAlert(
@@ -181,7 +187,7 @@ class WeldTracker:
             p, label, p_max = 0.0, 0, 0.0
         else:
             p = pool(judged, m.eval_pool_ratio)
-            label = int(p >= m.threshold)
+            label = decide(p, m.threshold)
             p_max = float(np.max(judged))
         ended = max(end_index, self.start_index)
         return WeldResult(

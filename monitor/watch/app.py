@@ -6,8 +6,8 @@ short reconnect loop with capped, jittered back-off; the screen says when the wa
 itself is disconnected and when it will try again, so a frozen figure is never mistaken
 for a quiet line.
 
-Layers: ``monitor.watch_state`` (pure state model) <- this module (MQTT, CLI) ->
-``monitor.watch_view`` (rich rendering).
+Layers: ``monitor.watch.state`` (pure state model) <- this module (MQTT, CLI) ->
+``monitor.watch.view`` (rich rendering).
 """
 
 from __future__ import annotations
@@ -29,17 +29,17 @@ from rich.console import Console
 from rich.live import Live
 
 from deploy.errors import WeldmonError
+from monitor.backoff import backoff_delay
 from monitor.events import DEFAULT_TOPIC_PREFIX
-from monitor.mqtt_settings import DEFAULT_PORT
-from monitor.publisher import backoff_delay
-from monitor.watch_state import (
+from monitor.publish.settings import DEFAULT_PORT
+from monitor.watch.state import (
     DEFAULT_HISTORY,
     WatchState,
     apply_connection,
     apply_message,
     initial_state,
 )
-from monitor.watch_view import render
+from monitor.watch.view import render
 from weldmon.cli import EXIT_OK, EXIT_USAGE, Command
 
 RECONNECT_MIN_S = 0.5  # first retry soon: a broker restart takes about a second

@@ -27,15 +27,15 @@ import sounddevice as sd
 import structlog
 from pydantic import BaseModel, ConfigDict, Field
 
-from monitor.blocks import AudioBlock, sanitize_nonfinite
-from monitor.devices import (
+from monitor.audio.blocks import AudioBlock, sanitize_nonfinite
+from monitor.audio.devices import (
     AudioDeviceError,
     InputDevice,
     refresh_portaudio,
     resolve_input_device,
 )
-from monitor.epoch_clock import FrameZeroClock
-from monitor.ring_buffer import FrameRing, RingRead
+from monitor.audio.epoch_clock import FrameZeroClock
+from monitor.audio.ring_buffer import FrameRing, RingRead
 
 log = structlog.get_logger(__name__)
 
