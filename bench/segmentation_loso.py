@@ -42,8 +42,8 @@ sys.path.insert(0, str(REPO_ROOT))
 
 from deploy.segment.crackle_params import CrackleParams  # noqa: E402
 from deploy.segment.offline import segment_recording as crackle_segment  # noqa: E402
-from monitor.segmentation import GateParams  # noqa: E402
-from monitor.segmentation import segment_recording as gate_segment  # noqa: E402
+from deploy.segment.gate import GateParams  # noqa: E402
+from deploy.segment.gate import segment_recording as gate_segment  # noqa: E402
 from tests.support.arc_truth import recording_with_truth  # noqa: E402
 from tests.support.data import Recording, weld_audio_root  # noqa: E402
 from tests.support.factory_floor import (  # noqa: E402

@@ -37,7 +37,7 @@ from enum import Enum
 
 import numpy as np
 
-from deploy.segment.boundary import Boundary, Dropout, SegmentationError
+from deploy.segment.protocol import Boundary, Dropout, SegmentationError
 from deploy.segment.crackle_frames import FrameSmoother
 from deploy.segment.crackle_meter import POWER_FLOOR, CrackleMeter, Whitener, crackle_meter
 from deploy.segment.crackle_params import CrackleParams
@@ -519,7 +519,7 @@ class CrackleSegmenter:
     def _end_weld(self, end: int, out: list[Boundary], forced: bool) -> None:
         w = self._weld
         assert w is not None
-        out.append(Boundary("end", end, forced=forced, dropouts=tuple(w.dropouts)))
+        out.append(Boundary("end", end, dropouts=tuple(w.dropouts)))
         if not forced:
             self._remember(w)
         self._weld = None

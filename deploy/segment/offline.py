@@ -10,7 +10,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from deploy.segment.boundary import Boundary, Dropout, SegmentationError
+from deploy.segment.protocol import Boundary, Dropout, SegmentationError
 from deploy.segment.crackle import CrackleSegmenter
 from deploy.segment.crackle_params import CrackleParams
 
@@ -22,7 +22,6 @@ class Weld:
     start: int
     end: int
     dropouts: tuple[Dropout, ...] = ()
-    forced: bool = False  # cut at the segmenter's longest weld
 
 
 def welds_of(boundaries: list[Boundary]) -> list[Weld]:
@@ -37,7 +36,7 @@ def welds_of(boundaries: list[Boundary]) -> list[Weld]:
         else:
             if start is None:
                 raise SegmentationError(f"end at {b.index} without a start")
-            welds.append(Weld(start, b.index, b.dropouts, b.forced))
+            welds.append(Weld(start, b.index, b.dropouts))
             start = None
     if start is not None:
         raise SegmentationError(f"weld open since {start} has no end")

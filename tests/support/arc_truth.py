@@ -15,7 +15,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from deploy.audio import read_recording
-from monitor.levels import frame_rms_db
+from deploy.segment.levels import frame_rms_db
 from tests.support.data import Recording
 from training.sensorlog import arc_intervals, estimate_clock_offset, read_sensor_log
 

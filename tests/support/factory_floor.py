@@ -28,8 +28,8 @@ from dataclasses import dataclass
 import numpy as np
 import soxr
 
-from monitor.levels import frame_band_db
-from monitor.resample import StationResampler
+from deploy.segment.levels import frame_band_db
+from monitor.pipeline.resample import StationResampler
 
 PINK_LOW_HZ = 20.0  # pink noise below this carries no power (a microphone's low cut)
 MAINS_HZ = 50.0
