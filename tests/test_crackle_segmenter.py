@@ -11,11 +11,11 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from pydantic import ValidationError
 
-from deploy.segment.protocol import Boundary, SegmentationError, pair_boundaries
 from deploy.segment.crackle import CrackleSegmenter
 from deploy.segment.crackle_meter import CrackleMeter
 from deploy.segment.crackle_params import CrackleParams
 from deploy.segment.offline import segment_recording, segment_welds
+from deploy.segment.protocol import Boundary, SegmentationError, pair_boundaries
 
 RATE = 16_000
 FLOOR_DBFS = -75.0  # idle room: Gaussian white noise

@@ -37,10 +37,10 @@ from enum import Enum
 
 import numpy as np
 
-from deploy.segment.protocol import Boundary, Dropout, SegmentationError
 from deploy.segment.crackle_frames import FrameSmoother
 from deploy.segment.crackle_meter import POWER_FLOOR, CrackleMeter, Whitener, crackle_meter
 from deploy.segment.crackle_params import CrackleParams
+from deploy.segment.protocol import Boundary, Dropout, SegmentationError
 
 # Total profile-band power (mean square, full scale 1) under which a frame is digital
 # silence: -115 dBFS, as the arc gate's SILENCE_DB (under any real room, over exact zeros).
@@ -64,8 +64,9 @@ class _Heard:
 
     index: int
     start: int
-    level: np.ndarray  # dB above the floor per profile band
+    level: np.ndarray  # dB above the floor per profile band (median-smoothed)
     crackle: bool
+    quick: np.ndarray  # the same before the median: for placing the weld's edges
 
 
 class _LatestRows:
@@ -165,6 +166,7 @@ class CrackleSegmenter:
         self._state = _State.IDLE
         self._floor: np.ndarray | None = None  # per-band noise floor (power)
         self._floor_db_now = np.zeros(self._meter.profile_bands)
+        self._no_quick = np.zeros(0)  # idle frames that do not crackle need no quick level
         self._cand_last_on = 0  # frame index of the candidate's latest crackle frame
         self._cand_off = 0
         self._cand_levels = _LatestRows(1, self._meter.profile_bands)  # its crackle frames'
@@ -287,6 +289,7 @@ class CrackleSegmenter:
                 int(frames.starts[k]),
                 bool(crackle[k]),
                 frames.levels[k],
+                frames.means[k],
                 bool(frames.silent[k]),
                 out,
             )
@@ -300,6 +303,7 @@ class CrackleSegmenter:
         start: int,
         crackle: bool,
         levels: np.ndarray,
+        means: np.ndarray,
         silent: bool,
         out: list[Boundary],
     ) -> None:
@@ -309,8 +313,9 @@ class CrackleSegmenter:
         elif self._floor is None:
             self._set_floor(np.maximum(levels, POWER_FLOOR))
         floor = self._floor if self._floor is not None else np.maximum(levels, POWER_FLOOR)
-        excess = np.maximum(levels - floor, EXCESS_FLOOR * levels)
-        heard = _Heard(index, start, 10.0 * np.log10(np.maximum(excess, POWER_FLOOR)), crackle)
+        heard = _Heard(index, start, self._excess_db(levels, floor), crackle, self._no_quick)
+        if self._state is not _State.IDLE or crackle:
+            heard = _Heard(index, start, heard.level, crackle, self._excess_db(means, floor))
         state = self._state
         if state is _State.IDLE:
             if crackle:
@@ -342,6 +347,12 @@ class CrackleSegmenter:
             self._cand_off = 0 if crackle else self._cand_off + 1
             if self._cand_off >= max(1, self._bridge_n):
                 self._state = _State.IDLE
+
+    @staticmethod
+    def _excess_db(levels: np.ndarray, floor: np.ndarray) -> np.ndarray:
+        """Power above the floor (dB) per band, floored EXCESS_FLOOR under the power."""
+        excess = np.maximum(levels - floor, EXCESS_FLOOR * levels)
+        return 10.0 * np.log10(np.maximum(excess, POWER_FLOOR))
 
     def _set_floor(self, floor: np.ndarray) -> None:
         self._floor = floor
@@ -402,13 +413,12 @@ class CrackleSegmenter:
                 gap += 1
                 if gap >= max(1, self._bridge_n):
                     break
-        # The frames just before the first one at the weld's level that crackle or are that
-        # loud are its edge (a blurred level; an arc settling after it struck).
-        reach = max(0, first - self._reach_n)
-        while first > reach and (heard[first - 1].crackle or drops[first - 1] < edge):
-            first -= 1
-        while not heard[first].crackle:
-            first += 1
+        # The median blurs a noisy edge, and an arc often strikes with a burst and settles
+        # for a few tenths of a second after it: the earliest frame up to edge_reach_s
+        # before that crackles and is as loud by the quicker level belongs to the weld.
+        for k in range(first - 1, max(0, first - self._reach_n) - 1, -1):
+            if heard[k].crackle and _weighted_drop(ref, heard[k].quick, weights) < edge:
+                first = k
         if self._cand_last_on - self._candidate[first].index + 1 < self._min_weld_n:
             return None
         return first, ref, self._quiet(ref)
@@ -483,6 +493,7 @@ class CrackleSegmenter:
                 heard.crackle
                 and w.tail_end == heard.start
                 and heard.index - w.last_on <= self._reach_n
+                and _weighted_drop(ref, heard.quick, self._weights(ref)) < p.edge_db
             ):
                 w.tail_end = heard.start + self._frame_len
             if drop <= -p.mask_db:  # louder than the weld without its crackle: masked

@@ -11,7 +11,9 @@ Per decided frame ``i``:
   frames, then a centred median over ``2 * median_half + 1`` of those means. The median keeps
   steps (an arc's ignition and end) sharp while it ignores the flicker's peaks, so a quieter
   neighbouring cell's weld cannot reach the level of this cell's by its loudest moments;
-- ``silent``: the frame is digital silence (zeros say nothing about a room).
+- ``silent``: the frame is digital silence (zeros say nothing about a room);
+- ``means``: the level-smoothed band powers before the median: quicker at an edge, noisier
+  in between (the segmenter places a weld's edges by them within ``edge_reach_s``).
 
 A frame is decided once the frames its spans need have arrived, or all at once on flush,
 where spans are cut at the stream's ends (the same cut in offline and streaming use). Each
@@ -38,6 +40,7 @@ class DecidedFrames:
     crackle: np.ndarray  # float64 [n]: mean log10 kurtosis over the crackle span
     levels: np.ndarray  # float64 [n, bands]: median of the level-smoothed band powers
     silent: np.ndarray  # bool [n]
+    means: np.ndarray  # float64 [n, bands]: the level-smoothed band powers (no median)
 
 
 def _centred_means(values: np.ndarray, lo: int, hi: int, half: int, end: int) -> np.ndarray:
@@ -127,7 +130,10 @@ class FrameSmoother:
         levels = _centred_medians(
             self._means, lo - b, hi - b, self.median_half, self._means.shape[0]
         )
-        out = DecidedFrames(lo, self._starts[lo - b : hi - b].copy(), crackle, levels, silent)
+        means = self._means[lo - b : hi - b].copy()
+        out = DecidedFrames(
+            lo, self._starts[lo - b : hi - b].copy(), crackle, levels, silent, means
+        )
         self._next = hi
         self._trim()
         return out

@@ -40,7 +40,7 @@ class CrackleParams(BaseModel):
         "of frames. Bridges the arc's own 50-100 ms flicker dips.",
     )
     crackle_on: float = Field(
-        5.0,
+        4.0,
         gt=3.0,
         description="Kurtosis (mean of logs over the span) at and above which a frame sounds "
         "like an arc. Gaussian noise of any level or colour reads 3.",
@@ -63,16 +63,18 @@ class CrackleParams(BaseModel):
         "idle frames that do not sound like an arc; levels are compared as power above it.",
     )
     edge_db: float = Field(
-        8.0,
+        7.0,
         gt=0.0,
         description="How far (dB, SNR-weighted mean over the bands) a frame may fall under the "
         "weld's own level and still belong to it. Places the weld's edges on this cell's "
         "arc when a quieter arc (a neighbouring cell) goes on before or after it.",
     )
     ref_s: float = Field(
-        1.0,
+        2.0,
         gt=0.0,
-        description="Span of the weld's latest on-frames whose median is its own level (s).",
+        description="Span of the weld's latest on-frames whose median is its own level (s): "
+        "long enough that the level cannot slide down onto a quieter arc that goes on where "
+        "this weld's ends.",
     )
     min_weld_s: float = Field(
         2.0,

@@ -10,9 +10,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from deploy.segment.protocol import Boundary, Dropout, SegmentationError
 from deploy.segment.crackle import CrackleSegmenter
 from deploy.segment.crackle_params import CrackleParams
+from deploy.segment.protocol import Boundary, Dropout, SegmentationError
 
 
 @dataclass(frozen=True)

@@ -15,9 +15,8 @@ from dataclasses import dataclass
 import numpy as np
 
 from deploy.audio import read_recording
-from deploy.segment.levels import frame_rms_db
+from deploy.sensorlog import arc_intervals, audio_clock_offset, read_sensor_log
 from tests.support.data import Recording
-from training.sensorlog import arc_intervals, estimate_clock_offset, read_sensor_log
 
 RATE_HZ = 16_000
 OFFSET_FRAME_S = 0.05  # envelope frame for the clock offset: twice the log's resolution
@@ -41,10 +40,8 @@ def read_mono(rec: Recording, rate: int = RATE_HZ) -> np.ndarray:
 
 def arc_truth_of(rec: Recording, samples: np.ndarray, rate: int = RATE_HZ) -> ArcTruth:
     """The arc of ``rec`` (whose audio is ``samples`` at ``rate``) from its sensor log."""
-    frame_len = round(OFFSET_FRAME_S * rate)
-    whole = samples[: samples.size // frame_len * frame_len]
     log = read_sensor_log(rec.sensor_csv)
-    offset = estimate_clock_offset(log, frame_rms_db(whole, frame_len), frame_len / rate)
+    offset = audio_clock_offset(log, samples, rate)
     arcs = arc_intervals(log)
     return ArcTruth(
         rec.run_id, rec.config_folder, offset, arcs[0][0] + offset, arcs[-1][1] + offset
