@@ -21,7 +21,8 @@ from pathlib import Path
 
 import numpy as np
 
-from monitor.audio.capture import DEFAULT_CALLBACK_BLOCK_S, CaptureSettings, SoundDeviceCapture
+from monitor.audio.capture import SoundDeviceCapture
+from monitor.audio.config import DEFAULT_CALLBACK_BLOCK_S, AudioConfig
 from tests.support.pulse import PulseAudio, reinitialise_portaudio
 
 RATE_HZ = 48_000  # the common native rate of USB interfaces
@@ -46,9 +47,9 @@ def measure(server: PulseAudio, channels: int, seconds: float, blocksize: int) -
         -NOISE_LEVEL, NOISE_LEVEL, (round((seconds + 5) * RATE_HZ), channels)
     )
     player = server.play_array(noise.astype(np.float32), RATE_HZ, sink)
-    settings = CaptureSettings(
+    settings = AudioConfig(
         device="pulse",
-        sample_rate_hz=RATE_HZ,
+        samplerate=RATE_HZ,
         channels=channels,
         callback_block_s=blocksize / RATE_HZ,
     )

@@ -10,7 +10,7 @@ sink while `weldmon run` records it as a subprocess with an untrained seeded pro
 - Memory: the daemon's VmRSS at the end and its peak (VmHWM).
 - Latency: each weld_result's arrival at a subscriber minus the moment the weld's last audio
   sample became available at the sound device. Two references:
-  * `ended_at` (the issue's definition, the headline figure): the daemon's own timestamp of
+  * `ended_at` (the required definition, the headline figure): the daemon's own timestamp of
     that sample, from its sample clock mapped to UTC per stream epoch by
     `monitor.audio.epoch_clock.FrameZeroClock` (the minimum over callbacks of callback time minus
     frames delivered / rate, refined over the epoch's first seconds).
@@ -62,7 +62,7 @@ from tests.support.data import weld_audio_root
 from tests.support.pulse import PulseAudio, reinitialise_portaudio
 
 MODEL_RATE_HZ = 16_000  # the artifact's rate: the gate runs on the resampled station audio
-RATE_HZ = 48_000  # the common native rate of USB interfaces (the benchmark rate)
+RATE_HZ = 48_000  # the common native rate of USB interfaces (the required benchmark rate)
 IDLE_S = 3.0  # idle room noise before each weld (from the recording's quiet head)
 WELD_CUT_S = (3.0, 10.0)  # part of each recording played: ~1.5 s idle, ~5.5 s arc
 # Recordings whose heads stay idle for the gate whatever the frame phase (tests/test_daemon).

@@ -15,7 +15,7 @@ settle during the first welds) to the last sample.
 
     nice -n 10 .venv/bin/python -m bench.soak --hours 8 --sample-minutes 15
 
-Targets (issue 5): RSS growth under 10 MB after warm-up, no fd growth.
+Targets: RSS growth under 10 MB after warm-up, no fd growth.
 """
 
 from __future__ import annotations
@@ -47,8 +47,8 @@ from tests.support.broker import MosquittoBroker
 from tests.support.data import weld_audio_root
 from tests.support.shifts import QUIET_HEAD_RUNS, RATE_HZ, LoopedShift, weld_clip
 
-RSS_TARGET_MB = 10.0  # issue 5: resident memory growth after warm-up
-FD_TARGET = 0  # issue 5: no file-descriptor growth
+RSS_TARGET_MB = 10.0  # target: resident memory growth after warm-up
+FD_TARGET = 0  # target: no file-descriptor growth
 SUBSCRIBER_DRAIN_S = 10.0  # after the shift: time for the last results to reach mosquitto_sub
 CLIENT_ID = "weldmon-soak"
 RESULT_TOPICS = "weldmon/+/weld/result"

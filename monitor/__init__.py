@@ -12,5 +12,7 @@
 Import rules (tests/test_import_rules.py enforces them): the monitor never imports training;
 ``pipeline`` never imports ``publish``; the views (``watch``, ``console``) import only
 ``monitor.events``, ``monitor.publish.settings``, ``monitor.backoff``, their own room and
-deploy helpers that do not import torch. Each room's ``__init__`` says what it owns.
+deploy helpers that do not import torch. Each room imports only the rooms below it on the
+data path (events and backoff at the bottom, then audio, segment, pipeline; publish; ops)
+and never the wiring modules above; each room's ``__init__`` says what it owns.
 """

@@ -1,4 +1,5 @@
-"""Capped exponential back-off with full jitter, for every retry loop of the monitor.
+"""Capped exponential back-off with full jitter, for every retry loop of the monitor, and a
+rate limit for the log lines those loops write.
 
 The wait after ``failures`` consecutive failed attempts is drawn uniformly between ``min_s``
 and a ceiling that doubles per failure up to ``max_s`` ("full jitter" with a floor), so many
@@ -9,6 +10,7 @@ functions: the callers (MQTT publisher, capture thread, watch) own their loops a
 from __future__ import annotations
 
 import random
+import time
 
 MAX_EXPONENT = 62  # 2**n stays a finite float after days of failures
 
@@ -22,3 +24,26 @@ def backoff_ceiling(failures: int, min_s: float, max_s: float) -> float:
 def backoff_delay(failures: int, min_s: float, max_s: float, rng: random.Random) -> float:
     """The wait before the next attempt: uniform in [min_s, ceiling] (full jitter, floored)."""
     return rng.uniform(min_s, backoff_ceiling(failures, min_s, max_s))
+
+
+class RateLimitedLog:
+    """Allows one log line per interval; counts what it suppressed in between."""
+
+    def __init__(self, interval_s: float) -> None:
+        self._interval_s = interval_s
+        self._last = -float("inf")
+        self._suppressed = 0
+
+    def allow(self) -> int | None:
+        """The number suppressed since the last allowed line, or None to stay quiet now."""
+        now = time.monotonic()
+        if now - self._last < self._interval_s:
+            self._suppressed += 1
+            return None
+        self._last, suppressed, self._suppressed = now, self._suppressed, 0
+        return suppressed
+
+    def reset(self) -> None:
+        """Log the next failure at once (a new outage starts)."""
+        self._last = -float("inf")
+        self._suppressed = 0

@@ -1,4 +1,4 @@
-"""The monitor's `weldmon` subcommands: `run`, `replay`, `devices`, `watch`.
+"""The monitor's `weldmon` subcommands: `run`, `replay`, `clips`, `devices`, `watch`.
 
 Nothing here imports torch at module level (the dispatcher imports this module for every
 `weldmon run|replay|devices --help`); the heavy modules are imported inside `run`.
@@ -8,9 +8,12 @@ Exit codes: 0 ok, 1 something failed (a bad file in replay), 2 usage/config/mode
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 from pathlib import Path
+from typing import Any
 
+from deploy.dataset_layout import LABEL_CODES, SIDECAR_SUFFIX
 from weldmon.cli import EXIT_FAILURE, EXIT_OK, EXIT_USAGE, Command
 
 
@@ -121,10 +124,97 @@ def _run_watch(args: argparse.Namespace) -> int:
     return COMMAND.run(args)
 
 
+# -- `weldmon clips list|promote`: the kept defect clips and promoting a reviewed one into a
+# dataset (`deploy.dataset_layout.promote_clip`); reads the config for state_dir and clips only.
+
+CLIPS_PREFIX = "weldmon clips:"  # `weldmon clips` messages on stderr
+
+
+def _configure_clips(parser: argparse.ArgumentParser) -> None:
+    sub = parser.add_subparsers(dest="action", required=True, metavar="ACTION")
+    listing = sub.add_parser("list", help="unreviewed clips, oldest first")
+    listing.add_argument("--config", required=True, help="the daemon's monitor YAML")
+    listing.add_argument("--station", help="only this station's clips")
+    listing.add_argument("--json", action="store_true", help="one JSON object per line")
+    promote = sub.add_parser("promote", help="move a reviewed clip into a dataset")
+    promote.add_argument("--config", required=True, help="the daemon's monitor YAML")
+    promote.add_argument("clip", help="weld_id of the clip, or its folder")
+    promote.add_argument("--dataset", required=True, type=Path, help="dataset root")
+    promote.add_argument(
+        "--config-folder", required=True, help="the recording session's folder name"
+    )
+    promote.add_argument(
+        "--label",
+        required=True,
+        choices=sorted(LABEL_CODES),
+        help="the reviewer's verdict: " + ", ".join(f"{c} {n}" for c, n in LABEL_CODES.items()),
+    )
+
+
+def _clip_store(config: str):  # -> ClipStore; imports kept lazy
+    from monitor.config import load_config
+    from monitor.ops.clips import ClipStore
+
+    cfg = load_config(config, check_files=False)
+    return ClipStore(cfg.state_dir, cfg.clips)
+
+
+def _unreviewed(store, station: str | None = None) -> list[Path]:  # store: ClipStore
+    clips = sorted(store.stored_clips(), key=lambda c: (c.mtime, c.folder.name))
+    return [c.folder for c in clips if station is None or c.folder.parent.name == station]
+
+
+def _summary(folder: Path) -> dict[str, Any]:
+    row: dict[str, Any] = {"weld_id": folder.name, "station": folder.parent.name}
+    try:
+        result = json.loads((folder / f"{folder.name}{SIDECAR_SUFFIX}").read_text())["result"]
+        row.update({k: result.get(k) for k in ("ended_at", "label_name", "p_defect")})
+    except (OSError, ValueError, KeyError, TypeError):
+        row["sidecar"] = "missing or unreadable"
+    row["path"] = str(folder)
+    return row
+
+
+def _run_clips(args: argparse.Namespace) -> int:
+    from deploy.dataset_layout import ClipError, promote_clip
+    from deploy.errors import WeldmonError
+
+    try:
+        store = _clip_store(args.config)
+    except WeldmonError as exc:
+        print(f"{CLIPS_PREFIX} {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    if args.action == "list":
+        for folder in _unreviewed(store, args.station):
+            row = _summary(folder)
+            print(json.dumps(row) if args.json else "\t".join(str(v) for v in row.values()))
+        return EXIT_OK
+    folder = Path(args.clip)
+    if not folder.is_dir():
+        matches = [f for f in _unreviewed(store) if f.name == args.clip]
+        if len(matches) != 1:
+            print(
+                f"{CLIPS_PREFIX} no unreviewed clip {args.clip!r} in {store.clips_dir}",
+                file=sys.stderr,
+            )
+            return EXIT_USAGE
+        folder = matches[0]
+    try:
+        flac = promote_clip(folder, args.dataset, args.config_folder, args.label)
+    except ClipError as exc:
+        print(f"{CLIPS_PREFIX} {exc}", file=sys.stderr)
+        return EXIT_FAILURE
+    print(flac)
+    return EXIT_OK
+
+
 COMMANDS: dict[str, Command] = {
     "run": Command(_configure_run, _run_daemon, "run the real-time monitor daemon"),
     "replay": Command(
         _configure_replay, _run_replay, "replay recorded files through the monitor pipeline"
+    ),
+    "clips": Command(
+        _configure_clips, _run_clips, "list the kept defect clips, promote one into a dataset"
     ),
     "devices": Command(
         _configure_devices, _run_devices, "list the audio input devices PortAudio sees"

@@ -11,42 +11,31 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Annotated, Any, Literal, Self
+from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from deploy.errors import WeldmonError
-from deploy.segment.gate import GateParams
-from monitor.events import STATION_PATTERN
-from monitor.ops.clip_policy import ClipSettings
-from monitor.ops.health import HealthSettings
+from monitor.audio.config import AudioConfig
+from monitor.ops.clip_policy import ClipsConfig
+from monitor.ops.health import HttpConfig
 from monitor.ops.notify import (
     DEFAULT_MAX_AUDIO_AGE_S,
     DEFAULT_MAX_DEVICE_ATTEMPT_AGE_S,
     DEFAULT_MAX_PENDING_AGE_S,
 )
-from monitor.publish.homeassistant import HomeAssistantSettings
-from monitor.publish.settings import MqttSettings
-from monitor.segment.triggers import DEFAULT_TRIGGER_MAX_WELD_S
+from monitor.publish.homeassistant import HomeAssistantConfig
+from monitor.publish.settings import MqttConfig
+from monitor.segment.factory import SegmentationConfig
 
-DEFAULT_BLOCK_S = 0.1  # capture block (s): 10 blocks/s keeps latency small, overhead low
-DEFAULT_RING_S = 10.0  # ring buffer (s): rides out a 10 s stall of the pipeline without loss
-MAX_CHANNELS = 64  # more than any sound card we expect; guards against a typo like 1000
 DEFAULT_MAX_BATCH_WINDOWS = 32  # windows per forward pass: 8 stations x a few s of backlog
 DEFAULT_QUEUE_WINDOWS = 256  # windows awaiting inference before the pipeline waits
 DEFAULT_INFERENCE_THREADS = 1  # one core's worth at most: the box also captures and publishes
 DEFAULT_OUTBOX_MAX_EVENTS = 10_000  # ~10 MB of results: days of welds while the broker is down
-DEFAULT_STOP_TIMEOUT_S = 8.0  # SIGTERM -> exit budget; systemd's default kill is at 90 s,
-# the issue asks for exit within 10 s, so 8 s leaves 2 s for interpreter shutdown.
-DEFAULT_DEVICE_RETRY_MIN_S = 0.5  # first wait before reopening a lost device
-DEFAULT_DEVICE_RETRY_MAX_S = 5.0  # cap: a re-plugged device is back within 5 s (issue 5)
-# Exact digital zeros for this long on an open stream: no real microphone is that quiet (its
-# own self-noise alone sets the LSBs), so the capsule, cable or phantom power is gone. A
-# minute rides out a muted preamp being switched without crying wolf.
-DEFAULT_SILENCE_ALARM_S = 60.0
-
-StationName = Annotated[str, Field(pattern=STATION_PATTERN)]
+# SIGTERM -> exit budget: a stop must finish within 10 s (the unit's TimeoutStopSec leaves
+# room beyond that), and 8 s leaves 2 s for interpreter shutdown.
+DEFAULT_STOP_TIMEOUT_S = 8.0
 
 
 class ConfigError(WeldmonError):
@@ -62,58 +51,6 @@ class ModelConfig(_Section):
 
     path: Path  # the TorchScript deploy artifact
     sha256: str | None = Field(None, pattern=r"^[0-9a-fA-F]{64}$")  # pin: refuse other files
-
-
-class AudioConfig(_Section):
-    """The capture device and how its channels map to stations."""
-
-    device: int | str | None = None  # PortAudio index or name substring; None: default input
-    samplerate: int | None = Field(None, ge=8000, le=384_000)  # Hz; None: device default
-    channels: int = Field(1, ge=1, le=MAX_CHANNELS)
-    channel_mode: Literal["mix", "per_channel"] = "mix"
-    stations: list[StationName] = Field(default_factory=list)  # [] -> "station1", ...
-    block_s: float = Field(DEFAULT_BLOCK_S, gt=0.0, le=1.0)
-    ring_s: float = Field(DEFAULT_RING_S, ge=1.0, le=600.0)
-    retry_min_s: float = Field(DEFAULT_DEVICE_RETRY_MIN_S, gt=0.0)
-    retry_max_s: float = Field(DEFAULT_DEVICE_RETRY_MAX_S, gt=0.0)
-    # s of exact digital silence on an open stream before the "probable dead microphone"
-    # error event; null: never alarm
-    silence_alarm_s: float | None = Field(DEFAULT_SILENCE_ALARM_S, gt=0.0)
-
-    @model_validator(mode="after")
-    def _stations_match(self) -> Self:
-        wanted = 1 if self.channel_mode == "mix" else self.channels
-        if self.stations and len(self.stations) != wanted:
-            raise ValueError(
-                f"stations: {self.channel_mode} needs {wanted} station name(s), "
-                f"got {len(self.stations)}"
-            )
-        if len(set(self.stations)) != len(self.stations):
-            raise ValueError("stations: names must be unique")
-        if self.retry_max_s < self.retry_min_s:
-            raise ValueError("retry_max_s must not be below retry_min_s")
-        return self
-
-    def station_names(self, channels: int | None = None) -> list[str]:
-        """The station names in channel order (defaults: station1, station2, ...)."""
-        if self.stations:
-            return list(self.stations)
-        n = 1 if self.channel_mode == "mix" else (channels or self.channels)
-        return [f"station{i + 1}" for i in range(n)]
-
-
-class TriggerConfig(_Section):
-    """Trigger mode: welds start and stop on MQTT messages."""
-
-    max_weld_s: float = Field(DEFAULT_TRIGGER_MAX_WELD_S, gt=0.0)
-
-
-class SegmentationConfig(_Section):
-    """How welds are found in the stream: arc gate, external trigger, or one per file."""
-
-    mode: Literal["gate", "trigger", "file"] = "gate"
-    gate: GateParams = GateParams()
-    trigger: TriggerConfig = TriggerConfig()
 
 
 class InferenceConfig(_Section):
@@ -160,10 +97,10 @@ class MonitorConfig(_Section):
     segmentation: SegmentationConfig = SegmentationConfig()
     inference: InferenceConfig = InferenceConfig()
     events: EventsConfig = EventsConfig()
-    mqtt: MqttSettings = MqttSettings()
-    http: HealthSettings = HealthSettings()
-    clips: ClipSettings = ClipSettings()
-    homeassistant: HomeAssistantSettings = HomeAssistantSettings()
+    mqtt: MqttConfig = MqttConfig()
+    http: HttpConfig = HttpConfig()
+    clips: ClipsConfig = ClipsConfig()
+    homeassistant: HomeAssistantConfig = HomeAssistantConfig()
     watchdog: WatchdogConfig = WatchdogConfig()
     state_dir: Path
     logging: LoggingConfig = LoggingConfig()

@@ -3,7 +3,8 @@
 Outbound events are pydantic models discriminated on ``kind``; each carries enough to be
 understood alone (ids, times, model sha256, station, verdict numbers). Delivery is
 at-least-once, so consumers deduplicate on ``event_id``. The retained status message and the
-inbound trigger message live here too, with the topic, QoS and retain rules for each.
+inbound trigger message live here too, with the topic, QoS and retain rules for each (inbound
+payloads are parsed by ``monitor.publish.commands``).
 
 ``python -m monitor.events`` prints the JSON Schema committed as ``docs/mqtt.schema.json``.
 """
@@ -11,11 +12,11 @@ inbound trigger message live here too, with the topic, QoS and retain rules for 
 from __future__ import annotations
 
 import json
-import re
 import sys
 import uuid
 from collections.abc import Callable
 from datetime import UTC, datetime
+from enum import StrEnum
 from typing import Annotated, Any, Literal
 
 from pydantic import (
@@ -30,6 +31,7 @@ from pydantic import (
 )
 
 from deploy.errors import WeldmonError
+from deploy.segment.modes import SegmentationMode
 
 # Bumped when a field is removed or changes meaning; adding an optional field does not bump it.
 SCHEMA_VERSION = 1
@@ -41,22 +43,11 @@ SHA256_PATTERN = r"^[0-9a-f]{64}$"
 UUID4_PATTERN = r"^[0-9a-f]{8}-[0-9a-f]{4}-4[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}$"
 REASON_PATTERN = r"^[a-z][a-z0-9_]{0,63}$"
 
-# Degraded reasons the daemon emits today; the field accepts any snake_case word so a new
-# reason does not break old consumers.
-KNOWN_DEGRADED_REASONS = (
-    "dropped_audio",
-    "device_lost",
-    "interrupted",
-    "nonfinite_samples",
-    "too_short",
-)
-
 QOS_AT_MOST_ONCE = 0  # progress: a lost update is replaced by the next window's
 QOS_AT_LEAST_ONCE = 1  # everything a consumer must not miss
-
-# An inbound trigger is a word or a tiny JSON object; anything longer is not one of ours, and
-# the bound keeps json.loads away from pathological nesting.
-MAX_TRIGGER_PAYLOAD_BYTES = 1024
+# Events are never retained: a late subscriber must not see an old weld as new. Only the
+# status message is retained.
+EVENTS_RETAINED = False
 
 _UTC_MS_FORMAT = "%Y-%m-%dT%H:%M:%S"
 
@@ -111,9 +102,55 @@ Probability = Annotated[float, Field(ge=0.0, le=1.0)]
 StationName = Annotated[str, Field(pattern=STATION_PATTERN)]
 Sha256 = Annotated[str, Field(pattern=SHA256_PATTERN)]
 NonNegativeSeconds = Annotated[float, Field(ge=0.0)]
-# How a weld's boundaries were found, and why it ended.
-SegmentationMode = Literal["gate", "trigger", "file"]
-EndReason = Literal["gate", "trigger", "file_end", "device_lost", "shutdown", "max_length"]
+
+
+# --- vocabularies: each declared once here, listed in full in the JSON Schema and docs/mqtt.md
+
+
+class EndReason(StrEnum):
+    """Why a weld ended."""
+
+    GATE = "gate"  # the arc gate saw the arc stop
+    TRIGGER = "trigger"  # a stop trigger arrived
+    FILE_END = "file_end"  # the replayed file ended
+    DEVICE_LOST = "device_lost"  # the sound device stopped delivering audio
+    SHUTDOWN = "shutdown"  # the daemon was stopped
+    MAX_LENGTH = "max_length"  # the segmenter cut the weld at its longest (max_weld_s)
+
+
+class DegradedReason(StrEnum):
+    """Why a verdict is less trustworthy than usual (see docs/mqtt.md)."""
+
+    DROPPED_AUDIO = "dropped_audio"  # frames of the weld were lost (dropped_frames says how many)
+    DEVICE_LOST = "device_lost"  # the device went away during the weld
+    INTERRUPTED = "interrupted"  # the daemon stopped during the weld
+    NONFINITE_SAMPLES = "nonfinite_samples"  # NaN/Inf samples were replaced by silence
+    TOO_SHORT = "too_short"  # shorter than one window: judged on nothing
+    INFERENCE_FAILED = "inference_failed"  # some windows could not be judged
+    UNREADABLE_AUDIO = "unreadable_audio"  # replay: the file broke off during the weld
+
+
+class ErrorCode(StrEnum):
+    """What an ``error`` event is about."""
+
+    DEVICE_LOST = "device_lost"  # the sound device stopped delivering audio
+    DEAD_MICROPHONE = "dead_microphone"  # an input channel delivered exact silence for long
+    RELOAD_FAILED = "reload_failed"  # a model reload was refused; the old model runs on
+    CLIP_FAILED = "clip_failed"  # a defect clip could not be written
+    HTTP_UNAVAILABLE = "http_unavailable"  # /metrics and /healthz could not be served
+    BAD_AUDIO = "bad_audio"  # replay: a file could not be read
+
+
+# Consumers keep working when a newer daemon adds a reason or a code: any snake_case word is
+# accepted after the known ones (a union tried left to right keeps known values as enums).
+OpenDegradedReason = Annotated[
+    DegradedReason | Annotated[str, Field(pattern=REASON_PATTERN)],
+    Field(union_mode="left_to_right"),
+]
+OpenErrorCode = Annotated[
+    ErrorCode | Annotated[str, Field(pattern=REASON_PATTERN)],
+    Field(union_mode="left_to_right"),
+]
 
 
 class _Model(BaseModel):
@@ -194,9 +231,7 @@ class WeldResult(_WeldEventBase):
     window_p_max: Probability
     window_probs: list[Probability] | None = None
     degraded: bool
-    degraded_reasons: list[Annotated[str, Field(pattern=REASON_PATTERN)]] = Field(
-        default_factory=list
-    )
+    degraded_reasons: list[OpenDegradedReason] = Field(default_factory=list)
     dropped_frames: int = Field(ge=0)
     end_reason: EndReason
     clip_path: str | None = None
@@ -222,7 +257,7 @@ class ErrorEvent(_EventBase):
     ``{prefix}/error`` (QoS 1). Station and weld are set when the error belongs to one."""
 
     kind: Literal["error"] = "error"
-    code: str = Field(pattern=REASON_PATTERN)
+    code: OpenErrorCode
     message: str = Field(min_length=1, max_length=2000)
     station: StationName | None = None
     weld_id: str | None = None
@@ -255,19 +290,12 @@ def qos_for(event: Event) -> int:
     return QOS_AT_MOST_ONCE if isinstance(event, WeldProgress) else QOS_AT_LEAST_ONCE
 
 
-def retain_for(event: Event) -> bool:
-    """Events are never retained: a late subscriber must not see an old weld as new.
-    Only the status message is retained."""
-    del event
-    return False
-
-
 def parse_event(payload: bytes) -> Event:
     """Parse one event payload (any kind); raises MalformedMessageError."""
     try:
         return EVENT_ADAPTER.validate_json(payload)
     except ValidationError as exc:
-        raise MalformedMessageError(f"not a weldmon event: {_first_errors(exc)}") from exc
+        raise MalformedMessageError(f"not a weldmon event: {first_errors(exc)}") from exc
 
 
 # --- status (retained, one per daemon) ------------------------------------------------------
@@ -316,7 +344,7 @@ def parse_status(payload: bytes) -> StatusMessage:
     try:
         return StatusMessage.model_validate_json(payload)
     except ValidationError as exc:
-        raise MalformedMessageError(f"not a weldmon status: {_first_errors(exc)}") from exc
+        raise MalformedMessageError(f"not a weldmon status: {first_errors(exc)}") from exc
 
 
 # --- inbound trigger ----------------------------------------------------------------------------
@@ -339,45 +367,10 @@ def trigger_subscription(prefix: str = DEFAULT_TOPIC_PREFIX) -> str:
     return f"{prefix}/+/trigger"
 
 
-def station_from_trigger_topic(topic: str, prefix: str = DEFAULT_TOPIC_PREFIX) -> str:
-    """The station named by a trigger topic; raises MalformedMessageError for other topics."""
-    head, sep, rest = topic.partition(f"{prefix}/")
-    station, _, tail = rest.partition("/")
-    if head or not sep or tail != "trigger" or not re.fullmatch(STATION_PATTERN, station):
-        raise MalformedMessageError(f"not a trigger topic under {prefix!r}: {topic!r}")
-    return station
-
-
-def parse_trigger(payload: bytes) -> TriggerMessage:
-    """Parse an inbound trigger payload; anything else raises MalformedMessageError."""
-    if len(payload) > MAX_TRIGGER_PAYLOAD_BYTES:
-        raise MalformedMessageError(
-            f"trigger payload is {len(payload)} bytes, limit {MAX_TRIGGER_PAYLOAD_BYTES}"
-        )
-    try:
-        text = payload.decode("utf-8").strip()
-    except UnicodeDecodeError as exc:
-        raise MalformedMessageError("trigger payload is not UTF-8") from exc
-    if text.lower() in ("start", "stop"):
-        return TriggerMessage(state=text.lower())  # type: ignore[arg-type]
-    try:
-        data: Any = json.loads(text)
-    except (ValueError, RecursionError) as exc:
-        raise MalformedMessageError(
-            f"trigger payload is neither start/stop nor JSON: {text[:80]!r}"
-        ) from exc
-    if isinstance(data, str) and data.strip().lower() in ("start", "stop"):
-        return TriggerMessage(state=data.strip().lower())  # type: ignore[arg-type]
-    try:
-        return TriggerMessage.model_validate(data)
-    except ValidationError as exc:
-        raise MalformedMessageError(f"bad trigger message: {_first_errors(exc)}") from exc
-
-
 # --- schema ---------------------------------------------------------------------------------------
 
 
-def _first_errors(exc: ValidationError, limit: int = 3) -> str:
+def first_errors(exc: ValidationError, limit: int = 3) -> str:
     parts = [
         f"{'.'.join(str(p) for p in err['loc']) or '<root>'}: {err['msg']}"
         for err in exc.errors()[:limit]

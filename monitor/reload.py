@@ -1,6 +1,7 @@
 """Model reload without a restart: SIGHUP or a message on ``{prefix}/cmd/reload``.
 
-A reload re-reads the config file, loads the model it names, checks the pinned sha256 and
+The request arrives through ``monitor.publish.commands`` (MQTT) or the daemon's signal
+handler. A reload re-reads the config file, loads the model it names, checks the pinned sha256 and
 runs `DeployModel.self_test` (all on a worker thread: audio keeps flowing), then hands the
 result to the daemon, which swaps the model *between welds*: welds already in progress
 finish with the old model (their result says so in ``model_sha256``), welds that start
@@ -18,22 +19,23 @@ merged into one more run after it.
 from __future__ import annotations
 
 import asyncio
-import json
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Protocol
 
 import structlog
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from deploy.errors import WeldmonError
 from deploy.loader import DeployModel
 from monitor.config import MonitorConfig, load_config
-from monitor.events import MalformedMessageError
-from monitor.runtime import load_model
+from monitor.ops.clips import ClipWriter
+from monitor.ops.status import DaemonState, Operations
+from monitor.pipeline.core import Pipeline
+from monitor.pipeline.inference import InferenceWorker, ModelWorkers
+from monitor.pipeline.tracker import ModelInfo, ModelSwapError, TrackerOptions, check_swappable
+from monitor.runtime import load_model, tracker_options
 
-RELOAD_WORD = b"reload"
-MAX_COMMAND_PAYLOAD_BYTES = 1024  # a command is a word or a tiny JSON object
 APPLIED_SECTIONS = ("model", "clips")  # sections a reload takes over; the rest need a restart
 
 log = structlog.get_logger(__name__)
@@ -41,39 +43,6 @@ log = structlog.get_logger(__name__)
 
 class ReloadError(WeldmonError):
     """The reload was refused; the old model stays."""
-
-
-def reload_topic(prefix: str) -> str:
-    """The command topic that asks for a reload."""
-    return f"{prefix}/cmd/reload"
-
-
-class ReloadCommand(BaseModel):
-    """``{prefix}/cmd/reload`` payload: empty, the word ``reload``, or a JSON object with an
-    optional ``request_id`` echoed in the log."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-    request_id: str | None = Field(None, min_length=1, max_length=128)
-
-
-def parse_reload_command(payload: bytes) -> ReloadCommand:
-    """Parse a reload command; raises MalformedMessageError for anything else."""
-    if len(payload) > MAX_COMMAND_PAYLOAD_BYTES:
-        raise MalformedMessageError(f"command payload longer than {MAX_COMMAND_PAYLOAD_BYTES} B")
-    text = payload.strip()
-    if not text or text == RELOAD_WORD:
-        return ReloadCommand()
-    try:
-        data = json.loads(text)
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise MalformedMessageError(f"not 'reload' or a JSON object: {exc}") from exc
-    if not isinstance(data, dict):
-        raise MalformedMessageError(f"expected a JSON object, got {type(data).__name__}")
-    try:
-        return ReloadCommand.model_validate(data)
-    except ValidationError as exc:
-        raise MalformedMessageError(f"bad reload command: {exc.errors()[0]['msg']}") from exc
 
 
 @dataclass(frozen=True)
@@ -101,15 +70,10 @@ def prepare_reload(
         model = load_model(fresh)
     except WeldmonError as exc:
         raise ReloadError(str(exc)) from exc
-    if (model.sample_rate, model.chunk_samples) != (
-        current_model.sample_rate,
-        current_model.chunk_samples,
-    ):
-        raise ReloadError(
-            f"model.path: {model.path} takes {model.chunk_samples} samples at "
-            f"{model.sample_rate} Hz, the running model {current_model.chunk_samples} at "
-            f"{current_model.sample_rate} Hz; that change needs a restart"
-        )
+    try:
+        check_swappable(ModelInfo.of(model), ModelInfo.of(current_model))
+    except ModelSwapError as exc:
+        raise ReloadError(f"model.path: {model.path}: {exc}") from exc
     changed = changed_sections(current, fresh)
     applied = current.model_copy(update={k: getattr(fresh, k) for k in APPLIED_SECTIONS})
     return ReloadPlan(applied, model, tuple(k for k in changed if k not in APPLIED_SECTIONS))
@@ -171,3 +135,52 @@ class Reloader:
         """Wait for a running reload to finish (shutdown)."""
         if self._task is not None:
             await asyncio.gather(self._task, return_exceptions=True)
+
+
+class ModelHost(DaemonState, Protocol):
+    """What a model swap changes: the daemon's model, its worker and what depends on them."""
+
+    cfg: MonitorConfig
+    model: DeployModel
+    options: TrackerOptions
+    workers: ModelWorkers
+    pipeline: Pipeline | None
+    clips: ClipWriter | None
+    ops: Operations
+
+    async def unused(self, worker: InferenceWorker) -> None:
+        """Return once no weld started on `worker` waits for its result."""
+        ...
+
+
+async def swap_in(host: ModelHost, plan: ReloadPlan) -> None:
+    """Put a prepared plan into service between welds (event loop): welds that start from
+    now on use the new model; the old worker stops once its last weld is judged."""
+    worker = host.workers.start(plan.model)
+    options = tracker_options(plan.cfg, plan.model, host.cfg.segmentation.mode)
+    if host.pipeline is not None:
+        try:
+            host.pipeline.use_model(options, worker)
+        except ModelSwapError as exc:
+            await asyncio.to_thread(worker.stop)
+            raise ReloadError(str(exc)) from exc
+    old_sha = host.model.sha256
+    host.workers.use(worker, host.unused)
+    host.model, host.options, host.cfg = plan.model, options, plan.cfg
+    if host.clips is not None:
+        host.clips.use_config(plan.cfg.clips, plan.cfg.state_dir)
+    elif plan.cfg.clips.policy != "none":
+        log.warning("reload_needs_restart", sections=["clips"], why="clips were off")
+    host.ops.metrics.model(plan.model.sha256)
+    if plan.needs_restart:
+        log.warning("reload_needs_restart", sections=list(plan.needs_restart))
+    welds = host.pipeline.open_welds if host.pipeline is not None else []
+    log.info(
+        "model_reloaded",
+        old_sha256=old_sha,
+        new_sha256=plan.model.sha256,
+        welds_finishing_on_old_model=welds,
+    )
+    if host.publisher is not None:
+        await host.publisher.announce("online")  # the status names the new model
+    host.ops.notifier.status(host.ops.status_line(host))

@@ -20,15 +20,30 @@ from tqdm import tqdm
 
 from deploy.errors import AudioError
 from deploy.loader import DeployModel
+from deploy.segment.modes import SegmentationMode
 from monitor.audio.files import FileSource, Pacer
 from monitor.config import MonitorConfig
-from monitor.events import ErrorEvent, Event, SegmentationMode, Source, WeldResult
+from monitor.events import (
+    DegradedReason,
+    EndReason,
+    ErrorCode,
+    ErrorEvent,
+    Event,
+    Source,
+    WeldResult,
+)
 from monitor.pipeline.core import Pipeline
 from monitor.pipeline.inference import InferenceWorker
 from monitor.pipeline.stations import StationLayoutError
 from monitor.pipeline.tracker import TrackerOptions
-from monitor.runtime import EventRouter, mqtt_link, pipeline_settings, tracker_options
-from weldmon import __version__
+from monitor.runtime import (
+    EventRouter,
+    error_event,
+    mqtt_link,
+    pipeline_settings,
+    tracker_options,
+)
+from monitor.segment.factory import RULES
 
 log = structlog.get_logger(__name__)
 
@@ -81,9 +96,7 @@ async def replay_files(
     progress: bool | None = None,
 ) -> ReplaySummary:
     """Replay `files` in order through one pipeline per file; returns the summary."""
-    mode: SegmentationMode = segmentation or cfg.segmentation.mode
-    if mode == "trigger":
-        mode = "file"  # no robot to send triggers to a file: one weld per file instead
+    mode = RULES[SegmentationMode(segmentation or cfg.segmentation.mode)].replay_as
     out = sys.stdout if out is None else out  # looked up late: tests and callers redirect it
     summary = ReplaySummary()
     options = tracker_options(cfg, model, mode)
@@ -103,15 +116,8 @@ async def replay_files(
                 if problem is not None:
                     summary.files_failed += 1
                     summary.failed_paths.append(str(path))
-                    router(
-                        ErrorEvent(
-                            daemon_version=__version__,
-                            model_sha256=model.sha256,
-                            code="bad_audio",
-                            message=problem,
-                            source=Source(type="file", name=str(path)),
-                        )
-                    )
+                    origin = Source(type="file", name=str(path))
+                    router(error_event(model.sha256, ErrorCode.BAD_AUDIO, problem, source=origin))
                 bar.update(1)
     return summary
 
@@ -149,7 +155,7 @@ async def _replay_one(
                     await pipeline.feed(block, origin)
                     await pacer.wait(block.end_frame / block.sample_rate)
             except AudioError as exc:
-                await pipeline.end_stream("file_end", "unreadable_audio")
+                await pipeline.end_stream(EndReason.FILE_END, DegradedReason.UNREADABLE_AUDIO)
                 return str(exc)
-            await pipeline.end_stream("file_end")
+            await pipeline.end_stream(EndReason.FILE_END)
     return None

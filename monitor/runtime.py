@@ -3,18 +3,23 @@ and the event router. Keeping them here is what makes both commands one code pat
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Callable, Sequence
-from contextlib import asynccontextmanager
+import asyncio
+import signal
+from collections.abc import AsyncIterator, Callable, Iterator, Mapping, Sequence
+from contextlib import asynccontextmanager, contextmanager
 from dataclasses import dataclass, field
+from typing import Any
 
 import structlog
 
 from deploy.errors import ArtifactError, WeldmonError
 from deploy.loader import DeployModel, load_artifact
+from deploy.segment.modes import SegmentationMode
 from monitor.config import MonitorConfig
 from monitor.events import (
+    ErrorCode,
+    ErrorEvent,
     Event,
-    SegmentationMode,
     WeldAlert,
     WeldProgress,
     WeldResult,
@@ -81,6 +86,31 @@ def tracker_options(
         segmentation=segmentation,
         include_window_probs=cfg.events.window_probs,
     )
+
+
+def error_event(model_sha256: str, code: ErrorCode, message: str, **fields: Any) -> ErrorEvent:
+    """An ``error`` event of this daemon (``fields``: station, weld_id, source)."""
+    return ErrorEvent(
+        daemon_version=__version__,
+        model_sha256=model_sha256,
+        code=code,
+        message=message,
+        **fields,
+    )
+
+
+@contextmanager
+def signal_handlers(
+    loop: asyncio.AbstractEventLoop, handlers: Mapping[signal.Signals, Callable[[], None]]
+) -> Iterator[None]:
+    """Signal handlers on the event loop while the body runs."""
+    for sig, handler in handlers.items():
+        loop.add_signal_handler(sig, handler)
+    try:
+        yield
+    finally:
+        for sig in handlers:
+            loop.remove_signal_handler(sig)
 
 
 @dataclass

@@ -15,8 +15,9 @@ import soxr
 from pydantic import ValidationError
 
 from monitor.audio.blocks import AudioBlock
-from monitor.audio.capture import CaptureSettings, DeviceLostError, SoundDeviceCapture
+from monitor.audio.capture import DeviceLostError, SoundDeviceCapture
 from monitor.audio.capture_thread import COALESCE_WAIT_S, CoalescingReader
+from monitor.audio.config import AudioConfig
 from monitor.audio.devices import (
     DeviceNotFoundError,
     InputDevice,
@@ -84,8 +85,8 @@ def aligned_correlation(captured: np.ndarray, reference: np.ndarray) -> tuple[in
     return lag, float(r)
 
 
-def pulse_settings(rate: int, channels: int, **extra: float) -> CaptureSettings:
-    return CaptureSettings(device=PULSE_DEVICE, sample_rate_hz=rate, channels=channels, **extra)
+def pulse_settings(rate: int, channels: int, **extra: float) -> AudioConfig:
+    return AudioConfig(device=PULSE_DEVICE, samplerate=rate, channels=channels, **extra)
 
 
 @pytest.mark.audio
@@ -264,7 +265,7 @@ def test_epoch_utc_is_close_to_the_wall_clock_at_opening(pulse: PulseAudio) -> N
 def test_unknown_device_name_lists_the_input_devices_seen(pulse: PulseAudio) -> None:
     pulse.create_sink("weldlist", 16_000, 1)
     with pytest.raises(DeviceNotFoundError, match=r"no-such-mic(.|\n)*pulse"):
-        SoundDeviceCapture(CaptureSettings(device="no-such-mic")).open()
+        SoundDeviceCapture(AudioConfig(device="no-such-mic")).open()
 
 
 @pytest.mark.audio
@@ -293,16 +294,16 @@ def test_format_devices_says_when_there_are_none() -> None:
 
 @pytest.mark.parametrize(
     ("key", "value"),
-    [("channels", 0), ("ring_s", float("nan")), ("stall_timeout_s", 0.0), ("sample_rate_hz", 1)],
+    [("channels", 0), ("ring_s", float("nan")), ("stall_timeout_s", 0.0), ("samplerate", 1)],
 )
 def test_capture_settings_reject_bad_values_naming_the_key(key: str, value: float) -> None:
     with pytest.raises(ValidationError, match=key):
-        CaptureSettings(**{key: value})
+        AudioConfig(**{key: value})
 
 
 def test_capture_settings_reject_unknown_keys() -> None:
     with pytest.raises(ValidationError, match="sample_rate"):
-        CaptureSettings(sample_rate=16_000)  # type: ignore[call-arg]
+        AudioConfig(sample_rate=16_000)  # type: ignore[call-arg]
 
 
 @pytest.mark.audio

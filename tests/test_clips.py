@@ -13,16 +13,12 @@ import pytest
 import soundfile as sf
 from pydantic import ValidationError
 
+from deploy.dataset_layout import ClipError, clip_audio_path, promote_clip
 from monitor.events import Source, WeldResult, new_weld_id, parse_event
-from monitor.ops.clip_policy import BYTES_PER_MB, ClipSettings, StoredClip, plan_retention
-from monitor.ops.clips import (
-    PCM16_FULL_SCALE,
-    ClipError,
-    ClipStore,
-    clip_audio_path,
-    promote_clip,
-)
+from monitor.ops.clip_policy import BYTES_PER_MB, ClipsConfig, StoredClip, plan_retention
+from monitor.ops.clips import PCM16_FULL_SCALE, ClipStore
 from training.dataset import index_dataset
+from weldmon.cli import main
 
 RATE = 16_000  # Hz, the model rate
 SHA = "ab" * 32
@@ -64,7 +60,7 @@ def int16_source_audio(seconds: float = 3.0, seed: int = 0) -> np.ndarray:
 
 
 def store(tmp_path: Path, **settings: object) -> ClipStore:
-    return ClipStore(tmp_path / "state", ClipSettings(**settings))  # type: ignore[arg-type]
+    return ClipStore(tmp_path / "state", ClipsConfig(**settings))  # type: ignore[arg-type]
 
 
 def test_clip_of_16_bit_source_audio_reads_back_with_exactly_the_same_samples(tmp_path: Path):
@@ -195,7 +191,7 @@ def test_retention_by_free_disk_deletes_everything_but_the_clip_just_written(tmp
     old = _write_aged(clips, [3.0, 2.0])
     free_mb = shutil.disk_usage(tmp_path).free / BYTES_PER_MB
     # A bound this disk cannot meet: retention must empty the tree yet keep the new clip.
-    clips.settings = ClipSettings(min_free_mb=free_mb + 1_000_000)
+    clips.settings = ClipsConfig(min_free_mb=free_mb + 1_000_000)
     newest = clips.write(make_result(), int16_source_audio(0.5), RATE)
     assert not old[0].exists() and not old[1].exists()
     assert newest.exists()
@@ -204,7 +200,7 @@ def test_retention_by_free_disk_deletes_everything_but_the_clip_just_written(tmp
 
 
 def test_disk_retention_stops_once_enough_space_is_free():
-    settings = ClipSettings(min_free_mb=10)
+    settings = ClipsConfig(min_free_mb=10)
     clips = [
         StoredClip(Path(f"/c/{i}"), mtime=float(i), size_bytes=4 * BYTES_PER_MB) for i in range(5)
     ]
@@ -241,4 +237,56 @@ def test_promotion_refuses_a_label_code_that_is_not_two_digits(tmp_path: Path):
 )
 def test_clip_settings_reject_bad_values_naming_the_key(key: str, value: object):
     with pytest.raises(ValidationError, match=key):
-        ClipSettings(**{key: value})  # type: ignore[arg-type]
+        ClipsConfig(**{key: value})  # type: ignore[arg-type]
+
+
+# -- `weldmon clips list|promote` ------------------------------------------------------------
+
+
+def _clips_config(tmp_path: Path) -> Path:
+    (tmp_path / "state").mkdir(exist_ok=True)
+    config = tmp_path / "monitor.yaml"
+    config.write_text(
+        json.dumps({"model": {"path": "model.pt"}, "state_dir": str(tmp_path / "state")})
+    )
+    return config
+
+
+def test_clips_list_shows_each_unreviewed_clip_with_its_verdict(tmp_path: Path, capsys):
+    config = _clips_config(tmp_path)
+    kept = store(tmp_path).write(make_result(station="cell2"), int16_source_audio(1.0), RATE)
+    assert kept is not None
+    assert main(["clips", "list", "--config", str(config), "--json"]) == 0
+    (row,) = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    assert (row["weld_id"], row["station"], row["label_name"]) == (
+        kept.parent.name,
+        "cell2",
+        "defect",
+    )
+    assert row["path"] == str(kept.parent)
+
+
+def test_clips_promote_moves_the_named_clip_into_the_dataset_index(tmp_path: Path, capsys):
+    config = _clips_config(tmp_path)
+    kept = store(tmp_path).write(make_result(), int16_source_audio(2.0), RATE)
+    assert kept is not None
+    dataset = tmp_path / "dataset"
+    args = ["--dataset", str(dataset), "--config-folder", "cell1_2026_03", "--label", "02"]
+    assert main(["clips", "promote", "--config", str(config), kept.parent.name, *args]) == 0
+    promoted = Path(capsys.readouterr().out.strip())
+    (entry,) = index_dataset(dataset).entries
+    assert (entry.path, entry.label_name) == (promoted, "burn_through")
+    assert not kept.parent.exists()
+
+
+def test_clips_promote_of_an_unknown_clip_is_a_usage_error_that_moves_nothing(
+    tmp_path: Path, capsys
+):
+    config = _clips_config(tmp_path)
+    kept = store(tmp_path).write(make_result(), int16_source_audio(1.0), RATE)
+    assert kept is not None
+    dataset = tmp_path / "dataset"
+    args = ["--dataset", str(dataset), "--config-folder", "cfg", "--label", "00"]
+    assert main(["clips", "promote", "--config", str(config), "no-such-weld", *args]) == 2
+    assert "weldmon clips: no unreviewed clip 'no-such-weld'" in capsys.readouterr().err
+    assert kept.is_file() and not dataset.exists()

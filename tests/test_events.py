@@ -17,7 +17,8 @@ from hypothesis import strategies as st
 from pydantic import ValidationError
 
 from monitor.events import (
-    KNOWN_DEGRADED_REASONS,
+    EVENTS_RETAINED,
+    DegradedReason,
     ErrorEvent,
     Event,
     MalformedMessageError,
@@ -32,13 +33,11 @@ from monitor.events import (
     new_weld_id,
     parse_event,
     parse_status,
-    parse_trigger,
     qos_for,
-    retain_for,
-    station_from_trigger_topic,
     status_payload_factory,
     topic_for,
 )
+from monitor.publish.commands import parse_trigger, station_from_trigger_topic
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 SCHEMA_FILE = REPO_ROOT / "docs" / "mqtt.schema.json"
@@ -99,7 +98,7 @@ def results(draw: st.DrawFn) -> WeldResult:
     started = draw(timestamps)
     duration = draw(st.floats(min_value=0.0, max_value=3600.0))
     probs = draw(st.one_of(st.none(), st.lists(probabilities, max_size=20)))
-    reasons = draw(st.lists(st.sampled_from(KNOWN_DEGRADED_REASONS), unique=True))
+    reasons = draw(st.lists(st.sampled_from(DegradedReason), unique=True))
     return WeldResult(
         **{k: draw(v) for k, v in weld_common.items()},
         started_at=started,
@@ -267,7 +266,7 @@ def test_topics_qos_and_retain_follow_the_documented_table() -> None:
         (result, "p/cell1/weld/result", 1),
         (ErrorEvent(**f, code="model_reload_failed", message="bad file"), "p/error", 1),
     ]
-    assert [(topic_for(e, "p"), qos_for(e), retain_for(e)) for e, _, _ in table] == [
+    assert [(topic_for(e, "p"), qos_for(e), EVENTS_RETAINED) for e, _, _ in table] == [
         (topic, qos, False) for _, topic, qos in table
     ]
 

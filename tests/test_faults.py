@@ -1,4 +1,4 @@
-"""Fault injection on `weldmon run` (issue 5 acceptance): the broker goes away, the daemon is
+"""Fault injection on `weldmon run` (the robustness acceptance): the broker goes away, the daemon is
 killed, the sound device disappears. Everything is real: a PulseAudio null sink as the device,
 a Mosquitto broker the test stops and restarts on the same port, the daemon as a subprocess,
 a shift built from the shared recordings played into the sink.
@@ -27,13 +27,13 @@ from tests.support.shifts import RATE_HZ, as_frames, build_shift, weld_clip
 
 STARTUP_TIMEOUT_S = 90.0  # daemon start on a loaded 2-core box (torch import, model load)
 RESULT_TIMEOUT_S = 30.0  # a weld's result after its audio was played
-BROKER_OUTAGE_S = 30.0  # the issue: broker stopped for 30 s in the middle of a shift
+BROKER_OUTAGE_S = 30.0  # required: broker stopped for 30 s in the middle of a shift
 PLAYBACK_START_S = 1.0  # PulseAudio's ALSA plugin delivers its first block after ~0.5-1.5 s
 # Back-off of the daemon's reconnect loops, short so the tests do not wait out a 60 s cap;
 # the loops themselves (jitter, cap, one attempt at a time) are what runs in production.
 MQTT_RECONNECT_S = (0.2, 1.0)
 DEVICE_RETRY_S = (0.2, 1.0)
-DEVICE_BACK_WITHIN_S = 5.0  # the issue: capture resumes within 5 s of the device returning
+DEVICE_BACK_WITHIN_S = 5.0  # required: capture resumes within 5 s of the device returning
 # Welds with safely idle heads (tests/support/shifts.py), mixed labels.
 SHIFT_RUNS = [4, 6, 17, 5, 22]
 RESULTS = "weldmon/+/weld/result"

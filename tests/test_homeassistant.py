@@ -16,14 +16,14 @@ from monitor.events import StatusMessage, utc_now
 from monitor.publish.homeassistant import (
     DISCOVERY_PAYLOAD_SCHEMA,
     DISCOVERY_TOPIC_PATTERN,
-    HomeAssistantSettings,
+    HomeAssistantConfig,
     discovery_messages,
     is_homeassistant_birth,
     removal_messages,
 )
 from tests.test_clips import make_result
 
-ON = HomeAssistantSettings(enabled=True)
+ON = HomeAssistantConfig(enabled=True)
 STATIONS = ["cell1", "cell.2"]
 VALIDATOR = Draft202012Validator(DISCOVERY_PAYLOAD_SCHEMA)
 
@@ -61,7 +61,7 @@ def test_the_documented_form_rejects_a_misspelt_key():
 
 
 def test_discovery_is_off_by_default():
-    assert discovery_messages(HomeAssistantSettings(), "weldmon", STATIONS, "0.1.0") == []
+    assert discovery_messages(HomeAssistantConfig(), "weldmon", STATIONS, "0.1.0") == []
 
 
 def test_each_station_gets_a_defect_binary_sensor_and_a_p_defect_sensor_on_its_result_topic():
@@ -124,18 +124,18 @@ def test_availability_follows_the_daemon_status(state: str, availability: str):
         (ON, "homeassistant/status", b"online", True),
         (ON, "homeassistant/status", b"offline", False),
         (ON, "weldmon/status", b"online", False),
-        (HomeAssistantSettings(), "homeassistant/status", b"online", False),
-        (HomeAssistantSettings(enabled=True, discovery_prefix="ha"), "ha/status", b"online", True),
+        (HomeAssistantConfig(), "homeassistant/status", b"online", False),
+        (HomeAssistantConfig(enabled=True, discovery_prefix="ha"), "ha/status", b"online", True),
     ],
 )
 def test_discovery_is_republished_only_when_home_assistant_comes_online(
-    settings: HomeAssistantSettings, topic: str, payload: bytes, expected: bool
+    settings: HomeAssistantConfig, topic: str, payload: bytes, expected: bool
 ):
     assert is_homeassistant_birth(settings, topic, payload) is expected
 
 
 def test_removal_sends_empty_retained_configs_on_the_discovery_topics():
-    removal = removal_messages(HomeAssistantSettings(), "weldmon", STATIONS)
+    removal = removal_messages(HomeAssistantConfig(), "weldmon", STATIONS)
     assert [t for t, _, _ in removal] == [t for t, _, _ in configs()]
     assert all(payload == b"" and retain for _, payload, retain in removal)
 
@@ -143,7 +143,7 @@ def test_removal_sends_empty_retained_configs_on_the_discovery_topics():
 @pytest.mark.parametrize("prefix", ["ha/#", "/ha", "", "ha/"])
 def test_settings_reject_a_discovery_prefix_that_is_not_a_plain_topic(prefix: str):
     with pytest.raises(ValidationError, match="discovery_prefix"):
-        HomeAssistantSettings(discovery_prefix=prefix)
+        HomeAssistantConfig(discovery_prefix=prefix)
 
 
 def test_committed_schema_file_matches_the_module():

@@ -67,6 +67,7 @@ def test_a_synthetic_tree_breaking_each_rule_is_reported_rule_by_rule(tmp_path: 
     _write(tmp_path, "monitor.watch.app", "from monitor.events import Source\nfrom . import view\n")
     _write(tmp_path, "monitor.watch.view", "from ..pipeline import core\n")
     _write(tmp_path, "monitor.console.server", "from deploy import heavy\n")
+    _write(tmp_path, "monitor.audio.capture", "from monitor.config import AudioConfig\n")
     found = violations(import_graph(tmp_path))
     assert found == [
         "deploy.leak -> monitor.events: deploy never imports training, monitor",
@@ -79,7 +80,11 @@ def test_a_synthetic_tree_breaking_each_rule_is_reported_rule_by_rule(tmp_path: 
         "monitor.watch.view -> monitor.pipeline.core: monitor.watch imports only "
         "monitor.events, monitor.publish.settings, monitor.backoff, deploy, weldmon and its "
         "own room",
-        "monitor.console.server -> torch: views never load torch (indirectly)",
+        "monitor.audio.capture -> monitor.config: monitor.audio imports only deploy, "
+        "monitor.events, monitor.backoff and its own room",
+        "monitor.pipeline.core -> monitor.publish.publisher: monitor.pipeline imports only "
+        "deploy, monitor.events, monitor.audio, monitor.segment and its own room",
+        "monitor.console.server -> torch: never loads torch, not even indirectly",
     ]
 
 
@@ -90,6 +95,10 @@ def test_a_view_importing_a_deploy_module_that_loads_torch_is_reported() -> None
         "deploy.segment.modes": {"deploy.loader"},
         "deploy.loader": {"torch", "numpy"},
     }
-    assert violations(graph) == ["monitor.watch.app -> torch: views never load torch (indirectly)"]
+    assert violations(graph) == [
+        "deploy.segment.modes -> torch: never loads torch, not even indirectly",
+        "monitor.events -> torch: never loads torch, not even indirectly",
+        "monitor.watch.app -> torch: never loads torch, not even indirectly",
+    ]
     graph["deploy.loader"] = {"numpy"}
     assert violations(graph) == []

@@ -16,15 +16,15 @@ from pydantic import ValidationError
 from monitor.ops.health import (
     HealthServer,
     HealthServerError,
-    HealthSettings,
     HealthSnapshot,
+    HttpConfig,
     evaluate_health,
 )
 from monitor.ops.metrics import Metrics
 
 HTTP_TIMEOUT_S = 5.0  # loopback answers in milliseconds
 LOOPBACK = "127.0.0.1"
-SETTINGS = HealthSettings(host=LOOPBACK, port=0)
+SETTINGS = HttpConfig(host=LOOPBACK, port=0)
 HEALTHY = HealthSnapshot(
     model_loaded=True,
     audio_age_s=0.1,
@@ -133,16 +133,16 @@ def test_disconnected_broker_with_an_empty_outbox_is_healthy() -> None:
 
 def test_health_settings_reject_unknown_keys_by_name() -> None:
     with pytest.raises(ValidationError, match="max_audio_age"):
-        HealthSettings.model_validate({"max_audio_age": 3})
+        HttpConfig.model_validate({"max_audio_age": 3})
 
 
 def test_health_settings_reject_nan_thresholds() -> None:
     with pytest.raises(ValidationError, match="max_outbox_age_s"):
-        HealthSettings.model_validate({"max_outbox_age_s": float("nan")})
+        HttpConfig.model_validate({"max_outbox_age_s": float("nan")})
 
 
 def test_health_settings_default_to_loopback_port_9108() -> None:
-    settings = HealthSettings()
+    settings = HttpConfig()
     assert (settings.enabled, settings.host, settings.port) == (True, LOOPBACK, 9108)
 
 
@@ -219,7 +219,7 @@ def test_metrics_endpoint_serves_every_weldmon_metric(serve) -> None:
     metrics.watchdog_withheld.inc()
     metrics.advance_to(metrics.audio_overflows, 2)
     metrics.advance_to(metrics.mqtt_reconnects, 1)
-    metrics.advance_to(metrics.outbox_dropped, 6)
+    metrics.advance_to(metrics.outbox_over_bound, 6)
     samples = scrape(serve(metrics, lambda: HEALTHY))
     expected = {
         "weldmon_audio_frames_total{}": 16000,
@@ -237,7 +237,7 @@ def test_metrics_endpoint_serves_every_weldmon_metric(serve) -> None:
         "weldmon_mqtt_connected{}": 1,
         "weldmon_mqtt_reconnects_total{}": 1,
         "weldmon_outbox_depth{}": 4,
-        "weldmon_outbox_dropped_total{}": 6,
+        "weldmon_outbox_over_bound_total{}": 6,
         "weldmon_malformed_messages_total{kind=trigger}": 1,
         "weldmon_malformed_messages_total{kind=command}": 0,
         "weldmon_watchdog_pings_withheld_total{}": 1,
@@ -298,7 +298,7 @@ def test_a_port_in_use_is_refused_naming_the_http_section() -> None:
         taken.listen()
         port = taken.getsockname()[1]
         server = HealthServer(
-            HealthSettings(host=LOOPBACK, port=port), Metrics().registry, lambda: HEALTHY
+            HttpConfig(host=LOOPBACK, port=port), Metrics().registry, lambda: HEALTHY
         )
         with pytest.raises(HealthServerError, match=rf"http: cannot listen on .*:{port}"):
             server.start()

@@ -11,15 +11,15 @@ from pathlib import Path
 import pytest
 from structlog.testing import capture_logs
 
-from monitor.publish.outbox import Outbox, OutboxError, Priority
+from monitor.publish.outbox import Outbox, OutboxError
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 
 
-def add(outbox: Outbox, n: int, priority: Priority = Priority.HIGH, topic: str = "t") -> list[str]:
+def add(outbox: Outbox, n: int, topic: str = "t") -> list[str]:
     ids = [str(uuid.uuid4()) for _ in range(n)]
     for i, event_id in enumerate(ids):
-        outbox.add(topic, f"payload-{event_id}-{i}".encode(), 1, False, event_id, priority)
+        outbox.add(topic, f"payload-{event_id}-{i}".encode(), 1, False, event_id)
     return ids
 
 
@@ -29,8 +29,8 @@ def stored_ids(outbox: Outbox) -> list[str]:
 
 def test_pending_returns_messages_in_insertion_order_with_exact_payloads(tmp_path: Path) -> None:
     with Outbox(tmp_path / "o.db", max_events=100) as outbox:
-        outbox.add("a/b", b"\x00\xffbinary", 1, True, "e1", Priority.HIGH)
-        outbox.add("c", b"{}", 0, False, "e2", Priority.LOW)
+        outbox.add("a/b", b"\x00\xffbinary", 1, True, "e1")
+        outbox.add("c", b"{}", 0, False, "e2")
         first, second = outbox.pending(10)
     assert (first.topic, first.payload, first.qos, first.retain, first.event_id) == (
         "a/b",
@@ -39,7 +39,7 @@ def test_pending_returns_messages_in_insertion_order_with_exact_payloads(tmp_pat
         True,
         "e1",
     )
-    assert (second.priority, second.seq > first.seq) == (Priority.LOW, True)
+    assert (second.qos, second.seq > first.seq) == (0, True)
 
 
 def test_pending_honours_the_limit_from_the_oldest(tmp_path: Path) -> None:
@@ -75,8 +75,8 @@ def test_sequence_numbers_are_not_reused_after_acks(tmp_path: Path) -> None:
 
 def test_adding_the_same_event_id_twice_stores_it_once(tmp_path: Path) -> None:
     with Outbox(tmp_path / "o.db", max_events=100) as outbox:
-        first = outbox.add("t", b"x", 1, False, "same", Priority.HIGH)
-        second = outbox.add("t", b"x", 1, False, "same", Priority.HIGH)
+        first = outbox.add("t", b"x", 1, False, "same")
+        second = outbox.add("t", b"x", 1, False, "same")
         assert (first, outbox.depth, outbox.counters.duplicates) == (second, 1, 1)
 
 
@@ -85,24 +85,6 @@ def test_messages_survive_close_and_reopen(tmp_path: Path) -> None:
         ids = add(outbox, 5)
     with Outbox(tmp_path / "o.db", max_events=100) as reopened:
         assert (stored_ids(reopened), reopened.depth) == (ids, 5)
-
-
-def test_full_box_drops_the_oldest_low_priority_message_first(tmp_path: Path) -> None:
-    with Outbox(tmp_path / "o.db", max_events=4) as outbox:
-        high = add(outbox, 1)
-        low = add(outbox, 3, Priority.LOW)
-        with capture_logs() as logs:
-            newer = add(outbox, 1)
-        assert stored_ids(outbox) == [high[0], low[1], low[2], newer[0]]
-        assert outbox.counters.dropped_low_priority == 1
-        assert [entry["event"] for entry in logs] == ["outbox.dropped_low_priority"]
-
-
-def test_full_box_of_high_priority_refuses_a_new_low_priority_message(tmp_path: Path) -> None:
-    with Outbox(tmp_path / "o.db", max_events=2) as outbox:
-        high = add(outbox, 2)
-        seq = outbox.add("t", b"p", 0, False, "progress", Priority.LOW)
-        assert (seq, stored_ids(outbox), outbox.counters.dropped_low_priority) == (0, high, 1)
 
 
 def test_full_box_of_results_grows_past_the_bound_with_an_error_each_time(tmp_path: Path) -> None:
@@ -123,7 +105,6 @@ def test_counters_are_exposed_as_a_dict_for_metrics(tmp_path: Path) -> None:
             "added": 2,
             "acked": 1,
             "duplicates": 0,
-            "dropped_low_priority": 0,
             "over_bound": 0,
         }
 
@@ -143,16 +124,16 @@ def test_a_file_that_is_not_a_database_raises_outbox_error(tmp_path: Path) -> No
 _WRITER = """
 import os, sys
 from pathlib import Path
-from monitor.publish.outbox import Outbox, Priority
+from monitor.publish.outbox import Outbox
 
 outbox = Outbox(Path(sys.argv[1]), max_events=100_000)
 for i in range(int(sys.argv[2])):
-    outbox.add("weldmon/s/weld/result", b"%d" % i, 1, False, f"event-{i}", Priority.HIGH)
+    outbox.add("weldmon/s/weld/result", b"%d" % i, 1, False, f"event-{i}")
     print(i, flush=True)  # reported only after add() returned: the row is committed
 # Keep adding until killed, so the kill lands in the middle of a write.
 i = int(sys.argv[2])
 while True:
-    outbox.add("weldmon/s/weld/result", b"%d" % i, 1, False, f"event-{i}", Priority.HIGH)
+    outbox.add("weldmon/s/weld/result", b"%d" % i, 1, False, f"event-{i}")
     i += 1
 """
 

@@ -41,7 +41,7 @@ from monitor.events import (
 )
 from monitor.publish.outbox import Outbox
 from monitor.publish.publisher import MqttPublisher
-from monitor.publish.settings import MqttSettings, TlsSettings
+from monitor.publish.settings import MqttConfig, TlsConfig
 from tests.support.broker import MosquittoBroker, MqttCollector, free_port, make_test_certificates
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
@@ -109,7 +109,7 @@ def progress_event(index: int) -> WeldProgress:
     )
 
 
-def settings_for(broker: MosquittoBroker, **overrides: Any) -> MqttSettings:
+def settings_for(broker: MosquittoBroker, **overrides: Any) -> MqttConfig:
     values: dict[str, Any] = {
         "host": broker.host,
         "port": broker.port,
@@ -120,10 +120,10 @@ def settings_for(broker: MosquittoBroker, **overrides: Any) -> MqttSettings:
         "keepalive_s": 5,
     }
     values.update(overrides)
-    return MqttSettings(**values)
+    return MqttConfig(**values)
 
 
-def make_publisher(settings: MqttSettings, outbox: Outbox, **kwargs: Any) -> MqttPublisher:
+def make_publisher(settings: MqttConfig, outbox: Outbox, **kwargs: Any) -> MqttPublisher:
     return MqttPublisher(
         settings,
         outbox,
@@ -281,11 +281,11 @@ _KILLABLE_PUBLISHER = """
 import asyncio, sys
 from pathlib import Path
 from monitor.events import status_payload_factory
-from monitor.publish.settings import MqttSettings
+from monitor.publish.settings import MqttConfig
 from monitor.publish.outbox import Outbox
 from monitor.publish.publisher import MqttPublisher
 
-settings = MqttSettings(host="127.0.0.1", port=int(sys.argv[1]), client_id="killed-publisher",
+settings = MqttConfig(host="127.0.0.1", port=int(sys.argv[1]), client_id="killed-publisher",
                         keepalive_s=5)
 outbox = Outbox(Path(sys.argv[2]), max_events=10)
 publisher = MqttPublisher(settings, outbox,
@@ -451,7 +451,7 @@ def test_close_drains_the_outbox_before_publishing_stopped(
 def test_close_while_the_broker_is_down_returns_within_the_timeout_and_keeps_the_outbox(
     tmp_path: Path,
 ) -> None:
-    settings = MqttSettings(
+    settings = MqttConfig(
         host="127.0.0.1", port=free_port(), reconnect_min_s=0.05, reconnect_max_s=0.2
     )
 
@@ -482,7 +482,7 @@ def test_tls_with_ca_and_password_delivers_events(
         host="localhost",  # the name in the server certificate
         username=mosquitto_tls.username,
         password=mosquitto_tls.password,
-        tls=TlsSettings(enabled=True, ca_file=mosquitto_tls.ca_file),
+        tls=TlsConfig(enabled=True, ca_file=mosquitto_tls.ca_file),
     )
     events = weld_events(1)
 
@@ -513,7 +513,7 @@ def test_tls_refuses_a_broker_whose_certificate_is_not_signed_by_the_configured_
         host="localhost",
         username=mosquitto_tls.username,
         password=mosquitto_tls.password,
-        tls=TlsSettings(enabled=True, ca_file=other_ca),
+        tls=TlsConfig(enabled=True, ca_file=other_ca),
     )
     run(_expect_no_connection(settings, tmp_path, "CERTIFICATE_VERIFY_FAILED"))
 
@@ -526,7 +526,7 @@ def test_wrong_password_is_refused_and_reported_in_last_error(
     run(_expect_no_connection(settings, tmp_path, "Not authorized"))
 
 
-async def _expect_no_connection(settings: MqttSettings, tmp_path: Path, error: str) -> None:
+async def _expect_no_connection(settings: MqttConfig, tmp_path: Path, error: str) -> None:
     with Outbox(tmp_path / "outbox.db", max_events=10) as outbox:
         async with make_publisher(settings, outbox) as publisher:
             await until(lambda: publisher.counters.connect_attempts >= 2)
@@ -544,7 +544,7 @@ class _NoJitter(random.Random):
 @pytest.mark.broker
 def test_reconnect_back_off_grows_and_is_capped_against_a_closed_port(tmp_path: Path) -> None:
     min_s, max_s = 0.05, 0.4
-    settings = MqttSettings(
+    settings = MqttConfig(
         host="127.0.0.1", port=free_port(), reconnect_min_s=min_s, reconnect_max_s=max_s
     )
 
@@ -572,7 +572,7 @@ def test_topic_prefix_with_wildcards_or_stray_slashes_is_rejected_naming_the_key
     prefix: str,
 ) -> None:
     with pytest.raises(ValidationError, match="topic_prefix"):
-        MqttSettings(topic_prefix=prefix)
+        MqttConfig(topic_prefix=prefix)
 
 
 @pytest.mark.parametrize(
@@ -593,18 +593,18 @@ def test_invalid_mqtt_settings_are_rejected_naming_the_key(
     values: dict[str, Any], message: str
 ) -> None:
     with pytest.raises(ValidationError, match=message):
-        MqttSettings(**values)
+        MqttConfig(**values)
 
 
 def test_default_client_id_is_derived_from_the_hostname() -> None:
     hostname = socket.gethostname()
-    client_id = MqttSettings().client_id
+    client_id = MqttConfig().client_id
     assert client_id.startswith("weldmon-")
     assert client_id[len("weldmon-") :] == re.sub(r"[^A-Za-z0-9_-]", "-", hostname)[:56]
 
 
 def test_password_is_kept_secret_in_reprs() -> None:
-    settings = MqttSettings(username="u", password="hunter2")
+    settings = MqttConfig(username="u", password="hunter2")
     assert "hunter2" not in repr(settings)
     assert "hunter2" not in str(settings.model_dump())
 

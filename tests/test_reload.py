@@ -27,14 +27,8 @@ from monitor.events import Event, MalformedMessageError, Source, WeldResult, Wel
 from monitor.pipeline.core import Pipeline, PipelineSettings
 from monitor.pipeline.inference import InferenceWorker
 from monitor.pipeline.tracker import ModelInfo, TrackerOptions
-from monitor.reload import (
-    ReloadCommand,
-    Reloader,
-    ReloadError,
-    parse_reload_command,
-    prepare_reload,
-    reload_topic,
-)
+from monitor.publish.commands import ReloadCommand, parse_reload_command, reload_topic
+from monitor.reload import Reloader, ReloadError, prepare_reload
 from tests.support.artifacts import export_untrained
 from tests.support.broker import MosquittoBroker, MqttCollector
 from tests.support.daemon import WeldmonRun, write_monitor_config

@@ -22,7 +22,7 @@ from tests.support.artifacts import export_untrained
 from weldmon.cli import EXIT_FAILURE, main
 
 torch.set_num_threads(1)
-P_TOLERANCE = 1e-5  # the bound between replay and the artifact's forward
+P_TOLERANCE = 1e-5  # the required bound between replay and the artifact's forward
 
 
 @pytest.fixture(scope="module")

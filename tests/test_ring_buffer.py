@@ -7,7 +7,7 @@ import threading
 import numpy as np
 import pytest
 
-from monitor.audio.blocks import AudioBlock, sanitize_nonfinite, utc_of_frame
+from monitor.audio.blocks import sanitize_nonfinite
 from monitor.audio.ring_buffer import FrameRing
 
 NO_WAIT_S = 0.0
@@ -189,15 +189,3 @@ def test_sanitize_returns_finite_input_unchanged_without_copying() -> None:
     samples = ramp(0, 5, 2)
     clean, count = sanitize_nonfinite(samples)
     assert (clean is samples, count) == (True, 0)
-
-
-def test_utc_of_frame_maps_the_sample_clock_to_wall_time() -> None:
-    block = AudioBlock(
-        samples=np.zeros((160, 1), dtype=np.float32),
-        start_frame=32_000,
-        sample_rate=16_000,
-        stream_epoch=1,
-        epoch_utc=1_700_000_000.0,
-    )
-    assert utc_of_frame(block, block.start_frame) == 1_700_000_002.0
-    assert block.utc_of_frame(block.end_frame) == pytest.approx(1_700_000_002.01)

@@ -38,6 +38,7 @@ REGISTRY: dict[str, tuple[str, str]] = {
     "sweep": ("training.cli", "run the tuning protocol and rank configs by F1_DEFECT"),
     "run": ("monitor.cli", "run the real-time monitor daemon"),
     "replay": ("monitor.cli", "replay recorded files through the monitor pipeline"),
+    "clips": ("monitor.cli", "list the kept defect clips, promote one into a dataset"),
     "devices": ("monitor.cli", "list the audio input devices PortAudio sees"),
     "watch": ("monitor.cli", "live terminal view of the monitor's MQTT events"),
 }

@@ -1,38 +1,43 @@
-"""Segmenters built from a mode name, for the modes that need nothing but the audio.
+"""Segmenters built from a mode, for the modes that need nothing but the audio.
 
 Training and evaluation build the daemon's default segmenter here, so they judge the very
 windows the daemon cuts; ``monitor.segment.factory`` adds the modes that need the running
-monitor (external triggers, one weld per file) and delegates the pure ones to this module.
+monitor (external triggers, one weld per file) and delegates these to this module.
 """
 
 from __future__ import annotations
 
 from deploy.segment.gate import GateParams, GateSegmenter
+from deploy.segment.modes import SegmentationMode
 from deploy.segment.protocol import SegmentationError, Segmenter
 
-DEFAULT_MODE = "gate"  # what the daemon runs unless configured otherwise
-PURE_MODES = ("gate",)  # modes this module can build: they listen to the audio only
+DEFAULT_MODE = SegmentationMode.GATE  # what the daemon runs unless configured otherwise
+AUDIO_ONLY_MODES = frozenset({SegmentationMode.GATE})  # the modes this module builds
 
 
-def pure_segmenter(mode: str, sample_rate: int, gate: GateParams | None = None) -> Segmenter:
-    """A fresh segmenter of a pure ``mode`` for one station's stream at ``sample_rate`` Hz;
-    raises SegmentationError for a mode that needs the monitor."""
-    if mode == "gate":
-        return GateSegmenter(gate or GateParams(), sample_rate)
-    raise SegmentationError(
-        f"segmentation mode {mode!r} is not one of the audio-only modes {PURE_MODES}"
-    )
+def _require_audio_only(mode: SegmentationMode) -> None:
+    if mode not in AUDIO_ONLY_MODES:
+        raise SegmentationError(
+            f"segmentation mode {mode!r} needs the running monitor; audio-only modes: "
+            f"{sorted(AUDIO_ONLY_MODES)}"
+        )
 
 
-def pure_max_weld_s(mode: str, gate: GateParams | None = None) -> float:
-    """The longest weld (s) a pure ``mode``'s segmenter lets through before forcing an end."""
-    if mode == "gate":
-        return (gate or GateParams()).max_weld_s
-    raise SegmentationError(
-        f"segmentation mode {mode!r} is not one of the audio-only modes {PURE_MODES}"
-    )
+def audio_only_segmenter(
+    mode: SegmentationMode, sample_rate: int, gate: GateParams | None = None
+) -> Segmenter:
+    """A fresh segmenter of an audio-only ``mode`` for one station's stream at
+    ``sample_rate`` Hz; raises SegmentationError for a mode that needs the monitor."""
+    _require_audio_only(mode)
+    return GateSegmenter(gate or GateParams(), sample_rate)
+
+
+def audio_only_max_weld_s(mode: SegmentationMode, gate: GateParams | None = None) -> float:
+    """The longest weld (s) an audio-only ``mode`` lets through before it forces an end."""
+    _require_audio_only(mode)
+    return (gate or GateParams()).max_weld_s
 
 
 def default_segmenter(sample_rate: int) -> Segmenter:
     """The daemon's default segmenter (the arc gate at its default settings)."""
-    return pure_segmenter(DEFAULT_MODE, sample_rate)
+    return audio_only_segmenter(DEFAULT_MODE, sample_rate)

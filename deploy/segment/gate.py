@@ -44,8 +44,14 @@ from enum import Enum
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from deploy.segment.levels import LEVEL_FLOOR_DB, BandMeter, band_meter
-from deploy.segment.protocol import Boundary, SegmentationError, pair_boundaries
+from deploy.segment.levels import LEVEL_FLOOR_DB, band_meter
+from deploy.segment.protocol import (
+    Boundary,
+    Frames,
+    SegmentationError,
+    Segmenter,
+    pair_boundaries,
+)
 
 # Band power (dBFS) under which a frame counts as digital silence. Zeros from a muted input,
 # a stream that has not started or a filled gap read LEVEL_FLOOR_DB (-120); at 16 bits a frame
@@ -205,7 +211,7 @@ class _State(Enum):
     LOCKOUT = "lockout"  # after a forced end: waits for the level to fall below off_db
 
 
-class GateSegmenter:
+class GateSegmenter(Segmenter):
     """Streaming arc gate for one station; see the module docstring for the rules.
 
     ``process`` takes consecutive blocks of mono float32 samples at ``sample_rate``; each
@@ -277,24 +283,9 @@ class GateSegmenter:
         """Current noise-floor estimate (dBFS in the gate's band), None before the first frame."""
         return self._floor_history.min() if self._floor_history else None
 
-    @property
-    def meter(self) -> BandMeter:
-        """The band meter whose powers ``decide_powers`` expects (shared by equal gates)."""
-        return self._meter
-
-    def process(self, samples: np.ndarray, start_index: int) -> list[Boundary]:
-        """Feed the next block (mono, any length) whose first sample is ``start_index``;
-        returns the boundaries it completes, in order."""
-        frames = self.take_frames(samples, start_index)
-        if frames.size == 0:
-            return []
-        return self.decide_powers(self._meter.power(frames))
-
-    def take_frames(self, samples: np.ndarray, start_index: int) -> np.ndarray:
-        """First half of ``process``: buffer the block and return the whole frames it
-        completes (flat, a multiple of the frame length; possibly empty). Their band powers,
-        by ``meter``, must go to ``decide_powers`` before the next block. Split so that a
-        caller with many stations can measure every station's frames in one call."""
+    def take(self, samples: np.ndarray, start_index: int) -> Frames:
+        """Buffer the block and return the whole frames it completes (their band powers go
+        to `decide` before the next block)."""
         if self._closed:
             raise SegmentationError("process() after close()")
         x = np.asarray(samples, dtype=np.float32)
@@ -312,18 +303,17 @@ class GateSegmenter:
         self._partial = buffered[n_whole:].copy()
         self._partial_start = first_start + n_whole
         self._frame_starts.extend(range(first_start, first_start + n_whole, self._frame_len))
-        return buffered[:n_whole]
+        return Frames(buffered[:n_whole], self._meter)
 
-    def decide_powers(self, powers: np.ndarray) -> list[Boundary]:
-        """Second half of ``process``: the band powers of the frames ``take_frames`` returned;
-        returns the boundaries they complete, in order."""
-        if len(self._powers) + powers.size != len(self._frame_starts):
+    def decide(self, measured: np.ndarray) -> list[Boundary]:
+        """The band powers of the frames `take` returned; the boundaries they complete."""
+        if len(self._powers) + measured.size != len(self._frame_starts):
             raise SegmentationError(
-                f"{powers.size} powers for {len(self._frame_starts) - len(self._powers)} frames"
+                f"{measured.size} powers for {len(self._frame_starts) - len(self._powers)} frames"
             )
-        if powers.size == 0:
+        if measured.size == 0:
             return []
-        self._powers.extend(powers.tolist())
+        self._powers.extend(measured.tolist())
         return self._decide(flush=False)
 
     def close(self, end_index: int) -> list[Boundary]:
@@ -419,7 +409,7 @@ class GateSegmenter:
             if self._state is _State.WELD and frame_end - self._first_on >= self._max_weld:
                 self._state = _State.LOCKOUT
                 self.forced_ends += 1
-                out.append(Boundary("end", frame_end))
+                out.append(Boundary("end", frame_end, forced=True))
         elif above < p.off_db:  # LOCKOUT
             self._state = _State.IDLE
         if silent:

@@ -46,15 +46,6 @@ class AudioBlock:
         """Index one past the block's last frame (the next block starts here if none is lost)."""
         return self.start_frame + self.frames
 
-    def utc_of_frame(self, frame: int) -> float:
-        """UTC POSIX seconds of `frame` (an index on this epoch's sample clock)."""
-        return utc_of_frame(self, frame)
-
-
-def utc_of_frame(block: AudioBlock, frame: int) -> float:
-    """UTC POSIX seconds of `frame` on `block`'s epoch: epoch start plus frames / rate."""
-    return block.epoch_utc + frame / block.sample_rate
-
 
 def sanitize_nonfinite(samples: np.ndarray) -> tuple[np.ndarray, int]:
     """Replace NaN and +-Inf samples by 0; return (clean samples, how many were replaced).

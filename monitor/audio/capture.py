@@ -17,17 +17,20 @@ at 0. Re-initialising closes every stream in the process, so keep one capture pe
 
 from __future__ import annotations
 
+import math
+import random
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any
 
 import numpy as np
 import sounddevice as sd
 import structlog
-from pydantic import BaseModel, ConfigDict, Field
 
 from monitor.audio.blocks import AudioBlock, sanitize_nonfinite
+from monitor.audio.config import AudioConfig
 from monitor.audio.devices import (
     AudioDeviceError,
     InputDevice,
@@ -36,26 +39,12 @@ from monitor.audio.devices import (
 )
 from monitor.audio.epoch_clock import FrameZeroClock
 from monitor.audio.ring_buffer import FrameRing, RingRead
+from monitor.backoff import backoff_delay
 
 log = structlog.get_logger(__name__)
 
-DEFAULT_RING_S = 10.0  # s of audio buffered: rides out a multi-second consumer hiccup (GC,
-# a slow inference batch) without dropping; costs 10 s * 48 kHz * 8 ch * 4 B = 15 MB at most
-DEFAULT_STALL_TIMEOUT_S = 2.0  # s without a callback, once audio flowed, before the device
-# counts as lost: 10-100x a normal callback period, short enough to reopen within a weld
-DEFAULT_FIRST_AUDIO_TIMEOUT_S = 5.0  # s from opening to the first callback before the device
-# counts as lost; PulseAudio's ALSA plugin takes 0.5-1.5 s to deliver its first block
-DEFAULT_CALLBACK_BLOCK_S = 0.05  # s per PortAudio callback: 5x less CPU than PortAudio's
-# ~3-9 ms choice (bench/capture_cpu.py); one gate frame (50 ms) per block, so the per-block
-# cost of the pipeline is paid 20 times a second, and at most 50 ms waits in the device
-MAX_CALLBACK_BLOCK_S = 1.0  # s: longer callbacks would delay stall detection and alerts
-DEFAULT_RECONNECT_INITIAL_S = 0.5  # s before the first reopen attempt after a loss
-DEFAULT_RECONNECT_MAX_S = 30.0  # s cap on the back-off between reopen attempts
-RECONNECT_BACKOFF_FACTOR = 2.0  # each failed reopen doubles the wait, up to the cap
 LIVENESS_POLL_S = 0.1  # s: how often a waiting read looks for a lost or stalled device
-MAX_CHANNELS = 64  # sanity cap on configured channels (the largest interfaces we know of)
-MIN_SAMPLE_RATE_HZ = 8_000  # below this the model's band cannot be represented
-MAX_SAMPLE_RATE_HZ = 384_000  # highest rate PortAudio host APIs commonly offer
+FAILED_OPEN_LOG_EVERY = 10  # log the 1st, 11th, 21st... failed open of one outage
 
 
 class DeviceOpenError(AudioDeviceError):
@@ -64,27 +53,6 @@ class DeviceOpenError(AudioDeviceError):
 
 class DeviceLostError(AudioDeviceError):
     """The open stream stopped delivering audio (device gone, stream aborted, stalled)."""
-
-
-class CaptureSettings(BaseModel):
-    """What to capture from; validated before any device is touched."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-    device: int | str | None = None  # PortAudio index, name substring, or None for the default
-    channels: int = Field(default=1, ge=1, le=MAX_CHANNELS)
-    sample_rate_hz: int | None = Field(
-        default=None, ge=MIN_SAMPLE_RATE_HZ, le=MAX_SAMPLE_RATE_HZ
-    )  # None: the device's default rate
-    ring_s: float = Field(default=DEFAULT_RING_S, gt=0, le=600, allow_inf_nan=False)
-    stall_timeout_s: float = Field(default=DEFAULT_STALL_TIMEOUT_S, gt=0, allow_inf_nan=False)
-    first_audio_timeout_s: float = Field(
-        default=DEFAULT_FIRST_AUDIO_TIMEOUT_S, gt=0, allow_inf_nan=False
-    )
-    callback_block_s: float = Field(
-        default=DEFAULT_CALLBACK_BLOCK_S, ge=0, le=MAX_CALLBACK_BLOCK_S, allow_inf_nan=False
-    )  # s of audio per callback; 0: PortAudio picks (often a few ms: ~5x the CPU)
-    latency: Literal["low", "high"] = "high"  # high: larger device buffers, fewer overflows
 
 
 @dataclass(frozen=True, slots=True)
@@ -105,11 +73,11 @@ class CaptureCounters:
 class _EpochStream:
     """One opened stream and everything its callback touches; replaced on each reopen."""
 
-    def __init__(self, device: InputDevice, settings: CaptureSettings, epoch: int) -> None:
+    def __init__(self, device: InputDevice, settings: AudioConfig, epoch: int) -> None:
         self.device = device
         self.epoch = epoch
         self.channels = settings.channels
-        self.sample_rate = settings.sample_rate_hz or round(device.default_samplerate)
+        self.sample_rate = settings.samplerate or round(device.default_samplerate)
         self.ring = FrameRing.for_duration(settings.ring_s, self.sample_rate, self.channels)
         # Written by the callback thread only:
         self.frames_captured = 0
@@ -170,7 +138,7 @@ class _EpochStream:
         assert utc is not None  # only asked once a block was read, i.e. after a callback
         return utc
 
-    def loss_reason(self, settings: CaptureSettings) -> str | None:
+    def loss_reason(self, settings: AudioConfig) -> str | None:
         """Why this stream no longer delivers audio, or None while it is healthy."""
         if self.callback_error is not None:
             return f"audio callback failed: {self.callback_error!r}"
@@ -206,7 +174,7 @@ class SoundDeviceCapture:
     dropped and counted (see `FrameRing`), and the next block carries ``dropped_frames``.
     """
 
-    def __init__(self, settings: CaptureSettings) -> None:
+    def __init__(self, settings: AudioConfig) -> None:
         self.settings = settings
         self._stream: _EpochStream | None = None
         self._epoch = 0
@@ -285,39 +253,60 @@ class SoundDeviceCapture:
 
     def wait_for_device(
         self,
-        max_wait_s: float,
+        max_wait_s: float = math.inf,
         *,
-        initial_backoff_s: float = DEFAULT_RECONNECT_INITIAL_S,
-        max_backoff_s: float = DEFAULT_RECONNECT_MAX_S,
+        initial_backoff_s: float | None = None,
+        max_backoff_s: float | None = None,
         stop: threading.Event | None = None,
+        on_failure: Callable[[AudioDeviceError], None] | None = None,
+        rng: random.Random | None = None,
+        initial: bool = False,
     ) -> bool:
-        """Reopen until it works, waiting a capped, doubling back-off between attempts.
+        """Reopen until it works, waiting `monitor.backoff` (capped exponential, full jitter,
+        from ``retry_min_s`` to ``retry_max_s`` unless given) between attempts; each failure
+        is passed to `on_failure` and logged (the 1st, 11th, ... of one outage).
+
+        ``initial``: the device was never opened, so the first attempt is a plain `open`:
+        re-initialising PortAudio (`reopen`) silences the process's stderr meanwhile (see
+        `refresh_portaudio`), and at start-up other threads are logging.
 
         Returns True once reopened, False if `stop` was set first. Raises DeviceLostError
-        when the device has not come back within `max_wait_s` (use math.inf to wait forever).
+        when the device has not come back within `max_wait_s` (math.inf: wait for ever).
         """
+        low = self.settings.retry_min_s if initial_backoff_s is None else initial_backoff_s
+        high = self.settings.retry_max_s if max_backoff_s is None else max_backoff_s
+        rng = rng or random.Random()
         deadline = time.monotonic() + max_wait_s
-        backoff = initial_backoff_s
-        attempt = 0
-        while True:
-            attempt += 1
+        failures = 0
+        while stop is None or not stop.is_set():
             try:
-                self.reopen()
-                return True
+                if initial and failures == 0:
+                    self.open()
+                else:
+                    self.reopen()
             except AudioDeviceError as exc:
                 left = deadline - time.monotonic()
-                log.warning("capture_reopen_failed", attempt=attempt, error=str(exc))
+                if failures % FAILED_OPEN_LOG_EVERY == 0:
+                    event = "capture_waiting_for_device" if initial else "capture_reopen_failed"
+                    log.warning(event, attempt=failures + 1, error=str(exc))
+                if on_failure is not None:
+                    on_failure(exc)
                 if left <= 0:
                     raise DeviceLostError(
                         f"input device {self.settings.device!r} did not come back within "
-                        f"{max_wait_s} s ({attempt} attempts; last: {exc})"
+                        f"{max_wait_s} s ({failures + 1} attempts; last: {exc})"
                     ) from exc
-            pause = min(backoff, left)
-            if stop is not None and stop.wait(pause):
-                return False
-            if stop is None:
-                time.sleep(pause)
-            backoff = min(backoff * RECONNECT_BACKOFF_FACTOR, max_backoff_s)
+                pause = min(backoff_delay(failures, low, max(low, high), rng), left)
+                failures += 1
+                if stop is None:
+                    time.sleep(pause)
+                elif stop.wait(pause):
+                    return False
+                continue
+            if failures:
+                log.info("capture_device_back", failed_attempts=failures)
+            return True
+        return False
 
     def read(self, timeout_s: float, max_frames: int | None = None) -> AudioBlock | None:
         """The next block (at most `max_frames`), or None after `timeout_s` without audio.
@@ -398,7 +387,6 @@ class SoundDeviceCapture:
 
 __all__ = [
     "CaptureCounters",
-    "CaptureSettings",
     "DeviceLostError",
     "DeviceOpenError",
     "SoundDeviceCapture",

@@ -1,16 +1,17 @@
 """The daemon's capture thread: owns the `SoundDeviceCapture`, feeds blocks to the event loop.
 
 It opens the device (waiting for it at boot), reads blocks and hands them to the loop through
-a bounded asyncio queue; when the loop falls behind, it waits, the ring fills, and the ring
-counts the drops. A lost device is handed over as a `Lost` item after the audio already
-captured, then reopened with capped, doubling back-off; every reopen re-initialises PortAudio
-so a re-plugged device (or a re-created PulseAudio sink) is found.
+a bounded asyncio queue, which the loop reads with ``async for item in thread.until(stop)``;
+when the loop falls behind, the thread waits, the ring fills, and the ring counts the drops.
+A lost device is handed over as a `Lost` item after the audio already captured, then
+reopened by `SoundDeviceCapture.wait_for_device` (capped exponential back-off with jitter);
+every reopen re-initialises PortAudio so a re-plugged device (or a re-created PulseAudio
+sink) is found.
 
-The retry loop is written here rather than calling `SoundDeviceCapture.wait_for_device`
-because the watchdog needs the time of each failed attempt (`last_failed_open_at`): a device
-that is missing while we keep trying is an outage we report, not a hang that a restart would
-fix, so the watchdog keeps being fed; a device that opens but delivers nothing stops the
-pings after `watchdog.max_audio_age_s`.
+The watchdog needs the time of each failed attempt (`last_failed_open_at`): a device that is
+missing while we keep trying is an outage we report, not a hang that a restart would fix, so
+the watchdog keeps being fed; a device that opens but delivers nothing stops the pings after
+`watchdog.max_audio_age_s`.
 """
 
 from __future__ import annotations
@@ -18,26 +19,20 @@ from __future__ import annotations
 import asyncio
 import threading
 import time
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 
 import numpy as np
 import structlog
 
 from monitor.audio.blocks import AudioBlock
-from monitor.audio.capture import (
-    CaptureCounters,
-    CaptureSettings,
-    DeviceLostError,
-    SoundDeviceCapture,
-)
+from monitor.audio.capture import CaptureCounters, DeviceLostError, SoundDeviceCapture
+from monitor.audio.config import AudioConfig
 from monitor.audio.devices import AudioDeviceError
-from monitor.config import MonitorConfig
 
 BLOCK_QUEUE_DEPTH = 32  # blocks between the capture thread and the loop (~3 s at 0.1 s)
 READ_TIMEOUT_S = 0.25  # capture read poll: how quickly the capture thread sees a stop
 QUEUE_FULL_POLL_S = 0.01  # s between looks at a full loop queue (the ring holds the audio)
-BACKOFF_FACTOR = 2.0  # each failed open doubles the wait, up to audio.retry_max_s
-FAILED_OPEN_LOG_EVERY = 10  # log the 1st, 11th, 21st... failed open of one outage
 # s a block may wait for the next callback's audio to join it (up to audio.block_s): most of
 # the pipeline's cost is per block, so two 50 ms callbacks in one block cost about half, and
 # this bounds the latency that adds (one 50 ms callback period plus 10 ms of jitter).
@@ -67,19 +62,12 @@ CaptureItem = AudioBlock | Lost | Opened
 class CaptureThread:
     """Owns the sound device; feeds blocks (and loss/open notices) to the event loop."""
 
-    def __init__(self, cfg: MonitorConfig, loop: asyncio.AbstractEventLoop) -> None:
+    def __init__(self, cfg: AudioConfig, loop: asyncio.AbstractEventLoop) -> None:
         self.cfg = cfg
         self.loop = loop
         self.items: asyncio.Queue[CaptureItem] = asyncio.Queue(maxsize=BLOCK_QUEUE_DEPTH)
         self.stop = threading.Event()
-        self.capture = SoundDeviceCapture(
-            CaptureSettings(
-                device=cfg.audio.device,
-                channels=cfg.audio.channels,
-                sample_rate_hz=cfg.audio.samplerate,
-                ring_s=cfg.audio.ring_s,
-            )
-        )
+        self.capture = SoundDeviceCapture(cfg)
         # time.monotonic() of the latest failed open (None while the device is open or was
         # never missing); read by the watchdog probe on the loop thread.
         self.last_failed_open_at: float | None = None
@@ -122,43 +110,37 @@ class CaptureThread:
         self.items.put_nowait(item)
         self._landed += 1
 
-    def _open_until_it_works(self, first: bool) -> bool:
-        """Open (first) or reopen the device, retrying with back-off; False if stopped."""
-        a = self.cfg.audio
-        backoff = a.retry_min_s
-        failures = 0
-        while not self.stop.is_set():
-            try:
-                if first:
-                    self.capture.open()
-                else:
-                    self.capture.reopen()
-                self.last_failed_open_at = None
-                if failures:
-                    log.info("capture_device_back", failed_attempts=failures)
-                return True
-            except AudioDeviceError as exc:
-                failures += 1
-                self.failed_opens += 1
-                self.last_failed_open_at = time.monotonic()
-                if failures % FAILED_OPEN_LOG_EVERY == 1:
-                    event = "capture_waiting_for_device" if first else "capture_reopen_failed"
-                    log.warning(event, attempt=failures, retry_in_s=backoff, error=str(exc))
-                first = False  # later attempts re-initialise PortAudio (reopen)
-            if self.stop.wait(backoff):
-                return False
-            backoff = min(backoff * BACKOFF_FACTOR, a.retry_max_s)
-        return False
+    def _failed_open(self, exc: AudioDeviceError) -> None:
+        self.failed_opens += 1
+        self.last_failed_open_at = time.monotonic()
+
+    async def until(self, stop: asyncio.Event) -> AsyncIterator[CaptureItem]:
+        """The items as they land (event loop), until `stop` is set."""
+        stop_wait = asyncio.ensure_future(stop.wait())
+        try:
+            while True:
+                get = asyncio.ensure_future(self.items.get())
+                done, _ = await asyncio.wait({get, stop_wait}, return_when=asyncio.FIRST_COMPLETED)
+                if get not in done:
+                    get.cancel()
+                    return
+                yield get.result()
+        finally:
+            stop_wait.cancel()
 
     def _run(self) -> None:
-        first = True
+        initial = True
         try:
             while not self.stop.is_set():
-                if not self._open_until_it_works(first):
+                opened = self.capture.wait_for_device(
+                    stop=self.stop, on_failure=self._failed_open, initial=initial
+                )
+                if not opened:
                     return
-                first = False
+                initial = False
+                self.last_failed_open_at = None
                 self._put(Opened(self.capture.device.name, self.capture.sample_rate))
-                max_frames = max(1, round(self.cfg.audio.block_s * self.capture.sample_rate))
+                max_frames = max(1, round(self.cfg.block_s * self.capture.sample_rate))
                 reader = CoalescingReader(self.capture, max_frames, COALESCE_WAIT_S)
                 try:
                     while not self.stop.is_set():

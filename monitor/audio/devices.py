@@ -38,6 +38,8 @@ def refresh_portaudio() -> None:
 
     Closes every stream this process has open: call it only when none should survive. Uses
     sounddevice's private `_terminate`/`_initialize`, the only way it offers to re-enumerate.
+    While PortAudio initialises, sounddevice points file descriptor 2 at /dev/null (to hide
+    ALSA's chatter), so whatever any thread writes to stderr in that moment is lost.
     """
     try:
         sd._terminate()

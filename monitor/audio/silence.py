@@ -3,7 +3,7 @@
 A live microphone is never exactly silent: its self-noise and the preamp's keep the lowest
 bits moving. Exact zeros for long mean the capsule, cable or phantom power is gone (or the
 input is muted), which would otherwise look like a very quiet, weld-free shift. Pure
-bookkeeping: the daemon feeds blocks and publishes what comes back, once per episode.
+bookkeeping: the daemon feeds blocks and publishes what `changes` returns, once per episode.
 """
 
 from __future__ import annotations
@@ -12,6 +12,8 @@ from dataclasses import dataclass
 from typing import Literal
 
 import numpy as np
+
+from monitor.audio.blocks import AudioBlock
 
 
 @dataclass(frozen=True)
@@ -75,3 +77,31 @@ class SilenceWatch:
             self.episodes += 1
             changes.append(SilenceChange(int(c), "alarm", float(self._run[c]) / sample_rate))
         return changes
+
+    def changes(self, block: AudioBlock, stations: list[str]) -> list[StationSilence]:
+        """`update` for one block, each change named by the station its channel feeds
+        (``stations``: one per input channel, in channel order)."""
+        found = self.update(block.samples, block.sample_rate)
+        return [StationSilence(change, stations[change.channel]) for change in found]
+
+
+@dataclass(frozen=True)
+class StationSilence:
+    """A dead-microphone change with the station its channel feeds."""
+
+    change: SilenceChange
+    station: str
+
+    @property
+    def alarm(self) -> bool:
+        """True when the episode began, False when sound returned."""
+        return self.change.change == "alarm"
+
+    @property
+    def message(self) -> str:
+        """The operator's message for the alarm (the ``error`` event's text)."""
+        c = self.change
+        return (
+            f"probable dead microphone: input channel {c.channel} ({self.station}) has "
+            f"delivered exact digital silence for {c.silent_s:.0f} s"
+        )

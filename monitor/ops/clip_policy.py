@@ -23,7 +23,7 @@ DEFAULT_MIN_FREE_MB = 1024  # leave 1 GiB for the outbox, logs and the OS
 ClipPolicy = Literal["all", "defect", "none"]
 
 
-class ClipSettings(BaseModel):
+class ClipsConfig(BaseModel):
     """The ``clips:`` section: which welds are kept and how long.
 
     ``policy``: ``defect`` keeps welds judged defect, ``all`` every weld, ``none`` nothing.
@@ -75,7 +75,7 @@ class RetentionPlan:
 def plan_retention(
     clips: Sequence[StoredClip],
     *,
-    settings: ClipSettings,
+    settings: ClipsConfig,
     now: float,
     free_bytes: int,
     keep: Path | None,

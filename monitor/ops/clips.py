@@ -6,10 +6,10 @@ it unchanged except for the run id's label-code suffix::
     clips/unreviewed/<station>/<weld_id>/<weld_id>.flac
     clips/unreviewed/<station>/<weld_id>/<weld_id>.json    (result event + window probs)
 
-A reviewer promotes a clip with :func:`promote_clip` (or by hand: rename the folder and both
-files to ``<weld_id>-<label code>`` and move the folder to
-``<dataset>/good_weld/<config>/`` or ``<dataset>/defect_data_weld/<config>/``); the dataset
-indexer reads the label from the run id's last two characters.
+The tree and the promotion of a reviewed clip into the dataset (``weldmon clips promote``,
+`deploy.dataset_layout.promote_clip`, which the web console calls too) are declared in
+`deploy.dataset_layout`; the dataset indexer reads the label from the run id's last two
+characters.
 
 Samples are stored as 16-bit PCM. The model's input is float32, but the microphones and the
 whole training set are 16-bit, so 16 bits lose nothing from a 16-bit source (the round trip
@@ -45,22 +45,26 @@ import numpy as np
 import soundfile as sf
 import structlog
 
-from deploy.dataset_layout import AUDIO_SUFFIX, LABEL_CODE_LENGTH, top_folder
-from deploy.errors import WeldmonError
+from deploy.dataset_layout import (
+    AUDIO_SUFFIX,
+    CLIPS_FOLDER,
+    SIDECAR_SUFFIX,
+    UNREVIEWED_FOLDER,
+    ClipError,
+    clip_audio_path,
+    clip_folder,
+)
 from monitor.events import STATION_PATTERN, WeldResult
 from monitor.ops.clip_policy import (
     BYTES_PER_MB,
-    ClipSettings,
+    ClipsConfig,
     RetentionPlan,
     StoredClip,
     plan_retention,
     wants_clip,
 )
 
-CLIPS_FOLDER = "clips"  # under state_dir
-UNREVIEWED_FOLDER = "unreviewed"  # the only tree retention ever deletes from
 TMP_PREFIX = ".tmp-"  # hidden: retention and reviewers skip folders that start with '.'
-SIDECAR_SUFFIX = ".json"
 SIDECAR_VERSION = 1  # bumped when a sidecar field is removed or changes meaning
 PCM16_FULL_SCALE = 32768  # int16 steps per unit of float amplitude (libsndfile's convention)
 PCM16_MAX = 32767
@@ -71,21 +75,6 @@ MAX_PENDING_CLIPS = 8
 CLIP_WRITER_THREADS = 1  # ClipStore serialises writes anyway; one thread keeps order
 
 log = structlog.get_logger()
-
-
-class ClipError(WeldmonError):
-    """A clip could not be written or promoted (disk full, permissions, bad samples)."""
-
-
-def clip_folder(clips_dir: Path, station: str, weld_id: str) -> Path:
-    """Where one weld's clip lives (the folder holds ``<weld_id>.flac`` and ``.json``)."""
-    return clips_dir / UNREVIEWED_FOLDER / station / weld_id
-
-
-def clip_audio_path(clips_dir: Path, station: str, weld_id: str) -> Path:
-    """The FLAC path of one weld's clip; the daemon can put it in the result event before
-    the write finishes."""
-    return clip_folder(clips_dir, station, weld_id) / f"{weld_id}{AUDIO_SUFFIX}"
 
 
 def to_pcm16(samples: np.ndarray) -> tuple[np.ndarray, int]:
@@ -103,37 +92,6 @@ def to_pcm16(samples: np.ndarray) -> tuple[np.ndarray, int]:
     return pcm, int(np.count_nonzero(bad | clipped))
 
 
-def promote_clip(clip_dir: Path, dataset_root: Path, config_folder: str, label_code: str) -> Path:
-    """Move a reviewed clip into a training dataset tree; returns the new FLAC path.
-
-    ``label_code`` is the reviewer's verdict as the dataset writes it (``00`` good_weld,
-    ``02`` burn_through, ...). The run id becomes ``<weld_id>-<label_code>``.
-    """
-    if len(label_code) != LABEL_CODE_LENGTH or not label_code.isdigit():
-        raise ClipError(f"label_code must be two digits like '00' or '07', got {label_code!r}")
-    if not config_folder or "/" in config_folder or config_folder.startswith("."):
-        raise ClipError(f"config_folder must be one plain folder name, got {config_folder!r}")
-    weld_id = clip_dir.name
-    audio = clip_dir / f"{weld_id}{AUDIO_SUFFIX}"
-    if not audio.is_file():
-        raise ClipError(f"{clip_dir}: no {audio.name} in it (not a clip folder)")
-    run_id = f"{weld_id}-{label_code}"
-    top = top_folder(label_code)
-    target = dataset_root / top / config_folder / run_id
-    if target.exists():
-        raise ClipError(f"{target} already exists")
-    try:
-        target.parent.mkdir(parents=True, exist_ok=True)
-        shutil.move(clip_dir, target)
-        for suffix in (AUDIO_SUFFIX, SIDECAR_SUFFIX):
-            old = target / f"{weld_id}{suffix}"
-            if old.exists():
-                old.rename(target / f"{run_id}{suffix}")
-    except OSError as exc:
-        raise ClipError(f"cannot move {clip_dir} to {target}: {exc}") from exc
-    return target / f"{run_id}{AUDIO_SUFFIX}"
-
-
 def _fsync_dir(path: Path) -> None:
     fd = os.open(path, os.O_RDONLY)
     try:
@@ -148,7 +106,7 @@ class ClipStore:
     Blocking (file I/O, FLAC encoding): the daemon calls :meth:`write` in an executor.
     """
 
-    def __init__(self, state_dir: Path, settings: ClipSettings) -> None:
+    def __init__(self, state_dir: Path, settings: ClipsConfig) -> None:
         self.clips_dir = Path(state_dir) / CLIPS_FOLDER
         self.settings = settings
         self._lock = threading.Lock()
@@ -178,10 +136,27 @@ class ClipStore:
         ``window_probs`` default to the result's own. Raises ClipError if the write fails
         (nothing partial is left in the clip tree).
         """
+        if self.wanted(result) is None:
+            return None
+        return self.write_wanted(result, samples, sample_rate, window_probs)
+
+    def wanted(self, result: WeldResult) -> Path | None:
+        """The FLAC path the weld's clip will have if the policy keeps it; None (counted in
+        ``skipped_by_policy``) if not. The one place the policy is applied."""
         if not wants_clip(self.settings.policy, result):
             with self._lock:
                 self.counters["skipped_by_policy"] += 1
             return None
+        return clip_audio_path(self.clips_dir, result.station, result.weld_id)
+
+    def write_wanted(
+        self,
+        result: WeldResult,
+        samples: np.ndarray,
+        sample_rate: int,
+        window_probs: Sequence[float] | None = None,
+    ) -> Path:
+        """`write` for a weld `wanted` already accepted (blocking; the writer's thread)."""
         mono = np.asarray(samples)
         if mono.ndim != 1 or mono.size == 0:
             raise ClipError(f"clip samples must be 1-D and non-empty, got shape {mono.shape}")
@@ -327,8 +302,8 @@ class ClipStore:
 
 
 class ClipWriter:
-    """The pipeline's weld-audio hook: decides by policy, names the clip in the result at
-    once (its path is known before the write) and writes FLAC + sidecar on its own thread.
+    """The pipeline's weld-audio hook: asks the store's policy, names the clip in the result
+    at once (its path is known before the write) and writes FLAC + sidecar on its own thread.
 
     A failed write is logged and reported through `on_error` (an ``error`` event); the
     result has already left with its ``clip_path``, and the error event names that path.
@@ -347,22 +322,42 @@ class ClipWriter:
             CLIP_WRITER_THREADS, thread_name_prefix="weldmon-clips"
         )
         self._pending: set[asyncio.Future[object]] = set()
-        self.counters = {"scheduled": 0, "skipped_by_policy": 0, "skipped_backlog": 0, "failed": 0}
+        self.counters = {"scheduled": 0, "skipped_backlog": 0, "failed": 0}
+
+    @classmethod
+    def for_config(
+        cls,
+        cfg: ClipsConfig,
+        state_dir: Path,
+        sample_rate: int,
+        on_error: Callable[[WeldResult, str], None],
+    ) -> ClipWriter | None:
+        """The writer for the ``clips:`` section; None when the policy keeps nothing."""
+        if cfg.policy == "none":
+            return None
+        return cls(ClipStore(state_dir, cfg), sample_rate, on_error)
+
+    def use_config(self, cfg: ClipsConfig, state_dir: Path) -> None:
+        """Clips from now on follow `cfg` (a reload); writes in flight finish as they were."""
+        self.store = ClipStore(state_dir, cfg)
+
+    def stats(self) -> dict[str, int]:
+        """The writer's and the store's counters (the stats log)."""
+        return {**self.counters, **self.store.counters}
 
     def __call__(self, result: WeldResult, samples: np.ndarray, probs: list[float]) -> WeldResult:
         """Called on the event loop with the weld's audio when its result is ready."""
-        if not wants_clip(self.store.settings.policy, result):
-            self.counters["skipped_by_policy"] += 1
+        path = self.store.wanted(result)
+        if path is None:
             return result
         if len(self._pending) >= MAX_PENDING_CLIPS:
             self.counters["skipped_backlog"] += 1
             log.error("clip_skipped_backlog", weld_id=result.weld_id, pending=len(self._pending))
             return result
-        path = clip_audio_path(self.store.clips_dir, result.station, result.weld_id)
         result = result.model_copy(update={"clip_path": str(path)})
         loop = asyncio.get_running_loop()
         future = loop.run_in_executor(
-            self._pool, self.store.write, result, samples, self.sample_rate, probs
+            self._pool, self.store.write_wanted, result, samples, self.sample_rate, probs
         )
         self._pending.add(future)
         future.add_done_callback(lambda f, r=result: self._done(f, r))

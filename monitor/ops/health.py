@@ -48,7 +48,7 @@ class HealthServerError(WeldmonError):
     """The metrics/health server could not start (address in use, unknown host)."""
 
 
-class HealthSettings(BaseModel):
+class HttpConfig(BaseModel):
     """The daemon's ``http:`` config section: where ``/metrics`` and ``/healthz`` listen and
     the limits ``/healthz`` judges by."""
 
@@ -94,7 +94,7 @@ class HealthReport:
         return out
 
 
-def evaluate_health(snap: HealthSnapshot, settings: HealthSettings) -> HealthReport:
+def evaluate_health(snap: HealthSnapshot, settings: HttpConfig) -> HealthReport:
     """Judge `snap` against the limits in `settings` (pure)."""
     reasons = []
     if not snap.model_loaded:
@@ -135,7 +135,7 @@ WsgiApp = Callable[[dict[str, Any], Callable[..., Any]], Iterable[bytes]]
 
 
 def make_health_app(
-    settings: HealthSettings,
+    settings: HttpConfig,
     registry: CollectorRegistry,
     snapshot: Callable[[], HealthSnapshot],
 ) -> WsgiApp:
@@ -195,7 +195,7 @@ class HealthServer:
 
     def __init__(
         self,
-        settings: HealthSettings,
+        settings: HttpConfig,
         registry: CollectorRegistry,
         snapshot: Callable[[], HealthSnapshot],
     ) -> None:

@@ -23,7 +23,7 @@ from typing import get_args
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, Info
 
-from monitor.events import KNOWN_DEGRADED_REASONS, WeldResult
+from monitor.events import DegradedReason, WeldResult
 from weldmon import __version__
 
 NAMESPACE = "weldmon"
@@ -124,8 +124,8 @@ class Metrics:
         self.outbox_oldest_age = gauge(
             "outbox_oldest_age_seconds", "age of the oldest unacknowledged event (0: none)"
         )
-        self.outbox_dropped = counter(
-            "outbox_dropped", "events dropped by the outbox bound (progress first)"
+        self.outbox_over_bound = counter(
+            "outbox_over_bound", "events stored beyond events.outbox_max_events (none dropped)"
         )
         self.malformed_messages = counter(
             "malformed_messages", "inbound MQTT messages ignored as malformed", ("kind",)
@@ -148,7 +148,7 @@ class Metrics:
             for label in WELD_LABELS:
                 self.welds.labels(station=station, label=label)
             self.alerts.labels(station=station)
-            for reason in KNOWN_DEGRADED_REASONS:
+            for reason in DegradedReason:
                 self.welds_degraded.labels(station=station, reason=reason)
             self.weld_in_progress.labels(station=station).set(0)
         for channel, station in enumerate(channel_stations):
@@ -201,6 +201,13 @@ class Metrics:
     def malformed(self, kind: str) -> None:
         """An inbound message of `kind` (one of `MALFORMED_KINDS`) was ignored."""
         self.malformed_messages.labels(kind=kind).inc()
+
+    def malformed_total(self, kind: str) -> float:
+        """Malformed inbound messages of `kind` so far."""
+        value = self.registry.get_sample_value(
+            f"{NAMESPACE}_malformed_messages_total", {"kind": kind}
+        )
+        return value or 0.0
 
     def model(self, sha256: str | None) -> None:
         """The model now in use (None: none loaded)."""

@@ -1,24 +1,40 @@
-"""What the daemon tells operators besides weld events: the systemd status line and
-Prometheus metrics fed from events and component counters.
+"""What the daemon tells operators besides weld events: the systemd status line, Prometheus
+metrics fed from events and component counters, the watchdog, /healthz and the stats log.
 
-Pure bookkeeping (`StatusSummary`, `record_event`, `copy_totals`, `health_snapshot`);
-`monitor.daemon` wires them to the running parts.
+Pure bookkeeping (`StatusSummary`, `record_event`, `copy_totals`, `health_snapshot`) and
+`Operations`, which owns the metrics, the systemd notifier and the summary and runs the
+daemon's two reporting loops (`report`, `keep_watchdog`). It reads the running parts through
+a `DaemonState` the daemon hands it and changes none of them.
 """
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import time
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
+from typing import Protocol
 
 import structlog
 
+from monitor.audio.blocks import AudioBlock
 from monitor.audio.capture import CaptureCounters
+from monitor.audio.capture_thread import CaptureThread
+from monitor.audio.silence import StationSilence
 from monitor.events import ErrorEvent, Event, WeldAlert, WeldResult, WeldStart
-from monitor.ops.health import HealthSnapshot
-from monitor.ops.metrics import Metrics
+from monitor.ops.health import HealthServer, HealthServerError, HealthSnapshot, HttpConfig
+from monitor.ops.metrics import MALFORMED_KINDS, Metrics
+from monitor.ops.notify import Notifier, WatchdogGate, WatchdogProbe, feed_watchdog
 from monitor.publish.publisher import MqttPublisher
 
 SHA_SHOWN_CHARS = 12  # enough to tell two artifacts apart in `systemctl status`
+STATS_INTERVAL_S = 60.0  # one stats log line per minute
+TICK_S = 1.0  # metrics copied from component counters, boot timeout extended
+STATUS_INTERVAL_S = 5.0  # STATUS= at most this often unless something changed
+# While the device is missing at boot: ask systemd for this much more start-up time on each
+# tick, so TimeoutStartSec never fires while we are visibly retrying.
+BOOT_EXTEND_S = 10.0
 
 log = structlog.get_logger(__name__)
 
@@ -32,6 +48,30 @@ class StatusSummary:
     alerts: int = 0
     errors: int = 0
     last: str = "none yet"
+
+    def device_opened(self, channel_stations: list[str]) -> None:
+        """A stream epoch began: the device is open and no channel is in a silence episode."""
+        self.metrics.device(is_open=True)
+        for channel, station in enumerate(channel_stations):
+            self.metrics.dead_microphone(station, channel, dead=False)
+
+    def microphone(self, quiet: StationSilence) -> None:
+        """A channel began or ended a dead-microphone episode: the gauge first, then the log
+        line (whoever reads the log may scrape at once)."""
+        channel, station = quiet.change.channel, quiet.station
+        self.metrics.dead_microphone(station, channel, quiet.alarm)
+        if quiet.alarm:
+            log.error("dead_microphone", channel=channel, station=station)
+        else:
+            log.info("microphone_sound_returned", channel=channel, station=station)
+
+    def on_block(self, block: AudioBlock) -> None:
+        """Count one audio block's frames, losses and repairs."""
+        self.metrics.audio_block(
+            block.frames,
+            dropped_frames=block.dropped_frames,
+            nonfinite_samples=block.nonfinite_samples,
+        )
 
     def on_event(self, event: Event) -> None:
         """Count one event."""
@@ -88,7 +128,7 @@ def copy_totals(
         metrics.advance_to(metrics.device_losses, capture.device_losses)
     if publisher is not None:
         metrics.advance_to(metrics.mqtt_reconnects, publisher.counters.reconnects)
-        metrics.advance_to(metrics.outbox_dropped, publisher.outbox.counters.dropped_low_priority)
+        metrics.advance_to(metrics.outbox_over_bound, publisher.outbox.counters.over_bound)
 
 
 def outbox_oldest_age_s(publisher: MqttPublisher) -> float | None:
@@ -119,3 +159,182 @@ def health_snapshot(
         outbox_depth=publisher.outbox.depth if publisher is not None else 0,
         outbox_oldest_age_s=oldest_age,
     )
+
+
+class DaemonState(Protocol):
+    """What the reporting loops read from the running daemon (event loop and HTTP thread)."""
+
+    @property
+    def ready(self) -> bool:
+        """The first audio block was fed (READY=1 was sent)."""
+        ...
+
+    @property
+    def capture(self) -> CaptureThread | None: ...
+
+    @property
+    def publisher(self) -> MqttPublisher | None: ...
+
+    @property
+    def model_sha256(self) -> str: ...
+
+    @property
+    def last_block_at(self) -> float | None:
+        """``time.monotonic()`` of the latest audio block, None before the first."""
+        ...
+
+    @property
+    def oldest_pending_at(self) -> float | None:
+        """``time.monotonic()`` when the oldest window awaiting inference was submitted."""
+        ...
+
+    def stats(self) -> dict[str, object]:
+        """The components' counters for the stats log line."""
+        ...
+
+
+class Operations:
+    """The operator-facing side of the daemon: metrics, systemd notify, the status line."""
+
+    def __init__(self, model_sha256: str, notifier: Notifier | None = None) -> None:
+        self.metrics = Metrics()
+        self.metrics.model(model_sha256)
+        self.notifier = notifier or Notifier.from_environment()
+        self.summary = StatusSummary()
+
+    def device_opened(self, channel_stations: list[str]) -> None:
+        """A stream epoch began: the device is open and no channel is in a silence episode."""
+        self.metrics.device(is_open=True)
+        for channel, station in enumerate(channel_stations):
+            self.metrics.dead_microphone(station, channel, dead=False)
+
+    def microphone(self, quiet: StationSilence) -> None:
+        """A channel began or ended a dead-microphone episode: the gauge first, then the log
+        line (whoever reads the log may scrape at once)."""
+        channel, station = quiet.change.channel, quiet.station
+        self.metrics.dead_microphone(station, channel, quiet.alarm)
+        if quiet.alarm:
+            log.error("dead_microphone", channel=channel, station=station)
+        else:
+            log.info("microphone_sound_returned", channel=channel, station=station)
+
+    def on_block(self, block: AudioBlock) -> None:
+        """Count one audio block's frames, losses and repairs."""
+        self.metrics.audio_block(
+            block.frames,
+            dropped_frames=block.dropped_frames,
+            nonfinite_samples=block.nonfinite_samples,
+        )
+
+    def on_event(self, event: Event) -> None:
+        """Count one event in the metrics and the status summary (an event listener)."""
+        record_event(self.metrics, event)
+        self.summary.on_event(event)
+
+    def status_line(self, state: DaemonState) -> str:
+        """The ``STATUS=`` line now."""
+        capture, publisher = state.capture, state.publisher
+        note = "waiting for audio device" if capture and capture.waiting_for_device else None
+        mqtt = "off" if publisher is None else "disconnected"
+        if publisher is not None and publisher.counters.connected:
+            mqtt = "connected"
+        return self.summary.line(mqtt, state.model_sha256, note)
+
+    def bind_gauges(
+        self, queue_depth: Callable[[], float], publisher: MqttPublisher | None
+    ) -> None:
+        """Gauges read at scrape time: inference backlog, MQTT link, outbox depth."""
+        m = self.metrics
+        m.inference_queue_depth.set_function(queue_depth)
+        if publisher is not None:
+            m.mqtt_connected.set_function(lambda: float(publisher.counters.connected))
+            m.outbox_depth.set_function(lambda: float(publisher.outbox.depth))
+            m.outbox_oldest_age.set_function(lambda: outbox_oldest_age_s(publisher) or 0.0)
+
+    @contextlib.asynccontextmanager
+    async def http(
+        self, cfg: HttpConfig, snapshot: Callable[[], HealthSnapshot]
+    ) -> AsyncIterator[str | None]:
+        """Serve /metrics and /healthz while the body runs (if enabled); yields why the server
+        could not start, or None. Judging welds matters more than being scraped, so a port in
+        use is reported, not fatal."""
+        if not cfg.enabled:
+            yield None
+            return
+        server = HealthServer(cfg, self.metrics.registry, snapshot)
+        try:
+            server.start()
+        except HealthServerError as exc:
+            log.error("http_unavailable", error=str(exc))
+            yield str(exc)
+            return
+        try:
+            yield None
+        finally:
+            await asyncio.to_thread(server.stop)
+
+    async def report(self, state: DaemonState) -> None:
+        """Every TICK_S until cancelled: copy component totals into the metrics, extend the
+        boot timeout while the device is missing, send STATUS= on change (or every
+        STATUS_INTERVAL_S) and log the stats line every STATS_INTERVAL_S."""
+        next_stats = time.monotonic() + STATS_INTERVAL_S
+        next_status, last_line = 0.0, ""
+        while True:
+            await asyncio.sleep(TICK_S)
+            capture = state.capture
+            copy_totals(self.metrics, capture.counters() if capture else None, state.publisher)
+            now = time.monotonic()
+            if not state.ready and capture is not None and capture.waiting_for_device:
+                self.notifier.extend_timeout(BOOT_EXTEND_S)
+            line = self.status_line(state)
+            if line != last_line or now >= next_status:
+                self.notifier.status(line)
+                last_line, next_status = line, now + STATUS_INTERVAL_S
+            if now >= next_stats:
+                next_stats += STATS_INTERVAL_S
+                self.log_stats(state)
+
+    async def keep_watchdog(
+        self, gate: WatchdogGate, state: DaemonState, stop: asyncio.Event
+    ) -> None:
+        """Feed systemd's watchdog while `gate` says the daemon works, until `stop`."""
+        await feed_watchdog(
+            self.notifier,
+            gate,
+            lambda: self.watchdog_probe(state),
+            stop,
+            on_withheld=lambda _: self.metrics.watchdog_withheld.inc(),
+        )
+
+    @staticmethod
+    def watchdog_probe(state: DaemonState) -> WatchdogProbe:
+        """What the watchdog gate judges now."""
+        capture = state.capture
+        return WatchdogProbe(
+            last_audio_at=state.last_block_at,
+            oldest_pending_at=state.oldest_pending_at,
+            last_device_attempt_at=capture.last_failed_open_at if capture else None,
+        )
+
+    @staticmethod
+    def health(state: DaemonState, mqtt_enabled: bool) -> HealthSnapshot:
+        """What /healthz judges now (runs on the HTTP thread; reads only)."""
+        return health_snapshot(
+            last_block_at=state.last_block_at,
+            pending_at=state.oldest_pending_at,
+            mqtt_enabled=mqtt_enabled,
+            publisher=state.publisher,
+        )
+
+    def log_stats(self, state: DaemonState) -> None:
+        """One log line with every component's counters."""
+        capture = state.capture
+        malformed = {kind: self.metrics.malformed_total(kind) for kind in MALFORMED_KINDS}
+        log.info(
+            "stats",
+            capture=repr(capture.counters()) if capture else None,
+            failed_device_opens=capture.failed_opens if capture else 0,
+            malformed_messages=malformed,
+            notify_send_failures=self.notifier.send_failures,
+            **state.stats(),
+        )

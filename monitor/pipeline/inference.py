@@ -16,9 +16,11 @@ under light load a batch is one window, so latency is one forward pass.
 
 from __future__ import annotations
 
+import asyncio
 import queue
 import threading
 import time
+from collections.abc import Awaitable, Callable
 from concurrent.futures import Future
 from dataclasses import asdict, dataclass
 from types import TracebackType
@@ -178,3 +180,52 @@ class InferenceWorker:
                 _, future = item  # type: ignore[misc]
                 if future.set_running_or_notify_cancel():
                     future.set_exception(exc)
+
+
+class ModelWorkers:
+    """The worker of the model in use and the old workers still judging welds that started
+    on them (after a reload): each old one is stopped once its last weld is judged.
+
+    Event loop only. ``stop_all`` stops every worker (shutdown)."""
+
+    def __init__(self, max_batch_windows: int, queue_windows: int) -> None:
+        self.max_batch_windows = max_batch_windows
+        self.queue_windows = queue_windows
+        self.current: InferenceWorker | None = None
+        self._retiring: dict[InferenceWorker, asyncio.Task[None]] = {}
+
+    def start(self, model: DeployModel) -> InferenceWorker:
+        """A started worker for `model`; it becomes current with `use`."""
+        worker = InferenceWorker(model, self.max_batch_windows, self.queue_windows)
+        worker.start()
+        return worker
+
+    def use(
+        self, worker: InferenceWorker, unused: Callable[[InferenceWorker], Awaitable[None]]
+    ) -> None:
+        """Make `worker` current; the previous one stops once `unused(previous)` returns."""
+        old, self.current = self.current, worker
+        if old is not None:
+            task = asyncio.get_running_loop().create_task(self._retire(old, unused))
+            self._retiring[old] = task
+
+    async def _retire(
+        self, worker: InferenceWorker, unused: Callable[[InferenceWorker], Awaitable[None]]
+    ) -> None:
+        await unused(worker)
+        await asyncio.to_thread(worker.stop)
+        self._retiring.pop(worker, None)
+        log.info("old_model_released", windows=worker.counters.windows)
+
+    def queue_depth(self) -> float:
+        """Windows waiting in every worker (a gauge)."""
+        workers = [*self._retiring, self.current]
+        return float(sum(w.queue_depth for w in workers if w is not None))
+
+    def stop_all(self) -> None:
+        """Stop every worker, current and retiring."""
+        for task in self._retiring.values():
+            task.cancel()
+        for worker in [*self._retiring, self.current]:
+            if worker is not None:
+                worker.stop()

@@ -7,14 +7,11 @@ replayed in `mix` mode is averaged exactly as the artifact's `forward` averages 
 
 from __future__ import annotations
 
-from typing import Literal
-
 import numpy as np
 
 from deploy.errors import WeldmonError
 from deploy.windows import mix_channels
-
-ChannelMode = Literal["mix", "per_channel"]
+from monitor.audio.config import ChannelMode
 
 
 class StationLayoutError(WeldmonError):

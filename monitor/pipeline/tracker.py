@@ -14,19 +14,22 @@ Pure bookkeeping: no I/O, no threads; the pipeline feeds it and publishes what i
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
 import numpy as np
 
 from deploy.contract import LABEL_NAMES
+from deploy.errors import WeldmonError
 from deploy.loader import DeployModel
 from deploy.model import decide
 from deploy.pooling import topk_pool_np
+from deploy.segment.modes import SegmentationMode
 from deploy.windows import window_count
 from monitor.events import (
+    DegradedReason,
     EndReason,
-    SegmentationMode,
     Source,
     WeldAlert,
     WeldProgress,
@@ -59,6 +62,22 @@ class ModelInfo:
         )
 
 
+class ModelSwapError(WeldmonError):
+    """A model cannot replace the running one without a restart."""
+
+
+def check_swappable(new: ModelInfo, running: ModelInfo) -> None:
+    """Raise ModelSwapError unless ``new`` takes the same windows (rate and length) as the
+    running model: the resampler, the station histories and the window grid are built for
+    those, so a model that wants others needs a restart."""
+    if (new.sample_rate, new.chunk_samples) != (running.sample_rate, running.chunk_samples):
+        raise ModelSwapError(
+            f"the new model takes {new.chunk_samples} samples at {new.sample_rate} Hz, the "
+            f"running model {running.chunk_samples} at {running.sample_rate} Hz; that change "
+            "needs a restart"
+        )
+
+
 @dataclass(frozen=True)
 class TrackerOptions:
     """Fields every event of this daemon shares."""
@@ -67,6 +86,14 @@ class TrackerOptions:
     daemon_version: str
     segmentation: SegmentationMode
     include_window_probs: bool = False
+
+
+NOT_JUDGED = math.nan  # the probability recorded for a window whose inference failed
+
+
+def judged(probs: list[float]) -> list[float]:
+    """The probabilities that were judged (``NOT_JUDGED`` left out), in order."""
+    return [p for p in probs if not math.isnan(p)]
 
 
 def utc_datetime(posix_s: float) -> datetime:
@@ -89,9 +116,9 @@ class WeldTracker:
     start_index: int  # on the station's model-rate clock
     epoch_utc: float  # UTC of sample 0 of the stream epoch
     weld_id: str = ""
-    probs: list[float] = field(default_factory=list)  # by window index; NaN = not judged
+    probs: list[float] = field(default_factory=list)  # by window index; NOT_JUDGED: failed
     alerted: bool = False
-    degraded_reasons: set[str] = field(default_factory=set)
+    degraded_reasons: set[DegradedReason] = field(default_factory=set)
     dropped_frames: int = 0
 
     def __post_init__(self) -> None:
@@ -124,14 +151,23 @@ class WeldTracker:
             threshold=self.options.model.threshold,
         )
 
-    def degrade(self, reason: str, dropped_frames: int = 0) -> None:
+    def degrade(self, reason: DegradedReason, dropped_frames: int = 0) -> None:
         """Mark the weld degraded (e.g. dropped_audio, nonfinite_samples)."""
         self.degraded_reasons.add(reason)
         self.dropped_frames += dropped_frames
 
     def _judged(self, n: int | None = None) -> list[float]:
-        probs = self.probs if n is None else self.probs[:n]
-        return [p for p in probs if p == p]  # NaN marks a window whose inference failed
+        return judged(self.probs if n is None else self.probs[:n])
+
+    def judged_probs(self, end_index: int) -> list[float]:
+        """The probabilities of the judged whole windows inside [start, end_index): what the
+        result pools."""
+        return self._judged(window_count(max(0, end_index - self.start_index), self.chunk))
+
+    @property
+    def chunk(self) -> int:
+        """Samples per window."""
+        return self.options.model.chunk_samples
 
     def add_window(
         self, index: int, prob: float | None, window_end: int, progress: bool
@@ -141,8 +177,8 @@ class WeldTracker:
         if index != len(self.probs):
             raise ValueError(f"window {index} out of order (expected {len(self.probs)})")
         if prob is None:
-            self.probs.append(float("nan"))
-            self.degrade("inference_failed")
+            self.probs.append(NOT_JUDGED)
+            self.degrade(DegradedReason.INFERENCE_FAILED)
             return []
         self.probs.append(prob)
         judged = self._judged()
@@ -179,11 +215,10 @@ class WeldTracker:
     def result(self, end_index: int, end_reason: EndReason) -> WeldResult:
         """The verdict over the whole windows inside [start, end_index)."""
         m = self.options.model
-        n_whole = window_count(max(0, end_index - self.start_index), m.chunk_samples)
-        judged = self._judged(n_whole)
+        judged = self.judged_probs(end_index)
         reasons = set(self.degraded_reasons)
         if not judged:
-            reasons.add("too_short")
+            reasons.add(DegradedReason.TOO_SHORT)
             p, label, p_max = 0.0, 0, 0.0
         else:
             p = pool(judged, m.eval_pool_ratio)

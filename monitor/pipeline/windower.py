@@ -24,19 +24,34 @@ class HistoryError(WeldmonError):
 
 
 class SampleHistory:
-    """The latest `capacity` samples of one station, addressed by their index on its clock.
+    """The latest `capacity` samples of one station, addressed by their index on its clock,
+    and, while a hold is set, every sample from the held index on (up to `max_capacity`).
+
+    The hold is how a weld's clip is read as one time range at its end, like a capture
+    buffer's read of a segment, instead of being copied out block by block: the buffer grows
+    (doubling, up to `max_capacity`) while the held range needs it and shrinks back to
+    `capacity` on `release`. Past `max_capacity` the oldest held samples are overwritten and
+    `held_lost` says so.
 
     Ownership: `append` copies into its own buffer; `read` returns a new array.
-    Samples older than `capacity` are overwritten; reading them raises HistoryError.
+    Samples no longer held raise HistoryError when read.
     """
 
-    def __init__(self, capacity: int) -> None:
+    def __init__(self, capacity: int, max_capacity: int | None = None) -> None:
         if capacity < 1:
             raise HistoryError(f"capacity must be >= 1, got {capacity}")
-        self.capacity = capacity
+        self.base_capacity = capacity
+        self.max_capacity = max(capacity, max_capacity or capacity)
         self._buf = np.zeros(capacity, dtype=np.float32)
         self._end = 0  # index one past the newest sample
         self._start = 0  # index of the oldest sample still held
+        self._hold: int | None = None  # keep samples from this index on
+        self.held_lost = False  # the hold outgrew max_capacity: its oldest samples are gone
+
+    @property
+    def capacity(self) -> int:
+        """Samples the buffer holds now."""
+        return self._buf.size
 
     @property
     def start_index(self) -> int:
@@ -50,7 +65,25 @@ class SampleHistory:
 
     def reset(self, index: int) -> None:
         """Forget everything; the next append must start at `index` (a new stream epoch)."""
+        self.release()
         self._start = self._end = index
+
+    def hold_from(self, index: int) -> None:
+        """Keep every sample from `index` on (it must still be held) until `release`."""
+        if index < self._start:
+            raise HistoryError(f"cannot hold from {index}: the history starts at {self._start}")
+        self._hold = index
+        self.held_lost = False
+
+    def release(self) -> None:
+        """End the hold; the buffer shrinks back to its base capacity."""
+        self._hold = None
+        if self.capacity > self.base_capacity:
+            keep = min(self._end - self._start, self.base_capacity)
+            latest = self.read(self._end - keep, self._end) if keep else self._buf[:0]
+            self._buf = np.zeros(self.base_capacity, dtype=np.float32)
+            self._start = self._end - keep
+            self._write(latest, self._start)
 
     def append(self, samples: np.ndarray, start_index: int) -> None:
         """Add the samples that start at `start_index` (must continue the history)."""
@@ -59,14 +92,15 @@ class SampleHistory:
                 f"samples start at {start_index}, the history ends at {self._end}: not contiguous"
             )
         x = np.asarray(samples, dtype=np.float32)
+        end = start_index + int(x.size)
+        if self._hold is not None and end - self._hold > self.capacity:
+            self._grow(min(self.max_capacity, end - self._hold))
+            if end - self._hold > self.capacity:
+                self.held_lost = True
         if x.size > self.capacity:
             x = x[-self.capacity :]
-        n = x.size
-        pos = (start_index + int(samples.size) - n) % self.capacity
-        first = min(n, self.capacity - pos)
-        self._buf[pos : pos + first] = x[:first]
-        self._buf[: n - first] = x[first:]
-        self._end = start_index + int(samples.size)
+        self._write(x, end - x.size)
+        self._end = end
         self._start = max(self._start, self._end - self.capacity)
 
     def read(self, start: int, stop: int) -> np.ndarray:
@@ -82,6 +116,24 @@ class SampleHistory:
         out[:first] = self._buf[pos : pos + first]
         out[first:] = self._buf[: n - first]
         return out
+
+    def _write(self, x: np.ndarray, start_index: int) -> None:
+        n = x.size
+        pos = start_index % self.capacity
+        first = min(n, self.capacity - pos)
+        self._buf[pos : pos + first] = x[:first]
+        self._buf[: n - first] = x[first:]
+
+    def _grow(self, needed: int) -> None:
+        if needed <= self.capacity:
+            return
+        size = self.capacity
+        while size < needed:
+            size *= 2
+        size = min(size, self.max_capacity)
+        held = self.read(self._start, self._end)
+        self._buf = np.zeros(size, dtype=np.float32)
+        self._write(held, self._start)
 
 
 @dataclass(frozen=True, slots=True)

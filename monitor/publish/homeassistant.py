@@ -44,7 +44,7 @@ ATTRIBUTES_TEMPLATE = (
 )
 
 
-class HomeAssistantSettings(BaseModel):
+class HomeAssistantConfig(BaseModel):
     """The ``homeassistant:`` section. ``discovery_prefix`` must match HA's MQTT setting."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
@@ -98,7 +98,7 @@ def _common(prefix: str, station: str, daemon_version: str) -> dict[str, Any]:
 
 
 def _config_topic(
-    settings: HomeAssistantSettings, component: str, prefix: str, station: str, entity: str
+    settings: HomeAssistantConfig, component: str, prefix: str, station: str, entity: str
 ) -> str:
     node = f"weldmon_{_safe_id(prefix)}"
     return f"{settings.discovery_prefix}/{component}/{node}/{_safe_id(station)}_{entity}/config"
@@ -135,7 +135,7 @@ def p_defect_config(prefix: str, station: str, daemon_version: str) -> dict[str,
 
 
 def discovery_messages(
-    settings: HomeAssistantSettings, prefix: str, stations: list[str], daemon_version: str
+    settings: HomeAssistantConfig, prefix: str, stations: list[str], daemon_version: str
 ) -> list[Discovery]:
     """Every discovery config to publish (retained) for ``stations``; empty when disabled."""
     if not settings.enabled:
@@ -153,7 +153,7 @@ def discovery_messages(
 
 
 def removal_messages(
-    settings: HomeAssistantSettings, prefix: str, stations: list[str]
+    settings: HomeAssistantConfig, prefix: str, stations: list[str]
 ) -> list[Discovery]:
     """Empty retained configs that make HA delete a station's entities (station removed)."""
     return [
@@ -164,7 +164,7 @@ def removal_messages(
     ]
 
 
-def is_homeassistant_birth(settings: HomeAssistantSettings, topic: str, payload: bytes) -> bool:
+def is_homeassistant_birth(settings: HomeAssistantConfig, topic: str, payload: bytes) -> bool:
     """Whether an inbound message is HA announcing itself (re-publish discovery then)."""
     return settings.enabled and topic == settings.birth_topic and payload.strip() == HA_ONLINE
 

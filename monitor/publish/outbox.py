@@ -9,16 +9,13 @@ deduplicate on ``event_id``.
 Durability: SQLite in WAL mode with ``synchronous=FULL``; ``add`` returns only after the row is
 committed and fsynced, so it survives SIGKILL and power loss.
 
-Bound policy (``max_events``), when an add finds the box full:
-
-1. low-priority rows (progress) are dropped first, oldest first, each counted;
-2. a new low-priority event that finds no low-priority row to evict is itself dropped (counted);
-3. high-priority events (start, alert, result, error) are never dropped: the box grows past the
-   bound, every such add logs an error and counts ``over_bound``. A verdict is the product of
-   the whole system and cannot be recomputed once the audio is gone, while the rows are small
-   (about 1 KB; 10,000 results are about 10 MB), so a full disk is a far smaller risk than a
-   silently lost result. The error log and the ``depth`` gauge tell the operator the broker has
-   been unreachable for long.
+Bound policy (``max_events``): only the events a consumer must not miss are stored (start,
+alert, result, error; progress never reaches the outbox), and none is ever dropped. An add
+that finds the box full grows it past the bound, logs an error and counts ``over_bound``. A
+verdict is the product of the whole system and cannot be recomputed once the audio is gone,
+while the rows are small (about 1 KB; 10,000 results are about 10 MB), so a full disk is a
+far smaller risk than a silently lost result. The error log, the ``over_bound`` metric and
+the ``depth`` gauge tell the operator the broker has been unreachable for long.
 
 Thread safety: methods are synchronous and guarded by one lock, so the event-loop thread (the
 usual caller) and any other thread may use the same outbox.
@@ -32,7 +29,6 @@ import threading
 import time
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass
-from enum import IntEnum
 from pathlib import Path
 from types import TracebackType
 from typing import Self
@@ -42,6 +38,7 @@ import structlog
 from deploy.errors import WeldmonError
 
 SCHEMA_USER_VERSION = 1  # PRAGMA user_version of the table layout below
+LEGACY_PRIORITY = 1  # the priority column's value in every row (the column is unused)
 # How long a second process (or a checkpoint) may hold the write lock before add() fails.
 BUSY_TIMEOUT_S = 5.0
 
@@ -53,7 +50,7 @@ CREATE TABLE IF NOT EXISTS outbox (
     qos        INTEGER NOT NULL,
     retain     INTEGER NOT NULL,
     event_id   TEXT    NOT NULL UNIQUE,
-    priority   INTEGER NOT NULL,
+    priority   INTEGER NOT NULL,                   -- unused, kept so old files still open
     created_at REAL    NOT NULL                    -- unix time, seconds
 );
 CREATE INDEX IF NOT EXISTS outbox_priority_seq ON outbox (priority, seq);
@@ -66,13 +63,6 @@ class OutboxError(WeldmonError):
     """The outbox database cannot be opened, read or written."""
 
 
-class Priority(IntEnum):
-    """Which events the bound policy may drop: LOW may go, HIGH never does."""
-
-    LOW = 0  # progress
-    HIGH = 1  # start, alert, result, error
-
-
 @dataclass(frozen=True)
 class OutboxItem:
     """One stored message, exactly as it will be published."""
@@ -83,7 +73,6 @@ class OutboxItem:
     qos: int
     retain: bool
     event_id: str
-    priority: Priority
     created_at: float
 
 
@@ -94,8 +83,7 @@ class OutboxCounters:
     added: int = 0
     acked: int = 0
     duplicates: int = 0  # add() of an event_id already stored: kept once
-    dropped_low_priority: int = 0  # low-priority rows evicted or refused by the bound
-    over_bound: int = 0  # high-priority adds that grew the box past max_events
+    over_bound: int = 0  # adds that grew the box past max_events (nothing is dropped)
 
     def as_dict(self) -> dict[str, int]:
         """The counters by name, for a metrics exporter."""
@@ -142,14 +130,9 @@ class Outbox:
         qos: int,
         retain: bool,
         event_id: str,
-        priority: Priority = Priority.HIGH,
     ) -> int:
-        """Store one message durably and return its sequence number.
-
-        Returns the existing seq if ``event_id`` is already stored, and 0 when a low-priority
-        message is refused by the bound (counted in ``dropped_low_priority``).
-        """
-        priority = Priority(priority)
+        """Store one message durably and return its sequence number (the existing one if
+        ``event_id`` is already stored)."""
         with self._lock, self._transaction():
             row = self._db.execute(
                 "SELECT seq FROM outbox WHERE event_id = ?", (event_id,)
@@ -157,39 +140,18 @@ class Outbox:
             if row is not None:
                 self.counters.duplicates += 1
                 return int(row[0])
-            if self._depth >= self.max_events and not self._make_room(priority, topic, event_id):
-                return 0
+            if self._depth >= self.max_events:
+                self._over_bound(topic, event_id)
             cursor = self._db.execute(
                 "INSERT INTO outbox (topic, payload, qos, retain, event_id, priority, created_at)"
                 " VALUES (?, ?, ?, ?, ?, ?, ?)",
-                (topic, payload, qos, int(retain), event_id, int(priority), time.time()),
+                (topic, payload, qos, int(retain), event_id, LEGACY_PRIORITY, time.time()),
             )
             self._depth += 1
             self.counters.added += 1
             return int(cursor.lastrowid or 0)
 
-    def _make_room(self, priority: Priority, topic: str, event_id: str) -> bool:
-        """Apply the bound policy; False means the new message is dropped."""
-        oldest_low = self._db.execute(
-            "SELECT seq, topic, event_id FROM outbox WHERE priority = ? ORDER BY seq LIMIT 1",
-            (int(Priority.LOW),),
-        ).fetchone()
-        if oldest_low is not None:
-            self._db.execute("DELETE FROM outbox WHERE seq = ?", (oldest_low[0],))
-            self._depth -= 1
-            self.counters.dropped_low_priority += 1
-            log.warning(
-                "outbox.dropped_low_priority",
-                topic=oldest_low[1],
-                event_id=oldest_low[2],
-                depth=self._depth,
-                max_events=self.max_events,
-            )
-            return True
-        if priority == Priority.LOW:
-            self.counters.dropped_low_priority += 1
-            log.warning("outbox.refused_low_priority", topic=topic, event_id=event_id)
-            return False
+    def _over_bound(self, topic: str, event_id: str) -> None:
         self.counters.over_bound += 1
         log.error(
             "outbox.over_bound",
@@ -197,9 +159,8 @@ class Outbox:
             event_id=event_id,
             depth=self._depth + 1,
             max_events=self.max_events,
-            note="high-priority events are never dropped; the broker is unreachable for long",
+            note="events are never dropped; the broker has been unreachable for long",
         )
-        return True
 
     def ack(self, seq: int) -> None:
         """Remove a message the broker has acknowledged (unknown seq: no-op)."""
@@ -215,7 +176,7 @@ class Outbox:
         with self._lock:
             try:
                 rows = self._db.execute(
-                    "SELECT seq, topic, payload, qos, retain, event_id, priority, created_at"
+                    "SELECT seq, topic, payload, qos, retain, event_id, created_at"
                     " FROM outbox ORDER BY seq LIMIT ?",
                     (limit,),
                 ).fetchall()
@@ -229,8 +190,7 @@ class Outbox:
                 qos=r[3],
                 retain=bool(r[4]),
                 event_id=r[5],
-                priority=Priority(r[6]),
-                created_at=r[7],
+                created_at=r[6],
             )
             for r in rows
         ]

@@ -11,11 +11,10 @@ Ownership and overload:
 - Inbound messages on ``subscriptions`` are handed to ``on_message(topic, payload)`` on the
   event loop; an exception there is counted and logged, the connection stays up.
 
-Reconnecting is one loop in :meth:`MqttPublisher.run`: one attempt at a time, waiting a random
-time between ``reconnect_min_s`` and an exponentially growing ceiling capped at
-``reconnect_max_s`` ("full jitter" with a floor, so many daemons restarting together do not
-hammer the broker in lockstep). Every connect publishes the retained ``online`` status (the
-last will is the retained ``offline``), restores the subscriptions, then drains the outbox.
+Reconnecting is one loop in :meth:`MqttPublisher.run`: one attempt at a time, waiting
+`monitor.backoff.backoff_delay` (capped exponential with full jitter, from
+``reconnect_min_s`` to ``reconnect_max_s``). Every connect publishes the retained ``online``
+status (the last will is the retained ``offline``), restores the subscriptions, then drains.
 """
 
 from __future__ import annotations
@@ -24,7 +23,6 @@ import asyncio
 import collections
 import contextlib
 import random
-import ssl
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
@@ -35,10 +33,10 @@ import aiomqtt
 import structlog
 
 from deploy.errors import WeldmonError
-from monitor.backoff import backoff_delay
-from monitor.events import Event, WeldProgress, qos_for, retain_for, status_topic, topic_for
-from monitor.publish.outbox import Outbox, Priority
-from monitor.publish.settings import MqttSettings
+from monitor.backoff import RateLimitedLog, backoff_delay
+from monitor.events import EVENTS_RETAINED, Event, WeldProgress, qos_for, status_topic, topic_for
+from monitor.publish.outbox import Outbox
+from monitor.publish.settings import MqttConfig
 
 DRAIN_BATCH = 64  # outbox rows read per query while draining
 # Progress publishes awaiting the socket at once; more means the link is stalled, so drop.
@@ -55,7 +53,7 @@ log = structlog.get_logger(__name__)
 
 
 class PublisherError(WeldmonError):
-    """The publisher cannot be set up (bad TLS files, used twice)."""
+    """The publisher was used twice (run() while it already runs)."""
 
 
 @dataclass
@@ -96,7 +94,7 @@ class MqttPublisher:
 
     def __init__(
         self,
-        settings: MqttSettings,
+        settings: MqttConfig,
         outbox: Outbox,
         *,
         status_payload: Callable[[str], bytes],
@@ -115,7 +113,7 @@ class MqttPublisher:
         self._subscriptions = list(subscriptions)
         self._connect_messages = connect_messages
         self._rng = rng or random.Random()
-        self._tls_context = _tls_context(settings) if settings.tls.enabled else None
+        self._tls_context = settings.tls.ssl_context() if settings.tls.enabled else None
         self._failures = 0
         self._ever_connected = False
         self._session_was_up = False  # the current session got past CONNACK and setup
@@ -128,7 +126,7 @@ class MqttPublisher:
         self._run_task: asyncio.Task[None] | None = None
         self._owned_task: asyncio.Task[None] | None = None
         self._volatile_tasks: set[asyncio.Task[None]] = set()
-        self._failure_log = _RateLimitedLog(FAILURE_LOG_INTERVAL_S)
+        self._failure_log = RateLimitedLog(FAILURE_LOG_INTERVAL_S)
 
     @property
     def outbox(self) -> Outbox:
@@ -144,9 +142,7 @@ class MqttPublisher:
         if isinstance(event, WeldProgress):
             self.publish_volatile(topic, event.to_json())
             return
-        self._outbox.add(
-            topic, event.to_json(), qos_for(event), retain_for(event), event.event_id, Priority.HIGH
-        )
+        self._outbox.add(topic, event.to_json(), qos_for(event), EVENTS_RETAINED, event.event_id)
         self.notify()
 
     def notify(self) -> None:
@@ -168,6 +164,22 @@ class MqttPublisher:
         task = asyncio.get_running_loop().create_task(client.publish(topic, payload, qos=0))
         self._volatile_tasks.add(task)
         task.add_done_callback(self._volatile_done)
+
+    async def announce(self, state: str = "online") -> bool:
+        """Publish the retained status now (e.g. after a reload changed the model it names);
+        False when disconnected."""
+        return await self.publish_now(*self._status(state), retain=True)
+
+    def _status(self, state: str) -> tuple[str, bytes]:
+        """The retained status message for `state`: (topic, payload)."""
+        return status_topic(self.settings.topic_prefix), self._status_payload(state)
+
+    async def publish_all(self, messages: Sequence[tuple[str, bytes, bool]], what: str) -> int:
+        """`publish_now` each (topic, payload, retain) at QoS 1; logs and returns how many
+        went out (``what`` names them in the log line)."""
+        sent = sum([await self.publish_now(t, p, retain=r) for t, p, r in messages])
+        log.info("mqtt.published_now", what=what, messages=sent, of=len(messages))
+        return sent
 
     async def publish_now(
         self, topic: str, payload: bytes, *, qos: int = 1, retain: bool = False
@@ -276,7 +288,6 @@ class MqttPublisher:
 
     def _make_client(self) -> aiomqtt.Client:
         s = self.settings
-        prefix = s.topic_prefix
         return aiomqtt.Client(
             s.host,
             s.port,
@@ -286,9 +297,7 @@ class MqttPublisher:
             keepalive=s.keepalive_s,
             timeout=s.connect_timeout_s,
             tls_context=self._tls_context,
-            will=aiomqtt.Will(
-                status_topic(prefix), self._status_payload("offline"), qos=1, retain=True
-            ),
+            will=aiomqtt.Will(*self._status("offline"), qos=1, retain=True),
         )
 
     async def _session(self) -> None:
@@ -299,12 +308,7 @@ class MqttPublisher:
         async with client:
             self._client = client
             try:
-                await client.publish(
-                    status_topic(self.settings.topic_prefix),
-                    self._status_payload("online"),
-                    qos=1,
-                    retain=True,
-                )
+                await client.publish(*self._status("online"), qos=1, retain=True)
                 for topic_filter in self._subscriptions:
                     await client.subscribe(topic_filter, qos=1)
                 if self._connect_messages is not None:
@@ -383,12 +387,7 @@ class MqttPublisher:
     async def _publish_final_status(self, client: aiomqtt.Client) -> None:
         if self._outbox.depth:
             log.warning("mqtt.close_left_pending", outbox_depth=self._outbox.depth)
-        await client.publish(
-            status_topic(self.settings.topic_prefix),
-            self._status_payload(self._final_state),
-            qos=1,
-            retain=True,
-        )
+        await client.publish(*self._status(self._final_state), qos=1, retain=True)
         log.info("mqtt.stopped", state=self._final_state)
 
     # -- failures ----------------------------------------------------------------------------
@@ -414,41 +413,3 @@ class MqttPublisher:
         assert self._stopping is not None
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(self._stopping.wait(), timeout=delay_s)
-
-
-class _RateLimitedLog:
-    """Allows one log line per interval; counts what it suppressed in between."""
-
-    def __init__(self, interval_s: float) -> None:
-        self._interval_s = interval_s
-        self._last = -float("inf")
-        self._suppressed = 0
-
-    def allow(self) -> int | None:
-        """The number suppressed since the last allowed line, or None to stay quiet now."""
-        now = time.monotonic()
-        if now - self._last < self._interval_s:
-            self._suppressed += 1
-            return None
-        self._last, suppressed, self._suppressed = now, self._suppressed, 0
-        return suppressed
-
-    def reset(self) -> None:
-        """Log the next failure at once (a new outage starts)."""
-        self._last = -float("inf")
-        self._suppressed = 0
-
-
-def _tls_context(settings: MqttSettings) -> ssl.SSLContext:
-    tls = settings.tls
-    try:
-        context = ssl.create_default_context(
-            cafile=str(tls.ca_file) if tls.ca_file is not None else None
-        )
-        if tls.cert_file is not None and tls.key_file is not None:
-            context.load_cert_chain(str(tls.cert_file), str(tls.key_file))
-    except (ssl.SSLError, OSError) as exc:
-        raise PublisherError(f"mqtt.tls: cannot load certificates: {exc}") from exc
-    # paho semantics of "insecure": skip the hostname check, still verify the chain.
-    context.check_hostname = not tls.insecure
-    return context

@@ -8,11 +8,13 @@ from __future__ import annotations
 
 import re
 import socket
+import ssl
 from pathlib import Path
 from typing import Self
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
 
+from deploy.errors import WeldmonError
 from monitor.events import DEFAULT_TOPIC_PREFIX
 
 DEFAULT_PORT = 1883  # IANA MQTT over TCP
@@ -26,13 +28,17 @@ MAX_CLIENT_ID_CHARS = 64
 _TOPIC_FORBIDDEN = ("+", "#", "\x00")
 
 
+class MqttConfigError(WeldmonError):
+    """The ``mqtt:`` section names files that cannot be used (TLS certificates)."""
+
+
 def default_client_id() -> str:
     """``weldmon-{hostname}``, restricted to characters every broker accepts."""
     host = re.sub(r"[^A-Za-z0-9_-]", "-", socket.gethostname()) or "host"
     return f"weldmon-{host}"[:MAX_CLIENT_ID_CHARS]
 
 
-class TlsSettings(BaseModel):
+class TlsConfig(BaseModel):
     """TLS to the broker. ``ca_file`` unset means the system trust store; ``insecure`` only
     skips the hostname check (the chain is still verified against the CA)."""
 
@@ -43,6 +49,20 @@ class TlsSettings(BaseModel):
     cert_file: Path | None = None  # client certificate (mutual TLS), with key_file
     key_file: Path | None = None
     insecure: bool = False
+
+    def ssl_context(self) -> ssl.SSLContext:
+        """The client context for these files; MqttConfigError names what cannot be loaded."""
+        try:
+            context = ssl.create_default_context(
+                cafile=str(self.ca_file) if self.ca_file is not None else None
+            )
+            if self.cert_file is not None and self.key_file is not None:
+                context.load_cert_chain(str(self.cert_file), str(self.key_file))
+        except (ssl.SSLError, OSError) as exc:
+            raise MqttConfigError(f"mqtt.tls: cannot load certificates: {exc}") from exc
+        # paho semantics of "insecure": skip the hostname check, still verify the chain.
+        context.check_hostname = not self.insecure
+        return context
 
     @model_validator(mode="after")
     def _files_usable(self) -> Self:
@@ -56,7 +76,7 @@ class TlsSettings(BaseModel):
         return self
 
 
-class MqttSettings(BaseModel):
+class MqttConfig(BaseModel):
     """Connection to one MQTT broker."""
 
     model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
@@ -66,7 +86,7 @@ class MqttSettings(BaseModel):
     port: int = Field(DEFAULT_PORT, ge=1, le=65535)
     username: str | None = None
     password: SecretStr | None = None
-    tls: TlsSettings = TlsSettings()
+    tls: TlsConfig = TlsConfig()
     topic_prefix: str = DEFAULT_TOPIC_PREFIX
     client_id: str = Field(
         default_factory=default_client_id, min_length=1, max_length=MAX_CLIENT_ID_CHARS

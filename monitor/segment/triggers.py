@@ -16,7 +16,7 @@ from typing import Literal
 
 import numpy as np
 
-from deploy.segment.protocol import Boundary, SegmentationError
+from deploy.segment.protocol import NO_FRAMES, Boundary, Frames, SegmentationError, Segmenter
 
 # How far back a trigger may place a start (s): covers MQTT and capture latency; a start older
 # than this is clamped to the oldest sample still held.
@@ -25,11 +25,12 @@ DEFAULT_TRIGGER_MAX_WELD_S = 600.0  # a lost "stop" message cannot hold a weld o
 MAX_PENDING_TRIGGERS = 64  # a flood of triggers is not a weld; the excess is counted, dropped
 
 
-class FileSegmenter:
+class FileSegmenter(Segmenter):
     """One weld per stream: it starts at the first sample and ends where the stream ends."""
 
     def __init__(self) -> None:
         self._start: int | None = None
+        self._start_due = False  # the first block arrived; its start boundary is not out yet
         self._closed = False
 
     @property
@@ -42,14 +43,22 @@ class FileSegmenter:
         """A file weld starts at the first sample: nothing to look back at."""
         return 0
 
-    def process(self, samples: np.ndarray, start_index: int) -> list[Boundary]:
-        """The first block opens the weld."""
+    def take(self, samples: np.ndarray, start_index: int) -> Frames:
+        """The first block opens the weld; nothing is measured."""
         if self._closed:
             raise SegmentationError("process() after close()")
         if self._start is None:
             self._start = start_index
-            return [Boundary("start", start_index)]
-        return []
+            self._start_due = True
+        return NO_FRAMES
+
+    def decide(self, measured: np.ndarray) -> list[Boundary]:
+        """The start boundary, after the first block."""
+        if not self._start_due:
+            return []
+        self._start_due = False
+        assert self._start is not None
+        return [Boundary("start", self._start)]
 
     def close(self, end_index: int) -> list[Boundary]:
         """The stream ended: the weld ends with it."""
@@ -60,7 +69,7 @@ class FileSegmenter:
         return [Boundary("end", end_index)]
 
 
-class TriggerSegmenter:
+class TriggerSegmenter(Segmenter):
     """Welds delimited by pushed start/stop triggers (sample indices on the station's clock)."""
 
     def __init__(self, sample_rate: int, max_weld_s: float) -> None:
@@ -93,8 +102,8 @@ class TriggerSegmenter:
             return
         self._pending.append((state, index))
 
-    def process(self, samples: np.ndarray, start_index: int) -> list[Boundary]:
-        """Advance the clock to the end of this block and apply the triggers it reaches."""
+    def take(self, samples: np.ndarray, start_index: int) -> Frames:
+        """Advance the clock to the end of this block; nothing is measured."""
         if self._closed:
             raise SegmentationError("process() after close()")
         if self._stream_start is None:
@@ -102,13 +111,17 @@ class TriggerSegmenter:
         if start_index < self._end:
             raise SegmentationError(f"block at {start_index} is before the stream end {self._end}")
         self._end = start_index + int(np.asarray(samples).size)
+        return NO_FRAMES
+
+    def decide(self, measured: np.ndarray) -> list[Boundary]:
+        """Apply the triggers the clock has reached; cut a weld at max_weld_s."""
         out: list[Boundary] = []
         while self._pending and self._pending[0][1] <= self._end:
             state, index = self._pending.popleft()
             self._apply(state, index, out)
         if self._start is not None and self._end - self._start >= self._max_weld:
             self.forced_ends += 1
-            self._finish(self._start + self._max_weld, out)
+            self._finish(self._start + self._max_weld, out, forced=True)
         return out
 
     def close(self, end_index: int) -> list[Boundary]:
@@ -137,9 +150,9 @@ class TriggerSegmenter:
         else:
             self._finish(index, out)
 
-    def _finish(self, index: int, out: list[Boundary]) -> None:
+    def _finish(self, index: int, out: list[Boundary], forced: bool = False) -> None:
         assert self._start is not None
         index = max(index, self._start)
-        out.append(Boundary("end", index))
+        out.append(Boundary("end", index, forced))
         self._start = None
         self._last_boundary = index

@@ -20,7 +20,7 @@ import yaml
 from tests.support.broker import MosquittoBroker
 from tests.support.shifts import RATE_HZ
 
-STOP_LIMIT_S = 10.0  # issue 5: exit within 10 s of SIGTERM
+STOP_LIMIT_S = 10.0  # the stop requirement: exit within 10 s of SIGTERM
 LOG_POLL_S = 0.1  # how often a wait re-reads the log file
 TAIL_CHARS = 4000  # log characters shown in a failure message
 REPO_ROOT = Path(__file__).resolve().parents[2]  # cwd of the daemon, so `weldmon` imports

@@ -1,0 +1,239 @@
+"""The ordered half of the pipeline: from submitted windows to events, in the order they
+happened.
+
+The feed side (`monitor.pipeline.core`) puts three kinds of item into one bounded queue: a
+weld's start, each window it submitted to the inference worker (with the future of its
+probability), and a weld's end. One consumer task takes them in order, awaits each window's
+probability, feeds the weld's tracker and emits what it returns, so a result is emitted only
+after every window before it was judged. Overload: the queue holds at most `max_in_flight`
+items; beyond that the feed side waits (back-pressure to the source).
+
+It also counts, per inference worker, the welds started on it whose result is not out yet,
+so a worker retired by a model reload is stopped only once its last weld is judged.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import contextlib
+import math
+import time
+from collections.abc import Callable
+from concurrent.futures import Future
+from dataclasses import dataclass
+from typing import Literal, Self
+
+import numpy as np
+import structlog
+
+from monitor.events import EndReason, Event, WeldResult
+from monitor.pipeline.inference import InferenceWorker
+from monitor.pipeline.tracker import WeldTracker
+from monitor.pipeline.windower import WeldWindower, Window
+
+log = structlog.get_logger(__name__)
+
+EventSink = Callable[[Event], None]
+# (result, the weld's audio [start, end) at the model rate, its judged window probabilities)
+# -> the result to emit (e.g. with clip_path set). Called on the event loop: must not block.
+WeldAudioHook = Callable[[WeldResult, np.ndarray, list[float]], WeldResult]
+# Seconds from a window's submission to its probability; called on the inference thread.
+WindowLatencyHook = Callable[[float], None]
+
+
+@dataclass
+class OpenWeld:
+    """A weld between its start and end boundaries."""
+
+    tracker: WeldTracker
+    windower: WeldWindower
+    worker: InferenceWorker  # the model it started with judges all its windows
+
+
+@dataclass
+class VerdictCounters:
+    """Monotonic counters of the ordered half."""
+
+    windows: int = 0  # submitted (or lost at submission)
+    windows_failed: int = 0  # lost at submission, or inference failed
+    results: int = 0
+
+
+_WindowItem = tuple[Literal["window"], WeldTracker, Window, "Future[float] | None"]
+_EventItem = tuple[Literal["event"], Event]
+# (end, weld, end index, reason, the weld's audio for the weld_audio hook or None)
+_EndItem = tuple[Literal["end"], OpenWeld, int, EndReason, np.ndarray | None]
+
+
+class VerdictQueue:
+    """One pipeline's ordered window -> event stage; use `async with` (or start / close)."""
+
+    def __init__(
+        self,
+        emit: EventSink,
+        max_in_flight: int,
+        *,
+        progress: bool = True,
+        weld_audio: WeldAudioHook | None = None,
+        on_window: WindowLatencyHook | None = None,
+    ) -> None:
+        self.emit = emit
+        self.progress = progress
+        self.counters = VerdictCounters()
+        self._weld_audio = weld_audio
+        self._on_window = on_window
+        self._items: asyncio.Queue[_WindowItem | _EventItem | _EndItem] = asyncio.Queue(
+            maxsize=max(1, max_in_flight)
+        )
+        self._consumer: asyncio.Task[None] | None = None
+        self._pending_since: collections.deque[float] = collections.deque()  # monotonic s
+        self._users: dict[int, int] = {}  # id(worker) -> welds started on it, not yet ended
+        self._released = asyncio.Event()
+
+    def start(self) -> None:
+        """Start the consumer task (event loop)."""
+        self._consumer = asyncio.create_task(self._consume(), name="weldmon-pipeline-consumer")
+
+    async def close(self) -> None:
+        """Emit everything queued, then stop the consumer."""
+        await self.drain()
+        if self._consumer is not None:
+            self._consumer.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._consumer
+
+    async def __aenter__(self) -> Self:
+        self.start()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
+
+    def check(self) -> None:
+        """Raise what stopped the consumer, if it died; RuntimeError before `start`."""
+        task = self._consumer
+        if task is None:
+            raise RuntimeError("use the pipeline inside `async with`")
+        if task.done() and not task.cancelled():
+            failure = task.exception()
+            if failure is not None:
+                raise failure
+
+    async def drain(self) -> None:
+        """Wait until every item queued so far is handled and its events emitted."""
+        self.check()
+        await self._items.join()
+
+    @property
+    def oldest_pending_at(self) -> float | None:
+        """time.monotonic() when the oldest window still awaiting its probability was
+        submitted; None when none waits. Safe to read from another thread."""
+        try:
+            return self._pending_since[0]
+        except IndexError:
+            return None
+
+    def welds_using(self, worker: InferenceWorker) -> int:
+        """Welds started on `worker` whose result has not been emitted yet."""
+        return self._users.get(id(worker), 0)
+
+    async def wait_unused(self, worker: InferenceWorker) -> None:
+        """Return once no weld started on `worker` is waiting for its result."""
+        while self.welds_using(worker) > 0:
+            self._released.clear()
+            await self._released.wait()
+
+    # -- the feed side ------------------------------------------------------------------------
+
+    async def started(self, weld: OpenWeld) -> None:
+        """A weld began: its start event, in order."""
+        self._users[id(weld.worker)] = self._users.get(id(weld.worker), 0) + 1
+        await self._items.put(("event", weld.tracker.start_event()))
+
+    async def submit(self, weld: OpenWeld, windows: list[Window]) -> None:
+        """Hand `windows` to the weld's worker; their probabilities are awaited in order."""
+        for w in windows:
+            future: Future[float] | None
+            submitted = time.monotonic()
+            try:
+                future = weld.worker.submit(w.samples)
+            except Exception as exc:  # overload or a stopped worker: the window is lost, counted
+                log.error("window_not_judged", weld_id=weld.tracker.weld_id, error=str(exc))
+                future = None
+            if future is not None and self._on_window is not None:
+                future.add_done_callback(self._latency_callback(submitted))
+            self.counters.windows += 1
+            self._pending_since.append(submitted)
+            await self._items.put(("window", weld.tracker, w, future))
+
+    async def ended(
+        self, weld: OpenWeld, end_index: int, reason: EndReason, audio: np.ndarray | None
+    ) -> None:
+        """A weld ended at `end_index`: its result (with `audio` for the hook), in order."""
+        await self._items.put(("end", weld, end_index, reason, audio))
+
+    # -- the consumer ---------------------------------------------------------------------------
+
+    def _latency_callback(self, submitted: float) -> Callable[[Future[float]], None]:
+        hook = self._on_window
+        assert hook is not None
+
+        def done(future: Future[float]) -> None:
+            if not future.cancelled() and future.exception() is None:
+                hook(time.monotonic() - submitted)
+
+        return done
+
+    async def _consume(self) -> None:
+        while True:
+            item = await self._items.get()
+            try:
+                await self._handle(item)
+            finally:
+                self._items.task_done()
+
+    async def _handle(self, item: _WindowItem | _EventItem | _EndItem) -> None:
+        if item[0] == "event":
+            self.emit(item[1])
+        elif item[0] == "window":
+            _, tracker, window, future = item
+            try:
+                prob = await self._probability(tracker, future)
+            finally:
+                self._pending_since.popleft()
+            for event in tracker.add_window(window.index, prob, window.end, self.progress):
+                self.emit(event)
+        else:
+            _, weld, end_index, reason, audio = item
+            self.counters.results += 1
+            try:
+                self.emit(self._result(weld, end_index, reason, audio))
+            finally:
+                key = id(weld.worker)
+                self._users[key] -= 1
+                if not self._users[key]:
+                    del self._users[key]
+                self._released.set()
+
+    def _result(
+        self, weld: OpenWeld, end_index: int, reason: EndReason, audio: np.ndarray | None
+    ) -> WeldResult:
+        result = weld.tracker.result(end_index, reason)
+        if audio is None or audio.size == 0 or self._weld_audio is None:
+            return result
+        return self._weld_audio(result, audio, weld.tracker.judged_probs(end_index))
+
+    async def _probability(
+        self, tracker: WeldTracker, future: Future[float] | None
+    ) -> float | None:
+        if future is None:
+            self.counters.windows_failed += 1
+            return None
+        try:
+            prob = await asyncio.wrap_future(future)
+        except Exception as exc:  # the worker already logged it; the weld says it is degraded
+            self.counters.windows_failed += 1
+            log.warning("window_failed", weld_id=tracker.weld_id, error=str(exc))
+            return None
+        return prob if math.isfinite(prob) else None

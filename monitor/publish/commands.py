@@ -1,0 +1,186 @@
+"""Inbound MQTT: the command router the publisher hands every received message to.
+
+Three kinds of message come in, each on its own topic:
+
+- ``{prefix}/cmd/reload``: reload the model (empty, the word ``reload``, or a JSON object
+  with an optional ``request_id`` echoed in the log);
+- Home Assistant's birth message on ``{discovery_prefix}/status``: re-send the discovery
+  configs (`discovery`, also sent at every connect);
+- ``{prefix}/{station}/trigger`` (trigger mode): a weld starts or stops at arrival time.
+
+The router parses and dispatches to handlers the daemon gives it; a malformed message is
+logged and reported to ``malformed(kind)`` (the metric counts it) and goes no further.
+Called on the event loop; handlers must not block.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, Literal
+
+import structlog
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from monitor.events import (
+    DEFAULT_TOPIC_PREFIX,
+    STATION_PATTERN,
+    MalformedMessageError,
+    TriggerMessage,
+    first_errors,
+    trigger_subscription,
+)
+from monitor.publish.homeassistant import (
+    Discovery,
+    HomeAssistantConfig,
+    discovery_messages,
+    is_homeassistant_birth,
+)
+from weldmon import __version__
+
+# An inbound trigger is a word or a tiny JSON object; anything longer is not one of ours, and
+# the bound keeps json.loads away from pathological nesting.
+MAX_TRIGGER_PAYLOAD_BYTES = 1024
+RELOAD_WORD = b"reload"
+MAX_COMMAND_PAYLOAD_BYTES = 1024  # a command is a word or a tiny JSON object
+
+MalformedKind = Literal["command", "trigger"]
+
+log = structlog.get_logger(__name__)
+
+
+def reload_topic(prefix: str) -> str:
+    """The command topic that asks for a reload."""
+    return f"{prefix}/cmd/reload"
+
+
+class ReloadCommand(BaseModel):
+    """``{prefix}/cmd/reload`` payload: empty, the word ``reload``, or a JSON object with an
+    optional ``request_id`` echoed in the log."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    request_id: str | None = Field(None, min_length=1, max_length=128)
+
+
+def parse_reload_command(payload: bytes) -> ReloadCommand:
+    """Parse a reload command; raises MalformedMessageError for anything else."""
+    if len(payload) > MAX_COMMAND_PAYLOAD_BYTES:
+        raise MalformedMessageError(f"command payload longer than {MAX_COMMAND_PAYLOAD_BYTES} B")
+    text = payload.strip()
+    if not text or text == RELOAD_WORD:
+        return ReloadCommand()
+    try:
+        data = json.loads(text)
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise MalformedMessageError(f"not 'reload' or a JSON object: {exc}") from exc
+    if not isinstance(data, dict):
+        raise MalformedMessageError(f"expected a JSON object, got {type(data).__name__}")
+    try:
+        return ReloadCommand.model_validate(data)
+    except ValidationError as exc:
+        raise MalformedMessageError(f"bad reload command: {exc.errors()[0]['msg']}") from exc
+
+
+def station_from_trigger_topic(topic: str, prefix: str = DEFAULT_TOPIC_PREFIX) -> str:
+    """The station named by a trigger topic; raises MalformedMessageError for other topics."""
+    head, sep, rest = topic.partition(f"{prefix}/")
+    station, _, tail = rest.partition("/")
+    if head or not sep or tail != "trigger" or not re.fullmatch(STATION_PATTERN, station):
+        raise MalformedMessageError(f"not a trigger topic under {prefix!r}: {topic!r}")
+    return station
+
+
+def parse_trigger(payload: bytes) -> TriggerMessage:
+    """Parse an inbound trigger payload; anything else raises MalformedMessageError."""
+    if len(payload) > MAX_TRIGGER_PAYLOAD_BYTES:
+        raise MalformedMessageError(
+            f"trigger payload is {len(payload)} bytes, limit {MAX_TRIGGER_PAYLOAD_BYTES}"
+        )
+    try:
+        text = payload.decode("utf-8").strip()
+    except UnicodeDecodeError as exc:
+        raise MalformedMessageError("trigger payload is not UTF-8") from exc
+    if text.lower() in ("start", "stop"):
+        return TriggerMessage(state=text.lower())  # type: ignore[arg-type]
+    try:
+        data: Any = json.loads(text)
+    except (ValueError, RecursionError) as exc:
+        raise MalformedMessageError(
+            f"trigger payload is neither start/stop nor JSON: {text[:80]!r}"
+        ) from exc
+    if isinstance(data, str) and data.strip().lower() in ("start", "stop"):
+        return TriggerMessage(state=data.strip().lower())  # type: ignore[arg-type]
+    try:
+        return TriggerMessage.model_validate(data)
+    except ValidationError as exc:
+        raise MalformedMessageError(f"bad trigger message: {first_errors(exc)}") from exc
+
+
+@dataclass(frozen=True)
+class CommandHandlers:
+    """What the router calls; all on the event loop."""
+
+    reload: Callable[[str], None]  # the request's origin, for the log
+    # (station, "start"|"stop", arrival UTC) -> False when the trigger was ignored
+    trigger: Callable[[str, Literal["start", "stop"], float], bool]
+    homeassistant_birth: Callable[[], None]  # Home Assistant restarted: send discovery again
+    malformed: Callable[[MalformedKind], None]  # a message that is none of ours was dropped
+
+
+class CommandRouter:
+    """Dispatches inbound messages by topic; ``subscriptions`` are the filters it serves."""
+
+    def __init__(
+        self,
+        prefix: str,
+        homeassistant: HomeAssistantConfig,
+        stations: list[str],
+        handlers: CommandHandlers,
+        *,
+        triggers: bool,
+    ) -> None:
+        self.prefix = prefix
+        self.homeassistant = homeassistant
+        self.stations = stations
+        self.handlers = handlers
+        self.subscriptions = [trigger_subscription(prefix)] if triggers else []
+        self.subscriptions.append(reload_topic(prefix))
+        if homeassistant.enabled:
+            self.subscriptions.append(homeassistant.birth_topic)
+
+    def discovery(self) -> list[Discovery]:
+        """Home Assistant's discovery configs for the stations (empty when disabled): sent at
+        every connect and again when Home Assistant announces itself."""
+        return discovery_messages(self.homeassistant, self.prefix, self.stations, __version__)
+
+    def __call__(self, topic: str, payload: bytes) -> None:
+        """Handle one inbound message (the publisher's ``on_message``)."""
+        if topic == reload_topic(self.prefix):
+            try:
+                command = parse_reload_command(payload)
+            except MalformedMessageError as exc:
+                self._malformed("command", topic, exc)
+                return
+            self.handlers.reload(f"mqtt request_id={command.request_id}")
+            return
+        ha = self.homeassistant
+        if ha.enabled and topic == ha.birth_topic:
+            if is_homeassistant_birth(ha, topic, payload):
+                self.handlers.homeassistant_birth()
+            return
+        try:
+            station = station_from_trigger_topic(topic, self.prefix)
+            trigger = parse_trigger(payload)
+        except MalformedMessageError as exc:
+            self._malformed("trigger", topic, exc)
+            return
+        if not self.handlers.trigger(station, trigger.state, time.time()):
+            log.warning("trigger_ignored", station=station, state=trigger.state)
+
+    def _malformed(self, kind: MalformedKind, topic: str, exc: MalformedMessageError) -> None:
+        self.handlers.malformed(kind)
+        log.warning(f"malformed_{kind}", topic=topic, error=str(exc))
