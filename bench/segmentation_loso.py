@@ -41,10 +41,11 @@ import numpy as np
 REPO_ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO_ROOT))
 
+from deploy.segment.crackle import CrackleSegmenter  # noqa: E402
 from deploy.segment.crackle_params import CrackleParams  # noqa: E402
 from deploy.segment.gate import GateParams  # noqa: E402
 from deploy.segment.gate import segment_recording as gate_segment  # noqa: E402
-from deploy.segment.offline import segment_recording as crackle_segment  # noqa: E402
+from deploy.segment.offline import segment_recording  # noqa: E402
 from tests.support.arc_truth import recording_with_truth  # noqa: E402
 from tests.support.data import Recording, weld_audio_root  # noqa: E402
 from tests.support.factory_floor import (  # noqa: E402
@@ -111,7 +112,7 @@ def crackle_family(quick: bool) -> Family:
     return Family(
         "crackle",
         _unique(grid),
-        lambda x, rate, p: crackle_segment(x, rate, p),  # type: ignore[arg-type]
+        lambda x, rate, p: segment_recording(x, rate, CrackleSegmenter(p, rate)),  # type: ignore[arg-type]
         lambda p: (
             f"on {p.crackle_on:g}, edge {p.edge_db:g} dB, ref {p.ref_s:g} s"  # type: ignore[attr-defined]
         ),

@@ -14,8 +14,9 @@ circular. ``audio_clock_offset`` does it for a decoded recording.
 
 Used by training (the arc as ground truth), the segmentation bench and replay's ``current``
 mode (the log as the welder's process data). The dataset does not say in which unit
-``Wire Consumed`` counts; its rate while welding, 50-62 per second, fits millimetres (3-3.7
-m/min, a usual MAG wire feed), and no other unit gives a plausible feed, so it is read as mm.
+``Wire Consumed`` counts; read as millimetres its rate while welding is 2.8-5.6 m/min in 20
+of the 23 runs and 10 m/min in the two 290 A runs (usual MAG wire feeds; cm or inches would
+give 28-100 m/min), so it is read as mm.
 ``Feed`` (2-53, not monotonic) is left out: its meaning is not documented.
 """
 
@@ -31,13 +32,8 @@ import numpy as np
 
 from deploy.errors import WeldmonError
 from deploy.segment.levels import frame_rms_db
+from deploy.segment.process import ARC_BRIDGE_S, ARC_CURRENT_A, ProcessSample
 
-# The arc burns when the primary weld current exceeds this (A). Before ignition the wire
-# feeder shows 2-4 A of creep current for about a second; a burning MAG arc draws 100-300 A.
-ARC_CURRENT_A = 5.0
-# Dropouts in the logged current shorter than this (s) belong to the same arc: burn-through
-# runs show the current dipping below 5 A for one or two rows (about 0.1-0.2 s) mid-weld.
-ARC_BRIDGE_S = 1.0
 # How far the log clock may be from the audio clock (s): the dataset README says a second or
 # two; +-3 s leaves margin on both sides.
 OFFSET_SEARCH_S = 3.0
@@ -219,3 +215,20 @@ def audio_clock_offset(log: SensorLog, mono: np.ndarray, sample_rate: int) -> fl
         raise SensorLogError(f"{log.path}: the recording is too short to align the log to")
     level = frame_rms_db(mono[: mono.size // frame_len * frame_len], frame_len)
     return estimate_clock_offset(log, level, frame_len / sample_rate)
+
+
+def process_samples(log: SensorLog, offset_s: float, sample_rate: int) -> list[ProcessSample]:
+    """The log's rows as process samples on the audio's sample clock (``audio time = log
+    time + offset_s``, at ``sample_rate``): current, voltage and the wire counter."""
+    n = log.time_s.size
+    voltage = log.voltage_v if log.voltage_v is not None else np.full(n, math.nan)
+    wire = log.wire_consumed_m if log.wire_consumed_m is not None else np.full(n, math.nan)
+    return [
+        ProcessSample(
+            round((float(t) + offset_s) * sample_rate),
+            float(i),
+            float(v),
+            wire_consumed_m=float(w),
+        )
+        for t, i, v, w in zip(log.time_s, log.current_a, voltage, wire, strict=True)
+    ]

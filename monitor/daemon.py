@@ -29,7 +29,14 @@ from monitor.audio.blocks import AudioBlock
 from monitor.audio.capture_thread import CaptureThread, Lost, Opened
 from monitor.audio.silence import SilenceWatch
 from monitor.config import MonitorConfig
-from monitor.events import DegradedReason, EndReason, ErrorCode, Source, WeldResult
+from monitor.events import (
+    DegradedReason,
+    EndReason,
+    ErrorCode,
+    ProcessReading,
+    Source,
+    WeldResult,
+)
 from monitor.ops.clips import ClipWriter
 from monitor.ops.notify import WatchdogGate
 from monitor.ops.status import Operations
@@ -77,7 +84,11 @@ class Daemon:
         )
         self.events = EventRouter(listeners=[self.ops.on_event])
         handlers = CommandHandlers(
-            self.reloader.request, self._trigger, self._rediscover, self.ops.metrics.malformed
+            self.reloader.request,
+            self._trigger,
+            self._rediscover,
+            self.ops.metrics.malformed,
+            self._process,
         )
         self.commands = CommandRouter(
             cfg.mqtt.topic_prefix,
@@ -85,6 +96,7 @@ class Daemon:
             self.settings.stations,
             handlers,
             triggers=RULES[cfg.segmentation.mode].triggers,
+            process=cfg.process.enabled,
         )
         self.stopping = asyncio.Event()
         self.pipeline: Pipeline | None = None
@@ -113,6 +125,7 @@ class Daemon:
                 on_message=self.commands,
                 subscriptions=self.commands.subscriptions,
                 connect_messages=self.commands.discovery,
+                ignore_retained=self.commands.ignore_retained,
             )
             self.events.publisher = self.publisher = await stack.enter_async_context(link)
             self.ops.bind_gauges(self.workers.queue_depth, self.publisher)
@@ -209,6 +222,12 @@ class Daemon:
 
     def _trigger(self, station: str, state: Literal["start", "stop"], at_utc: float) -> bool:
         return self.pipeline is not None and self.pipeline.push_trigger(station, state, at_utc)
+
+    def _process(self, station: str, readings: list[ProcessReading], bad: int) -> None:
+        if self.pipeline is None:
+            log.debug("process_before_audio", station=station, samples=len(readings))
+            return
+        self.pipeline.push_process(station, readings, bad)
 
     def _rediscover(self) -> None:
         if self.publisher is not None:

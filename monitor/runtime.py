@@ -73,6 +73,9 @@ def pipeline_settings(
         trigger_max_weld_s=cfg.segmentation.trigger.max_weld_s,
         progress=cfg.events.progress,
         max_in_flight=max(1, cfg.inference.queue_windows - 1),
+        crackle=cfg.segmentation.crackle,
+        current=cfg.segmentation.current,
+        process_clock_offset_s=cfg.process.clock_offset_s,
     )
 
 
@@ -154,6 +157,7 @@ async def mqtt_link(
     on_message: Callable[[str, bytes], None] | None = None,
     subscriptions: Sequence[str] = (),
     connect_messages: Callable[[], Sequence[tuple[str, bytes, bool]]] | None = None,
+    ignore_retained: Sequence[str] = (),
     final_state: str = "stopped",
 ) -> AsyncIterator[MqttPublisher | None]:
     """The outbox and the reconnecting publisher while the body runs (None when
@@ -178,6 +182,7 @@ async def mqtt_link(
         on_message=on_message,
         subscriptions=subscriptions,
         connect_messages=connect_messages,
+        ignore_retained=ignore_retained,
     )
     try:
         async with publisher:

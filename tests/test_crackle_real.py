@@ -139,24 +139,24 @@ def test_real_recording_streamed_in_odd_blocks_matches_offline(
 def test_dropouts_are_where_the_burn_through_current_collapses(
     recordings: list[Recording],
 ) -> None:
-    """The burn-through runs' current collapses to under 30 % of its median many times per
-    weld; the weld the audio gives reports dropouts there, and steady good welds hardly any."""
-    burn = [r for r in recordings if r.label == "burn_through"]
-    steady = [r for r in recordings if r.config_folder == "good_weld_sample_08-17-22"]
-    assert burn and steady
-    for rec in burn:
+    """The burn-through runs' current collapses to under 30 % of its median 18-23 times per
+    weld; the weld the audio gives reports dropouts there (either way within 0.5 s), and the
+    other 21 welds, whose current hardly ever collapses, report next to none."""
+    for rec in recordings:
         x, truth = recording_with_truth(rec)
         [weld] = segment_welds(x, RATE)
+        heard = [d.start / RATE for d in weld.dropouts]
+        if rec.label != "burn_through":
+            assert len(heard) <= 2, (rec.run_id, heard)
+            continue
         log = read_sensor_log(rec.sensor_csv)
         track = [
             ProcessSample(round((t + truth.offset_s) * RATE), amps)
             for t, amps in zip(log.time_s, log.current_a, strict=True)
         ]
         dips = [a / RATE for a, _ in current_dropouts(track, RATE)]
-        heard = [d.start / RATE for d in weld.dropouts]
         assert len(dips) >= 10 and len(heard) >= 10, (rec.run_id, dips, heard)
-        near = [h for h in heard if min(abs(h - d) for d in dips) <= TOL_S]
-        assert len(near) >= 0.7 * len(heard), (rec.run_id, dips, heard)
-    for rec in steady:
-        [weld] = segment_welds(recording_with_truth(rec)[0], RATE)
-        assert len(weld.dropouts) <= 1, (rec.run_id, weld.dropouts)
+        heard_at_dips = [h for h in heard if min(abs(h - d) for d in dips) <= TOL_S]
+        dips_heard = [d for d in dips if min(abs(h - d) for h in heard) <= TOL_S]
+        assert len(heard_at_dips) >= 0.6 * len(heard), (rec.run_id, dips, heard)
+        assert len(dips_heard) >= 0.6 * len(dips), (rec.run_id, dips, heard)

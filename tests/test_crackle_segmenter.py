@@ -68,7 +68,8 @@ def place(base: np.ndarray, at_s: float, part: np.ndarray) -> np.ndarray:
 
 
 def welds_s(x: np.ndarray, params: CrackleParams | None = None) -> list[tuple[float, float]]:
-    return [(a / RATE, b / RATE) for a, b in segment_recording(x, RATE, params)]
+    seg = CrackleSegmenter(params or CrackleParams(), RATE)
+    return [(a / RATE, b / RATE) for a, b in segment_recording(x, RATE, seg)]
 
 
 def stream(x: np.ndarray, sizes: list[int], params: CrackleParams) -> list[Boundary]:
@@ -259,7 +260,7 @@ def test_weld_longer_than_max_is_cut_and_counted() -> None:
     welds = pair_boundaries(b)
     assert len(welds) == 1  # no new weld while the crackle goes on
     assert (welds[0][1] - welds[0][0]) / RATE == pytest.approx(8.0, abs=TOL_S)
-    assert seg.forced_ends == 1
+    assert b[-1].forced and seg.forced_ends == 1
 
 
 def test_close_ends_an_open_weld_at_its_last_on_sample() -> None:

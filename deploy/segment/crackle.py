@@ -14,9 +14,11 @@ leave-one-setup-out figures: docs/segmentation.md):
    and counted when shorter than ``min_weld_s``).
 4. Start: ``confirm_s`` after the candidate opened (or at its end when shorter), the weld's
    own level is the median of its latest ``ref_s`` of crackle frames; the start goes to the
-   first crackle frame within ``edge_db`` of it. A quieter arc before it (a neighbouring
-   cell) is left out. A candidate more than ``neighbour_db`` under the station's own recent
-   welds is not reported at all (``quiet_candidates``).
+   first frame of the last stretch within ``edge_db`` of it. A quieter arc before it (a
+   neighbouring cell) is left out. A station that remembers its own recent welds decides
+   sooner, after ``max(min_weld_s, ref_s)``, when the candidate's level is within ``own_db``
+   of theirs, and does not report a candidate more than ``neighbour_db`` under them at all
+   (``quiet_candidates``).
 5. During the weld a frame is on while it crackles and stays within ``edge_db`` of the weld's
    level. Frames without crackle that are ``mask_db`` louder than the weld are masked (an
    interfering noise over the arc) and count neither way. After a gap the arc must go on for
@@ -40,7 +42,7 @@ import numpy as np
 from deploy.segment.crackle_frames import FrameSmoother
 from deploy.segment.crackle_meter import POWER_FLOOR, CrackleMeter, Whitener, crackle_meter
 from deploy.segment.crackle_params import CrackleParams
-from deploy.segment.protocol import Boundary, Dropout, SegmentationError
+from deploy.segment.protocol import Boundary, Dropout, Frames, SegmentationError, Segmenter
 
 # Total profile-band power (mean square, full scale 1) under which a frame is digital
 # silence: -115 dBFS, as the arc gate's SILENCE_DB (under any real room, over exact zeros).
@@ -117,7 +119,7 @@ def _weighted_drop(ref: np.ndarray, level: np.ndarray, weights: np.ndarray) -> f
     return float(np.dot(weights, ref - level))
 
 
-class CrackleSegmenter:
+class CrackleSegmenter(Segmenter):
     """Streaming crackle segmenter for one station; see the module docstring for the rules.
 
     ``process`` takes consecutive blocks of mono float32 samples at ``sample_rate``; each
@@ -150,6 +152,7 @@ class CrackleSegmenter:
         self._ref_n = frames(params.ref_s)
         self._min_weld_n = frames(params.min_weld_s)
         self._confirm_n = frames(params.confirm_s)
+        self._early_n = max(self._min_weld_n, self._ref_n)
         self._bridge_n = round(params.bridge_s / frame_s)
         self._resume_n = max(1, round(params.resume_s / frame_s))
         self._reach_n = round(params.edge_reach_s / frame_s)
@@ -201,17 +204,9 @@ class CrackleSegmenter:
         frames = self._candidate.maxlen + self._smoother.lookahead + 2  # type: ignore[operator]
         return self._pre_roll + frames * self._frame_len
 
-    def process(self, samples: np.ndarray, start_index: int) -> list[Boundary]:
-        """Feed the next block (mono, any length) whose first sample is ``start_index``;
-        returns the boundaries it completes, in order."""
-        frames = self.take(samples, start_index)
-        if frames.size == 0:
-            return []
-        return self.decide(self._meter.measure(frames))
-
-    def take(self, samples: np.ndarray, start_index: int) -> np.ndarray:
-        """Buffer the block and return the whole frames it completes (flat; possibly empty).
-        Their spectra, by ``meter``, go to ``decide`` before the next block."""
+    def take(self, samples: np.ndarray, start_index: int) -> Frames:
+        """Buffer the block and return the whole frames it completes; their spectra, by
+        ``meter``, go to ``decide`` before the next block."""
         if self._closed:
             raise SegmentationError("process() after close()")
         x = np.asarray(samples, dtype=np.float32)
@@ -227,16 +222,17 @@ class CrackleSegmenter:
         self._partial = buffered[n_whole:].copy()
         self._partial_start = first + n_whole
         self._frame_starts.extend(range(first, first + n_whole, self._frame_len))
-        return buffered[:n_whole]
+        return Frames(buffered[:n_whole], self._meter)
 
-    def decide(self, spectra: np.ndarray) -> list[Boundary]:
+    def decide(self, measured: np.ndarray) -> list[Boundary]:
         """The spectra of the frames ``take`` returned; returns the boundaries they complete."""
-        if spectra.shape[0] != len(self._frame_starts):
+        if measured.shape[0] != len(self._frame_starts):
             raise SegmentationError(
-                f"{spectra.shape[0]} spectra for {len(self._frame_starts)} frames"
+                f"{measured.shape[0]} spectra for {len(self._frame_starts)} frames"
             )
-        if spectra.shape[0] == 0:
+        if measured.shape[0] == 0:
             return []
+        spectra = measured
         power = spectra.real**2 + spectra.imag**2
         bands = self._meter.band_powers(power)
         silent = np.einsum("ij->i", bands) < SILENCE_POWER
@@ -335,7 +331,12 @@ class CrackleSegmenter:
             if crackle:
                 self._cand_last_on, self._cand_off = index, 0
                 self._cand_levels.push(heard.level)
-                if index - self._candidate[0].index + 1 >= self._confirm_n:
+                age = index - self._candidate[0].index + 1
+                # A station that knows its own welds' level need not wait for a quieter arc
+                # to give way: its start is decided once the candidate's level is its own.
+                if age >= self._confirm_n or (
+                    age >= self._early_n and self._own_level(self._cand_levels.median())
+                ):
                     self._try_confirm(out)
             elif not self._masked(self._cand_levels.median(), heard.level):
                 self._cand_off += 1
@@ -372,19 +373,32 @@ class CrackleSegmenter:
         """A frame without crackle mask_db louder than ``ref``: a noise over the arc."""
         return _weighted_drop(ref, level, self._weights(ref)) <= -self.params.mask_db
 
-    def _quiet(self, ref: np.ndarray) -> bool:
-        """True when ``ref`` lies neighbour_db under the station's own recent welds."""
-        p = self.params
-        if p.neighbour_db is None or not self._memory:
+    def _memory_valid(self) -> bool:
+        """The station remembers its own welds' level, and the floor has not moved by more
+        than memory_floor_db since (else the gain or the room changed: it is forgotten)."""
+        if self.params.neighbour_db is None or not self._memory:
+            return False
+        weights = self._memory[-1][1]
+        moved = _weighted_drop(self._memory[-1][2], self._floor_db(), weights)
+        if abs(moved) > self.params.memory_floor_db:
+            self._memory.clear()
+            return False
+        return True
+
+    def _own_level(self, ref: np.ndarray) -> bool:
+        """True when ``ref`` is within own_db of the station's own recent welds."""
+        if self.params.own_db is None or not self._memory_valid():
             return False
         levels = np.median(np.stack([m[0] for m in self._memory]), axis=0)
-        weights = self._memory[-1][1]
-        if abs(_weighted_drop(self._memory[-1][2], self._floor_db(), weights)) > (
-            p.memory_floor_db
-        ):
-            self._memory.clear()  # the room or the gain changed: the memory no longer applies
+        return abs(_weighted_drop(levels, ref, self._memory[-1][1])) <= self.params.own_db
+
+    def _quiet(self, ref: np.ndarray) -> bool:
+        """True when ``ref`` lies neighbour_db under the station's own recent welds."""
+        if not self._memory_valid():
             return False
-        return _weighted_drop(levels, ref, weights) > p.neighbour_db
+        levels = np.median(np.stack([m[0] for m in self._memory]), axis=0)
+        assert self.params.neighbour_db is not None
+        return _weighted_drop(levels, ref, self._memory[-1][1]) > self.params.neighbour_db
 
     def _candidate_start(self) -> tuple[int, np.ndarray, bool] | None:
         """(position in the candidate of the weld's first frame, the weld's level, quiet) for
@@ -530,7 +544,7 @@ class CrackleSegmenter:
     def _end_weld(self, end: int, out: list[Boundary], forced: bool) -> None:
         w = self._weld
         assert w is not None
-        out.append(Boundary("end", end, dropouts=tuple(w.dropouts)))
+        out.append(Boundary("end", end, forced=forced, dropouts=tuple(w.dropouts)))
         if not forced:
             self._remember(w)
         self._weld = None

@@ -40,7 +40,7 @@ class CrackleParams(BaseModel):
         "of frames. Bridges the arc's own 50-100 ms flicker dips.",
     )
     crackle_on: float = Field(
-        4.0,
+        5.0,
         gt=3.0,
         description="Kurtosis (mean of logs over the span) at and above which a frame sounds "
         "like an arc. Gaussian noise of any level or colour reads 3.",
@@ -86,9 +86,10 @@ class CrackleParams(BaseModel):
         8.0,
         gt=0.0,
         description="How long after a candidate's first crackle its start is decided (s), "
-        "or at its end if it is shorter. Its start goes to the first frame at the level of "
-        "its latest ref_s, so a quieter arc that went on up to confirm_s - ref_s before this "
-        "cell's is left out. Also sets how far back a start can lie (lookback_samples).",
+        "or at its end if it is shorter, unless its level is the station's own (own_db). "
+        "Its start goes to the first frame at the level of its latest ref_s, so a quieter "
+        "arc that went on up to confirm_s - ref_s before this cell's is left out. Also sets "
+        "how far back a start can lie (lookback_samples).",
     )
     bridge_s: float = Field(
         1.0,
@@ -105,7 +106,7 @@ class CrackleParams(BaseModel):
         "does not move the end. Shorter gaps (flicker) resume at once.",
     )
     edge_reach_s: float = Field(
-        0.35,
+        0.55,
         ge=0.0,
         description="Crackle frames up to this long (s) before the weld's first frame at its "
         "own level, or after its last, belong to the weld: the level is a median over "
@@ -130,6 +131,15 @@ class CrackleParams(BaseModel):
         description="A candidate this much (dB) under the station's own recent welds is taken "
         "for a neighbouring cell's weld and not reported (counted as quiet_candidates). "
         "None turns the memory of the station's welds off.",
+    )
+    own_db: float | None = Field(
+        None,
+        gt=0.0,
+        description="A candidate within this much (dB) of the station's own recent welds is "
+        "taken for its own: its start is decided after max(min_weld_s, ref_s) instead of "
+        "confirm_s (weld_start 2 s after the arc strikes instead of 8 s), at the price of "
+        "taking some neighbours' welds that start before this cell's for its own "
+        "(docs/segmentation.md). None (default): always wait confirm_s.",
     )
     memory_welds: int = Field(
         3, ge=1, description="How many of the station's latest welds its own level is taken from."

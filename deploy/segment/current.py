@@ -29,7 +29,14 @@ from deploy.segment.process import (
     current_dropouts,
     dropout_threshold,
 )
-from deploy.segment.protocol import Boundary, Dropout, SegmentationError
+from deploy.segment.protocol import (
+    NO_FRAMES,
+    Boundary,
+    Dropout,
+    Frames,
+    SegmentationError,
+    Segmenter,
+)
 
 
 class CurrentParams(BaseModel):
@@ -77,7 +84,7 @@ class _Arc:
     samples: list[ProcessSample] = field(default_factory=list)  # from first on
 
 
-class CurrentSegmenter:
+class CurrentSegmenter(Segmenter):
     """Welds from pushed process samples; the audio moves the clock (see the module doc)."""
 
     def __init__(self, params: CurrentParams, sample_rate: int) -> None:
@@ -137,8 +144,8 @@ class CurrentSegmenter:
             arc.samples.append(sample)
         self._decide()
 
-    def process(self, samples: np.ndarray, start_index: int) -> list[Boundary]:
-        """Advance the clock to the end of this block; returns the boundaries it reaches."""
+    def take(self, samples: np.ndarray, start_index: int) -> Frames:
+        """Advance the clock to the end of this block; nothing is measured."""
         if self._closed:
             raise SegmentationError("process() after close()")
         if self._end is not None and start_index < self._end:
@@ -146,6 +153,11 @@ class CurrentSegmenter:
         if self._end is None:
             self._last_boundary = start_index
         self._end = start_index + int(np.asarray(samples).size)
+        return NO_FRAMES
+
+    def decide(self, measured: np.ndarray) -> list[Boundary]:
+        """The boundaries the clock has reached (the samples decided them)."""
+        del measured  # a current segmenter measures nothing
         self._decide()
         return self._due(final=False)
 
@@ -174,7 +186,7 @@ class CurrentSegmenter:
         if arc.started and arc.last - arc.first >= self._max_weld:
             self.forced_ends += 1
             arc.forced = True
-            self._queue.append(Boundary("end", arc.first + self._max_weld))
+            self._queue.append(Boundary("end", arc.first + self._max_weld, forced=True))
             return
         if self._known - arc.last > self._bridge:
             self._finish(arc)
@@ -226,5 +238,5 @@ class CurrentSegmenter:
                 self._open = False
             index = min(index, end) if not final else index
             self._last_boundary = index
-            out.append(Boundary(b.kind, index, dropouts=b.dropouts))
+            out.append(Boundary(b.kind, index, forced=b.forced, dropouts=b.dropouts))
         return out

@@ -1,7 +1,8 @@
 """Whole recordings through the streaming segmenters: the welds a station would report.
 
 Training and evaluation use these to judge data by welds; they run the very segmenter the
-monitor runs, so the boundaries equal the streaming ones sample for sample.
+monitor runs (the daemon's default unless another is given), so the boundaries equal the
+streaming ones sample for sample.
 """
 
 from __future__ import annotations
@@ -10,9 +11,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from deploy.segment.crackle import CrackleSegmenter
-from deploy.segment.crackle_params import CrackleParams
-from deploy.segment.protocol import Boundary, Dropout, SegmentationError
+from deploy.segment.factory import default_segmenter
+from deploy.segment.protocol import Boundary, Dropout, SegmentationError, Segmenter
 
 
 @dataclass(frozen=True)
@@ -22,6 +22,7 @@ class Weld:
     start: int
     end: int
     dropouts: tuple[Dropout, ...] = ()
+    forced: bool = False  # cut at the segmenter's longest weld
 
 
 def welds_of(boundaries: list[Boundary]) -> list[Weld]:
@@ -36,7 +37,7 @@ def welds_of(boundaries: list[Boundary]) -> list[Weld]:
         else:
             if start is None:
                 raise SegmentationError(f"end at {b.index} without a start")
-            welds.append(Weld(start, b.index, b.dropouts))
+            welds.append(Weld(start, b.index, b.dropouts, b.forced))
             start = None
     if start is not None:
         raise SegmentationError(f"weld open since {start} has no end")
@@ -44,17 +45,18 @@ def welds_of(boundaries: list[Boundary]) -> list[Weld]:
 
 
 def segment_welds(
-    samples: np.ndarray, sample_rate: int, params: CrackleParams | None = None
+    samples: np.ndarray, sample_rate: int, segmenter: Segmenter | None = None
 ) -> list[Weld]:
-    """Welds in a whole mono recording by the default (crackle) segmenter at ``params``."""
-    seg = CrackleSegmenter(params or CrackleParams(), sample_rate)
+    """Welds in a whole mono recording by ``segmenter`` (a fresh one; default: the daemon's
+    default segmenter at ``sample_rate``)."""
+    seg = segmenter or default_segmenter(sample_rate)
     x = np.asarray(samples, dtype=np.float32)
     return welds_of(seg.process(x, 0) + seg.close(x.size))
 
 
 def segment_recording(
-    samples: np.ndarray, sample_rate: int, params: CrackleParams | None = None
+    samples: np.ndarray, sample_rate: int, segmenter: Segmenter | None = None
 ) -> list[tuple[int, int]]:
-    """(start, end) sample indices of the welds in a whole mono recording, by the default
-    segmenter; equal to what the streaming segmenter reports for the same samples."""
-    return [(w.start, w.end) for w in segment_welds(samples, sample_rate, params)]
+    """(start, end) sample indices of the welds in a whole mono recording, by ``segmenter``
+    (default: the daemon's default); equal to what it reports streaming the same samples."""
+    return [(w.start, w.end) for w in segment_welds(samples, sample_rate, segmenter)]

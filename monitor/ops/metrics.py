@@ -30,7 +30,7 @@ NAMESPACE = "weldmon"
 # Seconds from a window's submission to its probability, queue wait included: a forward pass
 # of one 1 s window takes ~5-30 ms on a small CPU; seconds mean the worker fell behind.
 INFERENCE_LATENCY_BUCKETS_S = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
-MALFORMED_KINDS = ("trigger", "command")  # inbound MQTT messages the daemon parses
+MALFORMED_KINDS = ("trigger", "command", "process")  # inbound MQTT messages the daemon parses
 WELD_LABELS = get_args(WeldResult.model_fields["label_name"].annotation)  # good_weld, defect
 
 

@@ -1,12 +1,15 @@
 """Inbound MQTT: the command router the publisher hands every received message to.
 
-Three kinds of message come in, each on its own topic:
+Four kinds of message come in, each on its own topic:
 
 - ``{prefix}/cmd/reload``: reload the model (empty, the word ``reload``, or a JSON object
   with an optional ``request_id`` echoed in the log);
 - Home Assistant's birth message on ``{discovery_prefix}/status``: re-send the discovery
   configs (`discovery`, also sent at every connect);
-- ``{prefix}/{station}/trigger`` (trigger mode): a weld starts or stops at arrival time.
+- ``{prefix}/{station}/trigger`` (trigger mode): a weld starts or stops at arrival time;
+- ``{prefix}/{station}/process`` (unless ``process.enabled`` is false): the welder's process
+  data (`monitor.publish.process_messages`); retained ones are ignored (``ignore_retained``:
+  a retained reading would come back at every connect as if new).
 
 The router parses and dispatches to handlers the daemon gives it; a malformed message is
 logged and reported to ``malformed(kind)`` (the metric counts it) and goes no further.
@@ -29,8 +32,10 @@ from monitor.events import (
     DEFAULT_TOPIC_PREFIX,
     STATION_PATTERN,
     MalformedMessageError,
+    ProcessReading,
     TriggerMessage,
     first_errors,
+    process_subscription,
     trigger_subscription,
 )
 from monitor.publish.homeassistant import (
@@ -38,6 +43,11 @@ from monitor.publish.homeassistant import (
     HomeAssistantConfig,
     discovery_messages,
     is_homeassistant_birth,
+)
+from monitor.publish.process_messages import (
+    is_process_topic,
+    parse_process,
+    station_from_process_topic,
 )
 from weldmon import __version__
 
@@ -47,7 +57,7 @@ MAX_TRIGGER_PAYLOAD_BYTES = 1024
 RELOAD_WORD = b"reload"
 MAX_COMMAND_PAYLOAD_BYTES = 1024  # a command is a word or a tiny JSON object
 
-MalformedKind = Literal["command", "trigger"]
+MalformedKind = Literal["command", "trigger", "process"]
 
 log = structlog.get_logger(__name__)
 
@@ -129,6 +139,8 @@ class CommandHandlers:
     trigger: Callable[[str, Literal["start", "stop"], float], bool]
     homeassistant_birth: Callable[[], None]  # Home Assistant restarted: send discovery again
     malformed: Callable[[MalformedKind], None]  # a message that is none of ours was dropped
+    # (station, the payload's good readings, how many it held that were skipped as bad)
+    process: Callable[[str, list[ProcessReading], int], None] | None = None
 
 
 class CommandRouter:
@@ -142,6 +154,7 @@ class CommandRouter:
         handlers: CommandHandlers,
         *,
         triggers: bool,
+        process: bool = False,
     ) -> None:
         self.prefix = prefix
         self.homeassistant = homeassistant
@@ -151,6 +164,11 @@ class CommandRouter:
         self.subscriptions.append(reload_topic(prefix))
         if homeassistant.enabled:
             self.subscriptions.append(homeassistant.birth_topic)
+        # Topic filters whose retained messages the publisher drops before they get here.
+        self.ignore_retained: list[str] = []
+        if process and handlers.process is not None:
+            self.subscriptions.append(process_subscription(prefix))
+            self.ignore_retained.append(process_subscription(prefix))
 
     def discovery(self) -> list[Discovery]:
         """Home Assistant's discovery configs for the stations (empty when disabled): sent at
@@ -172,6 +190,9 @@ class CommandRouter:
             if is_homeassistant_birth(ha, topic, payload):
                 self.handlers.homeassistant_birth()
             return
+        if self.handlers.process is not None and is_process_topic(topic, self.prefix):
+            self._process(topic, payload)
+            return
         try:
             station = station_from_trigger_topic(topic, self.prefix)
             trigger = parse_trigger(payload)
@@ -180,6 +201,16 @@ class CommandRouter:
             return
         if not self.handlers.trigger(station, trigger.state, time.time()):
             log.warning("trigger_ignored", station=station, state=trigger.state)
+
+    def _process(self, topic: str, payload: bytes) -> None:
+        assert self.handlers.process is not None
+        try:
+            station = station_from_process_topic(topic, self.prefix)
+            readings, bad = parse_process(payload)
+        except MalformedMessageError as exc:
+            self._malformed("process", topic, exc)
+            return
+        self.handlers.process(station, readings, bad)
 
     def _malformed(self, kind: MalformedKind, topic: str, exc: MalformedMessageError) -> None:
         self.handlers.malformed(kind)

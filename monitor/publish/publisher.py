@@ -67,6 +67,7 @@ class PublisherCounters:
     published_volatile: int = 0
     dropped_volatile: int = 0
     received: int = 0
+    retained_ignored: int = 0  # retained messages on ignore_retained topics, dropped
     on_message_errors: int = 0
     last_error: str | None = None
 
@@ -89,6 +90,9 @@ class MqttPublisher:
         connect_messages: called at every connect (after ``online`` and the subscriptions);
             the (topic, payload, retain) messages it returns are published at QoS 1 before
             the outbox drains (e.g. Home Assistant discovery configs).
+        ignore_retained: topic filters whose retained messages are dropped and counted
+            (``retained_ignored``) before ``on_message``: a broker replays a retained message
+            at every subscribe, so acting on it would repeat an old reading or command.
         rng: randomness of the back-off jitter (seed it for reproducible timing).
     """
 
@@ -101,6 +105,7 @@ class MqttPublisher:
         on_message: Callable[[str, bytes], None] | None = None,
         subscriptions: Sequence[str] = (),
         connect_messages: Callable[[], Sequence[tuple[str, bytes, bool]]] | None = None,
+        ignore_retained: Sequence[str] = (),
         rng: random.Random | None = None,
     ) -> None:
         self.settings = settings
@@ -112,6 +117,7 @@ class MqttPublisher:
         self._on_message = on_message
         self._subscriptions = list(subscriptions)
         self._connect_messages = connect_messages
+        self._ignore_retained = list(ignore_retained)
         self._rng = rng or random.Random()
         self._tls_context = settings.tls.ssl_context() if settings.tls.enabled else None
         self._failures = 0
@@ -354,6 +360,9 @@ class MqttPublisher:
         async for message in client.messages:
             self.counters.received += 1
             if self._on_message is None:
+                continue
+            if message.retain and any(message.topic.matches(f) for f in self._ignore_retained):
+                self.counters.retained_ignored += 1
                 continue
             payload = message.payload
             # paho hands over bytes; aiomqtt's type also allows str/number/None.

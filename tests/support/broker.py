@@ -311,9 +311,11 @@ class MqttCollector:
             raise TimeoutError(f"no SUBACK for {self.topics} within {timeout} s")
         return self
 
-    def publish(self, topic: str, payload: bytes, qos: int = 1, timeout: float = 5.0) -> None:
+    def publish(
+        self, topic: str, payload: bytes, qos: int = 1, timeout: float = 5.0, retain: bool = False
+    ) -> None:
         """Publish from this test client and wait until the broker has it."""
-        self._client.publish(topic, payload, qos=qos).wait_for_publish(timeout)
+        self._client.publish(topic, payload, qos=qos, retain=retain).wait_for_publish(timeout)
 
     def stop(self) -> None:
         """Disconnect and stop the network thread."""
