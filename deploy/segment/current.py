@@ -103,6 +103,7 @@ class CurrentSegmenter(Segmenter):
         self._known = -1  # index of the latest sample pushed
         self._end: int | None = None  # one past the newest audio sample seen
         self._heard_at: int | None = None  # self._end when the latest sample came in
+        self._block_start = 0  # first sample of the latest block
         self._queue: deque[Boundary] = deque()  # decided, waiting for the audio to reach them
         self._open = False  # a start was reported, its end not yet
         self._last_boundary = 0
@@ -152,6 +153,7 @@ class CurrentSegmenter(Segmenter):
             raise SegmentationError(f"block at {start_index} is before the stream end {self._end}")
         if self._end is None:
             self._last_boundary = start_index
+        self._block_start = start_index
         self._end = start_index + int(np.asarray(samples).size)
         return NO_FRAMES
 
@@ -226,13 +228,14 @@ class CurrentSegmenter(Segmenter):
         order; a start further back than the look-back is moved up to it."""
         out: list[Boundary] = []
         end = self._end or 0
+        oldest = self._block_start - self._lookback  # what the caller still holds
         while self._queue and (final or self._queue[0].index <= end):
             b = self._queue.popleft()
             index = max(b.index, self._last_boundary)
             if b.kind == "start":
-                if index < end - self._lookback:
+                if index < oldest:
                     self.late_starts += 1
-                    index = end - self._lookback
+                    index = oldest
                 self._open = True
             else:
                 self._open = False
