@@ -3,7 +3,7 @@
 One ``CrackleSegmenter`` per station. How it decides (the data behind it and the
 leave-one-setup-out figures: docs/segmentation.md):
 
-1. Crackle: a frame sounds like an arc when the kurtosis of its whitened 2-8 kHz band
+1. Crackle: a frame sounds like an arc when the kurtosis of its 2-8 kHz band, tones clipped
    (``crackle_meter``), averaged in logs over ``crackle_smooth_s``, is at least
    ``crackle_on``. Steady noise of any level, colour or tone reads 3; it needs no floor.
 2. Level: per profile band (250 Hz-8 kHz), the power above the station's noise floor (an
@@ -40,13 +40,10 @@ from enum import Enum
 import numpy as np
 
 from deploy.segment.crackle_frames import FrameSmoother
-from deploy.segment.crackle_meter import POWER_FLOOR, CrackleMeter, Whitener, crackle_meter
+from deploy.segment.crackle_meter import POWER_FLOOR, CrackleMeter, crackle_meter
 from deploy.segment.crackle_params import CrackleParams
 from deploy.segment.protocol import Boundary, Dropout, Frames, SegmentationError, Segmenter
 
-# Total profile-band power (mean square, full scale 1) under which a frame is digital
-# silence: -115 dBFS, as the arc gate's SILENCE_DB (under any real room, over exact zeros).
-SILENCE_POWER = 10.0 ** (-115.0 / 10.0)
 # Excess power is floored this far (as a fraction) under the frame's own power, so a frame
 # at the floor reads 30 dB under it rather than minus infinity.
 EXCESS_FLOOR = 1e-3
@@ -68,19 +65,24 @@ class _Heard:
     start: int
     level: np.ndarray  # dB above the floor per profile band (median-smoothed)
     crackle: bool
-    quick: np.ndarray  # the same before the median: for placing the weld's edges
+    means: np.ndarray  # its band powers before the median (``_quick`` makes them dB)
 
 
 class _LatestRows:
     """The latest ``size`` rows pushed, and their per-column median (the weld's own level).
 
-    A ring of rows sorted once per call: np.median over a stack of arrays costs about ten
-    times as much per frame, and the order of rows in the ring does not change a median."""
+    A ring of rows, sorted when the median is asked for after ``REFRESH`` more pushes (the
+    weld's level moves over seconds; a sort per frame was a tenth of the segmenter's cost).
+    Pushes are counted in stream order, so the median does not depend on blocks."""
+
+    REFRESH = 4
 
     def __init__(self, size: int, width: int) -> None:
         self._rows = np.empty((size, width))
         self._count = 0
         self._pos = 0
+        self._stale = 0  # pushes since the median was taken
+        self._median: np.ndarray | None = None
 
     def __bool__(self) -> bool:
         return self._count > 0
@@ -89,13 +91,17 @@ class _LatestRows:
         self._rows[self._pos] = row
         self._pos = (self._pos + 1) % self._rows.shape[0]
         self._count = min(self._count + 1, self._rows.shape[0])
+        self._stale += 1
 
     def median(self) -> np.ndarray:
-        n = self._count
-        ordered = np.sort(self._rows[:n], axis=0)
-        if n % 2:
-            return ordered[n // 2].copy()
-        return (ordered[n // 2 - 1] + ordered[n // 2]) / 2.0
+        if self._median is None or self._stale >= self.REFRESH:
+            n = self._count
+            ordered = np.sort(self._rows[:n], axis=0)
+            self._median = (
+                ordered[n // 2].copy() if n % 2 else (ordered[n // 2 - 1] + ordered[n // 2]) / 2
+            )
+            self._stale = 0
+        return self._median
 
 
 @dataclass
@@ -110,6 +116,8 @@ class _Weld:
     off: int = 0  # unmasked off-frames since last_on
     masked: int = 0  # masked frames since last_on
     run: list[_Heard] = field(default_factory=list)  # on-frames after a gap, not yet resumed
+    ref: np.ndarray | None = None  # its level as last taken, and the band weights from it
+    weights: np.ndarray | None = None
     dropouts: list[Dropout] = field(default_factory=list)
 
 
@@ -139,8 +147,9 @@ class CrackleSegmenter(Segmenter):
             return max(1, round(seconds / frame_s))
 
         high = min(params.band_high_hz, sample_rate / 2.0 + 1.0)
-        self._meter = crackle_meter(self._frame_len, sample_rate, params.band_low_hz, high)
-        self._whitener = Whitener(self._meter.bins, frame_s, params.whiten_s)
+        self._meter = crackle_meter(
+            self._frame_len, sample_rate, params.band_low_hz, high, params.tone_clip_db
+        )
         self._smoother = FrameSmoother(
             round(params.crackle_smooth_s / frame_s) // 2,
             round(params.level_smooth_s / frame_s) // 2,
@@ -169,7 +178,6 @@ class CrackleSegmenter(Segmenter):
         self._state = _State.IDLE
         self._floor: np.ndarray | None = None  # per-band noise floor (power)
         self._floor_db_now = np.zeros(self._meter.profile_bands)
-        self._no_quick = np.zeros(0)  # idle frames that do not crackle need no quick level
         self._cand_last_on = 0  # frame index of the candidate's latest crackle frame
         self._cand_off = 0
         self._cand_levels = _LatestRows(1, self._meter.profile_bands)  # its crackle frames'
@@ -194,7 +202,7 @@ class CrackleSegmenter(Segmenter):
 
     @property
     def meter(self) -> CrackleMeter:
-        """The meter whose spectra ``decide`` expects (shared by equal segmenters)."""
+        """The meter whose rows ``decide`` expects (shared by equal segmenters)."""
         return self._meter
 
     @property
@@ -225,20 +233,15 @@ class CrackleSegmenter(Segmenter):
         return Frames(buffered[:n_whole], self._meter)
 
     def decide(self, measured: np.ndarray) -> list[Boundary]:
-        """The spectra of the frames ``take`` returned; returns the boundaries they complete."""
+        """The meter's rows for the frames ``take`` returned; the boundaries they complete."""
         if measured.shape[0] != len(self._frame_starts):
             raise SegmentationError(
-                f"{measured.shape[0]} spectra for {len(self._frame_starts)} frames"
+                f"{measured.shape[0]} measurements for {len(self._frame_starts)} frames"
             )
         if measured.shape[0] == 0:
             return []
-        spectra = measured
-        power = spectra.real**2 + spectra.imag**2
-        bands = self._meter.band_powers(power)
-        silent = np.einsum("ij->i", bands) < SILENCE_POWER
-        kurtosis = self._meter.kurtosis(spectra, self._whitener.gains(power, silent))
         starts, self._frame_starts = self._frame_starts, []
-        self._smoother.push(starts, np.log10(np.maximum(kurtosis, 1e-3)), bands, silent)
+        self._smoother.push(starts, measured)
         return self._step_ready(flush=False)
 
     def close(self, end_index: int) -> list[Boundary]:
@@ -309,23 +312,23 @@ class CrackleSegmenter(Segmenter):
         elif self._floor is None:
             self._set_floor(np.maximum(levels, POWER_FLOOR))
         floor = self._floor if self._floor is not None else np.maximum(levels, POWER_FLOOR)
-        heard = _Heard(index, start, self._excess_db(levels, floor), crackle, self._no_quick)
-        if self._state is not _State.IDLE or crackle:
-            heard = _Heard(index, start, heard.level, crackle, self._excess_db(means, floor))
         state = self._state
-        if state is _State.IDLE:
-            if crackle:
-                self._state = _State.CANDIDATE
-                self._candidate.clear()
-                self._candidate.append(heard)
-                self._cand_last_on, self._cand_off = index, 0
-                self._cand_levels = _LatestRows(self._ref_n, heard.level.size)
-                self._cand_levels.push(heard.level)
-            elif not silent:
-                # Rises slowly (an exponential mean), falls at once: a quieter room or a lower
-                # gain is the floor from the next frame on.
+        if state is _State.IDLE and not crackle:
+            # Most frames: the room between welds. Only the floor learns from them: it rises
+            # slowly (an exponential mean) and falls at once (a quieter room or a lower gain
+            # is the floor from the next frame on).
+            if not silent:
                 mean = self._floor_keep * floor + (1.0 - self._floor_keep) * levels
                 self._set_floor(np.minimum(mean, np.maximum(levels, POWER_FLOOR)))
+            return
+        heard = _Heard(index, start, self._excess_db(levels, floor), crackle, means)
+        if state is _State.IDLE:  # and it crackles (see above)
+            self._state = _State.CANDIDATE
+            self._candidate.clear()
+            self._candidate.append(heard)
+            self._cand_last_on, self._cand_off = index, 0
+            self._cand_levels = _LatestRows(self._ref_n, heard.level.size)
+            self._cand_levels.push(heard.level)
         elif state is _State.CANDIDATE:
             self._candidate.append(heard)
             if crackle:
@@ -354,6 +357,12 @@ class CrackleSegmenter(Segmenter):
         """Power above the floor (dB) per band, floored EXCESS_FLOOR under the power."""
         excess = np.maximum(levels - floor, EXCESS_FLOOR * levels)
         return 10.0 * np.log10(np.maximum(excess, POWER_FLOOR))
+
+    def _quick(self, heard: _Heard) -> np.ndarray:
+        """A frame's level before the median, as power above the floor (dB): computed only
+        where a weld's edges are placed (the floor does not move during a candidate or weld)."""
+        assert self._floor is not None
+        return self._excess_db(heard.means, self._floor)
 
     def _set_floor(self, floor: np.ndarray) -> None:
         self._floor = floor
@@ -431,7 +440,7 @@ class CrackleSegmenter(Segmenter):
         # for a few tenths of a second after it: the earliest frame up to edge_reach_s
         # before that crackles and is as loud by the quicker level belongs to the weld.
         for k in range(first - 1, max(0, first - self._reach_n) - 1, -1):
-            if heard[k].crackle and _weighted_drop(ref, heard[k].quick, weights) < edge:
+            if heard[k].crackle and _weighted_drop(ref, self._quick(heard[k]), weights) < edge:
                 first = k
         if self._cand_last_on - self._candidate[first].index + 1 < self._min_weld_n:
             return None
@@ -490,7 +499,10 @@ class CrackleSegmenter(Segmenter):
         assert w is not None
         p = self.params
         ref = w.levels.median()
-        drop = _weighted_drop(ref, heard.level, self._weights(ref))
+        if w.ref is not ref:
+            w.ref, w.weights = ref, self._weights(ref)
+        weights = w.weights
+        drop = _weighted_drop(ref, heard.level, weights)
         if heard.crackle and drop < p.edge_db:
             if heard.index == w.last_on + 1 and not w.run:
                 self._on(w, heard, replay)
@@ -507,7 +519,7 @@ class CrackleSegmenter(Segmenter):
                 heard.crackle
                 and w.tail_end == heard.start
                 and heard.index - w.last_on <= self._reach_n
-                and _weighted_drop(ref, heard.quick, self._weights(ref)) < p.edge_db
+                and _weighted_drop(ref, self._quick(heard), weights) < p.edge_db
             ):
                 w.tail_end = heard.start + self._frame_len
             if drop <= -p.mask_db:  # louder than the weld without its crackle: masked

@@ -77,6 +77,33 @@ def _centred_medians(rows: np.ndarray, lo: int, hi: int, half: int, end: int) ->
     return out
 
 
+class _Buffer:
+    """Rows appended at the end, dropped from the front, in one preallocated array (a block
+    appends a couple of rows: a fresh concatenation each time cost more than the rest)."""
+
+    def __init__(self, shape: tuple[int, ...], dtype: type = np.float64) -> None:
+        self._data = np.empty((256, *shape), dtype=dtype)
+        self.size = 0
+
+    @property
+    def rows(self) -> np.ndarray:
+        """The rows held (a view)."""
+        return self._data[: self.size]
+
+    def append(self, rows: np.ndarray) -> None:
+        n = rows.shape[0]
+        if self.size + n > self._data.shape[0]:
+            grown = np.empty((2 * (self.size + n), *self._data.shape[1:]), self._data.dtype)
+            grown[: self.size] = self._data[: self.size]
+            self._data = grown
+        self._data[self.size : self.size + n] = rows
+        self.size += n
+
+    def drop_front(self, n: int) -> None:
+        self._data[: self.size - n] = self._data[n : self.size]
+        self.size -= n
+
+
 class FrameSmoother:
     """Raw frame measurements in (``push``), ``DecidedFrames`` out (``ready``)."""
 
@@ -84,31 +111,26 @@ class FrameSmoother:
         self.crackle_half = crackle_half
         self.level_half = level_half
         self.median_half = median_half
+        self.bands = bands
         # How many frames past a frame must have arrived before it can be decided.
         self.lookahead = max(crackle_half, level_half + median_half)
         self._keep = max(crackle_half, median_half + level_half) + level_half
         self._base = 0  # frame index of the first frame held
-        self._starts = np.zeros(0, dtype=np.int64)
-        self._log_k = np.zeros(0)
-        self._powers = np.zeros((0, bands))
-        self._silent = np.zeros(0, dtype=bool)
-        self._means = np.zeros((0, bands))  # level-smoothed powers from frame self._base on
+        self._starts = _Buffer((), np.int64)
+        self._rows = _Buffer((bands + 2,))  # band powers, log10 kurtosis, silent (1.0)
+        self._means = _Buffer((bands,))  # level-smoothed powers from frame self._base on
         self._next = 0  # the next frame to decide
 
     @property
     def pushed(self) -> int:
         """Frames pushed so far."""
-        return self._base + self._log_k.size
+        return self._base + self._rows.size
 
-    def push(
-        self, starts: list[int], log_k: np.ndarray, powers: np.ndarray, silent: np.ndarray
-    ) -> None:
-        """Raw measurements of consecutive frames (their first samples, log10 kurtosis,
-        band powers [frames, bands], digital-silence flags)."""
-        self._starts = np.concatenate((self._starts, np.asarray(starts, dtype=np.int64)))
-        self._log_k = np.concatenate((self._log_k, log_k))
-        self._powers = np.concatenate((self._powers, powers))
-        self._silent = np.concatenate((self._silent, silent))
+    def push(self, starts: list[int], rows: np.ndarray) -> None:
+        """Raw measurements of consecutive frames: their first samples and the meter's rows
+        (band powers, log10 kurtosis, silence flag; ``CrackleMeter.measure``)."""
+        self._starts.append(np.asarray(starts, dtype=np.int64))
+        self._rows.append(rows)
 
     def ready(self, flush: bool) -> DecidedFrames | None:
         """The frames that can be decided now (all of them when ``flush``), or None."""
@@ -116,25 +138,28 @@ class FrameSmoother:
         last = end if flush else end - self.lookahead  # one past the last frame to decide
         if last <= self._next:
             return None
-        b = self._base
-        lo, hi = self._next, last
+        b, nb = self._base, self.bands
+        lo, hi = self._next - b, last - b
+        rows = self._rows.rows
         # Level means are needed up to hi + median_half; each is final once its own span
         # has arrived (or on flush), so it is computed exactly once.
-        have = b + self._means.shape[0]
-        want = end if flush else end - self.level_half
+        have = self._means.size
+        want = (end if flush else end - self.level_half) - b
         if want > have:
-            new = _centred_means(self._powers, have - b, want - b, self.level_half, end - b)
-            self._means = np.concatenate((self._means, new))
-        crackle = _centred_means(self._log_k, lo - b, hi - b, self.crackle_half, end - b)
-        silent = self._silent[lo - b : hi - b].copy()
-        levels = _centred_medians(
-            self._means, lo - b, hi - b, self.median_half, self._means.shape[0]
-        )
-        means = self._means[lo - b : hi - b].copy()
+            powers = rows[:, :nb]
+            self._means.append(_centred_means(powers, have, want, self.level_half, end - b))
+        means = self._means.rows
+        crackle = _centred_means(rows[:, nb], lo, hi, self.crackle_half, end - b)
+        levels = _centred_medians(means, lo, hi, self.median_half, means.shape[0])
         out = DecidedFrames(
-            lo, self._starts[lo - b : hi - b].copy(), crackle, levels, silent, means
+            self._next,
+            self._starts.rows[lo:hi].copy(),
+            crackle,
+            levels,
+            rows[lo:hi, nb + 1] > 0.5,
+            means[lo:hi].copy(),
         )
-        self._next = hi
+        self._next = last
         self._trim()
         return out
 
@@ -143,9 +168,6 @@ class FrameSmoother:
         drop = self._next - self._keep - self._base
         if drop < TRIM_FRAMES:
             return
-        self._starts = self._starts[drop:]
-        self._log_k = self._log_k[drop:]
-        self._powers = self._powers[drop:]
-        self._silent = self._silent[drop:]
-        self._means = self._means[drop:]
+        for buffer in (self._starts, self._rows, self._means):
+            buffer.drop_front(drop)
         self._base += drop

@@ -11,17 +11,19 @@ does not matter, and a quiet cell crackles as much as a loud one.
 Two things spoil a plain kurtosis, and the meter removes both:
 
 - a steady tone inside the band (a drive's whine) is sub-Gaussian (kurtosis 1.5) and masks
-  the arc: each station whitens its spectrum by its own slowly tracked per-bin background
-  (``Whitener``) before the band-passed frame is formed, so a tone weighs no more than one
-  bin of noise;
+  the arc: bins more than ``tone_clip_db`` over the band's median bin are clipped to that
+  before the band-passed frame is formed. A tone is a few bins, an arc's pops spread over
+  all of them, so the clip takes the tone and leaves the crackle (a per-station tracked
+  whitening did the same at 3-4 times the cost per block);
 - a frame edge would cut loud low-frequency sound into clicks: frames are Hann-windowed,
   and the window's own effect on the 4th moment (a windowed Gaussian reads 5.8) is divided
   out, so noise reads 3 again.
 
-The meter is stateless and shared: ``measure`` is one FFT per frame for any number of
-stations' frames at once; the per-station, stateful part (the whitener and the moments)
-runs in ``CrackleSegmenter.decide``. Row reductions use ``einsum``, which sums each row in
-the same order however many rows there are, so values do not depend on the block size.
+The meter is stateless and shared: ``measure`` gives every frame's band powers, log10
+kurtosis and silence flag, one FFT and one inverse FFT per frame, for any number of
+stations' frames in one call. Row reductions use ``einsum``, which sums each row in the same
+order however many rows there are, and each frame is measured on its own, so values do not
+depend on the block size.
 """
 
 from __future__ import annotations
@@ -37,9 +39,9 @@ PROFILE_EDGES_HZ = (250.0, 500.0, 1000.0, 2000.0, 3000.0, 4000.0, 6000.0, 8000.0
 # Smallest mean-square power (full scale = 1) a frame's band may read: keeps log10 finite on
 # digital silence, far under 16-bit audio's own floor (about -101 dBFS).
 POWER_FLOOR = 1e-12
-# Background power per bin (windowed spectrum units) the whitener never goes under, so that
-# digital silence cannot drive its gain to overflow.
-WHITEN_FLOOR = 1e-20
+# Total profile-band power (mean square, full scale 1) under which a frame is digital
+# silence: -115 dBFS, as the arc gate's SILENCE_DB (under any real room, over exact zeros).
+SILENCE_POWER = 10.0 ** (-115.0 / 10.0)
 
 
 class CrackleMeter:
@@ -47,7 +49,12 @@ class CrackleMeter:
     band-passed frame's moments). Immutable; one instance serves every station of a rate."""
 
     def __init__(
-        self, frame_len: int, sample_rate: int, low_hz: float = 2000.0, high_hz: float = 8000.0
+        self,
+        frame_len: int,
+        sample_rate: int,
+        low_hz: float = 2000.0,
+        high_hz: float = 8000.0,
+        tone_clip_db: float | None = 10.0,
     ) -> None:
         if frame_len <= 0 or sample_rate <= 0:
             raise ValueError(
@@ -60,7 +67,11 @@ class CrackleMeter:
         self._window = np.hanning(frame_len + 1)[:-1]  # periodic Hann
         freqs = np.fft.rfftfreq(frame_len, 1.0 / sample_rate)
         self.bins = freqs.size
-        self.crackle_mask = ((freqs >= low_hz) & (freqs < high_hz)).astype(np.float64)
+        in_band = np.flatnonzero((freqs >= low_hz) & (freqs < high_hz))
+        if in_band.size == 0:
+            raise ValueError(f"no FFT bin in {low_hz}-{high_hz} Hz at {sample_rate} Hz")
+        self._band = slice(int(in_band[0]), int(in_band[-1]) + 1)
+        self._clip = None if tone_clip_db is None else 10.0 ** (tone_clip_db / 10.0)
         # One-sided spectrum: every bin but DC (and Nyquist for even lengths) stands for two;
         # divided by the window's power (Parseval), so a sine reads its own mean square.
         side = np.full(freqs.size, 2.0)
@@ -79,66 +90,53 @@ class CrackleMeter:
 
     @property
     def profile_bands(self) -> int:
-        """How many profile bands ``band_powers`` returns per frame."""
+        """How many profile bands each measured row holds."""
         return self.band_weights.shape[1]
 
     def measure(self, samples: np.ndarray) -> np.ndarray:
-        """Windowed spectrum of each whole frame of ``samples`` (complex128 [frames, bins])."""
+        """Each whole frame of ``samples`` as one row (float64 [frames, profile_bands + 2]):
+        its profile band powers (mean square), log10 of its crackle band's kurtosis, and 1.0
+        where it is digital silence (0.0 elsewhere)."""
         x = np.asarray(samples, dtype=np.float32)
         if x.ndim != 1 or x.size % self.frame_len:
             raise ValueError(
                 f"need a flat whole number of {self.frame_len}-sample frames, got {x.shape}"
             )
-        return np.fft.rfft(x.reshape(-1, self.frame_len) * self._window, axis=1)
+        spectra = np.fft.rfft(x.reshape(-1, self.frame_len) * self._window, axis=1)
+        power = spectra.real**2 + spectra.imag**2
+        out = np.empty((spectra.shape[0], self.profile_bands + 2))
+        bands = out[:, : self.profile_bands]
+        bands[:] = np.einsum("ij,jk->ik", power, self.band_weights)
+        out[:, -1] = np.einsum("ij->i", bands) < SILENCE_POWER
+        out[:, -2] = np.log10(np.maximum(self.kurtosis(spectra, power), 1e-3))
+        return out
 
-    def band_powers(self, power: np.ndarray) -> np.ndarray:
-        """Mean-square power per profile band of each frame, from ``|spectrum|^2``
-        (float64 [frames, bins] -> [frames, bands])."""
-        return np.einsum("ij,jk->ik", power, self.band_weights)
+    def split(self, measured: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(band powers, log10 kurtosis, silent) of rows from ``measure``."""
+        b = self.profile_bands
+        return measured[:, :b], measured[:, b], measured[:, b + 1] > 0.5
 
-    def kurtosis(self, spectra: np.ndarray, gain: np.ndarray) -> np.ndarray:
-        """Kurtosis of each frame's crackle band after the per-bin ``gain`` (the whitener's),
-        window effect divided out: 3 for Gaussian noise. Frames with no power in the band
-        (digital silence) read 3."""
-        y = np.fft.irfft(spectra * (self.crackle_mask * gain), self.frame_len, axis=1)
+    def kurtosis(self, spectra: np.ndarray, power: np.ndarray) -> np.ndarray:
+        """Kurtosis of each frame's crackle band (its steady tones clipped), the window's
+        effect divided out: 3 for Gaussian noise. Frames with no power in it read 3."""
+        band = spectra[:, self._band]
+        if self._clip is not None:
+            p = power[:, self._band]
+            limit = self._clip * np.median(p, axis=1, keepdims=True)
+            band = band * np.sqrt(np.minimum(1.0, limit / np.maximum(p, 1e-300)))
+        full = np.zeros_like(spectra)
+        full[:, self._band] = band
+        y = np.fft.irfft(full, self.frame_len, axis=1)
         y2 = y * y
         m2 = np.einsum("ij->i", y2)
         m4 = np.einsum("ij,ij->i", y2, y2)
-        n = self.frame_len
-        with np.errstate(divide="ignore", invalid="ignore"):
-            k = (m4 * n) / (m2 * m2) / self._kurtosis_scale
+        k = (m4 * (self.frame_len / self._kurtosis_scale)) / np.maximum(m2 * m2, 1e-300)
         return np.where(m2 > 0.0, k, 3.0)
 
 
-class Whitener:
-    """One station's slowly tracked background power per bin (an exponential mean over every
-    frame, arc included: whitening keeps an arc's impulsiveness whatever its spectrum) and
-    the gain that flattens it. Stepped frame by frame so values do not depend on blocks."""
-
-    def __init__(self, bins: int, frame_s: float, time_constant_s: float) -> None:
-        self.enabled = time_constant_s > 0.0
-        self._keep = float(np.exp(-frame_s / time_constant_s)) if self.enabled else 0.0
-        self._background: np.ndarray | None = None
-        self._ones = np.ones(bins)
-
-    def gains(self, power: np.ndarray, silent: np.ndarray) -> np.ndarray:
-        """Per-bin gain for each frame (from the background before it), then the frame is
-        learnt; frames flagged ``silent`` (digital silence) are not learnt."""
-        if not self.enabled:
-            return np.broadcast_to(self._ones, power.shape)
-        out = np.empty_like(power)
-        for k in range(power.shape[0]):
-            if self._background is None:
-                self._background = np.maximum(power[k], WHITEN_FLOOR)
-            out[k] = 1.0 / np.sqrt(self._background)
-            if not silent[k]:
-                self._background = np.maximum(
-                    self._keep * self._background + (1.0 - self._keep) * power[k], WHITEN_FLOOR
-                )
-        return out
-
-
 @functools.lru_cache(maxsize=16)
-def crackle_meter(frame_len: int, sample_rate: int, low_hz: float, high_hz: float) -> CrackleMeter:
+def crackle_meter(
+    frame_len: int, sample_rate: int, low_hz: float, high_hz: float, tone_clip_db: float | None
+) -> CrackleMeter:
     """The shared ``CrackleMeter`` for these settings (built once, reused by every station)."""
-    return CrackleMeter(frame_len, sample_rate, low_hz, high_hz)
+    return CrackleMeter(frame_len, sample_rate, low_hz, high_hz, tone_clip_db)

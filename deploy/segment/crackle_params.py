@@ -26,12 +26,12 @@ class CrackleParams(BaseModel):
     band_high_hz: float = Field(
         8000.0, gt=0.0, description="Upper edge of the crackle band (Hz); capped at Nyquist."
     )
-    whiten_s: float = Field(
-        5.0,
-        ge=0.0,
-        description="Time constant (s) of each station's per-bin background that whitens the "
-        "spectrum before the crackle is measured, so that a steady tone in the band cannot "
-        "mask the arc; 0 turns whitening off.",
+    tone_clip_db: float | None = Field(
+        10.0,
+        gt=0.0,
+        description="Bins of the crackle band more than this (dB) over the band's median bin "
+        "are clipped to it in each frame before the crackle is measured, so that a steady "
+        "tone in the band (a drive's whine) cannot mask the arc; None turns it off.",
     )
     crackle_smooth_s: float = Field(
         0.25,
