@@ -40,7 +40,7 @@ class CrackleParams(BaseModel):
         "of frames. Bridges the arc's own 50-100 ms flicker dips.",
     )
     crackle_on: float = Field(
-        5.0,
+        5.5,
         gt=3.0,
         description="Kurtosis (mean of logs over the span) at and above which a frame sounds "
         "like an arc. Gaussian noise of any level or colour reads 3.",
@@ -63,7 +63,7 @@ class CrackleParams(BaseModel):
         "idle frames that do not sound like an arc; levels are compared as power above it.",
     )
     edge_db: float = Field(
-        7.0,
+        8.0,
         gt=0.0,
         description="How far (dB, SNR-weighted mean over the bands) a frame may fall under the "
         "weld's own level and still belong to it. Places the weld's edges on this cell's "
