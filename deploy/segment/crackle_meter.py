@@ -14,7 +14,7 @@ Two things spoil a plain kurtosis, and the meter removes both:
   the arc: bins more than ``tone_clip_db`` over the band's median bin are clipped to that
   before the band-passed frame is formed. A tone is a few bins, an arc's pops spread over
   all of them, so the clip takes the tone and leaves the crackle (a per-station tracked
-  whitening did the same at 3-4 times the cost per block);
+  whitening did much the same but needs state, so stations could not share one call);
 - a frame edge would cut loud low-frequency sound into clicks: frames are Hann-windowed,
   and the window's own effect on the 4th moment (a windowed Gaussian reads 5.8) is divided
   out, so noise reads 3 again.
