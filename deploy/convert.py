@@ -6,7 +6,9 @@ spectrum with `torch.stft`, whose complex output ONNX cannot carry, and TorchScr
 what torch 2.13's exporter reads. Each kind of artifact names how its scorer is rebuilt
 (`SCORER_BUILDERS`, keyed by the metadata's `kind`; an artifact without metadata is the
 original pipeline's classifier). The rebuilt scorer must reproduce the archive's own window
-probabilities on probe windows before anything is written.
+probabilities on probe windows before anything is written. Artifacts made from a module in
+this process (`weldmon export`, `deploy.export.export_artifact` with `onnx=True`) need no
+rebuild: their twin is exported from that module directly.
 """
 
 from __future__ import annotations
@@ -32,6 +34,9 @@ from deploy.onnx_model import load_onnx
 from deploy.torchscript_model import TorchScriptModel, read_torchscript
 
 CLASSIFIER_KIND = "classifier"  # the MIL CNN: softmax of base_model's logits at defect_idx
+# Kinds of window scorer named in an artifact's metadata ("model": {"kind": ...}) that are not
+# the classifier; each needs its own entry in SCORER_BUILDERS before it can be converted.
+SCORER_KINDS_OTHER_THAN_CLASSIFIER = ("anomaly", "fused")
 
 ScorerBuilder = Callable[[torch.jit.ScriptModule, dict[str, Any]], nn.Module]
 
@@ -47,8 +52,11 @@ class Conversion:
 def classifier_scorer(module: torch.jit.ScriptModule, meta: dict[str, Any]) -> nn.Module:
     """Our `WindowClassifier` with the archive's `base_model` weights (its module names and
     Sequential indices are the original's, so the state dict loads as it is)."""
-    frontend = FrontEndParams(**meta["frontend"]) if meta.get("frontend") else FrontEndParams()
-    params = BackboneParams(**meta["model"]) if meta.get("model") else BackboneParams()
+    try:
+        frontend = FrontEndParams(**meta["frontend"]) if meta.get("frontend") else FrontEndParams()
+        params = BackboneParams(**meta["model"]) if meta.get("model") else BackboneParams()
+    except (TypeError, ValueError) as exc:
+        raise ArtifactError(f"its metadata does not describe the known CNN ({exc})") from exc
     classifier = WindowClassifier(frontend, params)
     try:
         classifier.load_state_dict(module.base_model.state_dict())
@@ -84,7 +92,8 @@ def convert_artifact(source: Path, output: Path) -> Conversion:
     source = Path(source)
     module, meta = read_torchscript(source)
     sha = file_sha256(source)
-    kind = meta.get("kind", CLASSIFIER_KIND)
+    named = (meta.get("model") or {}).get("kind")
+    kind = named if named in SCORER_KINDS_OTHER_THAN_CLASSIFIER else CLASSIFIER_KIND
     if kind not in SCORER_BUILDERS:
         raise ArtifactError(
             f"{source}: artifacts of kind {kind!r} cannot be converted (known: "

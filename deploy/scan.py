@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import csv
 import json
+import os
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -17,8 +18,9 @@ import numpy as np
 from tqdm import tqdm
 
 from deploy.audio import read_recording
-from deploy.errors import AudioError
+from deploy.errors import AudioError, ReportError
 from deploy.loader import DeployModel
+from deploy.model import Verdict
 from deploy.predict import window_start_sample
 from deploy.windows import mix_channels, window_count
 
@@ -45,18 +47,31 @@ class ScanReport:
     windows: int = 0
 
 
-def _error_row(path: Path, message: str) -> dict[str, Any]:
+def _row(
+    path: Path,
+    mode: str,
+    verdict: Verdict | None,
+    *,
+    window_start_s: float | None = None,
+    error: str = "",
+) -> dict[str, Any]:
+    """One CSV/JSON row (the columns of CSV_COLUMNS): a judged window or recording, or an
+    error (no verdict)."""
     return {
         "file": str(path),
-        "mode": "recording",
-        "window_start_s": None,
-        "label": None,
-        "label_name": None,
-        "p_defect": None,
-        "n_windows": 0,
-        "status": "error",
-        "error": message,
+        "mode": mode,
+        "window_start_s": window_start_s,
+        "label": verdict.label if verdict else None,
+        "label_name": verdict.label_name if verdict else None,
+        "p_defect": verdict.p_defect if verdict else None,
+        "n_windows": verdict.n_windows if verdict else 0,
+        "status": "error" if error else "ok",
+        "error": error,
     }
+
+
+def _error_row(path: Path, message: str) -> dict[str, Any]:
+    return _row(path, "recording", None, error=message)
 
 
 def scan_file(
@@ -76,38 +91,14 @@ def scan_file(
         starts = [window_start_sample(model, rec, s) for s in offsets_s]
     windows = np.stack([mono[s : s + chunk] for s in starts])
     probs = model.window_probs(windows)
-    rows = []
-    for start, p in zip(starts, probs, strict=True):
-        verdict = model.judge(np.asarray([p]))
-        rows.append(
-            {
-                "file": str(path),
-                "mode": "window",
-                "window_start_s": start / model.sample_rate,
-                "label": verdict.label,
-                "label_name": verdict.label_name,
-                "p_defect": verdict.p_defect,
-                "n_windows": 1,
-                "status": "ok",
-                "error": "",
-            }
-        )
+    rows = [
+        _row(path, "window", model.judge(np.asarray([p])), window_start_s=s / model.sample_rate)
+        for s, p in zip(starts, probs, strict=True)
+    ]
     # Mode A reuses the aligned windows when they were all scored; otherwise it scores them.
     aligned = probs if offsets_s is None else None
     whole = model.judge(aligned) if aligned is not None else model.predict(rec.samples)
-    rows.append(
-        {
-            "file": str(path),
-            "mode": "recording",
-            "window_start_s": None,
-            "label": whole.label,
-            "label_name": whole.label_name,
-            "p_defect": whole.p_defect,
-            "n_windows": whole.n_windows,
-            "status": "ok",
-            "error": "",
-        }
-    )
+    rows.append(_row(path, "recording", whole))
     return rows
 
 
@@ -132,6 +123,24 @@ def scan(
         report.files_ok += 1
         report.windows += sum(1 for r in rows if r["mode"] == "window")
     return report
+
+
+def check_out_dir(out_dir: Path) -> None:
+    """Make sure the report can be written to `out_dir` (created if missing) before anything
+    is scanned; raises ReportError naming the problem."""
+    for target in (out_dir, out_dir / CSV_NAME, out_dir / JSON_NAME):
+        if target.exists() and (target is out_dir) != target.is_dir():
+            kind = "a file" if target is out_dir else "a folder"
+            raise ReportError(
+                f"--out: {target} is {kind}; the scan writes {CSV_NAME} and "
+                f"{JSON_NAME} into a folder"
+            )
+    try:
+        out_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise ReportError(f"--out: cannot create {out_dir} ({exc.strerror or exc})") from exc
+    if not os.access(out_dir, os.W_OK | os.X_OK):
+        raise ReportError(f"--out: {out_dir} is not writable")
 
 
 def write_report(report: ScanReport, model: DeployModel, out_dir: Path) -> tuple[Path, Path]:

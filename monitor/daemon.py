@@ -13,8 +13,8 @@ Threads, queues and overload: docs/monitor.md.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import signal
+import sys
 import time
 from collections.abc import Coroutine
 from contextlib import AsyncExitStack
@@ -39,10 +39,12 @@ from monitor.events import (
 )
 from monitor.ops.clips import ClipWriter
 from monitor.ops.notify import WatchdogGate
-from monitor.ops.status import Operations
+from monitor.ops.status import Operations, station_health
 from monitor.pipeline.core import Pipeline
 from monitor.pipeline.inference import InferenceWorker, ModelWorkers
 from monitor.publish.commands import CommandHandlers, CommandRouter
+from monitor.publish.interrupted import interrupted_message, report_interrupted
+from monitor.publish.outbox import OutboxOpenError
 from monitor.publish.publisher import MqttPublisher
 from monitor.reload import Reloader, prepare_reload, swap_in
 from monitor.runtime import (
@@ -54,7 +56,7 @@ from monitor.runtime import (
     tracker_options,
 )
 from monitor.segment.factory import RULES, require_live
-from weldmon.cli import EXIT_FAILURE, EXIT_OK
+from weldmon.cli import EXIT_FAILURE, EXIT_OK, EXIT_USAGE
 
 log = structlog.get_logger(__name__)
 
@@ -125,12 +127,21 @@ class Daemon:
                 on_message=self.commands,
                 subscriptions=self.commands.subscriptions,
                 connect_messages=self.commands.discovery,
-                ignore_retained=self.commands.ignore_retained,
+                on_outbox_state=self._outbox_state,
             )
             self.events.publisher = self.publisher = await stack.enter_async_context(link)
             self.ops.bind_gauges(self.workers.queue_depth, self.publisher)
+            self._report_interrupted()
             if http_error is not None:
                 self._error(ErrorCode.HTTP_UNAVAILABLE, http_error)
+            if cfg.opcua.enabled:
+                from monitor.publish import opcua  # the optional `opcua` extra: asyncua
+
+                def health(station: str) -> str:
+                    return station_health(self.ops.metrics, station, cfg.http.max_audio_age_s)
+
+                served = opcua.serving(cfg.opcua, self.settings.stations, health, self._report)
+                self.events.listeners.append(await stack.enter_async_context(served))
             if self.clips is not None:  # closes after the pipeline: the last results keep clips
                 stack.push_async_callback(self.clips.close, cfg.stop_timeout_s / 4)
             stack.push_async_callback(self.reloader.close)
@@ -235,7 +246,23 @@ class Daemon:
             self._spawn(self.publisher.publish_all(discovery, "homeassistant_discovery"))
 
     def _error(self, code: ErrorCode, message: str, **fields: Any) -> None:
-        self.events(error_event(self.model.sha256, code, message, source=self._source, **fields))
+        model = self.options.model
+        self.events(error_event(model, code, message, source=self._source, **fields))
+
+    def _report(self, code: str, message: str) -> None:
+        self._error(ErrorCode(code), message)
+
+    def _report_interrupted(self) -> None:
+        """Results for the welds a killed daemon left open (before any new audio)."""
+        if self.publisher is not None and self.publisher.outbox is not None:
+            welds = report_interrupted(self.publisher.outbox, self.events)
+            if welds:
+                self._error(ErrorCode.INTERRUPTED_WELDS, interrupted_message(welds))
+
+    def _outbox_state(self, degraded: bool, message: str) -> None:
+        # The error event itself is held in memory and published from there (spool.py).
+        if degraded:
+            self._error(ErrorCode.OUTBOX_DEGRADED, message)
 
     def _clip_failed(self, result: WeldResult, message: str) -> None:
         self._error(ErrorCode.CLIP_FAILED, message, station=result.station, weld_id=result.weld_id)
@@ -271,8 +298,11 @@ def run_daemon(cfg: MonitorConfig, model: DeployModel, config_path: Path | None 
     on reload (None: reload re-reads the model only)."""
     try:
         return asyncio.run(Daemon(cfg, model, config_path).run())
+    except OutboxOpenError as exc:  # before any weld: restarting would meet the same file
+        log.error("daemon_failed", error=str(exc))
+        print(f"weldmon run: {exc}", file=sys.stderr)
+        return EXIT_USAGE
     except WeldmonError as exc:
         log.error("daemon_failed", error=str(exc))
-        with contextlib.suppress(Exception):
-            print(f"weldmon: {exc}")
+        print(f"weldmon run: {exc}", file=sys.stderr)
         return EXIT_FAILURE

@@ -30,6 +30,7 @@ from pydantic import (
     model_validator,
 )
 
+from deploy.contract import MODEL_NAME_PATTERN, MODEL_VERSION_PATTERN
 from deploy.errors import WeldmonError
 from deploy.segment.modes import SegmentationMode
 
@@ -144,6 +145,10 @@ class ErrorCode(StrEnum):
     HTTP_UNAVAILABLE = "http_unavailable"  # /metrics and /healthz could not be served
     BAD_AUDIO = "bad_audio"  # replay: a file could not be read
     NO_PROCESS_DATA = "no_process_data"  # replay in current mode: no usable sensor log
+    INTERRUPTED_WELDS = "interrupted_welds"  # welds a killed daemon left open got results
+    OUTBOX_DEGRADED = "outbox_degraded"  # the outbox cannot be written (events held in memory)
+    OPCUA_UNAVAILABLE = "opcua_unavailable"  # the OPC UA server could not start
+    OPCUA_FAILED = "opcua_failed"  # the running OPC UA server failed
 
 
 # Consumers keep working when a newer daemon adds a reason or a code: any snake_case word is
@@ -215,6 +220,14 @@ class _EventBase(_Model):
     emitted_at: UtcTimestamp = Field(default_factory=utc_now)
     daemon_version: str = Field(min_length=1, max_length=64)
     model_sha256: Sha256
+    # -- optional fields added within schema_version 1 (integ: model identity) --
+    # The model's human-readable name and version from its artifact (null when the artifact
+    # names none, e.g. the original pipeline's).
+    model_name: str | None = Field(None, pattern=MODEL_NAME_PATTERN)
+    model_version: str | None = Field(None, pattern=MODEL_VERSION_PATTERN)
+    # -- optional fields added within schema_version 1 (faults: replay) --
+    # true: made by `weldmon replay --publish` from a recording, not by a live weld
+    replay: bool = False
 
 
 class _WeldEventBase(_EventBase):
@@ -278,6 +291,10 @@ class WeldResult(_WeldEventBase):
     # the segmenters that hear them (crackle, current), process when process data is there.
     dropouts: DropoutSummary | None = None
     process: ProcessRecord | None = None
+    # -- optional fields added within schema_version 1 (faults: not judged) --
+    # False when not one window could be judged (shorter than a window, every window's audio
+    # non-finite or its inference failed, the daemon died first): `label` is then no verdict.
+    judged: bool = True
 
     @model_validator(mode="after")
     def _consistent(self) -> WeldResult:
@@ -288,6 +305,8 @@ class WeldResult(_WeldEventBase):
             raise ValueError("degraded must be true exactly when degraded_reasons is non-empty")
         if self.ended_at < self.started_at:
             raise ValueError("ended_at is before started_at")
+        if not self.judged and self.n_windows:
+            raise ValueError(f"judged is false but {self.n_windows} windows were judged")
         if self.window_probs is not None and len(self.window_probs) != self.n_windows:
             raise ValueError(
                 f"window_probs has {len(self.window_probs)} entries, n_windows is {self.n_windows}"

@@ -12,10 +12,15 @@ current up with the file's own level envelope (`deploy.sensorlog.audio_clock_off
 every result then carries its process record, and ``--segmentation current`` cuts the welds
 by it (a file without a usable log is then an error line, code ``no_process_data``). Results
 carry ``source.start_s`` / ``source.end_s``: where the weld lies in its file.
+
+Replay never touches a live daemon's MQTT state: it connects only when asked (`publish`),
+then with a client id of its own, without the outbox and without the retained status or a
+will (`monitor.runtime.replay_link`); every event it makes carries ``replay: true``.
 """
 
 from __future__ import annotations
 
+import contextlib
 import sys
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -51,11 +56,12 @@ from monitor.pipeline.core import Pipeline
 from monitor.pipeline.inference import InferenceWorker
 from monitor.pipeline.stations import StationLayoutError
 from monitor.pipeline.tracker import TrackerOptions
+from monitor.publish.settings import MqttConfig
 from monitor.runtime import (
     EventRouter,
     error_event,
-    mqtt_link,
     pipeline_settings,
+    replay_link,
     tracker_options,
 )
 from monitor.segment.factory import RULES
@@ -109,8 +115,10 @@ async def replay_files(
     realtime: bool = False,
     out: TextIO | None = None,
     progress: bool | None = None,
+    publish: MqttConfig | None = None,
 ) -> ReplaySummary:
-    """Replay `files` in order through one pipeline per file; returns the summary."""
+    """Replay `files` in order through one pipeline per file; returns the summary. With
+    `publish`, events also go to that broker (see the module docstring)."""
     mode = RULES[SegmentationMode(segmentation or cfg.segmentation.mode)].replay_as
     out = sys.stdout if out is None else out  # looked up late: tests and callers redirect it
     summary = ReplaySummary()
@@ -119,8 +127,13 @@ async def replay_files(
     source = FileSource(cfg.audio.block_s)
     pacer = Pacer(realtime)
     worker = InferenceWorker(model, cfg.inference.max_batch_windows, cfg.inference.queue_windows)
-    async with mqtt_link(cfg, model.sha256) as publisher:
-        router = EventRouter(publisher, [_StdoutResults(out, summary)])
+    link = (
+        replay_link(publish, cfg.stop_timeout_s)
+        if publish is not None
+        else contextlib.nullcontext(None)
+    )
+    async with link as publisher:
+        router = EventRouter(publisher, [_StdoutResults(out, summary)], replay=True)
         with (
             worker,
             tqdm(total=len(files), unit="file", disable=not show_bar, file=sys.stderr) as bar,
@@ -138,7 +151,7 @@ async def replay_files(
                     summary.files_failed += 1
                     summary.failed_paths.append(str(path))
                     origin = Source(type="file", name=str(path))
-                    router(error_event(model.sha256, code, problem, source=origin))
+                    router(error_event(options.model, code, problem, source=origin))
                 bar.update(1)
     return summary
 

@@ -98,6 +98,23 @@ def artifact(tmp_path: Path) -> Path:
     return export_untrained(tmp_path / "artifact").path
 
 
+def _wait_until_streaming(daemon: WeldmonRun, collector: MqttCollector) -> None:
+    """The daemon is connected and has fed its first block (PulseAudio's ALSA plugin delivers
+    it ~0.5-1.5 s after the stream opens), so nothing played from now on is missed."""
+    collector.wait_for("weldmon/status", 1, STARTUP_TIMEOUT_S)
+    daemon.wait_for_log("ready", STARTUP_TIMEOUT_S)
+
+
+def _wait_until_stopped(collector: MqttCollector) -> None:
+    """The retained ``stopped`` status arrived: the daemon published everything before it."""
+    collector.wait_until(
+        lambda ms: any(
+            m.topic == "weldmon/status" and json.loads(m.payload)["state"] == "stopped" for m in ms
+        ),
+        RESULT_TIMEOUT_S,
+    )
+
+
 def _play_and_collect(
     pulse: PulseAudio,
     daemon: WeldmonRun,
@@ -105,15 +122,11 @@ def _play_and_collect(
     sink: str,
     collector: MqttCollector,
     expected: int,
-) -> list[dict]:
-    daemon.wait_for_log("capture_opened", STARTUP_TIMEOUT_S)
-    collector.wait_for("weldmon/status", 1, STARTUP_TIMEOUT_S)
-    time.sleep(1.0)  # PulseAudio's ALSA plugin delivers its first block after ~0.5-1.5 s
+) -> None:
+    _wait_until_streaming(daemon, collector)
     player = pulse.play_array(audio, RATE, sink)
     assert player.wait(audio.shape[0] / RATE + 30) == 0
     collector.wait_for("weldmon/+/weld/result", expected, RESULT_TIMEOUT_S)
-    time.sleep(2.0)  # nothing more may come: exactly one result per weld
-    return [json.loads(m.payload) for m in collector.matching("weldmon/+/weld/result")]
 
 
 def _live_results(
@@ -134,10 +147,13 @@ def _live_results(
     collector = mqtt_subscriber(mosquitto, ["weldmon/#"])
     daemon = WeldmonRun(config, pulse.subprocess_env(), tmp_path / "daemon.stderr")
     try:
-        live = _play_and_collect(pulse, daemon, audio, sink, collector, expected)
+        _play_and_collect(pulse, daemon, audio, sink, collector, expected)
     finally:
         code = daemon.stop()
     assert code == 0, daemon.log()[-3000:]
+    # Exactly one result per weld: after a clean stop nothing more can come.
+    _wait_until_stopped(collector)
+    live = [json.loads(m.payload) for m in collector.matching("weldmon/+/weld/result")]
     return live, config, collector
 
 
@@ -218,12 +234,11 @@ def test_sigterm_during_a_weld_reports_it_interrupted_and_exits_cleanly(
     collector = mqtt_subscriber(mosquitto, ["weldmon/#"])
     daemon = WeldmonRun(config, pulse.subprocess_env(), tmp_path / "daemon.stderr")
     try:
-        daemon.wait_for_log("capture_opened", STARTUP_TIMEOUT_S)
-        collector.wait_for("weldmon/status", 1, STARTUP_TIMEOUT_S)
-        time.sleep(1.0)
+        _wait_until_streaming(daemon, collector)
         player = pulse.play_array(audio[:, None], RATE, "cellstop")
         collector.wait_for("weldmon/cell1/weld/start", 1, 30.0)
-        time.sleep(2.0)  # well inside the arc (it burns for ~25 s)
+        # Well inside the arc (it burns for ~25 s): two windows of it judged.
+        collector.wait_for("weldmon/cell1/weld/progress", 2, 30.0)
         started = time.monotonic()
         code = daemon.stop()
         stopped_in = time.monotonic() - started
@@ -234,6 +249,7 @@ def test_sigterm_during_a_weld_reports_it_interrupted_and_exits_cleanly(
             daemon.stop()
     assert code == 0, daemon.log()[-3000:]
     assert stopped_in < STOP_LIMIT_S
+    _wait_until_stopped(collector)
     (result,) = [json.loads(m.payload) for m in collector.matching("weldmon/+/weld/result")]
     assert result["end_reason"] == "shutdown"
     assert result["degraded_reasons"] == ["interrupted"]

@@ -124,6 +124,7 @@ class NotifySocket:
         self._sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
         self._sock.bind("\0" + self.name[1:])
         self._sock.settimeout(0.2)
+        self._arrived = threading.Condition()
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._receive, daemon=True)
         self._thread.start()
@@ -135,19 +136,24 @@ class NotifySocket:
             except TimeoutError:
                 continue
             pairs = dict(line.split("=", 1) for line in data.decode().splitlines() if line)
-            self.messages.append((time.monotonic(), pairs))
+            with self._arrived:
+                self.messages.append((time.monotonic(), pairs))
+                self._arrived.notify_all()
 
     def times(self, key: str) -> list[float]:
         return [t for t, m in list(self.messages) if key in m]
 
-    def wait_for(self, key: str, timeout: float) -> float:
+    def wait_for(self, key: str, timeout: float, count: int = 1, after: float = -1.0) -> float:
+        """Wait until `count` messages carrying `key` arrived after `after` (monotonic s);
+        returns the time of the first of them."""
         deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            found = self.times(key)
-            if found:
-                return found[0]
-            time.sleep(0.05)
-        raise TimeoutError(f"no {key} within {timeout} s; got {self.messages[-5:]}")
+        with self._arrived:
+            while len(found := [t for t in self.times(key) if t > after]) < count:
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    raise TimeoutError(f"no {count} {key} within {timeout} s: {self.messages[-5:]}")
+                self._arrived.wait(left)
+            return found[0]
 
     def close(self) -> None:
         self._stop.set()
@@ -222,7 +228,7 @@ def notify_run(
         time.sleep(RESUME_S)
         sigterm_at = time.monotonic()
         code = daemon.stop()
-        time.sleep(0.3)  # the last datagrams
+        listener.wait_for("STOPPING", 5.0)  # the last datagram the daemon sends
     finally:
         if daemon.proc.poll() is None:
             daemon.stop()
@@ -307,7 +313,8 @@ def test_a_missing_device_at_boot_extends_the_start_timeout_and_keeps_the_watchd
     daemon = WeldmonRun(config, {**pulse_server.subprocess_env(), **env}, _log_path(config))
     try:
         first_extend = listener.wait_for("EXTEND_TIMEOUT_USEC", STARTUP_TIMEOUT_S)
-        time.sleep(3.0)
+        listener.wait_for("EXTEND_TIMEOUT_USEC", STARTUP_TIMEOUT_S, count=3)
+        listener.wait_for("WATCHDOG", STARTUP_TIMEOUT_S, count=4, after=first_extend)
         code = daemon.stop()
     finally:
         if daemon.proc.poll() is None:
@@ -392,7 +399,8 @@ def ops_run(
             run.health.append(_healthz(port))
             time.sleep(1.0)
         collector.wait_for("weldmon/+/weld/result", len(OPS_RUNS), RESULT_TIMEOUT_S)
-        time.sleep(1.0)  # clip writes land on their own thread
+        # Every weld is a defect here, so each result's clip is written on the clip thread.
+        daemon.wait_for_log("clip_written", RESULT_TIMEOUT_S, count=len(OPS_RUNS))
         run.scrapes.append((time.monotonic(), _scrape_metrics(port)))
     finally:
         run.exit_code = daemon.stop()

@@ -16,9 +16,12 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from pydantic import ValidationError
 
+from deploy.segment.modes import SegmentationMode
 from monitor.events import (
     EVENTS_RETAINED,
     DegradedReason,
+    EndReason,
+    ErrorCode,
     ErrorEvent,
     Event,
     MalformedMessageError,
@@ -390,3 +393,12 @@ def test_every_json_example_in_the_mqtt_doc_is_a_valid_message() -> None:
         else:
             parse_trigger(json.dumps(data).encode())
     assert kinds == {"weld_start", "weld_progress", "weld_alert", "weld_result", "error"}
+
+
+@pytest.mark.parametrize("vocabulary", [SegmentationMode, EndReason, DegradedReason, ErrorCode])
+def test_mqtt_doc_and_schema_list_every_word_of_each_vocabulary(vocabulary) -> None:
+    doc = MQTT_DOC.read_text()
+    listed = {word for word in vocabulary if f"| `{word.value}` |" in doc}
+    assert listed == set(vocabulary), f"docs/mqtt.md lacks {set(vocabulary) - listed}"
+    in_schema = mqtt_json_schema()["$defs"][vocabulary.__name__]["enum"]
+    assert in_schema == [word.value for word in vocabulary]

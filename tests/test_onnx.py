@@ -221,3 +221,24 @@ def test_predict_and_scan_run_the_converted_compat_artifact(
     summary = json.loads((tmp_path / "deploy_window_scan_results.json").read_text())
     whole = [r for r in summary["rows"] if r["mode"] == "recording"]
     assert summary["model"]["backend"] == "onnx" and abs(whole[0]["p_defect"] - p) <= P_TOLERANCE
+
+
+def test_convert_names_a_kind_of_scorer_it_cannot_rebuild(tmp_path: Path):
+    from deploy.export import export_artifact
+    from deploy.frontend import FrontEndParams
+    from tests.support.artifacts import untrained_classifier
+
+    pt = tmp_path / "enrolled.pt"
+    export_artifact(
+        untrained_classifier(),
+        pt,
+        frontend=FrontEndParams(),
+        threshold=0.5,
+        eval_pool_ratio=0.05,
+        model_params={"kind": "anomaly", "embedding": "mean"},
+        onnx=False,
+    )
+    out = weldmon("convert", "--model", str(pt))
+    assert out.returncode == 2
+    assert "kind 'anomaly' cannot be converted" in out.stderr
+    assert not pt.with_suffix(".onnx").exists()

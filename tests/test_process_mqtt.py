@@ -129,10 +129,9 @@ def test_current_mode_cuts_the_weld_by_process_data_sent_over_mqtt(
                     status_payload=status_payload_factory("0.1.0", None, "wm-process-test"),
                     on_message=router,
                     subscriptions=router.subscriptions,
-                    ignore_retained=router.ignore_retained,
                 )
                 async with publisher:
-                    await until(lambda: publisher.counters.retained_ignored == 1)
+                    await until(lambda: publisher.counters.ignored_retained == 1)
                     for k in range(0, len(good), 10):  # a gateway's batches of ten
                         batch = json.dumps({"samples": good[k : k + 10]}).encode()
                         await asyncio.to_thread(sender.publish, TOPIC, batch)
@@ -150,7 +149,7 @@ def test_current_mode_cuts_the_weld_by_process_data_sent_over_mqtt(
                     for b in blocks[1:]:
                         await pipeline.feed(b, source)
                     await pipeline.end_stream(EndReason.SHUTDOWN)
-                    retained = publisher.counters.retained_ignored
+                    retained = publisher.counters.ignored_retained
                 return pipeline.counts(), retained
 
     counts, retained = asyncio.run(main())

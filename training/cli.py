@@ -8,6 +8,7 @@ arguments or configuration.
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import time
 from pathlib import Path
@@ -22,8 +23,22 @@ def _stamp() -> str:
 
 
 def _fail(message: str, code: int) -> int:
-    print(f"error: {message}", file=sys.stderr)
+    command = sys.argv[1] if len(sys.argv) > 1 else "training"
+    print(f"weldmon {command}: {message}", file=sys.stderr)
     return code
+
+
+def _usable_output(path: Path, what: str) -> str | None:
+    """Why `path` (a file to write) cannot be written, checked before any work; None: fine."""
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        return f"{what}: cannot create {path.parent} ({exc.strerror or exc})"
+    if path.is_dir():
+        return f"{what}: {path} is a folder"
+    if not os.access(path.parent, os.W_OK | os.X_OK):
+        return f"{what}: {path.parent} is not writable"
+    return None
 
 
 def _load(args: argparse.Namespace):  # -> TrainConfig
@@ -71,6 +86,9 @@ def _run_train(args: argparse.Namespace) -> int:
     ranks = distributed.from_environment()  # torchrun: one process per rank, data-parallel
     if ranks.parallel and args.run_dir is None:
         return _fail("under torchrun, give every rank the same --run-dir", EXIT_USAGE)
+    data_root = getattr(cfg, "data_root", None)
+    if data_root is not None and not Path(data_root).is_dir():
+        return _fail(f"data_root: {data_root} is not a directory", EXIT_USAGE)
     try:
         result = train(cfg, run_dir, resume=args.resume, progress=not args.no_progress)
     except ConfigError as exc:
@@ -128,14 +146,30 @@ def _configure_export(p: argparse.ArgumentParser) -> None:
         required=True,
         help="e.g. RUN/deploy_single_label.pt (its ONNX twin goes beside it, .onnx)",
     )
+    p.add_argument(
+        "--name", help="model name events show beside its sha256 (default: config model_name)"
+    )
+    p.add_argument(
+        "--model-version", help="model version, e.g. 2026.03.1 (default: config model_version)"
+    )
 
 
 def _run_export(args: argparse.Namespace) -> int:
+    from deploy.contract import check_model_identity
     from deploy.errors import WeldmonError
     from training.export import export_checkpoint
 
     try:
-        result = export_checkpoint(args.checkpoint, args.output)
+        check_model_identity(args.name, args.model_version)
+    except ValueError as exc:
+        return _fail(str(exc), EXIT_USAGE)
+    problem = _usable_output(args.output, "--output")
+    if problem is not None:
+        return _fail(problem, EXIT_USAGE)
+    try:
+        result = export_checkpoint(
+            args.checkpoint, args.output, name=args.name, version=args.model_version
+        )
     except WeldmonError as exc:
         return _fail(str(exc), EXIT_FAILURE)
     print(f"Exported deploy model: {result.path}")
@@ -170,12 +204,24 @@ def _configure_evaluate(p: argparse.ArgumentParser) -> None:
 
 def _run_evaluate(args: argparse.Namespace) -> int:
     from deploy.errors import WeldmonError
+    from deploy.loader import load_artifact
     from training.evaluate import DEFAULT_WORKERS, evaluate, format_metrics
     from training.report import write_report
+    from training.split import read_split
 
     workers = DEFAULT_WORKERS if args.workers is None else args.workers
     if workers < 1:
         return _fail("--workers must be >= 1", EXIT_USAGE)
+    # Bad arguments, data root or model: exit 2 before any file is judged.
+    if not args.data_root.is_dir():
+        return _fail(f"--data-root: {args.data_root} is not a directory", EXIT_USAGE)
+    try:
+        if args.split is not None:
+            read_split(args.split)
+        model = load_artifact(args.model, backend=args.backend)
+        model.self_test()
+    except WeldmonError as exc:
+        return _fail(str(exc), EXIT_USAGE)
     try:
         result = evaluate(
             args.model,
@@ -190,7 +236,9 @@ def _run_evaluate(args: argparse.Namespace) -> int:
     print("\n".join(format_metrics(result.metrics)))
     html = write_report(result, args.report)
     for bad in result.errors:
-        print(f"error: {bad.error}", file=sys.stderr)
+        # Some reasons come from the dataset index without the file ("missing audio file").
+        where = "" if bad.path and bad.path in bad.error else f"{bad.path}: "
+        print(f"weldmon evaluate: {where}{bad.error}", file=sys.stderr)
     print(f"report: {html}")
     return EXIT_FAILURE if result.errors else EXIT_OK
 

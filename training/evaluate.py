@@ -222,6 +222,7 @@ def evaluate(
 ) -> EvaluationResult:
     """Judge every file of the dataset (or of the split's validation side) with the artifact."""
     model = load_artifact(model_path, backend=backend)
+    model.self_test()  # as run, replay, predict and scan: no report from a model giving NaN
     entries, files = select_entries(
         data_root, split_file, sample_rate=model.sample_rate, chunk_samples=model.chunk_samples
     )

@@ -86,6 +86,8 @@ def make_split(entries: list[RunEntry], *, seed: int, val_fraction: float) -> Sp
 def read_split(path: Path) -> Split:
     try:
         raw = json.loads(Path(path).read_text())
+    except UnicodeDecodeError as exc:
+        raise SplitError(f"{path}: not a split file (binary, not JSON text)") from exc
     except (OSError, json.JSONDecodeError) as exc:
         raise SplitError(f"{path}: cannot read split file ({exc})") from exc
     if not isinstance(raw, dict) or raw.get("format") != SPLIT_FORMAT:

@@ -30,6 +30,7 @@ from torch import Tensor, nn
 from torch.nn import functional as F  # noqa: N812 - the universal alias
 from tqdm import tqdm
 
+from deploy.artifact import defect_probability
 from deploy.backbone import WindowClassifier
 from deploy.pooling import topk_pool
 from training import distributed, plots
@@ -75,7 +76,7 @@ class TrainResult:
 
 def window_probs(backbone: nn.Module, features: Tensor) -> Tensor:
     """Log-mel maps [T, 1, M, F] -> defect probability per window [T]."""
-    return torch.softmax(backbone(features), dim=1)[:, DEFECT_IDX]
+    return defect_probability(backbone(features), DEFECT_IDX)
 
 
 def mil_loss(probs: list[Tensor], labels: list[int], cfg: TrainConfig) -> Tensor:

@@ -179,7 +179,8 @@ class _SlidingMin:
     """Minimum of the last ``size`` values pushed, in O(1) amortised per push.
 
     Hand-written (numpy has no streaming form of it): ``min()`` over the 200-frame floor
-    history on every frame was a fifth of the gate's cost."""
+    history on every frame was a large part of the gate's cost (docs/benchmarks.md,
+    "Monitor: segmentation cost")."""
 
     def __init__(self, size: int) -> None:
         self.size = size
@@ -420,7 +421,7 @@ class GateSegmenter(Segmenter):
             self._floor_history.push(level_db)
 
     def _weld_ref_db(self) -> float:
-        # statistics.median on ~20 floats: a tenth of np.median's call overhead, same value.
+        # statistics.median on ~20 floats: far less call overhead than np.median, same value.
         return statistics.median(self._weld_levels)
 
     def _try_confirm(self, floor_db: float, frame_end: int, out: list[Boundary]) -> None:

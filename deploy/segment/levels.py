@@ -6,8 +6,8 @@ caller buffers the remainder) and returns one level per frame in dB relative to 
 over frames so that one call per audio block costs one FFT per frame and no Python loop.
 
 ``BandMeter`` holds what does not change between blocks (the Hann window and the per-bin
-band weights), so a streaming caller pays for them once instead of once per block; the gate
-calls it 10 times a second per station, where rebuilding the window was a third of its cost.
+band weights), so a streaming caller pays for them once instead of once per block (the gate
+calls it 10 times a second per station; docs/benchmarks.md, "Monitor: segmentation cost").
 """
 
 from __future__ import annotations

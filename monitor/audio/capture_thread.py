@@ -34,8 +34,9 @@ BLOCK_QUEUE_DEPTH = 32  # blocks between the capture thread and the loop (~3 s a
 READ_TIMEOUT_S = 0.25  # capture read poll: how quickly the capture thread sees a stop
 QUEUE_FULL_POLL_S = 0.01  # s between looks at a full loop queue (the ring holds the audio)
 # s a block may wait for the next callback's audio to join it (up to audio.block_s): most of
-# the pipeline's cost is per block, so two 50 ms callbacks in one block cost about half, and
-# this bounds the latency that adds (one 50 ms callback period plus 10 ms of jitter).
+# the pipeline's cost is per block, so two 50 ms callbacks joined into one block cost less
+# (docs/benchmarks.md, round 2), and this bounds the latency that adds (one 50 ms callback
+# period plus 10 ms of jitter).
 COALESCE_WAIT_S = 0.06
 
 log = structlog.get_logger(__name__)

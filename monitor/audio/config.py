@@ -23,9 +23,10 @@ DEFAULT_STALL_TIMEOUT_S = 2.0  # s without a callback, once audio flowed, before
 # counts as lost: 10-100x a normal callback period, short enough to reopen within a weld
 DEFAULT_FIRST_AUDIO_TIMEOUT_S = 5.0  # s from opening to the first callback before the device
 # counts as lost; PulseAudio's ALSA plugin takes 0.5-1.5 s to deliver its first block
-DEFAULT_CALLBACK_BLOCK_S = 0.05  # s per PortAudio callback: 5x less CPU than PortAudio's
-# ~3-9 ms choice (bench/capture_cpu.py); one gate frame (50 ms) per block, so the per-block
-# cost of the pipeline is paid 20 times a second, and at most 50 ms waits in the device
+DEFAULT_CALLBACK_BLOCK_S = 0.05  # s per PortAudio callback: far less CPU than PortAudio's
+# own few-ms choice (docs/benchmarks.md, "audio capture CPU"); one gate frame (50 ms) per
+# block, so the pipeline's per-block cost is paid 20 times a second, and at most 50 ms waits
+# in the device
 MAX_CALLBACK_BLOCK_S = 1.0  # s: longer callbacks would delay stall detection and alerts
 # Exact digital zeros for this long on an open stream: no real microphone is that quiet (its
 # own self-noise alone sets the LSBs), so the capsule, cable or phantom power is gone. A
@@ -52,7 +53,7 @@ class AudioConfig(BaseModel):
     retry_max_s: float = Field(DEFAULT_DEVICE_RETRY_MAX_S, gt=0.0)
     stall_timeout_s: float = Field(DEFAULT_STALL_TIMEOUT_S, gt=0.0)
     first_audio_timeout_s: float = Field(DEFAULT_FIRST_AUDIO_TIMEOUT_S, gt=0.0)
-    # s of audio per PortAudio callback; 0: PortAudio picks (often a few ms: ~5x the CPU)
+    # s of audio per PortAudio callback; 0: PortAudio picks (often a few ms: more CPU)
     callback_block_s: float = Field(DEFAULT_CALLBACK_BLOCK_S, ge=0.0, le=MAX_CALLBACK_BLOCK_S)
     latency: Literal["low", "high"] = "high"  # high: larger device buffers, fewer overflows
     # s of exact digital silence on an open stream before the "probable dead microphone"

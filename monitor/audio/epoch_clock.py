@@ -6,7 +6,8 @@ A callback that delivers frames up to ``n`` (exclusive) runs no earlier than the
 converges on the true time from above, as soon as one callback arrives promptly.
 
 Why not the ADC time PortAudio reports: through ALSA's ``pulse`` plugin the reported capture
-delay was too large by 40-700 ms, varying per stream, which made every timestamp early.
+delay was too large by up to most of a second, varying per stream, which made every
+timestamp early (docs/benchmarks.md, round 2).
 
 The estimate is refined over the first ``refine_s`` of audio and then frozen: a device clock a
 few ppm faster than the wall clock would otherwise pull the minimum ever earlier over a long

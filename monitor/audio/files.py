@@ -32,15 +32,25 @@ AUDIO_SUFFIXES = frozenset(
 
 
 def expand_inputs(paths: Iterable[str | Path]) -> list[Path]:
-    """Files as given; folders replaced by the audio files under them (sorted, recursive)."""
+    """Files as given; folders replaced by the audio files under them (sorted, recursive). A
+    folder holding none stays in the list, so replay reports it instead of skipping it."""
     out: list[Path] = []
     for raw in paths:
         path = Path(raw)
         if path.is_dir():
-            out.extend(sorted(p for p in path.rglob("*") if p.suffix.lower() in AUDIO_SUFFIXES))
+            found = sorted(p for p in path.rglob("*") if p.suffix.lower() in AUDIO_SUFFIXES)
+            out.extend(found or [path])
         else:
             out.append(path)
     return out
+
+
+def _libsndfile_reason(error: str) -> str:
+    """libsndfile's reason in words a user can act on (its 'Format not recognised' comes with
+    advice about pipes, which is about its API, not about the file)."""
+    if "not recognised" in error or "possibly a pipe" in error:
+        return "not an audio file libsndfile can read (format not recognised)"
+    return f"unreadable or not audio ({error})"
 
 
 class FileStream:
@@ -51,11 +61,14 @@ class FileStream:
         self.epoch = epoch
         self.epoch_utc = epoch_utc
         if path.is_dir():
-            raise AudioError(f"{path}: is a directory, not an audio file")
+            suffixes = ", ".join(sorted(AUDIO_SUFFIXES))
+            raise AudioError(f"{path}: a folder with no audio files ({suffixes}) in it")
+        if not path.exists():
+            raise AudioError(f"{path}: no such file")
         try:
             self._file = sf.SoundFile(str(path))
         except sf.LibsndfileError as exc:
-            raise AudioError(f"{path}: unreadable or not audio ({exc.error_string})") from exc
+            raise AudioError(f"{path}: {_libsndfile_reason(exc.error_string)}") from exc
         except (RuntimeError, TypeError, ValueError) as exc:
             raise AudioError(f"{path}: unreadable or not audio ({exc})") from exc
         except OSError as exc:

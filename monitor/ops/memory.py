@@ -1,13 +1,13 @@
 """Keep the daemon's resident memory flat over long shifts.
 
 glibc raises its mmap threshold each time a large block is freed (the "dynamic threshold"),
-so after the inference thread has met a few batch sizes, tensor buffers of ~0.1-2 MB are
-served from the heap and stay resident: the 8-hour soak grew 76 MB after warm-up that way,
-bounded but real (docs/benchmarks.md, Soak). Pinning the threshold at 128 KiB (glibc's own
-starting value) keeps large buffers in mmap, returned to the kernel when freed: +8 MB over the
-same soak. It is the in-process equivalent of MALLOC_MMAP_THRESHOLD_=131072 and works when
-the daemon is started by hand, by systemd or by tests alike. No library exposes mallopt, so
-this is ctypes; on a libc without mallopt (musl, macOS) it does nothing.
+so after the inference thread has met a few batch sizes, its large tensor buffers are served
+from the heap and stay resident: bounded but real growth over a shift. Pinning the threshold
+at 128 KiB (glibc's own starting value) keeps large buffers in mmap, returned to the kernel
+when freed (the soak figures before and after: docs/benchmarks.md, Soak). It is the
+in-process equivalent of MALLOC_MMAP_THRESHOLD_=131072 and works when the daemon is started
+by hand, by systemd or by tests alike. No library exposes mallopt, so this is ctypes; on a libc
+without mallopt (musl, macOS) it does nothing.
 """
 
 from __future__ import annotations

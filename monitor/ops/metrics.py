@@ -28,9 +28,11 @@ from weldmon import __version__
 
 NAMESPACE = "weldmon"
 # Seconds from a window's submission to its probability, queue wait included: a forward pass
-# of one 1 s window takes ~5-30 ms on a small CPU; seconds mean the worker fell behind.
+# of one 1 s window takes milliseconds on a small CPU (docs/benchmarks.md, "inference
+# batching"); seconds mean the worker fell behind.
 INFERENCE_LATENCY_BUCKETS_S = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 MALFORMED_KINDS = ("trigger", "command", "process")  # inbound MQTT messages the daemon parses
+INBOUND_IGNORED_REASONS = ("retained", "empty")  # inbound messages never acted on
 WELD_LABELS = get_args(WeldResult.model_fields["label_name"].annotation)  # good_weld, defect
 
 
@@ -47,6 +49,9 @@ class Metrics:
         self._clock = clock
         self._last_audio_at = clock()
         self._totals: dict[int, tuple[Counter, float]] = {}
+        # Read by other threads (the OPC UA server's health): replaced, never mutated.
+        self.device_is_open = False
+        self.dead_channels: frozenset[tuple[str, int]] = frozenset()
         reg = self.registry
 
         def counter(name: str, doc: str, labels: tuple[str, ...] = ()) -> Counter:
@@ -127,6 +132,20 @@ class Metrics:
         self.outbox_over_bound = counter(
             "outbox_over_bound", "events stored beyond events.outbox_max_events (none dropped)"
         )
+        self.outbox_degraded = gauge(
+            "outbox_degraded", "1 while the outbox cannot be written (events held in memory)"
+        )
+        self.outbox_held = gauge("outbox_held_events", "events held in memory, not yet stored")
+        self.outbox_write_failures = counter(
+            "outbox_write_failures", "outbox writes that failed (each retried from memory)"
+        )
+        self.inbound_ignored = counter(
+            "inbound_ignored",
+            "inbound MQTT messages ignored: retained copies, empty payloads",
+            ("reason",),
+        )
+        for reason in INBOUND_IGNORED_REASONS:
+            self.inbound_ignored.labels(reason=reason)  # export 0 before the first one
         self.malformed_messages = counter(
             "malformed_messages", "inbound MQTT messages ignored as malformed", ("kind",)
         )
@@ -156,10 +175,13 @@ class Metrics:
 
     def device(self, is_open: bool) -> None:
         """The sound device's stream opened (True) or was lost (False)."""
+        self.device_is_open = is_open
         self.device_open.set(1 if is_open else 0)
 
     def dead_microphone(self, station: str, channel: int, dead: bool) -> None:
         """Input `channel` (feeding `station`) began (True) or ended a dead-microphone episode."""
+        key = (station, channel)
+        self.dead_channels = self.dead_channels | {key} if dead else self.dead_channels - {key}
         self.dead_microphones.labels(station=station, channel=str(channel)).set(1 if dead else 0)
 
     def weld_started(self, station: str) -> None:

@@ -16,7 +16,7 @@ resampler channel instead of one per channel. Every station of a pipeline is fed
 blocks, so they share one stream epoch and one resampler; per block the work that does not
 depend on a station's own state (resampling, the gate's FFT) is one call for all stations,
 which costs the same per sample but saves the per-call overhead that dominated at 0.1 s
-blocks (8 stations: ~0.35 ms of ~1.9 ms per block).
+blocks (docs/benchmarks.md, "Per-block costs behind code choices").
 
 Threads and ownership: `feed` and `end_stream` run on the event loop and only copy and count;
 windows go to the inference thread, and one consumer task (`monitor.pipeline.verdicts`)

@@ -11,8 +11,8 @@ counts them and marks the welds they touch as degraded.
 
 All stations share one stream: soxr filters each channel on its own, so a channel's output is
 the same, bit for bit, as a mono stream's (checked in tests/test_monitor_stream_parts.py), and
-one call per block instead of one per station saves soxr's per-call overhead (8 stations at
-48 kHz in 0.1 s blocks: 235 instead of 294 us per block).
+one call per block instead of one per station saves soxr's per-call overhead
+(docs/benchmarks.md, "Per-block costs behind code choices").
 """
 
 from __future__ import annotations

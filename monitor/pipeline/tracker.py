@@ -50,6 +50,8 @@ class ModelInfo:
     chunk_samples: int
     eval_pool_ratio: float
     threshold: float
+    name: str | None = None
+    version: str | None = None
 
     @classmethod
     def of(cls, model: DeployModel) -> ModelInfo:
@@ -60,7 +62,17 @@ class ModelInfo:
             model.chunk_samples,
             model.eval_pool_ratio,
             model.threshold,
+            model.model_name,
+            model.model_version,
         )
+
+    def event_fields(self) -> dict[str, str | None]:
+        """The model's identity as every event carries it."""
+        return {
+            "model_sha256": self.sha256,
+            "model_name": self.name,
+            "model_version": self.version,
+        }
 
 
 class ModelSwapError(WeldmonError):
@@ -87,6 +99,19 @@ class TrackerOptions:
     daemon_version: str
     segmentation: SegmentationMode
     include_window_probs: bool = False
+
+
+# A window whose audio is more than this share of exact zeros, in a weld whose NaN/Inf samples
+# were replaced by zeros, is not judged: its verdict would be the model's opinion of the
+# silence we put there (all-NaN audio used to come out as a good weld, p=0.47). No real
+# microphone delivers exact zeros (its self-noise sets the low bits), so in such a weld the
+# zeros are the repaired samples.
+MAX_REPAIRED_SHARE = 0.5
+
+
+def repaired_window(samples: np.ndarray) -> bool:
+    """True when more than `MAX_REPAIRED_SHARE` of the window is exact digital zeros."""
+    return np.count_nonzero(samples) < (1.0 - MAX_REPAIRED_SHARE) * samples.size
 
 
 NOT_JUDGED = math.nan  # the probability recorded for a window whose inference failed
@@ -121,6 +146,7 @@ class WeldTracker:
     alerted: bool = False
     degraded_reasons: set[DegradedReason] = field(default_factory=set)
     dropped_frames: int = 0
+    not_finite: set[int] = field(default_factory=set)  # windows left out: repaired audio
 
     def __post_init__(self) -> None:
         if not self.weld_id:
@@ -137,7 +163,7 @@ class WeldTracker:
     def _common(self) -> dict:
         return {
             "daemon_version": self.options.daemon_version,
-            "model_sha256": self.options.model.sha256,
+            **self.options.model.event_fields(),
             "station": self.station,
             "weld_id": self.weld_id,
             "source": self.source,
@@ -156,6 +182,15 @@ class WeldTracker:
         """Mark the weld degraded (e.g. dropped_audio, nonfinite_samples)."""
         self.degraded_reasons.add(reason)
         self.dropped_frames += dropped_frames
+
+    def judgeable(self, index: int, samples: np.ndarray) -> bool:
+        """Whether window `index` may be judged: not when this weld had NaN/Inf repaired and
+        the window is mostly the repair (see `MAX_REPAIRED_SHARE`); such a window is recorded
+        as not judged, and a weld left with no judged window is not judged at all."""
+        if DegradedReason.NONFINITE_SAMPLES in self.degraded_reasons and repaired_window(samples):
+            self.not_finite.add(index)
+            return False
+        return True
 
     def _judged(self, n: int | None = None) -> list[float]:
         return judged(self.probs if n is None else self.probs[:n])
@@ -179,7 +214,8 @@ class WeldTracker:
             raise ValueError(f"window {index} out of order (expected {len(self.probs)})")
         if prob is None:
             self.probs.append(NOT_JUDGED)
-            self.degrade(DegradedReason.INFERENCE_FAILED)
+            if index not in self.not_finite:  # repaired audio is left out, not a failure
+                self.degrade(DegradedReason.INFERENCE_FAILED)
             return []
         self.probs.append(prob)
         judged = self._judged()
@@ -221,8 +257,9 @@ class WeldTracker:
         m = self.options.model
         judged = self.judged_probs(end_index)
         reasons = set(self.degraded_reasons)
-        if not judged:
-            reasons.add(DegradedReason.TOO_SHORT)
+        if not judged:  # no verdict: `judged` is false in the result
+            if window_count(max(0, end_index - self.start_index), self.chunk) == 0:
+                reasons.add(DegradedReason.TOO_SHORT)
             p, label, p_max = 0.0, 0, 0.0
         else:
             p = pool(judged, m.eval_pool_ratio)
@@ -236,6 +273,7 @@ class WeldTracker:
             duration_s=(ended - self.start_index) / m.sample_rate,
             label=label,
             label_name=LABEL_NAMES[label],
+            judged=bool(judged),
             p_defect=p,
             threshold=m.threshold,
             n_windows=len(judged),

@@ -58,8 +58,12 @@ class VerdictCounters:
 
     windows: int = 0  # submitted (or lost at submission)
     windows_failed: int = 0  # lost at submission, or inference failed
+    windows_not_finite: int = 0  # left out: mostly repaired NaN/Inf audio
     results: int = 0
 
+
+# In place of a window's future: not judged, its audio was mostly repaired NaN/Inf samples.
+_NOT_FINITE: Future[float] = Future()
 
 _WindowItem = tuple[Literal["window"], WeldTracker, Window, "Future[float] | None"]
 _EventItem = tuple[Literal["event"], Event]
@@ -157,6 +161,12 @@ class VerdictQueue:
         for w in windows:
             future: Future[float] | None
             submitted = time.monotonic()
+            if not weld.tracker.judgeable(w.index, w.samples):
+                self.counters.windows_not_finite += 1
+                self.counters.windows += 1
+                self._pending_since.append(submitted)
+                await self._items.put(("window", weld.tracker, w, _NOT_FINITE))
+                continue
             try:
                 future = weld.worker.submit(w.samples)
             except Exception as exc:  # overload or a stopped worker: the window is lost, counted
@@ -239,6 +249,8 @@ class VerdictQueue:
     async def _probability(
         self, tracker: WeldTracker, future: Future[float] | None
     ) -> float | None:
+        if future is _NOT_FINITE:
+            return None  # its audio was the repair of NaN/Inf samples (tracker.judgeable)
         if future is None:
             self.counters.windows_failed += 1
             return None

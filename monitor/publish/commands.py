@@ -8,8 +8,8 @@ Four kinds of message come in, each on its own topic:
   configs (`discovery`, also sent at every connect);
 - ``{prefix}/{station}/trigger`` (trigger mode): a weld starts or stops at arrival time;
 - ``{prefix}/{station}/process`` (unless ``process.enabled`` is false): the welder's process
-  data (`monitor.publish.process_messages`); retained ones are ignored (``ignore_retained``:
-  a retained reading would come back at every connect as if new).
+  data (`monitor.publish.process_messages`). Like every inbound message, a retained one never
+  gets here (the publisher drops it: it would come back at every connect as if new).
 
 The router parses and dispatches to handlers the daemon gives it; a malformed message is
 logged and reported to ``malformed(kind)`` (the metric counts it) and goes no further.
@@ -164,11 +164,8 @@ class CommandRouter:
         self.subscriptions.append(reload_topic(prefix))
         if homeassistant.enabled:
             self.subscriptions.append(homeassistant.birth_topic)
-        # Topic filters whose retained messages the publisher drops before they get here.
-        self.ignore_retained: list[str] = []
         if process and handlers.process is not None:
             self.subscriptions.append(process_subscription(prefix))
-            self.ignore_retained.append(process_subscription(prefix))
 
     def discovery(self) -> list[Discovery]:
         """Home Assistant's discovery configs for the stations (empty when disabled): sent at

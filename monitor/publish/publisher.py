@@ -5,11 +5,16 @@ Ownership and overload:
 - QoS 1 events (start, alert, result, error) go through the durable :class:`Outbox`; the
   publisher sends them one at a time in insertion order and acks each row after the broker's
   PUBACK, so a lost connection or a crash re-sends (at-least-once, dedupe on ``event_id``).
+  When the outbox cannot be written, events are held in memory, published from there and
+  written back with back-off (:class:`monitor.publish.spool.Spool`); without an outbox
+  (replay) they are only held in memory.
 - QoS 0 progress goes straight to the socket while connected (``publish_volatile``); while
   disconnected, or beyond ``MAX_VOLATILE_IN_FLIGHT``, it is dropped and counted, never queued:
   a stale progress value is worse than none.
 - Inbound messages on ``subscriptions`` are handed to ``on_message(topic, payload)`` on the
-  event loop; an exception there is counted and logged, the connection stays up.
+  event loop; an exception there is counted and logged, the connection stays up. Retained
+  inbound messages and empty payloads (a retained message being cleared) are ignored,
+  counted and logged: commands and triggers are acted on only when they are sent.
 
 Reconnecting is one loop in :meth:`MqttPublisher.run`: one attempt at a time, waiting
 `monitor.backoff.backoff_delay` (capped exponential with full jitter, from
@@ -34,9 +39,19 @@ import structlog
 
 from deploy.errors import WeldmonError
 from monitor.backoff import RateLimitedLog, backoff_delay
-from monitor.events import EVENTS_RETAINED, Event, WeldProgress, qos_for, status_topic, topic_for
-from monitor.publish.outbox import Outbox
+from monitor.events import (
+    EVENTS_RETAINED,
+    Event,
+    WeldProgress,
+    WeldResult,
+    WeldStart,
+    qos_for,
+    status_topic,
+    topic_for,
+)
+from monitor.publish.outbox import NewMessage, Outbox
 from monitor.publish.settings import MqttConfig
+from monitor.publish.spool import Spool, StateHook
 
 DRAIN_BATCH = 64  # outbox rows read per query while draining
 # Progress publishes awaiting the socket at once; more means the link is stalled, so drop.
@@ -67,7 +82,11 @@ class PublisherCounters:
     published_volatile: int = 0
     dropped_volatile: int = 0
     received: int = 0
-    retained_ignored: int = 0  # retained messages on ignore_retained topics, dropped
+    # Inbound messages never handed on: a retained copy (the broker replays it at every
+    # subscribe, so acting on it would repeat an old command at each reconnect) and an empty
+    # payload (what clearing a retained message delivers).
+    ignored_retained: int = 0
+    ignored_empty: int = 0
     on_message_errors: int = 0
     last_error: str | None = None
 
@@ -82,30 +101,33 @@ class MqttPublisher:
     Args:
         settings: broker, credentials, TLS, prefix and timing.
         outbox: the durable store drained in order; the publisher acks rows, never adds them
-            except through :meth:`send`.
+            except through :meth:`send`. None: events are held in memory only (replay).
         status_payload: builds the status payload for a state (``online``/``offline``/
-            ``stopped``); called at every connect and at close.
+            ``stopped``); called at every connect and at close. None: this client publishes
+            no status and leaves no will (replay must never touch the daemon's status).
         on_message: called on the event loop with (topic, payload) for inbound messages.
         subscriptions: topic filters (re)subscribed at every connect, e.g. ``weldmon/+/trigger``.
         connect_messages: called at every connect (after ``online`` and the subscriptions);
             the (topic, payload, retain) messages it returns are published at QoS 1 before
             the outbox drains (e.g. Home Assistant discovery configs).
-        ignore_retained: topic filters whose retained messages are dropped and counted
-            (``retained_ignored``) before ``on_message``: a broker replays a retained message
-            at every subscribe, so acting on it would repeat an old reading or command.
+        on_outbox_state: called with (degraded, message) when outbox writes start or stop
+            failing (the events are kept in memory meanwhile; see `Spool`).
+        publish_progress: False keeps progress out of MQTT (it is still remembered for
+            interrupted welds, see :meth:`remember`).
         rng: randomness of the back-off jitter (seed it for reproducible timing).
     """
 
     def __init__(
         self,
         settings: MqttConfig,
-        outbox: Outbox,
+        outbox: Outbox | None,
         *,
-        status_payload: Callable[[str], bytes],
+        status_payload: Callable[[str], bytes] | None,
         on_message: Callable[[str, bytes], None] | None = None,
         subscriptions: Sequence[str] = (),
         connect_messages: Callable[[], Sequence[tuple[str, bytes, bool]]] | None = None,
-        ignore_retained: Sequence[str] = (),
+        on_outbox_state: StateHook | None = None,
+        publish_progress: bool = True,
         rng: random.Random | None = None,
     ) -> None:
         self.settings = settings
@@ -113,11 +135,12 @@ class MqttPublisher:
         # Monotonic times (s) of recent connect attempts: shows the back-off at work.
         self.attempt_times: collections.deque[float] = collections.deque(maxlen=ATTEMPT_HISTORY)
         self._outbox = outbox
+        self.spool = Spool(outbox, on_state=on_outbox_state, on_stored=self.notify)
+        self.publish_progress = publish_progress
         self._status_payload = status_payload
         self._on_message = on_message
         self._subscriptions = list(subscriptions)
         self._connect_messages = connect_messages
-        self._ignore_retained = list(ignore_retained)
         self._rng = rng or random.Random()
         self._tls_context = settings.tls.ssl_context() if settings.tls.enabled else None
         self._failures = 0
@@ -135,21 +158,40 @@ class MqttPublisher:
         self._failure_log = RateLimitedLog(FAILURE_LOG_INTERVAL_S)
 
     @property
-    def outbox(self) -> Outbox:
-        """The durable store this publisher drains (for depth and age gauges)."""
+    def outbox(self) -> Outbox | None:
+        """The durable store this publisher drains (None: memory only); `spool` has the
+        events waiting in memory as well."""
         return self._outbox
 
     # -- the seams the daemon calls (event-loop thread unless said otherwise) ----------------
 
     def send(self, event: Event) -> None:
         """Route one event: progress to :meth:`publish_volatile`, everything else into the
-        outbox (durable before this returns) and wake the drain."""
+        outbox (durable before this returns, or held in memory while the outbox fails) and
+        wake the drain. Never raises for a failing outbox."""
         topic = topic_for(event, self.settings.topic_prefix)
         if isinstance(event, WeldProgress):
-            self.publish_volatile(topic, event.to_json())
+            self.remember(event)
+            if self.publish_progress:
+                self.publish_volatile(topic, event.to_json())
             return
-        self._outbox.add(topic, event.to_json(), qos_for(event), EVENTS_RETAINED, event.event_id)
+        self.spool.put(
+            NewMessage(
+                topic,
+                event.to_json(),
+                qos_for(event),
+                EVENTS_RETAINED,
+                event.event_id,
+                opens_weld=event.weld_id if isinstance(event, WeldStart) else None,
+                closes_weld=event.weld_id if isinstance(event, WeldResult) else None,
+            )
+        )
         self.notify()
+
+    def remember(self, progress: WeldProgress) -> None:
+        """Keep an open weld's verdict so far in the outbox without publishing it, so a
+        daemon killed mid-weld can report it on restart (`monitor/publish/interrupted.py`)."""
+        self.spool.note_progress(progress)
 
     def notify(self) -> None:
         """Wake the drain after rows were added to the outbox; safe from any thread."""
@@ -173,11 +215,14 @@ class MqttPublisher:
 
     async def announce(self, state: str = "online") -> bool:
         """Publish the retained status now (e.g. after a reload changed the model it names);
-        False when disconnected."""
+        False when disconnected or when this client publishes no status."""
+        if self._status_payload is None:
+            return False
         return await self.publish_now(*self._status(state), retain=True)
 
     def _status(self, state: str) -> tuple[str, bytes]:
         """The retained status message for `state`: (topic, payload)."""
+        assert self._status_payload is not None
         return status_topic(self.settings.topic_prefix), self._status_payload(state)
 
     async def publish_all(self, messages: Sequence[tuple[str, bytes, bool]], what: str) -> int:
@@ -220,6 +265,7 @@ class MqttPublisher:
         self._loop = asyncio.get_running_loop()
         self._wake = asyncio.Event()
         self._stopping = asyncio.Event()
+        retry = self._loop.create_task(self.spool.keep_retrying(), name="weldmon-outbox-retry")
         try:
             while True:
                 try:
@@ -245,6 +291,8 @@ class MqttPublisher:
                 else:
                     await self._sleep_unless_stopping(delay)
         finally:
+            retry.cancel()
+            await asyncio.gather(retry, return_exceptions=True)
             self.counters.connected = False
             self._client = None
 
@@ -253,7 +301,7 @@ class MqttPublisher:
         and time left. "stopped" alone is not worth waiting for: the broker has already
         published the "offline" will for the lost link."""
         assert self._loop is not None
-        return self._outbox.depth == 0 or self._loop.time() >= self._stop_deadline
+        return self.spool.depth == 0 or self._loop.time() >= self._stop_deadline
 
     async def close(
         self, final_state: str = "stopped", timeout_s: float = DEFAULT_CLOSE_TIMEOUT_S
@@ -269,9 +317,10 @@ class MqttPublisher:
         self.notify()
         done, _ = await asyncio.wait({task}, timeout=timeout_s)
         if not done:
-            log.error("mqtt.close_timeout", timeout_s=timeout_s, outbox_depth=self._outbox.depth)
+            log.error("mqtt.close_timeout", timeout_s=timeout_s, outbox_depth=self.spool.depth)
             task.cancel()
             await asyncio.gather(task, return_exceptions=True)
+        await self.spool.close()
 
     async def __aenter__(self) -> Self:
         """Start :meth:`run` in a background task owned by this context."""
@@ -294,6 +343,9 @@ class MqttPublisher:
 
     def _make_client(self) -> aiomqtt.Client:
         s = self.settings
+        will = None
+        if self._status_payload is not None:
+            will = aiomqtt.Will(*self._status("offline"), qos=1, retain=True)
         return aiomqtt.Client(
             s.host,
             s.port,
@@ -303,7 +355,7 @@ class MqttPublisher:
             keepalive=s.keepalive_s,
             timeout=s.connect_timeout_s,
             tls_context=self._tls_context,
-            will=aiomqtt.Will(*self._status("offline"), qos=1, retain=True),
+            will=will,
         )
 
     async def _session(self) -> None:
@@ -314,7 +366,8 @@ class MqttPublisher:
         async with client:
             self._client = client
             try:
-                await client.publish(*self._status("online"), qos=1, retain=True)
+                if self._status_payload is not None:
+                    await client.publish(*self._status("online"), qos=1, retain=True)
                 for topic_filter in self._subscriptions:
                     await client.subscribe(topic_filter, qos=1)
                 if self._connect_messages is not None:
@@ -337,7 +390,7 @@ class MqttPublisher:
             host=self.settings.host,
             port=self.settings.port,
             after_failures=self._failures,
-            outbox_depth=self._outbox.depth,
+            outbox_depth=self.spool.depth,
         )
         self._failures = 0
         self._failure_log.reset()
@@ -361,12 +414,21 @@ class MqttPublisher:
             self.counters.received += 1
             if self._on_message is None:
                 continue
-            if message.retain and any(message.topic.matches(f) for f in self._ignore_retained):
-                self.counters.retained_ignored += 1
-                continue
             payload = message.payload
             # paho hands over bytes; aiomqtt's type also allows str/number/None.
             data = bytes(payload) if isinstance(payload, bytes | bytearray) else b""
+            if message.retain:
+                self.counters.ignored_retained += 1
+                log.warning(
+                    "mqtt.retained_ignored",
+                    topic=message.topic.value,
+                    why="a retained command or trigger would be acted on at every connect",
+                )
+                continue
+            if not data:
+                self.counters.ignored_empty += 1
+                log.info("mqtt.empty_ignored", topic=message.topic.value)
+                continue
             try:
                 self._on_message(message.topic.value, data)
             except Exception as exc:  # the handler is the daemon's: count, log, keep the link
@@ -377,12 +439,12 @@ class MqttPublisher:
         assert self._wake is not None and self._stopping is not None and self._loop is not None
         while True:
             self._wake.clear()  # before reading, so an add() during the read wakes us again
-            items = self._outbox.pending(DRAIN_BATCH)
+            items = self.spool.pending(DRAIN_BATCH)
             for item in items:
                 if self._stopping.is_set() and self._loop.time() >= self._stop_deadline:
                     break
                 await client.publish(item.topic, item.payload, qos=item.qos, retain=item.retain)
-                self._outbox.ack(item.seq)
+                self.spool.delivered(item)
                 self.counters.published += 1
             else:
                 if items:
@@ -394,8 +456,11 @@ class MqttPublisher:
             return
 
     async def _publish_final_status(self, client: aiomqtt.Client) -> None:
-        if self._outbox.depth:
-            log.warning("mqtt.close_left_pending", outbox_depth=self._outbox.depth)
+        if self.spool.depth:
+            log.warning("mqtt.close_left_pending", outbox_depth=self.spool.depth)
+        if self._status_payload is None:
+            log.info("mqtt.stopped", state=None)
+            return
         await client.publish(*self._status(self._final_state), qos=1, retain=True)
         log.info("mqtt.stopped", state=self._final_state)
 
