@@ -28,7 +28,14 @@ from deploy.loader import DeployModel
 from monitor.audio.blocks import AudioBlock
 from monitor.audio.capture_thread import CaptureThread, Lost, Opened
 from monitor.config import MonitorConfig
-from monitor.events import DegradedReason, EndReason, ErrorCode, Source, WeldResult
+from monitor.events import (
+    DegradedReason,
+    EndReason,
+    ErrorCode,
+    ProcessReading,
+    Source,
+    WeldResult,
+)
 from monitor.ops.clips import ClipWriter
 from monitor.ops.notify import WatchdogGate
 from monitor.ops.status import Operations
@@ -86,11 +93,17 @@ class Daemon:
             part=self._part,
             homeassistant_birth=self._rediscover,
             malformed=self.ops.metrics.malformed,
+            process=self._process,
         )
         ha, triggers = cfg.homeassistant, RULES[cfg.segmentation.mode].triggers
         stations = self.settings.stations
         self.commands = CommandRouter(
-            cfg.mqtt.topic_prefix, ha, stations, handlers, triggers=triggers
+            cfg.mqtt.topic_prefix,
+            ha,
+            stations,
+            handlers,
+            triggers=triggers,
+            process=cfg.process.enabled,
         )
         self.stopping = asyncio.Event()
         self.pipeline: Pipeline | None = None
@@ -223,6 +236,12 @@ class Daemon:
             log.info("part_announced", station=station, context=context)
             return True
         return False
+
+    def _process(self, station: str, readings: list[ProcessReading], bad: int) -> None:
+        if self.pipeline is None:
+            log.debug("process_before_audio", station=station, samples=len(readings))
+            return
+        self.pipeline.push_process(station, readings, bad)
 
     def _rediscover(self) -> None:
         if self.publisher is not None:

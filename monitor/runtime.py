@@ -79,6 +79,9 @@ def pipeline_settings(
         # restart after a crash; `events.progress` only decides whether MQTT gets them.
         progress=True,
         max_in_flight=max(1, cfg.inference.queue_windows - 1),
+        crackle=cfg.segmentation.crackle,
+        current=cfg.segmentation.current,
+        process_clock_offset_s=cfg.process.clock_offset_s,
     )
 
 
