@@ -107,7 +107,8 @@ def test_current_mode_cuts_the_weld_by_process_data_sent_over_mqtt(
                 await pipeline.feed(blocks[0], source)  # the stream (and its clock) begins
                 handlers = CommandHandlers(
                     reload=lambda origin: None,
-                    trigger=lambda station, state, at: False,
+                    trigger=lambda station, state, at, context: False,
+                    part=lambda station, context: False,
                     homeassistant_birth=lambda: None,
                     malformed=malformed.append,
                     process=pipeline.push_process,
