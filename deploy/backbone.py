@@ -1,7 +1,14 @@
 """The window classifier: log-mel front end + a small ResNet-style CNN (~186k parameters).
 
 Module names and `nn.Sequential` indices match the original pipeline's `base_model`, so a
-state dict moves between its artifacts and ours unchanged.
+state dict moves between its artifacts and ours unchanged (at the default width and input
+normalisation). Two knobs make it smaller or more session-robust:
+
+- ``width``: channels of the first stage (32 in the original; the later stages double it);
+- ``input_norm``: ``window`` is the front end's own per-window mean/std normalisation;
+  ``band`` also takes each mel band's mean over the window's frames away (and rescales to
+  unit std), so a static colouring of the spectrum (microphone, distance, room, material)
+  no longer reaches the CNN: what is left is how the sound changes within the window.
 """
 
 from __future__ import annotations
@@ -12,14 +19,38 @@ from torch import Tensor, nn
 
 from deploy.frontend import FrontEndParams, LogMel
 
+INPUT_NORMS = ("window", "band")  # see the module docstring
+BAND_NORM_EPS = 1e-6  # added to the std after band centring (a constant window stays finite)
+
 
 @dataclass(frozen=True)
 class BackboneParams:
     n_classes: int = 2  # output logits (binary: good_weld / defect)
     dropout: float = 0.15  # before the final linear layer
+    width: int = 32  # channels of the first stage; 64 and 128 at the original's default
+    input_norm: str = "window"  # "window" (the original) or "band" (also centre each band)
 
-    def as_dict(self) -> dict[str, float | int]:
+    def __post_init__(self) -> None:
+        if self.input_norm not in INPUT_NORMS:
+            raise ValueError(f"input_norm must be one of {INPUT_NORMS}, got {self.input_norm!r}")
+        if self.width < 1:
+            raise ValueError(f"width must be >= 1, got {self.width}")
+
+    def as_dict(self) -> dict[str, float | int | str]:
         return asdict(self)
+
+    @property
+    def embedding_size(self) -> int:
+        """Features before the final linear layer (the last stage's channels)."""
+        return 4 * self.width
+
+
+class BandCentre(nn.Module):
+    """[T, 1, M, F] maps -> each band minus its mean over the frames, rescaled to unit std."""
+
+    def forward(self, x: Tensor) -> Tensor:
+        centred = x - x.mean(dim=-1, keepdim=True)
+        return centred / (centred.std(dim=(-2, -1), keepdim=True) + BAND_NORM_EPS)
 
 
 def _conv_bn_relu(c_in: int, c_out: int) -> list[nn.Module]:
@@ -44,19 +75,20 @@ class ResidualBlock(nn.Module):
 def build_backbone(params: BackboneParams | None = None) -> nn.Sequential:
     """stem 1->32, res32, pool, 32->64, res64, pool, 64->128, pool, GAP, dropout, linear."""
     p = params or BackboneParams()
+    c1, c2, c3 = p.width, 2 * p.width, 4 * p.width
     return nn.Sequential(
-        *_conv_bn_relu(1, 32),  # 0-2
-        ResidualBlock(32),  # 3
+        *_conv_bn_relu(1, c1),  # 0-2
+        ResidualBlock(c1),  # 3
         nn.MaxPool2d(2),  # 4
-        *_conv_bn_relu(32, 64),  # 5-7
-        ResidualBlock(64),  # 8
+        *_conv_bn_relu(c1, c2),  # 5-7
+        ResidualBlock(c2),  # 8
         nn.MaxPool2d(2),  # 9
-        *_conv_bn_relu(64, 128),  # 10-12
+        *_conv_bn_relu(c2, c3),  # 10-12
         nn.MaxPool2d(2),  # 13
         nn.AdaptiveAvgPool2d(1),  # 14
         nn.Flatten(),  # 15
         nn.Dropout(p.dropout),  # 16
-        nn.Linear(128, p.n_classes),  # 17
+        nn.Linear(c3, p.n_classes),  # 17
     )
 
 
@@ -67,10 +99,18 @@ class WindowClassifier(nn.Module):
         self, frontend: FrontEndParams | None = None, backbone: BackboneParams | None = None
     ) -> None:
         super().__init__()
+        params = backbone or BackboneParams()
         self.preprocess = LogMel(frontend)
-        self.backbone = build_backbone(backbone)
+        # No weights, so the state dict keeps the original's keys either way.
+        self.input_norm = BandCentre() if params.input_norm == "band" else nn.Identity()
+        self.backbone = build_backbone(params)
 
     def forward(self, w: Tensor) -> Tensor:
         if w.dim() == 3:
             w = w.squeeze(1)
-        return self.backbone(self.preprocess(w))
+        return self.backbone(self.input_norm(self.preprocess(w)))
+
+    def classify_maps(self, maps: Tensor) -> Tensor:
+        """Normalised log-mel maps [T, 1, M, F] (the front end's output) -> logits: what
+        training runs on cached features."""
+        return self.backbone(self.input_norm(maps))

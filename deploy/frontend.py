@@ -82,6 +82,11 @@ class LogMel(nn.Module):
         self.register_buffer("fb", fb)
 
     def forward(self, x: Tensor) -> Tensor:
+        return normalise_windows(self.power_db(x), self.norm_eps)
+
+    def power_db(self, x: Tensor) -> Tensor:
+        """Signals [T, S] -> mel power in dB [T, n_mels, frames], before normalisation
+        (training caches this for a whole weld and slices its windows from it)."""
         spec = torch.stft(
             x,
             self.n_fft,
@@ -94,7 +99,12 @@ class LogMel(nn.Module):
         )
         power = spec.abs().pow(2)
         mel = torch.matmul(power.transpose(-1, -2), self.fb).transpose(-1, -2)
-        db = 10.0 * torch.log10(torch.clamp(mel, min=self.db_floor))
-        mean = db.mean(dim=(1, 2), keepdim=True)
-        std = db.std(dim=(1, 2), keepdim=True)
-        return ((db - mean) / (std + self.norm_eps)).unsqueeze(1)
+        return 10.0 * torch.log10(torch.clamp(mel, min=self.db_floor))
+
+
+def normalise_windows(db: Tensor, eps: float) -> Tensor:
+    """dB maps [T, n_mels, frames] -> each window by its own mean and unbiased std (+eps),
+    as [T, 1, n_mels, frames] (the model's input)."""
+    mean = db.mean(dim=(1, 2), keepdim=True)
+    std = db.std(dim=(1, 2), keepdim=True)
+    return ((db - mean) / (std + eps)).unsqueeze(1)

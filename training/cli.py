@@ -92,8 +92,7 @@ def _configure_cv(p: argparse.ArgumentParser) -> None:
 def _run_cv(args: argparse.Namespace) -> int:
     from deploy.errors import WeldmonError
     from training.config import ConfigError
-    from training.cv import cross_validate
-    from training.evaluate import format_metrics
+    from training.cv import cross_validate, format_result
 
     try:
         cfg = _load(args)
@@ -104,8 +103,11 @@ def _run_cv(args: argparse.Namespace) -> int:
         result = cross_validate(cfg, out, progress=not args.no_progress)
     except WeldmonError as exc:
         return _fail(str(exc), EXIT_FAILURE)
-    print("leave-one-config-folder-out, pooled out-of-fold (small sample: read with care)")
-    print("\n".join(format_metrics(result.metrics)))
+    print(
+        "leave-one-config-folder-out, pooled out-of-fold welds; each fold's threshold from its "
+        "training folders only (small sample: read the intervals)"
+    )
+    print("\n".join(format_result(result)))
     print(f"results: {out}")
     return EXIT_OK if result.rows else EXIT_FAILURE
 
@@ -146,6 +148,20 @@ def _configure_evaluate(p: argparse.ArgumentParser) -> None:
         "--workers", type=int, help="files judged at once (default: one per core, up to 4)"
     )
     p.add_argument(
+        "--mode",
+        choices=("both", "file", "weld"),
+        default="both",
+        help="file: whole recordings (the artifact's forward); weld: each weld the segmenter "
+        "cuts (what the daemon and replay judge); both (default)",
+    )
+    p.add_argument(
+        "--segmentation",
+        choices=("auto", "current", "gate", "file"),
+        default="auto",
+        help="weld mode's boundaries: auto = the sensor CSV's arc current when present, else "
+        "the daemon's default segmenter (default); current; gate; file (one weld per file)",
+    )
+    p.add_argument(
         "--fast",
         action="store_true",
         help="frozen, BatchNorm-folded classifier: ~1.8x less CPU; p_defect may differ from "
@@ -156,7 +172,7 @@ def _configure_evaluate(p: argparse.ArgumentParser) -> None:
 def _run_evaluate(args: argparse.Namespace) -> int:
     from deploy.errors import WeldmonError
     from training.evaluate import DEFAULT_WORKERS, evaluate, format_metrics
-    from training.report import write_report
+    from training.report import WELD_PREFIX, checks, write_report
 
     workers = DEFAULT_WORKERS if args.workers is None else args.workers
     if workers < 1:
@@ -169,15 +185,21 @@ def _run_evaluate(args: argparse.Namespace) -> int:
             workers=workers,
             fast=args.fast,
             progress=True,
+            mode=args.mode,
+            segmentation=args.segmentation,
         )
     except WeldmonError as exc:
         return _fail(str(exc), EXIT_FAILURE)
     print("\n".join(format_metrics(result.metrics)))
+    print("\n".join(format_metrics(result.weld_metrics, WELD_PREFIX)))
     html = write_report(result, args.report)
-    for bad in result.errors:
+    for warning in checks(result)["warnings"]:
+        print(f"weldmon evaluate: warning: {warning}", file=sys.stderr)
+    for bad in {f.path: f for f in result.errors + result.welds if f.error}.values():
         print(f"error: {bad.error}", file=sys.stderr)
     print(f"report: {html}")
-    return EXIT_FAILURE if result.errors else EXIT_OK
+    failed = result.errors or any(w.error for w in result.welds)
+    return EXIT_FAILURE if failed else EXIT_OK
 
 
 # ---- sweep -------------------------------------------------------------------------------

@@ -24,6 +24,7 @@ class FrozenJudge:
     def __init__(self, model: DeployModel) -> None:
         self.model = model
         self.sample_rate = model.sample_rate
+        self.chunk_samples = model.chunk_samples
         base = model.module.base_model.eval()
         self._base = torch.jit.optimize_for_inference(torch.jit.freeze(base))
 

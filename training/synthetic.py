@@ -202,16 +202,21 @@ def main(argv: list[str] | None = None) -> int:
         seed=args.seed,
     )
     config = args.out / TINY_CONFIG_NAME
-    config.write_text(yaml.safe_dump(tiny_config_values(args.out.resolve()), sort_keys=False))
+    values = tiny_config_values(args.out.resolve(), "auto" if args.idle else "file")
+    config.write_text(yaml.safe_dump(values, sort_keys=False))
     print(f"wrote {len(runs)} synthetic recordings under {args.out}")
     print(f"tiny training config: {config}")
     return 0
 
 
-def tiny_config_values(data_root: Path) -> dict[str, object]:
-    """A training config that learns the default synthetic set in seconds (tests, demo)."""
+def tiny_config_values(data_root: Path, segmentation: str = "file") -> dict[str, object]:
+    """A training config that learns the default synthetic set in seconds (tests, demo).
+
+    The default set has no idle noise around its arcs, so nothing could segment it: its
+    recordings are judged whole (`file`); a set made with `idle_s` takes `auto` (the gate)."""
     return {
         "data_root": str(data_root),
+        "segmentation": segmentation,
         "epochs": 3,
         "batch_size": 4,
         "lr": 1e-3,

@@ -7,9 +7,14 @@ the artifact and the evaluator use), with k from `topk_ratio_pos` for defect bag
 bags -> 0). Linear warm-up, then reduce-on-plateau on validation loss; early stopping on
 validation macro-F1; gradients clipped. Seeded and deterministic on CPU.
 
-Training runs on cached log-mel maps (`classifier.backbone(features)`); the front end has no
-trainable weights, so the exported artifact (front end + backbone) computes the same thing
-from raw audio.
+A bag is one weld as the daemon cuts it (`training.features`, `training.welds`): the
+windows of [start, end), aligned at the weld start. Training runs on cached log-mel maps
+(`map_classifier(model)(maps)`: the input normalisation and the CNN); the front end has no
+trainable weights, so the exported artifact (front end + the rest) computes the same thing
+from raw audio. Optional, for session robustness (each measured in docs/training.md):
+augmentation of each bag's frames per epoch (`training.augment`), epochs drawn evenly over
+config folders, and an auxiliary defect-type head (the original's multiclass task) on the
+CNN's embedding, used in training only.
 """
 
 from __future__ import annotations
@@ -29,8 +34,9 @@ from torch.nn import functional as F  # noqa: N812 - the universal alias
 from tqdm import tqdm
 
 from deploy.backbone import WindowClassifier
-from deploy.pooling import topk_pool
+from deploy.pooling import topk_count, topk_pool
 from training import plots
+from training.augment import Augmenter
 from training.checkpoint import (
     BEST_NAME,
     DEFECT_IDX,
@@ -42,9 +48,10 @@ from training.checkpoint import (
     snapshot_name,
 )
 from training.config import ConfigError, TrainConfig
+from training.dataset import LABEL_CODES
 from training.features import Bag, FeatureStore
 from training.metrics import confusion, roc_auc, tune_threshold
-from training.prepare import TrainData, prepare_data
+from training.prepare import TrainData, make_store, prepare_data
 
 EVAL_BATCH_WINDOWS = 256  # windows per no-grad forward at validation: bounds memory
 CONFIG_NAME = "config.json"
@@ -71,9 +78,39 @@ class TrainResult:
     stopped_early: bool
 
 
+def map_classifier(model: WindowClassifier) -> nn.Sequential:
+    """What runs on cached maps: the classifier without its front end (shares its weights)."""
+    return nn.Sequential(model.input_norm, model.backbone)
+
+
 def window_probs(backbone: nn.Module, features: Tensor) -> Tensor:
     """Log-mel maps [T, 1, M, F] -> defect probability per window [T]."""
     return torch.softmax(backbone(features), dim=1)[:, DEFECT_IDX]
+
+
+def epoch_order(bags: list[Bag], balance: bool, generator: torch.Generator) -> list[int]:
+    """Bag indices for one epoch: a permutation, or (balance) as many draws with replacement,
+    each config folder equally likely, so a folder of 7 runs does not outweigh one of 2."""
+    if not balance:
+        return torch.randperm(len(bags), generator=generator).tolist()
+    folders = [b.entry.config_folder for b in bags]
+    sizes = {f: folders.count(f) for f in set(folders)}
+    weights = torch.tensor([1.0 / sizes[f] for f in folders])
+    return torch.multinomial(weights, len(bags), replacement=True, generator=generator).tolist()
+
+
+def type_loss(
+    head: nn.Module, emb: list[Tensor], probs: list[Tensor], bags: list[Bag], ratio: float
+) -> Tensor:
+    """Cross-entropy of the defect-type head: every window of a good bag is good; a defect
+    bag's type is taught on its top-k windows by p_defect (the ones MIL calls defective)."""
+    losses = []
+    for e, p, bag in zip(emb, probs, bags, strict=True):
+        if bag.label:
+            e = e[torch.topk(p.detach(), topk_count(p.numel(), ratio)).indices]
+        target = torch.full((e.shape[0],), bag.entry.class_index, dtype=torch.long)
+        losses.append(F.cross_entropy(head(e), target))
+    return torch.stack(losses).mean()
 
 
 def mil_loss(probs: list[Tensor], labels: list[int], cfg: TrainConfig) -> Tensor:
@@ -193,7 +230,7 @@ def _train(
     # ---- data: every file decoded once, log-mel maps in memory ---------------------------
     data = data or prepare_data(cfg, run_dir, store=store, progress=progress)
     log(
-        f"data: {len(data.train)} training / {len(data.val)} validation recordings, "
+        f"data: {len(data.train)} training / {len(data.val)} validation welds, "
         f"{sum(b.n_windows for b in data.train)} training windows, "
         f"{len(data.report.bad)} file(s) excluded"
     )
@@ -201,8 +238,15 @@ def _train(
     # ---- model, optimiser, schedules ------------------------------------------------------
     torch.manual_seed(cfg.seed)
     model = WindowClassifier(cfg.frontend(), cfg.backbone())
-    backbone = model.backbone
-    optimizer = torch.optim.Adam(backbone.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    backbone = map_classifier(model)
+    # The same weights split at the embedding: everything up to the final linear layer, and it.
+    embed, classify = nn.Sequential(model.input_norm, model.backbone[:-1]), model.backbone[-1]
+    type_head = None  # built only when used: its initialisation draws from the torch RNG
+    params = list(backbone.parameters())
+    if cfg.type_head_weight > 0:
+        type_head = nn.Linear(cfg.backbone().embedding_size, len(LABEL_CODES))
+        params += list(type_head.parameters())
+    optimizer = torch.optim.Adam(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
     plateau = torch.optim.lr_scheduler.ReduceLROnPlateau(
         optimizer,
         mode="min",
@@ -211,6 +255,9 @@ def _train(
         min_lr=cfg.min_lr,
     )
     shuffle = torch.Generator().manual_seed(cfg.seed)
+    augmenter = None
+    if cfg.augmentation().active:
+        augmenter = Augmenter(cfg.augmentation(), store or make_store(cfg), data.train, cfg.seed)
     steps_per_epoch = math.ceil(len(data.train) / cfg.batch_size)
     warmup_steps = int(cfg.warmup_fraction * cfg.epochs * steps_per_epoch)
     start_epoch, step, best_f1, best_epoch, since_best = 1, 0, -1.0, 0, 0
@@ -218,6 +265,10 @@ def _train(
     history: list[dict[str, Any]] = []
     if ckpt is not None:
         model.load_state_dict(ckpt["model_state"])
+        if type_head is not None:
+            type_head.load_state_dict(ckpt["type_head_state"])
+        if augmenter is not None:
+            augmenter.generator.set_state(ckpt["rng"]["augment"])
         optimizer.load_state_dict(ckpt["optimizer_state"])
         plateau.load_state_dict(ckpt["plateau_state"])
         shuffle.set_state(ckpt["rng"]["shuffle"])
@@ -236,7 +287,7 @@ def _train(
             break
         started = time.perf_counter()
         backbone.train()
-        order = torch.randperm(len(data.train), generator=shuffle).tolist()
+        order = epoch_order(data.train, cfg.balance_folders, shuffle)
         batches = [order[i : i + cfg.batch_size] for i in range(0, len(order), cfg.batch_size)]
         total_loss = 0.0
         bar = tqdm(batches, desc=f"epoch {epoch}", unit="batch", leave=False, disable=not progress)
@@ -245,12 +296,20 @@ def _train(
                 for group in optimizer.param_groups:
                     group["lr"] = cfg.lr * (step + 1) / warmup_steps
             bags = [data.train[i] for i in batch]
-            probs = window_probs(backbone, torch.cat([b.features for b in bags]))
-            per_bag = list(torch.split(probs, [b.n_windows for b in bags]))
+            maps = [augmenter.windows(b) if augmenter else b.features for b in bags]
+            sizes = [m.shape[0] for m in maps]
+            emb = embed(torch.cat(maps))
+            probs = torch.softmax(classify(emb), dim=1)[:, DEFECT_IDX]
+            per_bag = list(torch.split(probs, sizes))
             loss = mil_loss(per_bag, [b.label for b in bags], cfg)
+            if type_head is not None:
+                per_emb = list(torch.split(emb, sizes))
+                loss = loss + cfg.type_head_weight * type_loss(
+                    type_head, per_emb, per_bag, bags, cfg.topk_ratio_pos
+                )
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
-            nn.utils.clip_grad_norm_(backbone.parameters(), cfg.grad_clip)
+            nn.utils.clip_grad_norm_(params, cfg.grad_clip)
             optimizer.step()
             step += 1
             batch_loss = loss.item()
@@ -295,7 +354,12 @@ def _train(
             "model_state": model.state_dict(),
             "optimizer_state": optimizer.state_dict(),
             "plateau_state": plateau.state_dict(),
-            "rng": {"torch": torch.get_rng_state(), "shuffle": shuffle.get_state()},
+            "rng": {
+                "torch": torch.get_rng_state(),
+                "shuffle": shuffle.get_state(),
+                **({"augment": augmenter.generator.get_state()} if augmenter else {}),
+            },
+            "type_head_state": type_head.state_dict() if type_head is not None else {},
             "epoch": epoch,
             "step": step,
             "warmup_steps": warmup_steps,
