@@ -9,9 +9,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from torch import nn
+
 from deploy import torchscript
 from deploy.artifact import ARTIFACT_FORMAT_VERSION, LABEL_NAMES, META_EXTRA_FILE, DeployModule
-from deploy.backbone import WindowClassifier
 from deploy.frontend import FrontEndParams
 
 DEFAULT_ARTIFACT_NAME = "deploy_single_label.pt"
@@ -50,7 +51,7 @@ def write_sha256_file(path: Path, sha256: str) -> Path:
 
 
 def export_artifact(
-    classifier: WindowClassifier,
+    classifier: nn.Module,
     output: Path,
     *,
     frontend: FrontEndParams,
@@ -62,6 +63,10 @@ def export_artifact(
     provenance: dict[str, Any] | None = None,
 ) -> ExportResult:
     """Script `classifier` into a deploy artifact at `output`; returns its sha256.
+
+    `classifier` is any window scorer with the classifier's contract (windows [T, S] or
+    [T, 1, S] -> logits [T, classes]): a `deploy.backbone.WindowClassifier`, or an enrolled
+    `deploy.anomaly.AnomalyScorer` / `FusedScorer`.
 
     `defect_idx` is the classifier's output index of the defect class; `provenance` (training
     run, config, metrics, data) is stored verbatim in the metadata.

@@ -245,6 +245,99 @@ def _run_sweep(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+# ---- enroll ------------------------------------------------------------------------------
+
+
+def _configure_enroll(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--data-root", type=Path, required=True, help="dataset root: its good welds are enrolled"
+    )
+    p.add_argument("--out", type=Path, help="the enrolled deploy artifact to write (e.g. cell.pt)")
+    p.add_argument(
+        "--false-alarm-rate",
+        type=float,
+        default=0.01,
+        help="share of good welds the threshold may call defect (default 0.01)",
+    )
+    p.add_argument(
+        "--base",
+        type=Path,
+        help="a supervised deploy artifact to add this cell's reference to (default: none, a "
+        "good-only artifact)",
+    )
+    p.add_argument(
+        "--segmentation",
+        choices=("auto", "current", "gate", "file"),
+        default="auto",
+        help="weld boundaries: auto = sensor CSV's arc current when present, else the "
+        "daemon's default segmenter",
+    )
+    p.add_argument("--cache", type=Path, help="feature cache folder")
+    p.add_argument(
+        "--embedding",
+        choices=("mean", "mean_spread"),
+        default="mean",
+        help="window embedding: each mel band's mean (default), or its mean and spread",
+    )
+    p.add_argument(
+        "--cv",
+        type=Path,
+        metavar="DIR",
+        help="instead of enrolling: the leave-one-good-folder-out figure (ROC-AUC, false-alarm "
+        "rate with intervals) into DIR",
+    )
+
+
+def _run_enroll(args: argparse.Namespace) -> int:
+    from deploy.errors import ArtifactError, WeldmonError
+    from training.cv import format_result
+    from training.dataset import DatasetError
+    from training.enroll import enroll
+    from training.enroll_cv import enrollment_cv
+
+    def fail(message: str, code: int) -> int:
+        print(f"weldmon enroll: {message}", file=sys.stderr)
+        return code
+
+    if not 0.0 < args.false_alarm_rate < 0.5:
+        return fail("--false-alarm-rate must be in (0, 0.5)", EXIT_USAGE)
+    if (args.out is None) == (args.cv is None):
+        return fail("give --out (enroll) or --cv DIR (the protocol's figure), not both", EXIT_USAGE)
+    try:
+        if args.cv is not None:
+            result = enrollment_cv(
+                args.data_root,
+                args.cv,
+                false_alarm_rate=args.false_alarm_rate,
+                segmentation=args.segmentation,
+                cache_dir=args.cache,
+                embedding=args.embedding,
+            )
+            print(
+                "enrollment, leave-one-good-folder-out: each good folder held out in turn, the "
+                "others enrolled, every defect weld scored (small sample: read the intervals)"
+            )
+            print("\n".join(format_result(result)))
+            return EXIT_OK
+        exported = enroll(
+            args.data_root,
+            args.out,
+            false_alarm_rate=args.false_alarm_rate,
+            base=args.base,
+            segmentation=args.segmentation,
+            cache_dir=args.cache,
+            embedding=args.embedding,
+        )
+    except (ArtifactError, DatasetError) as exc:
+        return fail(str(exc), EXIT_USAGE)
+    except WeldmonError as exc:
+        return fail(str(exc), EXIT_FAILURE)
+    print(f"Enrolled deploy model: {exported.path}")
+    print(exported.summary_line())
+    print(f"sha256={exported.sha256}")
+    return EXIT_OK
+
+
 COMMANDS: dict[str, Command] = {
     "train": Command(_configure_train, _run_train, "Train the MIL CNN from a labelled dataset."),
     "cv": Command(
@@ -258,5 +351,11 @@ COMMANDS: dict[str, Command] = {
     ),
     "sweep": Command(
         _configure_sweep, _run_sweep, "Train, export, evaluate and rank several configs."
+    ),
+    "enroll": Command(
+        _configure_enroll,
+        _run_enroll,
+        "Build a deploy artifact from a cell's good welds alone (anomaly mode), or add the "
+        "cell's reference to a supervised artifact.",
     ),
 }

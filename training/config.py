@@ -57,6 +57,7 @@ class TrainConfig(BaseModel):
     # file = the whole recording (the original's training data, idle noise included)
     width: int = Field(32, ge=1)  # CNN channels of the first stage (original 32; then x2, x4)
     input_norm: Literal["window", "band"] = "window"  # band: also centre each mel band per window
+    backbone_kind: Literal["cnn", "stats"] = "cnn"  # stats: band spread/change + a perceptron
     balance_folders: bool = False  # draw each epoch's bags evenly over config folders
     type_head_weight: float = Field(0.0, ge=0.0)  # weight of an auxiliary defect-type loss; 0 off
     augment_grid_shift: bool = False  # start each weld's window grid at a random offset
@@ -131,7 +132,11 @@ class TrainConfig(BaseModel):
 
     def backbone(self) -> BackboneParams:
         return BackboneParams(
-            n_classes=2, dropout=self.dropout, width=self.width, input_norm=self.input_norm
+            n_classes=2,
+            dropout=self.dropout,
+            width=self.width,
+            input_norm=self.input_norm,
+            kind=self.backbone_kind,
         )
 
     def augmentation(self) -> AugmentParams:

@@ -158,6 +158,8 @@ def summarise(
     skipped: list[str],
     out_dir: Path,
     extra: dict[str, Any] | None = None,
+    interval_keys: tuple[str, ...] = INTERVAL_KEYS,
+    protocol: str = "leave-one-config-folder-out; threshold and checkpoint from training folds",
 ) -> CVResult:
     """Pooled figures, intervals and the folder table; writes `oof.csv` and the summary."""
     if not rows:
@@ -168,7 +170,7 @@ def summarise(
             skipped,
             rows,
             pooled_metrics(rows, n_folds),
-            folder_intervals(rows),
+            folder_intervals(rows, interval_keys),
             folder_table(rows),
         )
         with (out_dir / OOF_NAME).open("w", newline="") as fh:
@@ -176,7 +178,7 @@ def summarise(
             writer.writeheader()
             writer.writerows(rows)
     summary = {
-        "protocol": "leave-one-config-folder-out; threshold and checkpoint from training folds",
+        "protocol": protocol,
         "metrics": {k: _json_safe(v) for k, v in result.metrics.items()},
         "intervals_95": {
             k: {"low": _json_safe(i.low), "high": _json_safe(i.high), "valid": i.valid}
@@ -243,6 +245,7 @@ def cross_validate(
             store=store,
             progress=progress,
             log=log,
+            snapshots=False,
         )
         ckpt = load_checkpoint(result.best_checkpoint)
         scorer = map_classifier(classifier_from_checkpoint(ckpt))

@@ -180,7 +180,6 @@ def _write_history(run_dir: Path, history: list[dict[str, Any]]) -> None:
         writer = csv.DictWriter(fh, fieldnames=list(history[0]))
         writer.writeheader()
         writer.writerows(history)
-    plots.training_curves(history, run_dir / CURVES_NAME)
 
 
 def train(
@@ -193,8 +192,10 @@ def train(
     stop_after_epoch: int | None = None,
     progress: bool = True,
     log: Callable[[str], None] = print,
+    snapshots: bool = True,
 ) -> TrainResult:
-    """Train one config into `run_dir`; `stop_after_epoch` ends this call early (resumable)."""
+    """Train one config into `run_dir`; `stop_after_epoch` ends this call early (resumable).
+    `snapshots` False skips the `best_models/` copies (cv folds need only best and last)."""
     run_dir = Path(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
     previous_threads = torch.get_num_threads()
@@ -203,7 +204,7 @@ def train(
         torch.set_num_threads(cfg.num_threads)
     torch.use_deterministic_algorithms(True)
     try:
-        return _train(cfg, run_dir, data, store, resume, stop_after_epoch, progress, log)
+        return _train(cfg, run_dir, data, store, resume, stop_after_epoch, progress, log, snapshots)
     finally:
         torch.set_num_threads(previous_threads)
         torch.use_deterministic_algorithms(previous_determinism)
@@ -218,6 +219,7 @@ def _train(
     stop_after_epoch: int | None,
     progress: bool,
     log: Callable[[str], None],
+    snapshots: bool,
 ) -> TrainResult:
     # ---- resume point, config -------------------------------------------------------------
     ckpt = load_checkpoint(run_dir / LAST_NAME) if resume else None
@@ -381,11 +383,14 @@ def _train(
         save_checkpoint(run_dir / LAST_NAME, payload)
         if improved:
             save_checkpoint(run_dir / BEST_NAME, payload)
+        if improved and snapshots:
             stamp = time.strftime("%Y%m%d-%H%M%S")
             name = snapshot_name(stamp, epoch, metrics["val_macro_f1"], metrics["val_loss"])
             save_checkpoint(run_dir / SNAPSHOT_FOLDER / name / "model.pt", payload)
         _write_history(run_dir, history)
 
+    if history:  # once per call, not per epoch: a plot costs more than a small model's epoch
+        plots.training_curves(history, run_dir / CURVES_NAME)
     if stopped_early:
         log(
             f"early stop: no better validation macro-F1 (or lower loss at equal macro-F1) "

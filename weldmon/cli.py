@@ -35,6 +35,7 @@ REGISTRY: dict[str, tuple[str, str]] = {
     "export": ("training.cli", "export a checkpoint as the TorchScript deploy artifact"),
     "evaluate": ("training.cli", "evaluate a deploy artifact on a labelled dataset"),
     "sweep": ("training.cli", "run the tuning protocol and rank configs by F1_DEFECT"),
+    "enroll": ("training.cli", "build a deploy artifact from a cell's good welds (anomaly mode)"),
     "run": ("monitor.cli", "run the real-time monitor daemon"),
     "replay": ("monitor.cli", "replay recorded files through the monitor pipeline"),
     "devices": ("monitor.cli", "list the audio input devices PortAudio sees"),
