@@ -21,7 +21,7 @@ from pathlib import Path
 
 import numpy as np
 
-from monitor.capture import DEFAULT_CALLBACK_BLOCK_S, CaptureSettings, SoundDeviceCapture
+from monitor.audio.capture import DEFAULT_CALLBACK_BLOCK_S, CaptureSettings, SoundDeviceCapture
 from tests.support.pulse import PulseAudio, reinitialise_portaudio
 
 RATE_HZ = 48_000  # the common native rate of USB interfaces

@@ -12,7 +12,7 @@ sink while `weldmon run` records it as a subprocess with an untrained seeded pro
   sample became available at the sound device. Two references:
   * `ended_at` (the issue's definition, the headline figure): the daemon's own timestamp of
     that sample, from its sample clock mapped to UTC per stream epoch by
-    `monitor.epoch_clock.FrameZeroClock` (the minimum over callbacks of callback time minus
+    `monitor.audio.epoch_clock.FrameZeroClock` (the minimum over callbacks of callback time minus
     frames delivered / rate, refined over the epoch's first seconds).
   * `avail_`: a cross-check independent of the daemon's clock. The bench records the same
     monitor source itself (10 ms callbacks) and dates its frame 0 with the same estimator
@@ -25,6 +25,10 @@ sink while `weldmon run` records it as a subprocess with an untrained seeded pro
   available (negative: its timestamps are early); within +-50 ms the two latencies agree.
 
     .venv/bin/python -m bench.monitor_run --channels 1 4 8 --mode per_channel --repeat 3
+
+`--backend onnx` runs the artifact's ONNX twin under ONNX Runtime (`inference.backend`);
+`--python PATH` starts the daemon with another interpreter, e.g. the torch-free base install
+of tests/support/base_venv.py, for the resident memory of a box without torch.
 
 The machine is shared, so each configuration can be repeated (``--repeat``): every run prints
 its own line, with the 1-minute load average at its start, and the spread is what to report.
@@ -50,8 +54,8 @@ import soxr
 import yaml
 
 from deploy.audio import RESAMPLE_QUALITY, read_recording
-from monitor.epoch_clock import FrameZeroClock
-from monitor.segmentation import GateParams, segment_recording
+from deploy.segment.gate import GateParams, segment_recording
+from monitor.audio.epoch_clock import FrameZeroClock
 from tests.support.artifacts import export_untrained
 from tests.support.broker import MosquittoBroker, MqttCollector
 from tests.support.data import weld_audio_root
@@ -185,7 +189,15 @@ def _ms(values: list[float], q: float) -> float | None:
     return round(float(np.percentile(np.array(values) * 1000, q)), 0) if values else None
 
 
-def run_one(channels: int, mode: str, n_welds: int, workdir: Path, pulse: PulseAudio) -> dict:
+def run_one(
+    channels: int,
+    mode: str,
+    n_welds: int,
+    workdir: Path,
+    pulse: PulseAudio,
+    backend: str = "torchscript",
+    python: str = sys.executable,
+) -> dict:
     flacs = _manifest()
     shifts = [
         channel_shift(flacs, [RUNS[(c + k) % len(RUNS)] for k in range(n_welds)])
@@ -196,7 +208,7 @@ def run_one(channels: int, mode: str, n_welds: int, workdir: Path, pulse: PulseA
     pulse.create_sink(sink, RATE_HZ, channels)
     broker = MosquittoBroker(workdir / f"broker{channels}{mode}")
     broker.start()
-    artifact = export_untrained(workdir / "artifact").path
+    artifact = export_untrained(workdir / "artifact", onnx=backend == "onnx").path
     state = workdir / f"state{channels}{mode}"
     state.mkdir()
     stations = [f"st{c + 1}" for c in range(channels)] if mode == "per_channel" else ["mix"]
@@ -213,6 +225,7 @@ def run_one(channels: int, mode: str, n_welds: int, workdir: Path, pulse: PulseA
                     "stations": stations,
                 },
                 "mqtt": {"host": broker.host, "port": broker.port, "client_id": "weldmon-bench"},
+                "inference": {"backend": backend},
                 "state_dir": str(state),
                 "logging": {"level": "info"},
             }
@@ -221,7 +234,7 @@ def run_one(channels: int, mode: str, n_welds: int, workdir: Path, pulse: PulseA
     collector = MqttCollector(broker, ["weldmon/#"]).start()
     log = (workdir / f"daemon{channels}{mode}.log").open("wb")
     proc = subprocess.Popen(
-        [sys.executable, "-m", "weldmon.cli", "run", "--config", str(config)],
+        [python, "-m", "weldmon.cli", "run", "--config", str(config)],
         env=pulse.subprocess_env(),
         stdout=subprocess.DEVNULL,
         stderr=log,
@@ -261,6 +274,8 @@ def run_one(channels: int, mode: str, n_welds: int, workdir: Path, pulse: PulseA
     return {
         "channels": channels,
         "mode": mode,
+        "backend": backend,
+        "torch_installed": torch_installed(python),
         "audio_s": round(audio.shape[0] / RATE_HZ, 1),
         "cpu_pct": round(100 * (cpu1 - cpu0) / (t1 - t0), 1),
         "rss_mb": round(rss, 1),
@@ -277,12 +292,20 @@ def run_one(channels: int, mode: str, n_welds: int, workdir: Path, pulse: PulseA
     }
 
 
+def torch_installed(python: str) -> bool:
+    """Whether the daemon's interpreter can import torch at all."""
+    probe = subprocess.run([python, "-c", "import torch"], capture_output=True, timeout=120)
+    return probe.returncode == 0
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--channels", type=int, nargs="+", default=[1, 4, 8])
     parser.add_argument("--mode", choices=("per_channel", "mix"), default="per_channel")
     parser.add_argument("--welds", type=int, default=4, help="welds per channel")
     parser.add_argument("--repeat", type=int, default=1, help="runs per channel count")
+    parser.add_argument("--backend", choices=("torchscript", "onnx"), default="torchscript")
+    parser.add_argument("--python", default=sys.executable, help="the daemon's interpreter")
     args = parser.parse_args()
     workdir = Path(tempfile.mkdtemp(prefix="weldmon-bench-"))
     pulse = PulseAudio.start(workdir / "pulse")
@@ -297,7 +320,9 @@ def main() -> None:
             for run in range(args.repeat):
                 rundir = workdir / f"run{channels}-{run}"
                 rundir.mkdir()
-                result = run_one(channels, args.mode, args.welds, rundir, pulse)
+                result = run_one(
+                    channels, args.mode, args.welds, rundir, pulse, args.backend, args.python
+                )
                 print(json.dumps(result), flush=True)
     finally:
         pulse.stop()

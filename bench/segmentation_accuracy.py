@@ -32,8 +32,8 @@ import soundfile as sf
 REPO_ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO_ROOT))
 
-from monitor.levels import frame_rms_db  # noqa: E402
-from monitor.segmentation import GateParams, GateSegmenter, segment_recording  # noqa: E402
+from deploy.segment.gate import GateParams, GateSegmenter, segment_recording  # noqa: E402
+from deploy.segment.levels import frame_rms_db  # noqa: E402
 from training.sensorlog import arc_intervals, estimate_clock_offset, read_sensor_log  # noqa: E402
 
 # Frame of the broadband envelope used for the clock offset (s): matches the log's ~0.1 s

@@ -35,12 +35,12 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from deploy.errors import WeldmonError
-from monitor.blocks import AudioBlock
+from monitor.audio.blocks import AudioBlock
 from monitor.config import DEFAULT_MAX_BATCH_WINDOWS, parse_config
 from monitor.events import Source
-from monitor.inference import InferenceWorker
-from monitor.logs import configure_logging
-from monitor.pipeline import Pipeline
+from monitor.ops.logs import configure_logging
+from monitor.pipeline.core import Pipeline
+from monitor.pipeline.inference import InferenceWorker
 from monitor.runtime import EventRouter, load_model, mqtt_link, pipeline_settings, tracker_options
 from tests.support.artifacts import export_untrained
 from tests.support.broker import MosquittoBroker

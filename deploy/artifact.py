@@ -5,6 +5,7 @@
 attributes (`chunk_samples`, `defect_idx`, `eval_pool_ratio`, `threshold`, `base_model`).
 What streaming needs on top is exported as methods: `window_probs` for a batch of windows and
 `pool` for a rolling verdict. Metadata travels as attributes and as a JSON extra file.
+`WindowScorer` is the same window probability as a plain module, for the ONNX export.
 """
 
 from __future__ import annotations
@@ -15,14 +16,35 @@ import torch
 from torch import Tensor, nn
 
 from deploy.backbone import WindowClassifier
+from deploy.contract import ARTIFACT_FORMAT_VERSION, LABEL_NAMES, META_EXTRA_FILE
 from deploy.pooling import topk_pool
 from deploy.windows import cut_windows, mix_channels
 
-ARTIFACT_FORMAT_VERSION = 1  # bump when the exported interface changes
-META_EXTRA_FILE = (
-    "weldmon_meta.json"  # extra file inside the archive, readable without running code
-)
-LABEL_NAMES = ["good_weld", "defect"]  # output label 0 / 1 of every deploy artifact
+__all__ = [
+    "ARTIFACT_FORMAT_VERSION",
+    "LABEL_NAMES",
+    "META_EXTRA_FILE",
+    "DeployModule",
+    "WindowScorer",
+    "defect_probability",
+]
+
+
+def defect_probability(logits: Tensor, defect_idx: int) -> Tensor:
+    """Class logits [T, classes] -> the defect class's softmax probability [T]."""
+    return torch.softmax(logits, dim=1)[:, defect_idx]
+
+
+class WindowScorer(nn.Module):
+    """Raw windows [T, chunk_samples] -> defect probabilities [T]: what the ONNX graph runs."""
+
+    def __init__(self, base_model: nn.Module, defect_idx: int) -> None:
+        super().__init__()
+        self.base_model = base_model
+        self.defect_idx = defect_idx
+
+    def forward(self, windows: Tensor) -> Tensor:
+        return defect_probability(self.base_model(windows), self.defect_idx)
 
 
 class DeployModule(nn.Module):
@@ -53,8 +75,7 @@ class DeployModule(nn.Module):
     @torch.jit.export
     def window_probs(self, windows: Tensor) -> Tensor:
         """[T, chunk_samples] raw windows -> [T] defect probabilities."""
-        logits = self.base_model(windows)
-        return torch.softmax(logits, dim=1)[:, self.defect_idx]
+        return defect_probability(self.base_model(windows), self.defect_idx)
 
     @torch.jit.export
     def pool(self, probs: Tensor) -> Tensor:

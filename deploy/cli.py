@@ -1,4 +1,6 @@
-"""`weldmon predict` and `weldmon scan` (torch is imported only when a command runs)."""
+"""`weldmon predict`, `weldmon scan` and `weldmon convert` (torch is imported only for a
+TorchScript artifact and for `convert`; the base install runs predict and scan on an ONNX
+artifact without it)."""
 
 from __future__ import annotations
 
@@ -7,20 +9,38 @@ import json
 import sys
 from pathlib import Path
 
+from deploy.loader import BACKENDS
 from weldmon.cli import EXIT_FAILURE, EXIT_OK, EXIT_USAGE, Command
 
 
 def _add_model_args(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--model", required=True, type=Path, help="deploy artifact (.pt)")
+    parser.add_argument("--model", required=True, type=Path, help="deploy artifact (.pt or .onnx)")
     parser.add_argument(
         "--sha256", default=None, help="refuse the model unless its sha256 equals this"
+    )
+    parser.add_argument(
+        "--backend",
+        choices=BACKENDS,
+        default="auto",
+        help="auto (default): ONNX Runtime for a .onnx and for a .pt with its ONNX twin "
+        "beside it, TorchScript otherwise; onnx / torchscript: that one or an error",
+    )
+    parser.add_argument(
+        "--threads",
+        type=int,
+        default=None,
+        metavar="N",
+        help="intra-op threads for inference (default: the backend's own choice)",
     )
 
 
 def _load(args: argparse.Namespace):  # -> DeployModel, imported lazily
+    from deploy.errors import ArtifactError
     from deploy.loader import load_artifact
 
-    return load_artifact(args.model, args.sha256)
+    if args.threads is not None and args.threads < 1:
+        raise ArtifactError("--threads must be >= 1")
+    return load_artifact(args.model, args.sha256, backend=args.backend, threads=args.threads)
 
 
 def _configure_predict(parser: argparse.ArgumentParser) -> None:
@@ -99,7 +119,61 @@ def _run_scan(args: argparse.Namespace) -> int:
     return EXIT_FAILURE if report.files_failed else EXIT_OK
 
 
+def _configure_convert(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--model", required=True, type=Path, help="deploy artifact (.pt)")
+    parser.add_argument(
+        "--output",
+        "--out",
+        dest="output",
+        type=Path,
+        default=None,
+        help="the .onnx to write (default: its twin, the model's path with .onnx)",
+    )
+
+
+def _run_convert(args: argparse.Namespace) -> int:
+    from deploy.errors import ArtifactError
+
+    output = args.output or args.model.with_suffix(".onnx")
+    if output.suffix != ".onnx":
+        print(f"weldmon convert: --output must end in .onnx, got {output}", file=sys.stderr)
+        return EXIT_USAGE
+    if output.resolve() == args.model.resolve():
+        print("weldmon convert: --output would overwrite --model", file=sys.stderr)
+        return EXIT_USAGE
+    try:
+        from deploy.convert import convert_artifact
+        from deploy.onnx_export import ExportDependencyError
+    except ModuleNotFoundError as exc:
+        print(
+            f"weldmon convert: needs {exc.name}, which is not installed; install "
+            "weldmon[export] (or weldmon[train])",
+            file=sys.stderr,
+        )
+        return EXIT_FAILURE
+    try:
+        result = convert_artifact(args.model, output)
+    except ExportDependencyError as exc:
+        print(f"weldmon convert: {exc}", file=sys.stderr)
+        return EXIT_FAILURE
+    except ArtifactError as exc:
+        print(f"weldmon convert: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    print(f"Converted deploy model: {result.onnx.path}")
+    print(f"sha256={result.onnx.sha256}")
+    print(
+        f"source sha256={result.source_sha256} | window probabilities within "
+        f"{result.max_abs_diff:.1e} of the .pt on probe windows"
+    )
+    return EXIT_OK
+
+
 COMMANDS = {
     "predict": Command(_configure_predict, _run_predict),
     "scan": Command(_configure_scan, _run_scan),
+    "convert": Command(
+        _configure_convert,
+        _run_convert,
+        "Write the ONNX twin of a .pt deploy artifact (this project's or the original's).",
+    ),
 }

@@ -1,9 +1,9 @@
-"""Export a trained window classifier as `deploy_single_label.pt` (+ `.sha256` beside it)."""
+"""Export a trained window classifier as `deploy_single_label.pt` (+ `.sha256` beside it) and
+its ONNX twin `deploy_single_label.onnx` (+ `.sha256`): the same contract in both formats."""
 
 from __future__ import annotations
 
 import copy
-import hashlib
 import json
 from dataclasses import dataclass
 from pathlib import Path
@@ -12,8 +12,25 @@ from typing import Any
 from torch import nn
 
 from deploy import torchscript
-from deploy.artifact import ARTIFACT_FORMAT_VERSION, LABEL_NAMES, META_EXTRA_FILE, DeployModule
+from deploy.artifact import (
+    ARTIFACT_FORMAT_VERSION,
+    LABEL_NAMES,
+    META_EXTRA_FILE,
+    DeployModule,
+    WindowScorer,
+)
+from deploy.digest import file_sha256, write_sha256_file
 from deploy.frontend import FrontEndParams
+from deploy.loader import onnx_twin
+
+__all__ = [
+    "DEFAULT_ARTIFACT_NAME",
+    "ExportResult",
+    "export_artifact",
+    "file_sha256",
+    "onnx_metadata",
+    "write_sha256_file",
+]
 
 DEFAULT_ARTIFACT_NAME = "deploy_single_label.pt"
 
@@ -26,6 +43,8 @@ class ExportResult:
     defect_idx: int
     eval_pool_ratio: float
     threshold: float
+    onnx_path: Path | None = None  # the ONNX twin, when written
+    onnx_sha256: str | None = None
 
     def summary_line(self) -> str:
         """The original exporter's second output line."""
@@ -35,19 +54,10 @@ class ExportResult:
         )
 
 
-def file_sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
-def write_sha256_file(path: Path, sha256: str) -> Path:
-    """`sha256sum`-compatible `<path>.sha256`, so `sha256sum -c` verifies a delivered artifact."""
-    out = path.with_name(path.name + ".sha256")
-    out.write_text(f"{sha256}  {path.name}\n")
-    return out
+def onnx_metadata(meta: dict[str, Any], source: Path, source_sha256: str) -> dict[str, Any]:
+    """The `.pt`'s metadata plus which file the ONNX twin was made from (the loader runs a
+    twin only for the `.pt` whose sha256 it names)."""
+    return {**meta, "source_file": source.name, "source_sha256": source_sha256}
 
 
 def export_artifact(
@@ -61,8 +71,10 @@ def export_artifact(
     chunk_seconds: float = 1.0,
     model_params: dict[str, Any] | None = None,
     provenance: dict[str, Any] | None = None,
+    onnx: bool = True,
 ) -> ExportResult:
-    """Script `classifier` into a deploy artifact at `output`; returns its sha256.
+    """Script `classifier` into a deploy artifact at `output`; returns its sha256. With `onnx`
+    its ONNX twin (`output` with `.onnx`) is written too.
 
     `classifier` is any window scorer with the classifier's contract (windows [T, S] or
     [T, 1, S] -> logits [T, classes]): a `deploy.backbone.WindowClassifier`, or an enrolled
@@ -108,4 +120,17 @@ def export_artifact(
     tmp.replace(output)  # atomic: a reader never sees a half-written artifact
     sha = file_sha256(output)
     write_sha256_file(output, sha)
-    return ExportResult(output, sha, chunk_samples, defect_idx, eval_pool_ratio, threshold)
+    result = ExportResult(output, sha, chunk_samples, defect_idx, eval_pool_ratio, threshold)
+    if not onnx:
+        return result
+    from deploy.onnx_export import export_onnx
+
+    twin = export_onnx(
+        WindowScorer(base, defect_idx),
+        onnx_twin(output),
+        chunk_samples=chunk_samples,
+        metadata=onnx_metadata(meta, output, sha),
+    )
+    return ExportResult(
+        output, sha, chunk_samples, defect_idx, eval_pool_ratio, threshold, twin.path, twin.sha256
+    )

@@ -5,8 +5,6 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-import torch
-
 from deploy.audio import Recording, read_recording
 from deploy.errors import AudioError
 from deploy.loader import DeployModel
@@ -24,6 +22,7 @@ def _base_record(model: DeployModel, rec: Recording, mode: str) -> dict[str, Any
         "duration_s": round(rec.duration_s, 6),
         "threshold": model.threshold,
         "model_sha256": model.sha256,
+        "backend": model.backend,
     }
 
 
@@ -58,7 +57,7 @@ def predict_window(model: DeployModel, rec: Recording, start_s: float) -> dict[s
     """Mode B: one window at `start_s`, judged as a bag of one (what the artifact does when
     given exactly one window)."""
     start = window_start_sample(model, rec, start_s)
-    mono = mix_channels(torch.from_numpy(rec.samples))[start : start + model.chunk_samples]
+    mono = mix_channels(rec.samples)[start : start + model.chunk_samples]
     verdict = model.judge(model.window_probs(cut_windows(mono, model.chunk_samples)))
     out = _base_record(model, rec, "window")
     out.update(

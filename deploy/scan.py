@@ -14,14 +14,13 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import torch
 from tqdm import tqdm
 
 from deploy.audio import read_recording
 from deploy.errors import AudioError
 from deploy.loader import DeployModel
 from deploy.predict import window_start_sample
-from deploy.windows import mix_channels
+from deploy.windows import mix_channels, window_count
 
 CSV_NAME = "deploy_window_scan_results.csv"
 JSON_NAME = "deploy_window_scan_results.json"
@@ -66,16 +65,16 @@ def scan_file(
     """Rows for one file: one per window (every window, or the given offsets) and one for the
     whole recording (mode A). Raises AudioError when the file cannot be judged at all."""
     rec = read_recording(path, model.sample_rate)
-    mono = mix_channels(torch.from_numpy(rec.samples))
+    mono = mix_channels(rec.samples)
     chunk = model.chunk_samples
-    n_whole = mono.numel() // chunk
+    n_whole = window_count(mono.shape[0], chunk)
     if n_whole < 1:
         raise AudioError(f"{path}: shorter than one window ({rec.duration_s:.3f} s)")
     if offsets_s is None:
         starts = [i * chunk for i in range(n_whole)]
     else:
         starts = [window_start_sample(model, rec, s) for s in offsets_s]
-    windows = torch.stack([mono[s : s + chunk] for s in starts])
+    windows = np.stack([mono[s : s + chunk] for s in starts])
     probs = model.window_probs(windows)
     rows = []
     for start, p in zip(starts, probs, strict=True):

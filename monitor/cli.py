@@ -46,7 +46,7 @@ def _fail(message: str, code: int) -> int:
 
 def _load(path: str):  # -> MonitorConfig; imports kept lazy
     from monitor.config import load_config
-    from monitor.logs import configure_logging
+    from monitor.ops.logs import configure_logging
 
     cfg = load_config(path)
     configure_logging(cfg.logging.level, cfg.logging.format)
@@ -57,9 +57,9 @@ def _run_replay(args: argparse.Namespace) -> int:
     import asyncio
 
     from deploy.errors import WeldmonError
+    from monitor.audio.files import expand_inputs
     from monitor.replay import replay_files
     from monitor.runtime import load_model
-    from monitor.sources import expand_inputs
 
     try:
         cfg = _load(args.config)
@@ -98,7 +98,7 @@ def _run_daemon(args: argparse.Namespace) -> int:
 
 def _run_devices(args: argparse.Namespace) -> int:
     from deploy.errors import WeldmonError
-    from monitor.devices import format_devices, list_input_devices
+    from monitor.audio.devices import format_devices, list_input_devices
 
     try:
         print(format_devices(list_input_devices(refresh=args.refresh)))
@@ -107,16 +107,16 @@ def _run_devices(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-# `watch` is `monitor.watch.COMMAND`, reached through these two lazy hops: importing it here
+# `watch` is `monitor.watch.app.COMMAND`, reached through these two lazy hops: importing it here
 # would cost every `weldmon run|replay|devices` start about a second (aiomqtt, rich, pydantic).
 def _configure_watch(parser: argparse.ArgumentParser) -> None:
-    from monitor.watch import COMMAND
+    from monitor.watch.app import COMMAND
 
     COMMAND.configure(parser)
 
 
 def _run_watch(args: argparse.Namespace) -> int:
-    from monitor.watch import COMMAND
+    from monitor.watch.app import COMMAND
 
     return COMMAND.run(args)
 

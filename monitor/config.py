@@ -17,24 +17,25 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from deploy.errors import WeldmonError
-from monitor.clips import ClipSettings
+from deploy.segment.gate import GateParams
 from monitor.events import STATION_PATTERN
-from monitor.health import HealthSettings
-from monitor.homeassistant import HomeAssistantSettings
-from monitor.mqtt_settings import MqttSettings
-from monitor.notify import (
+from monitor.ops.clip_policy import ClipSettings
+from monitor.ops.health import HealthSettings
+from monitor.ops.notify import (
     DEFAULT_MAX_AUDIO_AGE_S,
     DEFAULT_MAX_DEVICE_ATTEMPT_AGE_S,
     DEFAULT_MAX_PENDING_AGE_S,
 )
-from monitor.segmentation import GateParams
+from monitor.publish.homeassistant import HomeAssistantSettings
+from monitor.publish.settings import MqttSettings
+from monitor.segment.triggers import DEFAULT_TRIGGER_MAX_WELD_S
 
 DEFAULT_BLOCK_S = 0.1  # capture block (s): 10 blocks/s keeps latency small, overhead low
 DEFAULT_RING_S = 10.0  # ring buffer (s): rides out a 10 s stall of the pipeline without loss
 MAX_CHANNELS = 64  # more than any sound card we expect; guards against a typo like 1000
 DEFAULT_MAX_BATCH_WINDOWS = 32  # windows per forward pass: 8 stations x a few s of backlog
 DEFAULT_QUEUE_WINDOWS = 256  # windows awaiting inference before the pipeline waits
-DEFAULT_TRIGGER_MAX_WELD_S = 600.0  # a lost "stop" message cannot hold a weld open forever
+DEFAULT_INFERENCE_THREADS = 1  # one core's worth at most: the box also captures and publishes
 DEFAULT_OUTBOX_MAX_EVENTS = 10_000  # ~10 MB of results: days of welds while the broker is down
 DEFAULT_STOP_TIMEOUT_S = 8.0  # SIGTERM -> exit budget; systemd's default kill is at 90 s,
 # the issue asks for exit within 10 s, so 8 s leaves 2 s for interpreter shutdown.
@@ -116,8 +117,12 @@ class SegmentationConfig(_Section):
 
 
 class InferenceConfig(_Section):
-    """The inference worker's batching and queue bound."""
+    """The inference worker's runtime, batching and queue bound."""
 
+    # auto: ONNX Runtime for a .onnx and for a .pt with its ONNX twin beside it, else
+    # TorchScript (deploy.loader); onnx / torchscript: that one, or the daemon does not start.
+    backend: Literal["auto", "onnx", "torchscript"] = "auto"
+    threads: int = Field(DEFAULT_INFERENCE_THREADS, ge=1, le=64)  # intra-op threads
     max_batch_windows: int = Field(DEFAULT_MAX_BATCH_WINDOWS, ge=1, le=1024)
     queue_windows: int = Field(DEFAULT_QUEUE_WINDOWS, ge=1, le=100_000)
 
@@ -131,7 +136,7 @@ class EventsConfig(_Section):
 
 
 class WatchdogConfig(_Section):
-    """When the systemd watchdog is fed (monitor/notify.py `WatchdogGate`); only used when
+    """When the systemd watchdog is fed (monitor/ops/notify.py `WatchdogGate`); only used when
     systemd sets ``WatchdogSec``."""
 
     max_audio_age_s: float = Field(DEFAULT_MAX_AUDIO_AGE_S, gt=0.0)  # no block for longer: stuck

@@ -2,16 +2,16 @@
 
 Threads and ownership:
   * PortAudio's callback thread (inside `SoundDeviceCapture`) copies audio into the ring.
-  * The capture thread (`monitor.capture_thread.CaptureThread`) owns the capture: it waits
+  * The capture thread (`monitor.audio.capture_thread.CaptureThread`) owns the capture: it waits
     for the device at boot, reads blocks, hands them to the loop through a bounded queue and
     reopens a lost device with capped back-off.
-  * One inference thread per loaded model (`InferenceWorker`) owns that model and torch; after
-    a reload the old one lives until the last weld started on it has its result.
-  * The clip writer thread (`operations.ClipWriter`) encodes and stores defect clips.
+  * One inference thread per loaded model (`InferenceWorker`) owns that model and its runtime;
+    after a reload the old one lives until the last weld started on it has its result.
+  * The clip writer thread (`monitor.ops.clips.ClipWriter`) encodes and stores defect clips.
   * The HTTP thread (`HealthServer`) serves ``/metrics`` and ``/healthz``; it only reads.
   * The event loop runs the pipeline, MQTT, reloads, the watchdog and the signal handlers.
 
-systemd (`monitor.notify`): ``READY=1`` with the first audio block (the model was loaded and
+systemd (`monitor.ops.notify`): ``READY=1`` with the first audio block (the model was loaded and
 self-tested before the loop started), ``STATUS=`` every few seconds, ``WATCHDOG=1`` while
 `WatchdogGate` says audio flows and inference keeps up, ``EXTEND_TIMEOUT_USEC`` while the
 device is missing at boot, ``STOPPING=1`` as shutdown begins.
@@ -34,9 +34,9 @@ import structlog
 
 from deploy.errors import WeldmonError
 from deploy.loader import DeployModel
-from monitor.blocks import AudioBlock
-from monitor.capture_thread import CaptureThread, Lost, Opened
-from monitor.clips import ClipStore
+from monitor.audio.blocks import AudioBlock
+from monitor.audio.capture_thread import CaptureThread, Lost, Opened
+from monitor.audio.silence import SilenceWatch
 from monitor.config import MonitorConfig
 from monitor.events import (
     ErrorEvent,
@@ -49,20 +49,21 @@ from monitor.events import (
     status_topic,
     trigger_subscription,
 )
-from monitor.health import HealthServer, HealthServerError, HealthSnapshot
-from monitor.homeassistant import discovery_messages, is_homeassistant_birth
-from monitor.inference import InferenceWorker
-from monitor.metrics import Metrics
-from monitor.notify import Notifier, WatchdogGate, WatchdogProbe, feed_watchdog
-from monitor.operations import (
-    ClipWriter,
+from monitor.ops.clips import ClipStore, ClipWriter
+from monitor.ops.health import HealthServer, HealthServerError, HealthSnapshot
+from monitor.ops.metrics import Metrics
+from monitor.ops.notify import Notifier, WatchdogGate, WatchdogProbe, feed_watchdog
+from monitor.ops.status import (
     StatusSummary,
     copy_totals,
     health_snapshot,
+    outbox_oldest_age_s,
     record_event,
 )
-from monitor.pipeline import Pipeline, PipelineError
-from monitor.publisher import MqttPublisher
+from monitor.pipeline.core import Pipeline, PipelineError
+from monitor.pipeline.inference import InferenceWorker
+from monitor.publish.homeassistant import discovery_messages, is_homeassistant_birth
+from monitor.publish.publisher import MqttPublisher
 from monitor.reload import (
     Reloader,
     ReloadError,
@@ -72,7 +73,6 @@ from monitor.reload import (
     reload_topic,
 )
 from monitor.runtime import EventRouter, mqtt_link, pipeline_settings, tracker_options
-from monitor.silence import SilenceWatch
 from weldmon import __version__
 from weldmon.cli import EXIT_FAILURE, EXIT_OK
 
@@ -107,6 +107,7 @@ class Daemon:
         self.malformed_commands = 0
         self.metrics = Metrics()
         self.metrics.model(model.sha256)
+        self.metrics.declare_stations(self.settings.stations, self._channel_stations())
         self.notifier = Notifier.from_environment()
         self.summary = StatusSummary()
         self.silence = SilenceWatch(cfg.audio.silence_alarm_s)
@@ -283,13 +284,15 @@ class Daemon:
     async def _handle(self, item: AudioBlock | Lost | Opened) -> None:
         if isinstance(item, Opened):
             self._source = Source(type="device", name=item.device_name)
-            self.silence.reset()
+            self.metrics.device(is_open=True)
+            self._reset_silence()
             if self.pipeline is None or self.pipeline.source_rate != item.sample_rate:
                 await self._close_pipeline("device_lost", "device_lost")
                 self.pipeline = self._new_pipeline(item.sample_rate)
                 await self.pipeline.__aenter__()
             return
         if isinstance(item, Lost):
+            self.metrics.device(is_open=False)
             log.error("device_lost", error=item.message, open_welds=self._open_welds())
             self._error("device_lost", item.message)
             if self.pipeline is not None:
@@ -321,10 +324,23 @@ class Daemon:
             on_window=self.metrics.window_inferred,
         )
 
-    def _check_silence(self, block: AudioBlock) -> None:
+    def _channel_stations(self) -> list[str]:
+        """The station each input channel feeds (every channel feeds the one `mix` station)."""
         stations = self.settings.stations
+        if self.settings.channel_mode == "per_channel":
+            return list(stations)
+        return [stations[0]] * self.cfg.audio.channels
+
+    def _reset_silence(self) -> None:
+        self.silence.reset()
+        for channel, station in enumerate(self._channel_stations()):
+            self.metrics.dead_microphone(station, channel, dead=False)
+
+    def _check_silence(self, block: AudioBlock) -> None:
+        stations = self._channel_stations()
         for change in self.silence.update(block.samples, block.sample_rate):
-            station = stations[change.channel] if len(stations) > 1 else stations[0]
+            station = stations[change.channel]
+            self.metrics.dead_microphone(station, change.channel, change.change == "alarm")
             if change.change == "cleared":
                 log.info("microphone_sound_returned", channel=change.channel, station=station)
                 continue
@@ -421,6 +437,7 @@ class Daemon:
         if publisher is not None:
             m.mqtt_connected.set_function(lambda: float(publisher.counters.connected))
             m.outbox_depth.set_function(lambda: float(publisher.outbox.depth))
+            m.outbox_oldest_age.set_function(lambda: outbox_oldest_age_s(publisher) or 0.0)
 
     def _queue_depth(self) -> float:
         workers = [*list(self._old_workers), self.worker]

@@ -111,6 +111,9 @@ Probability = Annotated[float, Field(ge=0.0, le=1.0)]
 StationName = Annotated[str, Field(pattern=STATION_PATTERN)]
 Sha256 = Annotated[str, Field(pattern=SHA256_PATTERN)]
 NonNegativeSeconds = Annotated[float, Field(ge=0.0)]
+# How a weld's boundaries were found, and why it ended.
+SegmentationMode = Literal["gate", "trigger", "file"]
+EndReason = Literal["gate", "trigger", "file_end", "device_lost", "shutdown", "max_length"]
 
 
 class _Model(BaseModel):
@@ -149,7 +152,7 @@ class WeldStart(_WeldEventBase):
 
     kind: Literal["weld_start"] = "weld_start"
     started_at: UtcTimestamp
-    segmentation: Literal["gate", "trigger", "file"]
+    segmentation: SegmentationMode
     threshold: Probability
 
 
@@ -195,7 +198,7 @@ class WeldResult(_WeldEventBase):
         default_factory=list
     )
     dropped_frames: int = Field(ge=0)
-    end_reason: Literal["gate", "trigger", "file_end", "device_lost", "shutdown", "max_length"]
+    end_reason: EndReason
     clip_path: str | None = None
 
     @model_validator(mode="after")

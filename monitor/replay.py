@@ -20,14 +20,14 @@ from tqdm import tqdm
 
 from deploy.errors import AudioError
 from deploy.loader import DeployModel
+from monitor.audio.files import FileSource, Pacer
 from monitor.config import MonitorConfig
-from monitor.events import ErrorEvent, Event, Source, WeldResult
-from monitor.inference import InferenceWorker
-from monitor.pipeline import Pipeline
+from monitor.events import ErrorEvent, Event, SegmentationMode, Source, WeldResult
+from monitor.pipeline.core import Pipeline
+from monitor.pipeline.inference import InferenceWorker
+from monitor.pipeline.stations import StationLayoutError
+from monitor.pipeline.tracker import TrackerOptions
 from monitor.runtime import EventRouter, mqtt_link, pipeline_settings, tracker_options
-from monitor.sources import FileSource, Pacer
-from monitor.stations import StationLayoutError
-from monitor.tracker import SegmentationMode, TrackerOptions
 from weldmon import __version__
 
 log = structlog.get_logger(__name__)

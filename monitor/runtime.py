@@ -14,17 +14,18 @@ from deploy.loader import DeployModel, load_artifact
 from monitor.config import MonitorConfig
 from monitor.events import (
     Event,
+    SegmentationMode,
     WeldAlert,
     WeldProgress,
     WeldResult,
     WeldStart,
     status_payload_factory,
 )
-from monitor.memory import pin_mmap_threshold
-from monitor.outbox import Outbox
-from monitor.pipeline import PipelineSettings
-from monitor.publisher import MqttPublisher
-from monitor.tracker import ModelInfo, SegmentationMode, TrackerOptions
+from monitor.ops.memory import pin_mmap_threshold
+from monitor.pipeline.core import PipelineSettings
+from monitor.pipeline.tracker import ModelInfo, TrackerOptions
+from monitor.publish.outbox import Outbox
+from monitor.publish.publisher import MqttPublisher
 from weldmon import __version__
 
 OUTBOX_FILE = "outbox.sqlite3"  # in state_dir
@@ -38,9 +39,14 @@ class StartupError(WeldmonError):
 
 def load_model(cfg: MonitorConfig) -> DeployModel:
     """Load, pin-check and self-test the configured artifact; StartupError names the file."""
-    pin_mmap_threshold()  # before torch allocates the model: see monitor/memory.py
+    pin_mmap_threshold()  # before the runtime allocates the model: see monitor/ops/memory.py
     try:
-        model = load_artifact(cfg.model.path, cfg.model.sha256)
+        model = load_artifact(
+            cfg.model.path,
+            cfg.model.sha256,
+            backend=cfg.inference.backend,
+            threads=cfg.inference.threads,
+        )
         model.self_test()
     except ArtifactError as exc:
         raise StartupError(f"model.path: {exc}") from exc

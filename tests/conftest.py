@@ -4,4 +4,5 @@ pytest_plugins = [
     "tests.support.data",
     "tests.support.broker",
     "tests.support.pulse",
+    "tests.support.base_venv",
 ]

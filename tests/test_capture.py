@@ -14,10 +14,10 @@ import soundfile as sf
 import soxr
 from pydantic import ValidationError
 
-from monitor.blocks import AudioBlock
-from monitor.capture import CaptureSettings, DeviceLostError, SoundDeviceCapture
-from monitor.capture_thread import COALESCE_WAIT_S, CoalescingReader
-from monitor.devices import (
+from monitor.audio.blocks import AudioBlock
+from monitor.audio.capture import CaptureSettings, DeviceLostError, SoundDeviceCapture
+from monitor.audio.capture_thread import COALESCE_WAIT_S, CoalescingReader
+from monitor.audio.devices import (
     DeviceNotFoundError,
     InputDevice,
     format_devices,

@@ -13,18 +13,15 @@ import pytest
 import soundfile as sf
 from pydantic import ValidationError
 
-from monitor.clips import (
-    BYTES_PER_MB,
+from monitor.events import Source, WeldResult, new_weld_id, parse_event
+from monitor.ops.clip_policy import BYTES_PER_MB, ClipSettings, StoredClip, plan_retention
+from monitor.ops.clips import (
     PCM16_FULL_SCALE,
     ClipError,
-    ClipSettings,
     ClipStore,
-    StoredClip,
     clip_audio_path,
-    plan_retention,
     promote_clip,
 )
-from monitor.events import Source, WeldResult, new_weld_id, parse_event
 from training.dataset import index_dataset
 
 RATE = 16_000  # Hz, the model rate

@@ -17,7 +17,7 @@ import soundfile as sf
 import yaml
 
 from deploy.audio import read_recording
-from monitor.segmentation import segment_recording
+from deploy.segment.gate import segment_recording
 from tests.support import shifts
 from tests.support.artifacts import export_untrained
 from tests.support.broker import MosquittoBroker, MqttCollector

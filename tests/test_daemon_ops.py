@@ -29,10 +29,10 @@ import soundfile as sf
 from jsonschema import Draft202012Validator
 from prometheus_client.parser import text_string_to_metric_families
 
+from monitor.audio.silence import SilenceWatch
 from monitor.events import Source, WeldResult
-from monitor.homeassistant import DISCOVERY_PAYLOAD_SCHEMA
-from monitor.operations import StatusSummary
-from monitor.silence import SilenceWatch
+from monitor.ops.status import StatusSummary
+from monitor.publish.homeassistant import DISCOVERY_PAYLOAD_SCHEMA
 from tests.support.artifacts import export_untrained
 from tests.support.broker import MosquittoBroker, MqttCollector
 from tests.support.daemon import WeldmonRun, write_monitor_config

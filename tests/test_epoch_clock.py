@@ -7,7 +7,7 @@ import itertools
 import numpy as np
 import pytest
 
-from monitor.epoch_clock import FrameZeroClock
+from monitor.audio.epoch_clock import FrameZeroClock
 
 RATE_HZ = 48_000
 BLOCK = 2_400  # 50 ms callbacks

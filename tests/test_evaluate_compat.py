@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import shutil
 from pathlib import Path
 
 import pytest
 import torch
 
+from deploy.audio import read_recording
+from deploy.convert import convert_artifact
 from deploy.loader import load_artifact
 from deploy.predict import predict_file
 from training.evaluate import evaluate
@@ -30,13 +33,20 @@ def test_compat_artifact_evaluates_with_predicts_per_file_p_defect(
 
 
 @pytest.mark.real_data
-def test_fast_evaluation_agrees_with_predict_to_float32_rounding(
-    compat_artifact: Path, weld_audio_dir: Path
+def test_evaluation_runs_the_onnx_twin_beside_the_pt_and_agrees_with_its_forward(
+    compat_artifact: Path, weld_audio_dir: Path, tmp_path: Path
 ) -> None:
-    exact = {f.run_id: f for f in evaluate(compat_artifact, weld_audio_dir, workers=1).files}
-    fast = evaluate(compat_artifact, weld_audio_dir, workers=2, fast=True).files
-    assert len(fast) == len(exact)
-    for f in fast:
-        assert f.p_defect == pytest.approx(exact[f.run_id].p_defect, abs=1e-6)
-        assert f.label == exact[f.run_id].label
-        assert f.window_probs == pytest.approx(exact[f.run_id].window_probs, abs=1e-6)
+    pt = tmp_path / "deploy_single_label.pt"
+    shutil.copy(compat_artifact, pt)
+    convert_artifact(pt, pt.with_suffix(".onnx"))
+    reference = load_artifact(pt, backend="torchscript")
+    result = evaluate(pt, weld_audio_dir, workers=2)
+    assert result.model["backend"] == "onnx" and not result.errors
+    assert result.model["sha256"] == reference.sha256
+    twin = load_artifact(pt)
+    for f in result.files:
+        samples = read_recording(f.path, 16000).samples
+        label, p = reference.forward(samples)
+        assert f.label == label and abs(f.p_defect - p) <= 1e-5, f.run_id
+        verdict = twin.predict(samples)  # what `weldmon predict` says: the same backend
+        assert (f.p_defect, f.label) == (verdict.p_defect, verdict.label)

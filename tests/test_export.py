@@ -47,6 +47,12 @@ def test_export_prints_the_original_lines_and_writes_the_sha256_file(
     sha = file_sha256(out)
     assert lines[2] == f"sha256={sha}"
     assert (run / "deploy_single_label.pt.sha256").read_text() == f"{sha}  {out.name}\n"
+    twin = run / "deploy_single_label.onnx"
+    assert lines[3] == f"ONNX twin: {twin}"
+    assert lines[4] == f"onnx sha256={file_sha256(twin)}"
+    assert (run / "deploy_single_label.onnx.sha256").read_text() == (
+        f"{file_sha256(twin)}  {twin.name}\n"
+    )
 
 
 def test_exported_artifact_keeps_the_deploy_contract(
@@ -55,7 +61,7 @@ def test_exported_artifact_keeps_the_deploy_contract(
     data, run = trained
     out = tmp_path / "m.pt"
     assert main(["export", "--checkpoint", str(run / BEST_NAME), "--output", str(out)]) == 0
-    model = load_artifact(out, expected_sha256=file_sha256(out))
+    model = load_artifact(out, expected_sha256=file_sha256(out), backend="torchscript")
     model.self_test()
     ckpt = load_checkpoint(run / BEST_NAME)
     assert (model.chunk_samples, model.defect_idx, model.eval_pool_ratio) == (16000, 1, 0.05)
@@ -70,6 +76,24 @@ def test_exported_artifact_keeps_the_deploy_contract(
         assert (verdict.label, verdict.p_defect) == (label, p)
         stereo = np.vstack([samples, samples])
         assert model.predict(stereo).p_defect == pytest.approx(p, abs=1e-6)
+
+
+def test_export_writes_an_onnx_twin_with_the_same_metadata_and_verdicts(
+    trained: tuple[Path, Path], tmp_path: Path
+) -> None:
+    data, run = trained
+    out = tmp_path / "m.pt"
+    assert main(["export", "--checkpoint", str(run / BEST_NAME), "--output", str(out)]) == 0
+    pt = load_artifact(out, backend="torchscript")
+    twin = load_artifact(out)  # auto: the twin beside the .pt, under ONNX Runtime
+    assert twin.backend == "onnx" and twin.runtime_path == tmp_path / "m.onnx"
+    assert twin.sha256 == pt.sha256  # the identity and the pin are the named file's
+    assert twin.metadata == {**pt.metadata, "source_file": "m.pt", "source_sha256": pt.sha256}
+    for entry in index_dataset(data).entries[:4]:
+        samples = read_recording(entry.path, pt.sample_rate).samples
+        label, p = pt.forward(samples)
+        verdict = twin.predict(samples)
+        assert verdict.label == label and verdict.p_defect == pytest.approx(p, abs=1e-5)
 
 
 def test_export_of_a_missing_checkpoint_fails_with_exit_code_1(

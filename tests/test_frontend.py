@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from deploy import torchscript
-from deploy.frontend import FrontEndParams, LogMel
+from deploy.frontend import FrontEndParams, LogMel, folded_dft_bases
 
 P = FrontEndParams()
 
@@ -114,3 +114,90 @@ def test_front_end_scripts_into_torchscript():
     scripted = torchscript.script(module)
     x = torch.randn(2, 16000)
     torch.testing.assert_close(scripted(x), module(x))
+
+
+def numpy_power(x: np.ndarray, p: FrontEndParams, window: np.ndarray) -> np.ndarray:
+    """|rfft|^2 of every frame in float64: the window centred in the n_fft frame, no padding."""
+    left = (p.n_fft - p.win_length) // 2
+    frame_win = np.zeros(p.n_fft)
+    frame_win[left : left + p.win_length] = window
+    n_frames = p.n_frames(x.shape[-1])
+    frames = np.stack(
+        [x[:, i * p.hop_length : i * p.hop_length + p.n_fft] * frame_win for i in range(n_frames)],
+        axis=1,
+    )
+    return np.transpose(np.abs(np.fft.rfft(frames, axis=-1)) ** 2, (0, 2, 1))  # [T, bins, F]
+
+
+# The contract's parameters, plus odd window lengths, an odd padding and a window filling the
+# frame: the folded DFT must hold for every front end a training config can ask for.
+PARAMS = [
+    P,
+    FrontEndParams(n_fft=512, win_length=401, hop_length=160),
+    FrontEndParams(n_fft=1024, win_length=1024, hop_length=256),
+    FrontEndParams(n_fft=256, win_length=255, hop_length=100),
+]
+
+
+@pytest.mark.parametrize("params", PARAMS, ids=lambda p: f"{p.n_fft}-{p.win_length}")
+def test_real_dft_power_equals_the_formula_and_torch_stft_to_float_rounding(params):
+    module = LogMel(params)
+    x = np.random.default_rng(4).standard_normal((3, 16000)).astype(np.float32) * 0.1
+    exact = numpy_power(x.astype(np.float64), params, module.win.double().numpy())
+    ours = module.power(torch.from_numpy(x)).double().numpy()
+    stft = (
+        torch.stft(
+            torch.from_numpy(x),
+            params.n_fft,
+            params.hop_length,
+            params.win_length,
+            module.win,
+            center=False,
+            return_complex=True,
+        )
+        .abs()
+        .pow(2)
+        .double()
+        .numpy()
+    )
+    assert ours.shape == exact.shape == stft.shape
+    # Errors relative to each frame's strongest bin: float32 dot products of ~L/2 terms give
+    # ~1.5e-6 (torch.stft's FFT ~4e-7), far below anything the log-mel map can show.
+    peak = exact.max(axis=1, keepdims=True)
+    assert np.abs(ours - exact).max() / peak.min() < 1e-3  # sanity: peaks are not tiny
+    assert (np.abs(ours - exact) / peak).max() < 5e-6
+    assert (np.abs(ours - stft) / peak).max() < 5e-6
+
+
+def test_log_mel_of_the_real_dft_equals_the_one_of_torch_stft():
+    module = LogMel()
+    x = torch.randn(4, 16000) * 0.05
+    spec = torch.stft(x, 1024, 320, 640, module.win, center=False, return_complex=True)
+    mel = torch.matmul(spec.abs().pow(2).transpose(-1, -2), module.fb).transpose(-1, -2)
+    db = 10.0 * torch.log10(torch.clamp(mel, min=1e-10))
+    expected = (db - db.mean(dim=(1, 2), keepdim=True)) / (db.std(dim=(1, 2), keepdim=True) + 1e-6)
+    torch.testing.assert_close(module(x)[:, 0], expected, atol=1e-4, rtol=0)
+
+
+def test_state_dict_is_the_window_and_the_filterbank_only():
+    module = LogMel()
+    assert set(module.state_dict()) == {"win", "fb"}  # what the original's artifacts carry
+
+
+def test_loading_a_state_dict_rebuilds_the_dft_bases_from_its_window():
+    source = LogMel(FrontEndParams(win_length=600))
+    target = LogMel(FrontEndParams(win_length=600))
+    with torch.no_grad():
+        target.cos_basis.zero_()
+    target.load_state_dict(source.state_dict())
+    torch.testing.assert_close(target.cos_basis, source.cos_basis, rtol=0, atol=0)
+
+
+def test_a_window_that_is_not_symmetric_is_refused():
+    with pytest.raises(ValueError, match=r"w\[0\] = 0 and w\[m\] = w\[L - m\]"):
+        folded_dft_bases(torch.linspace(0.0, 1.0, 64), 128)
+
+
+def test_a_window_shorter_than_n_fft_is_refused():
+    with pytest.raises(ValueError, match="shorter than n_fft"):
+        LogMel()(torch.zeros(1, 1000))

@@ -13,7 +13,7 @@ from jsonschema import Draft202012Validator
 from pydantic import ValidationError
 
 from monitor.events import StatusMessage, utc_now
-from monitor.homeassistant import (
+from monitor.publish.homeassistant import (
     DISCOVERY_PAYLOAD_SCHEMA,
     DISCOVERY_TOPIC_PATTERN,
     HomeAssistantSettings,

@@ -6,7 +6,7 @@ import platform
 
 import pytest
 
-from monitor.memory import pin_mmap_threshold
+from monitor.ops.memory import pin_mmap_threshold
 
 
 @pytest.mark.skipif(platform.libc_ver()[0] != "glibc", reason="mallopt is glibc's")

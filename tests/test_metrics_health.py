@@ -13,14 +13,14 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 from pydantic import ValidationError
 
-from monitor.health import (
+from monitor.ops.health import (
     HealthServer,
     HealthServerError,
     HealthSettings,
     HealthSnapshot,
     evaluate_health,
 )
-from monitor.metrics import Metrics
+from monitor.ops.metrics import Metrics
 
 HTTP_TIMEOUT_S = 5.0  # loopback answers in milliseconds
 LOOPBACK = "127.0.0.1"

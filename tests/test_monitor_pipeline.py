@@ -1,4 +1,4 @@
-"""monitor.pipeline with the real inference worker and model, fed synthetic blocks: trigger
+"""monitor.pipeline.core with the real inference worker and model, fed synthetic blocks: trigger
 mode, shutdown, device loss and dropped audio end welds the way the events promise."""
 
 from __future__ import annotations
@@ -13,12 +13,12 @@ import torch
 
 from deploy.audio import read_recording
 from deploy.loader import DeployModel, load_artifact
-from monitor.blocks import AudioBlock
-from monitor.events import Event, Source, WeldResult, WeldStart
-from monitor.inference import InferenceWorker
-from monitor.pipeline import Pipeline, PipelineSettings
-from monitor.segmentation import segment_recording
-from monitor.tracker import ModelInfo, SegmentationMode, TrackerOptions
+from deploy.segment.gate import segment_recording
+from monitor.audio.blocks import AudioBlock
+from monitor.events import Event, SegmentationMode, Source, WeldResult, WeldStart
+from monitor.pipeline.core import Pipeline, PipelineSettings
+from monitor.pipeline.inference import InferenceWorker
+from monitor.pipeline.tracker import ModelInfo, TrackerOptions
 
 torch.set_num_threads(1)
 RATE = 16_000

@@ -9,10 +9,10 @@ import soxr
 import torch
 
 from deploy.windows import cut_windows
-from monitor.resample import ResampleError, StationResampler
-from monitor.stations import StationLayoutError, StationSplitter
-from monitor.triggers import FileSegmenter, TriggerSegmenter
-from monitor.windower import HistoryError, SampleHistory, WeldWindower
+from monitor.pipeline.resample import ResampleError, StationResampler
+from monitor.pipeline.stations import StationLayoutError, StationSplitter
+from monitor.pipeline.windower import HistoryError, SampleHistory, WeldWindower
+from monitor.segment.triggers import FileSegmenter, TriggerSegmenter
 
 torch.set_num_threads(1)
 RNG = np.random.default_rng(5)

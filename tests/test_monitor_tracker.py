@@ -1,4 +1,4 @@
-"""monitor.tracker: rolling top-k verdict, one alert, result over the weld's whole windows."""
+"""monitor.pipeline.tracker: rolling top-k verdict, one alert, result over whole windows."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import torch
 
 from deploy.pooling import topk_pool
 from monitor.events import Source, WeldAlert, WeldProgress
-from monitor.tracker import ModelInfo, TrackerOptions, WeldTracker
+from monitor.pipeline.tracker import ModelInfo, TrackerOptions, WeldTracker
 
 torch.set_num_threads(1)
 SHA = "ab" * 32

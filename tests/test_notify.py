@@ -14,7 +14,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from monitor.notify import (
+from monitor.ops.notify import (
     Notifier,
     NotifyError,
     WatchdogGate,

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 from structlog.testing import capture_logs
 
-from monitor.outbox import Outbox, OutboxError, Priority
+from monitor.publish.outbox import Outbox, OutboxError, Priority
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 
@@ -143,7 +143,7 @@ def test_a_file_that_is_not_a_database_raises_outbox_error(tmp_path: Path) -> No
 _WRITER = """
 import os, sys
 from pathlib import Path
-from monitor.outbox import Outbox, Priority
+from monitor.publish.outbox import Outbox, Priority
 
 outbox = Outbox(Path(sys.argv[1]), max_events=100_000)
 for i in range(int(sys.argv[2])):

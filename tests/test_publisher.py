@@ -23,6 +23,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 from pydantic import ValidationError
 
+from monitor.backoff import backoff_ceiling, backoff_delay
 from monitor.events import (
     ErrorEvent,
     Event,
@@ -38,9 +39,9 @@ from monitor.events import (
     trigger_subscription,
     trigger_topic,
 )
-from monitor.mqtt_settings import MqttSettings, TlsSettings
-from monitor.outbox import Outbox
-from monitor.publisher import MqttPublisher, backoff_ceiling, backoff_delay
+from monitor.publish.outbox import Outbox
+from monitor.publish.publisher import MqttPublisher
+from monitor.publish.settings import MqttSettings, TlsSettings
 from tests.support.broker import MosquittoBroker, MqttCollector, free_port, make_test_certificates
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
@@ -280,9 +281,9 @@ _KILLABLE_PUBLISHER = """
 import asyncio, sys
 from pathlib import Path
 from monitor.events import status_payload_factory
-from monitor.mqtt_settings import MqttSettings
-from monitor.outbox import Outbox
-from monitor.publisher import MqttPublisher
+from monitor.publish.settings import MqttSettings
+from monitor.publish.outbox import Outbox
+from monitor.publish.publisher import MqttPublisher
 
 settings = MqttSettings(host="127.0.0.1", port=int(sys.argv[1]), client_id="killed-publisher",
                         keepalive_s=5)

@@ -21,11 +21,12 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from deploy.loader import DeployModel, load_artifact
-from monitor.blocks import AudioBlock
+from monitor.audio.blocks import AudioBlock
 from monitor.config import load_config
 from monitor.events import Event, MalformedMessageError, Source, WeldResult, WeldStart
-from monitor.inference import InferenceWorker
-from monitor.pipeline import Pipeline, PipelineSettings
+from monitor.pipeline.core import Pipeline, PipelineSettings
+from monitor.pipeline.inference import InferenceWorker
+from monitor.pipeline.tracker import ModelInfo, TrackerOptions
 from monitor.reload import (
     ReloadCommand,
     Reloader,
@@ -34,7 +35,6 @@ from monitor.reload import (
     prepare_reload,
     reload_topic,
 )
-from monitor.tracker import ModelInfo, TrackerOptions
 from tests.support.artifacts import export_untrained
 from tests.support.broker import MosquittoBroker, MqttCollector
 from tests.support.daemon import WeldmonRun, write_monitor_config

@@ -15,9 +15,9 @@ import torch
 
 from deploy.audio import read_recording
 from deploy.loader import DeployModel, load_artifact
+from deploy.segment.gate import segment_recording
 from monitor.config import MonitorConfig, parse_config
 from monitor.replay import replay_files
-from monitor.segmentation import segment_recording
 from tests.support.artifacts import export_untrained
 from weldmon.cli import EXIT_FAILURE, main
 

@@ -7,8 +7,8 @@ import threading
 import numpy as np
 import pytest
 
-from monitor.blocks import AudioBlock, sanitize_nonfinite, utc_of_frame
-from monitor.ring_buffer import FrameRing
+from monitor.audio.blocks import AudioBlock, sanitize_nonfinite, utc_of_frame
+from monitor.audio.ring_buffer import FrameRing
 
 NO_WAIT_S = 0.0
 SHORT_WAIT_S = 0.05

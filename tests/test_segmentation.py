@@ -13,8 +13,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from pydantic import ValidationError
 
-from monitor.levels import LEVEL_FLOOR_DB, frame_band_db, frame_rms_db
-from monitor.segmentation import (
+from deploy.segment.gate import (
     Boundary,
     GateParams,
     GateSegmenter,
@@ -23,6 +22,7 @@ from monitor.segmentation import (
     pair_boundaries,
     segment_recording,
 )
+from deploy.segment.levels import LEVEL_FLOOR_DB, frame_band_db, frame_rms_db
 from tests.support.data import Recording
 from training.sensorlog import arc_intervals, estimate_clock_offset, read_sensor_log
 

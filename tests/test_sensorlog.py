@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from monitor.levels import frame_band_db, frame_rms_db
+from deploy.segment.levels import frame_band_db, frame_rms_db
 from tests.support.data import Recording
 from training.sensorlog import (
     ARC_CURRENT_A,

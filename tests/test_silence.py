@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from monitor.silence import SilenceWatch
+from monitor.audio.silence import SilenceWatch
 
 RATE_HZ = 1_000  # small rate: a 1 s alarm is 1000 frames
 BLOCK = 100

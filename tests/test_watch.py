@@ -28,15 +28,15 @@ from monitor.events import (
     status_payload_factory,
     topic_for,
 )
-from monitor.watch import COMMAND, WatchError, options_from_args, parse_broker
-from monitor.watch_state import (
+from monitor.watch.app import COMMAND, WatchError, options_from_args, parse_broker
+from monitor.watch.state import (
     WatchState,
     apply_connection,
     apply_event,
     apply_message,
     initial_state,
 )
-from monitor.watch_view import render
+from monitor.watch.view import render
 from tests.support.broker import MosquittoBroker, MqttCollector
 
 SHA = "9fa888fd5505fb57c8c10ffe5d76129779659e3bff0531a420d717f81f9bc83f"

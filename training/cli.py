@@ -57,6 +57,7 @@ def _configure_train(p: argparse.ArgumentParser) -> None:
 
 def _run_train(args: argparse.Namespace) -> int:
     from deploy.errors import WeldmonError
+    from training import distributed
     from training.config import ConfigError
     from training.train import train
 
@@ -67,13 +68,19 @@ def _run_train(args: argparse.Namespace) -> int:
     except ConfigError as exc:
         return _fail(str(exc), EXIT_USAGE)
     run_dir = args.run_dir or DEFAULT_RUNS_FOLDER / f"train-{_stamp()}"
+    ranks = distributed.from_environment()  # torchrun: one process per rank, data-parallel
+    if ranks.parallel and args.run_dir is None:
+        return _fail("under torchrun, give every rank the same --run-dir", EXIT_USAGE)
     try:
         result = train(cfg, run_dir, resume=args.resume, progress=not args.no_progress)
     except ConfigError as exc:
         return _fail(str(exc), EXIT_USAGE)
     except WeldmonError as exc:
         return _fail(str(exc), EXIT_FAILURE)
-    print(f"run folder: {result.run_dir}")
+    finally:
+        distributed.shutdown(ranks)
+    if ranks.is_main:
+        print(f"run folder: {result.run_dir}")
     return EXIT_OK
 
 
@@ -117,7 +124,12 @@ def _run_cv(args: argparse.Namespace) -> int:
 
 def _configure_export(p: argparse.ArgumentParser) -> None:
     p.add_argument("--checkpoint", type=Path, required=True, help="e.g. RUN/best_model.pt")
-    p.add_argument("--output", type=Path, required=True, help="e.g. RUN/deploy_single_label.pt")
+    p.add_argument(
+        "--output",
+        type=Path,
+        required=True,
+        help="e.g. RUN/deploy_single_label.pt (its ONNX twin goes beside it, .onnx)",
+    )
 
 
 def _run_export(args: argparse.Namespace) -> int:
@@ -131,6 +143,8 @@ def _run_export(args: argparse.Namespace) -> int:
     print(f"Exported deploy model: {result.path}")
     print(result.summary_line())
     print(f"sha256={result.sha256}")
+    print(f"ONNX twin: {result.onnx_path}")
+    print(f"onnx sha256={result.onnx_sha256}")
     return EXIT_OK
 
 
@@ -162,10 +176,11 @@ def _configure_evaluate(p: argparse.ArgumentParser) -> None:
         "the daemon's default segmenter (default); current; gate; file (one weld per file)",
     )
     p.add_argument(
-        "--fast",
-        action="store_true",
-        help="frozen, BatchNorm-folded classifier: ~1.8x less CPU; p_defect may differ from "
-        "`weldmon predict` in the last bit (default: identical to it)",
+        "--backend",
+        choices=("auto", "onnx", "torchscript"),
+        default="auto",
+        help="auto (default): ONNX Runtime for a .onnx and for a .pt with its ONNX twin "
+        "beside it, TorchScript otherwise (the same choice as `weldmon predict`)",
     )
 
 
@@ -183,7 +198,7 @@ def _run_evaluate(args: argparse.Namespace) -> int:
             args.data_root,
             split_file=args.split,
             workers=workers,
-            fast=args.fast,
+            backend=args.backend,
             progress=True,
             mode=args.mode,
             segmentation=args.segmentation,

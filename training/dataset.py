@@ -1,6 +1,6 @@
 """Index a labelled dataset laid out like the real one, and keep a report of every bad file.
 
-Layout::
+Layout (`deploy.dataset_layout`)::
 
     good_weld/<config_folder>/<run_id>/<run_id>.flac
     defect_data_weld/<config_folder>/<run_id>/<run_id>.flac
@@ -20,20 +20,8 @@ from pathlib import Path
 
 import soundfile as sf
 
+from deploy.dataset_layout import AUDIO_SUFFIX, GOOD_CODE, LABEL_CODES, TOP_FOLDERS
 from deploy.errors import WeldmonError
-
-TOP_FOLDERS = ("good_weld", "defect_data_weld")  # the dataset's two labelled trees
-GOOD_CODE = "00"
-LABEL_CODES = {
-    "00": "good_weld",
-    "01": "excessive_penetration",
-    "02": "burn_through",
-    "06": "overlap",
-    "07": "lack_of_fusion",
-    "08": "excessive_convexity",
-    "11": "crater_cracks",
-}
-AUDIO_SUFFIX = ".flac"
 
 
 class DatasetError(WeldmonError):

@@ -226,8 +226,12 @@ def classifier_of(model: DeployModel) -> WindowClassifier:
     frontend = FrontEndParams(**meta["frontend"]) if "frontend" in meta else FrontEndParams()
     params = BackboneParams(**meta["model"]) if meta.get("model") else BackboneParams()
     classifier = WindowClassifier(frontend, params)
+    # A scripted module's state dict also lists buffers its front end derives from the
+    # others (the DFT bases, non-persistent in the plain module): take the persistent ones.
+    wanted = classifier.state_dict()
+    state = {k: v for k, v in model.module.base_model.state_dict().items() if k in wanted}
     try:
-        classifier.load_state_dict(model.module.base_model.state_dict())
+        classifier.load_state_dict(state)
     except RuntimeError as exc:
         raise EnrollmentError(
             f"{model.path}: its classifier does not fit this layout: {exc}"
@@ -250,7 +254,8 @@ def enroll(
     classifier when given); returns the export result."""
     if not 0.0 < false_alarm_rate < 0.5:
         raise EnrollmentError(f"false-alarm rate must be in (0, 0.5), got {false_alarm_rate}")
-    model = load_artifact(base) if base is not None else None
+    # TorchScript: the base's classifier is read from its scripted module.
+    model = load_artifact(base, backend="torchscript") if base is not None else None
     classifier = classifier_of(model) if model is not None else None
     frontend = FrontEndParams(**model.metadata.get("frontend", {})) if model else FrontEndParams()
     chunk = model.chunk_samples if model else round(frontend.sample_rate * 1.0)
@@ -321,5 +326,6 @@ def enroll(
         model_params=params,
         provenance=provenance,
     )
-    load_artifact(result.path, expected_sha256=result.sha256).self_test()
+    load_artifact(result.path, expected_sha256=result.sha256, backend="torchscript").self_test()
+    load_artifact(result.path, expected_sha256=result.sha256, backend="onnx").self_test()
     return result

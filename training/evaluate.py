@@ -1,8 +1,9 @@
 """Evaluate any deploy artifact on a labelled dataset, in two modes.
 
 - **file mode**: each file is decoded with `deploy.audio.read_recording` and judged whole
-  with `DeployModel.predict`, the code path of `weldmon predict`, so per-file p_defect is
-  identical to it (and to the artifact's own `forward`);
+  with `DeployModel.predict`, the code path of `weldmon predict`, on the same backend choice
+  (`deploy.loader`: by default ONNX Runtime when the artifact is a `.onnx` or has its ONNX
+  twin beside it, TorchScript otherwise), so per-file p_defect is identical to it;
 - **weld mode**: what the daemon judges. The file's welds are found (`training.welds`: the
   sensor CSV's arc current when present, else the daemon's default segmenter; or a mode
   asked for), and each weld's audio [start, end) is judged like `predict` judges a file:
@@ -13,9 +14,9 @@
 
 A file is decoded once for both modes. Throughput comes from running `workers` files at
 once: each worker thread owns its own loaded artifact (a `DeployModel` is not thread-safe)
-and decodes its next file while the others infer; torch runs one intra-op thread per worker,
-because two small CNN passes side by side use two cores better than one pass split across
-both (and torch releases the GIL while it computes). Files that cannot be judged become
+and decodes its next file while the others infer, with one intra-op thread each, because two
+small CNN passes side by side use two cores better than one pass split across both (both
+runtimes release the GIL while they compute). Files that cannot be judged become
 error rows; the run goes on.
 """
 
@@ -27,22 +28,22 @@ from collections.abc import Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any
 
 import numpy as np
 import torch
 
 from deploy.audio import read_recording
 from deploy.errors import AudioError
-from deploy.loader import DeployModel, Verdict, load_artifact
+from deploy.loader import Backend, DeployModel, Verdict, load_artifact
 from deploy.windows import mix_channels, window_count
 from training.dataset import GOOD_CODE, LABEL_CODES, RunEntry, index_dataset
-from training.frozen import FrozenJudge
 from training.metrics import confusion, expected_calibration_error, pr_auc, roc_auc
 from training.split import read_split
 from training.welds import SegmentationSource, WeldSegmentationError, find_welds
 
 DEFAULT_WORKERS = max(1, min(4, os.cpu_count() or 1))  # one file in flight per core
+WORKER_THREADS = 1  # intra-op threads per worker: the workers themselves fill the cores
 PREFETCH_PER_WORKER = 2  # files queued per worker: keeps workers busy, bounds decoded memory
 MODES = ("both", "file", "weld")
 TOO_SHORT = "too_short"  # a weld without one whole window: the daemon's flag, p_defect 0
@@ -168,19 +169,6 @@ def format_metrics(metrics: dict[str, float | int], prefix: str = "") -> list[st
     ]
 
 
-class Judge(Protocol):
-    """What judges one recording: `DeployModel` (exact) or `FrozenJudge` (`--fast`)."""
-
-    sample_rate: int
-    chunk_samples: int
-
-    def predict(self, waveform: np.ndarray) -> Verdict: ...
-
-
-def make_judge(model: DeployModel, fast: bool) -> Judge:
-    return FrozenJudge(model) if fast else model
-
-
 def _row(entry: RunEntry, **fields: Any) -> FileResult:
     return FileResult(
         entry.run_id,
@@ -209,7 +197,7 @@ class Judged:
 
 
 def _judge_welds(
-    model: Judge, entry: RunEntry, mono: np.ndarray, segmentation: SegmentationSource
+    model: DeployModel, entry: RunEntry, mono: np.ndarray, segmentation: SegmentationSource
 ) -> list[FileResult]:
     rate, chunk = model.sample_rate, model.chunk_samples
     try:
@@ -230,7 +218,10 @@ def _judge_welds(
 
 
 def _judge(
-    model: Judge, entry: RunEntry, mode: str = "file", segmentation: SegmentationSource = "auto"
+    model: DeployModel,
+    entry: RunEntry,
+    mode: str = "file",
+    segmentation: SegmentationSource = "auto",
 ) -> Judged:
     try:
         rec = read_recording(entry.path, model.sample_rate)
@@ -255,28 +246,28 @@ def judge_files(
     entries: list[RunEntry],
     *,
     workers: int = DEFAULT_WORKERS,
-    fast: bool = False,
+    backend: Backend = "auto",
     mode: str = "file",
     segmentation: SegmentationSource = "auto",
 ) -> Iterator[Judged]:
-    """Verdicts for `entries`, in order, `workers` files in flight at once; `fast` uses the
-    frozen classifier (`training.frozen`, last-bit differences from `weldmon predict`)."""
+    """Verdicts for `entries`, in order, `workers` files in flight at once."""
     local = threading.local()
-    loaded = load_artifact(model_path)  # fail fast, in the caller's thread, on a bad artifact
+    # Fail fast, in the caller's thread, on a bad artifact; the workers load the same file.
+    loaded = load_artifact(model_path, backend=backend, threads=WORKER_THREADS)
     sha = loaded.sha256
 
     def work(entry: RunEntry) -> Judged:
-        if not hasattr(local, "judge"):
-            local.judge = make_judge(load_artifact(model_path, expected_sha256=sha), fast)
-        return _judge(local.judge, entry, mode, segmentation)
+        if not hasattr(local, "model"):
+            local.model = load_artifact(
+                model_path, expected_sha256=sha, backend=backend, threads=WORKER_THREADS
+            )
+        return _judge(local.model, entry, mode, segmentation)
 
     if workers <= 1:
-        judge = make_judge(loaded, fast)
         for entry in entries:
-            yield _judge(judge, entry, mode, segmentation)
+            yield _judge(loaded, entry, mode, segmentation)
         return
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
+    previous = torch.get_num_threads()  # a TorchScript worker sets torch's pool size
     try:
         with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="evaluate") as pool:
             pending = []
@@ -329,7 +320,7 @@ def evaluate(
     *,
     split_file: Path | None = None,
     workers: int = DEFAULT_WORKERS,
-    fast: bool = False,
+    backend: Backend = "auto",
     progress: bool = False,
     mode: str = "file",
     segmentation: SegmentationSource = "auto",
@@ -338,14 +329,14 @@ def evaluate(
     whole files (`mode` file), their welds (weld) or both."""
     if mode not in MODES:
         raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
-    model = load_artifact(model_path)
+    model = load_artifact(model_path, backend=backend)
     entries, bad = select_entries(
         data_root, split_file, sample_rate=model.sample_rate, chunk_samples=model.chunk_samples
     )
     files = list(bad) if mode != "weld" else []
     welds = list(bad) if mode != "file" else []
     judged: Iterable[Judged] = judge_files(
-        model_path, entries, workers=workers, fast=fast, mode=mode, segmentation=segmentation
+        model_path, entries, workers=workers, backend=backend, mode=mode, segmentation=segmentation
     )
     if progress:
         from tqdm import tqdm

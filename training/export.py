@@ -1,5 +1,6 @@
 """Checkpoint -> deploy artifact: rebuild the classifier from the checkpoint alone, export it
-with `deploy.export.export_artifact`, then load it back and self-test it."""
+(the `.pt` and its ONNX twin) with `deploy.export.export_artifact`, then load both back and
+self-test them."""
 
 from __future__ import annotations
 
@@ -48,5 +49,6 @@ def export_checkpoint(checkpoint: Path, output: Path) -> ExportResult:
             "split": ckpt.get("split"),
         },
     )
-    load_artifact(result.path, expected_sha256=result.sha256).self_test()
+    load_artifact(result.path, expected_sha256=result.sha256, backend="torchscript").self_test()
+    load_artifact(result.path, expected_sha256=result.sha256, backend="onnx").self_test()
     return result

@@ -150,7 +150,7 @@ def estimate_clock_offset(
     up with the audio's level envelope.
 
     ``level_db`` is one level per audio frame of ``frame_s`` seconds (frame k covers
-    ``[k*frame_s, (k+1)*frame_s)``), e.g. from ``monitor.levels``. The score is the Pearson
+    ``[k*frame_s, (k+1)*frame_s)``), e.g. from ``deploy.segment.levels``. The score is the Pearson
     correlation between the shifted 0/1 arc mask and the level envelope, maximised over a
     grid of ``step_s`` within +-``search_s``. It uses no threshold on the audio and no gate,
     so it cannot inherit a gate's bias; ties go to the offset nearest zero.

@@ -129,7 +129,8 @@ def generate_synthetic_dataset(
     rng = np.random.default_rng(seed)
     n_total = round(duration_s * SAMPLE_RATE)
     runs: list[SyntheticRun] = []
-    cell = (rng.uniform(*TILT_RANGE), rng.uniform(*HUM_BASE_HZ))
+    # Drawn only for one_cell: an extra draw would change every other set this seed makes.
+    cell = (rng.uniform(*TILT_RANGE), rng.uniform(*HUM_BASE_HZ)) if one_cell else None
     for is_defect in (False, True):
         for c in range(configs_per_class):
             code = DEFECT_CODES[c % len(DEFECT_CODES)] if is_defect else "00"
@@ -141,7 +142,7 @@ def generate_synthetic_dataset(
                 folder = f"good_weld_synthetic_{c + 1}_{date}"
             tilt = rng.uniform(*TILT_RANGE)
             hum = rng.uniform(*HUM_BASE_HZ)
-            if one_cell:
+            if cell is not None:
                 tilt, hum = cell
             for r in range(runs_per_config):
                 run_id = f"{date}-{r + 1:04d}-{code}"

@@ -14,7 +14,8 @@ trainable weights, so the exported artifact (front end + the rest) computes the 
 from raw audio. Optional, for session robustness (each measured in docs/training.md):
 augmentation of each bag's frames per epoch (`training.augment`), epochs drawn evenly over
 config folders, and an auxiliary defect-type head (the original's multiclass task) on the
-CNN's embedding, used in training only.
+CNN's embedding, used in training only. Under torchrun the batches' bags are shared out
+between processes (`training.distributed`); rank 0 writes the files.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from __future__ import annotations
 import csv
 import json
 import math
+import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -35,7 +37,7 @@ from tqdm import tqdm
 
 from deploy.backbone import WindowClassifier
 from deploy.pooling import topk_count, topk_pool
-from training import plots
+from training import distributed, plots
 from training.augment import Augmenter
 from training.checkpoint import (
     BEST_NAME,
@@ -78,14 +80,14 @@ class TrainResult:
     stopped_early: bool
 
 
-def map_classifier(model: WindowClassifier) -> nn.Sequential:
-    """What runs on cached maps: the classifier without its front end (shares its weights)."""
-    return nn.Sequential(model.input_norm, model.backbone)
-
-
 def window_probs(backbone: nn.Module, features: Tensor) -> Tensor:
     """Log-mel maps [T, 1, M, F] -> defect probability per window [T]."""
     return torch.softmax(backbone(features), dim=1)[:, DEFECT_IDX]
+
+
+def map_classifier(model: WindowClassifier) -> nn.Sequential:
+    """What runs on cached maps: the classifier without its front end (shares its weights)."""
+    return nn.Sequential(model.input_norm, model.backbone)
 
 
 def epoch_order(bags: list[Bag], balance: bool, generator: torch.Generator) -> list[int]:
@@ -113,6 +115,21 @@ def type_loss(
     return torch.stack(losses).mean()
 
 
+class _Step(nn.Module):
+    """What one training step runs (and DDP wraps): the classifier on maps, split at its
+    embedding so the optional defect-type head can read it; same weights as `model`."""
+
+    def __init__(self, model: WindowClassifier, type_head: nn.Module | None) -> None:
+        super().__init__()
+        self.embed = nn.Sequential(model.input_norm, model.backbone[:-1])
+        self.classify = model.backbone[-1]
+        self.type_head = type_head
+
+    def forward(self, maps: Tensor) -> tuple[Tensor, Tensor]:
+        emb = self.embed(maps)
+        return torch.softmax(self.classify(emb), dim=1)[:, DEFECT_IDX], emb
+
+
 def mil_loss(probs: list[Tensor], labels: list[int], cfg: TrainConfig) -> Tensor:
     """BCE of top-k pooled bags (asymmetric k) + good_window_weight x BCE of good windows."""
     bag_p = torch.stack(
@@ -121,7 +138,7 @@ def mil_loss(probs: list[Tensor], labels: list[int], cfg: TrainConfig) -> Tensor
             for p, y in zip(probs, labels, strict=True)
         ]
     )
-    target = torch.tensor(labels, dtype=bag_p.dtype)
+    target = torch.tensor(labels, dtype=bag_p.dtype, device=bag_p.device)
     loss = F.binary_cross_entropy(bag_p, target)
     good = [p for p, y in zip(probs, labels, strict=True) if y == 0]
     if good and cfg.good_window_weight > 0:
@@ -136,7 +153,7 @@ def mil_loss(probs: list[Tensor], labels: list[int], cfg: TrainConfig) -> Tensor
 def bag_window_probs(backbone: nn.Module, bags: list[Bag]) -> list[Tensor]:
     """Eval-mode window probabilities of every bag (windows batched across bags)."""
     backbone.eval()
-    feats = torch.cat([b.features for b in bags])
+    feats = torch.cat([b.features for b in bags]).to(next(backbone.parameters()).device)
     probs = torch.cat(
         [
             window_probs(backbone, feats[i : i + EVAL_BATCH_WINDOWS])
@@ -175,6 +192,25 @@ def _check_resumable(saved: dict[str, Any], cfg: TrainConfig) -> None:
         )
 
 
+def _save_epoch(
+    run_dir: Path,
+    payload: dict[str, Any],
+    improved: bool,
+    history: list[dict[str, Any]],
+    snapshots: bool,
+) -> None:
+    """Checkpoints (last always, best and a snapshot on improvement) and the history."""
+    save_checkpoint(run_dir / LAST_NAME, payload)
+    if improved:
+        save_checkpoint(run_dir / BEST_NAME, payload)
+    if improved and snapshots:
+        stamp = time.strftime("%Y%m%d-%H%M%S")
+        metrics = payload["metrics"]
+        name = snapshot_name(stamp, payload["epoch"], metrics["val_macro_f1"], metrics["val_loss"])
+        save_checkpoint(run_dir / SNAPSHOT_FOLDER / name / "model.pt", payload)
+    _write_history(run_dir, history)
+
+
 def _write_history(run_dir: Path, history: list[dict[str, Any]]) -> None:
     with (run_dir / HISTORY_NAME).open("w", newline="") as fh:
         writer = csv.DictWriter(fh, fieldnames=list(history[0]))
@@ -198,13 +234,22 @@ def train(
     `snapshots` False skips the `best_models/` copies (cv folds need only best and last)."""
     run_dir = Path(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
+    ranks = distributed.from_environment()
     previous_threads = torch.get_num_threads()
     previous_determinism = torch.are_deterministic_algorithms_enabled()
-    if cfg.num_threads:
-        torch.set_num_threads(cfg.num_threads)
+    threads = cfg.num_threads or distributed.default_threads(ranks)
+    if threads:
+        torch.set_num_threads(threads)
     torch.use_deterministic_algorithms(True)
+    if ranks.parallel and store is None:  # one decode per file for all ranks, on disk
+        cache = cfg.feature_cache_dir or str(run_dir / "feature_cache")
+        store = make_store(cfg.model_copy(update={"feature_cache_dir": cache}))
+    if not ranks.is_main:
+        log, progress = (lambda _: None), False
     try:
-        return _train(cfg, run_dir, data, store, resume, stop_after_epoch, progress, log, snapshots)
+        return _train(
+            cfg, run_dir, data, store, resume, stop_after_epoch, progress, log, ranks, snapshots
+        )
     finally:
         torch.set_num_threads(previous_threads)
         torch.use_deterministic_algorithms(previous_determinism)
@@ -219,7 +264,8 @@ def _train(
     stop_after_epoch: int | None,
     progress: bool,
     log: Callable[[str], None],
-    snapshots: bool,
+    ranks: distributed.Ranks = distributed.SINGLE,
+    snapshots: bool = True,
 ) -> TrainResult:
     # ---- resume point, config -------------------------------------------------------------
     ckpt = load_checkpoint(run_dir / LAST_NAME) if resume else None
@@ -227,10 +273,19 @@ def _train(
         _check_resumable(ckpt["config"], cfg)
         if cfg.split_file is None and (run_dir / "split.json").is_file():
             cfg = cfg.model_copy(update={"split_file": str(run_dir / "split.json")})
-    (run_dir / CONFIG_NAME).write_text(json.dumps(cfg.model_dump(), indent=2) + "\n")
+    if ranks.is_main:
+        (run_dir / CONFIG_NAME).write_text(json.dumps(cfg.model_dump(), indent=2) + "\n")
 
     # ---- data: every file decoded once, log-mel maps in memory ---------------------------
-    data = data or prepare_data(cfg, run_dir, store=store, progress=progress)
+    with distributed.local_main_first(ranks):
+        data = data or prepare_data(cfg, run_dir, store=store, progress=progress)
+    if ranks.parallel and store is not None:
+        n_files = len(data.train) + len(data.val)
+        print(
+            f"rank {ranks.rank}/{ranks.world_size}: decoded {store.decodes} of {n_files} "
+            "recordings (the rest read from the shared feature cache)",
+            file=sys.stderr,
+        )
     log(
         f"data: {len(data.train)} training / {len(data.val)} validation welds, "
         f"{sum(b.n_windows for b in data.train)} training windows, "
@@ -241,13 +296,12 @@ def _train(
     torch.manual_seed(cfg.seed)
     model = WindowClassifier(cfg.frontend(), cfg.backbone())
     backbone = map_classifier(model)
-    # The same weights split at the embedding: everything up to the final linear layer, and it.
-    embed, classify = nn.Sequential(model.input_norm, model.backbone[:-1]), model.backbone[-1]
     type_head = None  # built only when used: its initialisation draws from the torch RNG
-    params = list(backbone.parameters())
     if cfg.type_head_weight > 0:
         type_head = nn.Linear(cfg.backbone().embedding_size, len(LABEL_CODES))
-        params += list(type_head.parameters())
+    stepper = _Step(model, type_head).to(ranks.device)
+    params = list(stepper.parameters())
+    step_module = distributed.wrap(stepper, ranks)  # DDP under torchrun: averages gradients
     optimizer = torch.optim.Adam(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
     plateau = torch.optim.lr_scheduler.ReduceLROnPlateau(
         optimizer,
@@ -297,11 +351,10 @@ def _train(
             if step < warmup_steps:  # linear warm-up, per step
                 for group in optimizer.param_groups:
                     group["lr"] = cfg.lr * (step + 1) / warmup_steps
-            bags = [data.train[i] for i in batch]
+            bags = [data.train[i] for i in distributed.shard_of(batch, ranks)]
             maps = [augmenter.windows(b) if augmenter else b.features for b in bags]
             sizes = [m.shape[0] for m in maps]
-            emb = embed(torch.cat(maps))
-            probs = torch.softmax(classify(emb), dim=1)[:, DEFECT_IDX]
+            probs, emb = step_module(torch.cat(maps).to(ranks.device))
             per_bag = list(torch.split(probs, sizes))
             loss = mil_loss(per_bag, [b.label for b in bags], cfg)
             if type_head is not None:
@@ -310,15 +363,17 @@ def _train(
                     type_head, per_emb, per_bag, bags, cfg.topk_ratio_pos
                 )
             optimizer.zero_grad(set_to_none=True)
-            loss.backward()
+            (loss * distributed.loss_weight(batch, ranks)).backward()
             nn.utils.clip_grad_norm_(params, cfg.grad_clip)
             optimizer.step()
             step += 1
             batch_loss = loss.item()
-            total_loss += batch_loss * len(batch)
+            total_loss += batch_loss * len(batch[ranks.rank :: ranks.world_size])
             bar.set_postfix(loss=f"{batch_loss:.4f}")
 
         # ---- validation, schedule, selection ---------------------------------------------
+        total_loss = distributed.sum_over_ranks(total_loss, ranks)
+        distributed.broadcast_buffers(backbone, ranks)  # every rank validates rank 0's model
         metrics = validate(backbone, data.val, cfg)
         lr_now = optimizer.param_groups[0]["lr"]
         if step >= warmup_steps:
@@ -380,16 +435,10 @@ def _train(
             "since_best": since_best,
             "history": history,
         }
-        save_checkpoint(run_dir / LAST_NAME, payload)
-        if improved:
-            save_checkpoint(run_dir / BEST_NAME, payload)
-        if improved and snapshots:
-            stamp = time.strftime("%Y%m%d-%H%M%S")
-            name = snapshot_name(stamp, epoch, metrics["val_macro_f1"], metrics["val_loss"])
-            save_checkpoint(run_dir / SNAPSHOT_FOLDER / name / "model.pt", payload)
-        _write_history(run_dir, history)
+        if ranks.is_main:
+            _save_epoch(run_dir, payload, improved, history, snapshots)
 
-    if history:  # once per call, not per epoch: a plot costs more than a small model's epoch
+    if history and ranks.is_main:  # once per call: a plot costs more than a small epoch
         plots.training_curves(history, run_dir / CURVES_NAME)
     if stopped_early:
         log(

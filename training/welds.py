@@ -23,6 +23,9 @@ from typing import Literal
 import numpy as np
 
 from deploy.errors import WeldmonError
+from deploy.segment.factory import default_segmenter
+from deploy.segment.levels import frame_rms_db
+from deploy.segment.protocol import pair_boundaries
 from training.sensorlog import (
     SensorLogError,
     arc_intervals,
@@ -57,18 +60,16 @@ class Weld:
 
 
 def default_segmenter_welds(mono: np.ndarray, sample_rate: int) -> list[tuple[int, int]]:
-    """(start, end) of every weld the daemon's default segmenter finds in a whole recording."""
-    # The daemon's offline form of its default segmenter. It still lives in monitor/; when it
-    # moves to deploy/segment this import is the only line that changes.
-    from monitor.segmentation import segment_recording
-
-    return segment_recording(mono, sample_rate)
+    """(start, end) of every weld the daemon's default segmenter finds in a whole recording:
+    the very segmenter the daemon builds (`deploy.segment.factory`), fed the whole array as one
+    block (its boundaries do not depend on the blocking)."""
+    segmenter = default_segmenter(sample_rate)
+    x = np.ascontiguousarray(mono, dtype=np.float32)
+    return pair_boundaries(segmenter.process(x, 0) + segmenter.close(x.size))
 
 
 def level_envelope_db(mono: np.ndarray, frame_len: int) -> np.ndarray:
     """Broadband level (dBFS) of each whole frame, for the sensor-log clock offset."""
-    from monitor.levels import frame_rms_db  # moves to deploy with the segmenter (see above)
-
     return frame_rms_db(mono[: mono.size // frame_len * frame_len], frame_len)
 
 

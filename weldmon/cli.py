@@ -30,9 +30,10 @@ class Command:
 REGISTRY: dict[str, tuple[str, str]] = {
     "predict": ("deploy.cli", "judge one recording (or one window of it) with a deploy artifact"),
     "scan": ("deploy.cli", "batch-score files and window offsets into CSV/JSON"),
+    "convert": ("deploy.cli", "write the ONNX twin of a .pt deploy artifact"),
     "train": ("training.cli", "train the MIL CNN from a labelled dataset"),
     "cv": ("training.cli", "leave-one-config-folder-out cross-validation (small data)"),
-    "export": ("training.cli", "export a checkpoint as the TorchScript deploy artifact"),
+    "export": ("training.cli", "export a checkpoint as the deploy artifact (.pt and .onnx)"),
     "evaluate": ("training.cli", "evaluate a deploy artifact on a labelled dataset"),
     "sweep": ("training.cli", "run the tuning protocol and rank configs by F1_DEFECT"),
     "enroll": ("training.cli", "build a deploy artifact from a cell's good welds (anomaly mode)"),

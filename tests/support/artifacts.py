@@ -12,9 +12,8 @@ from deploy.export import DEFAULT_ARTIFACT_NAME, ExportResult, export_artifact
 from deploy.frontend import FrontEndParams
 
 
-def export_untrained(
-    out_dir: Path, *, seed: int = 7, threshold: float = 0.5, eval_pool_ratio: float = 0.05
-) -> ExportResult:
+def untrained_classifier(seed: int = 7) -> WindowClassifier:
+    """A seeded classifier whose BatchNorm statistics spread its window probabilities."""
     torch.manual_seed(seed)
     classifier = WindowClassifier().eval()
     # Untrained BatchNorm running stats (mean 0, var 1) squash everything to ~0.5; perturb them
@@ -24,11 +23,24 @@ def export_untrained(
             if isinstance(module, torch.nn.BatchNorm2d):
                 module.running_mean.normal_(0.0, 0.5)
                 module.running_var.uniform_(0.5, 2.0)
+    return classifier
+
+
+def export_untrained(
+    out_dir: Path,
+    *,
+    seed: int = 7,
+    threshold: float = 0.5,
+    eval_pool_ratio: float = 0.05,
+    onnx: bool = False,
+) -> ExportResult:
+    """The `.pt` only unless `onnx` (the ONNX export takes seconds; most tests need no twin)."""
     return export_artifact(
-        classifier,
+        untrained_classifier(seed),
         out_dir / DEFAULT_ARTIFACT_NAME,
         frontend=FrontEndParams(),
         threshold=threshold,
         eval_pool_ratio=eval_pool_ratio,
         provenance={"note": "untrained test artifact", "seed": seed},
+        onnx=onnx,
     )

@@ -34,13 +34,20 @@ class WeldmonRun:
         env: the process environment, usually ``PulseAudio.subprocess_env()`` plus extras
             such as ``NOTIFY_SOCKET``; output is made unbuffered so the log is current.
         log_path: where stderr is written.
+        python: the interpreter (another venv's, e.g. the torch-free base install's).
     """
 
-    def __init__(self, config: Path, env: Mapping[str, str], log_path: Path) -> None:
+    def __init__(
+        self,
+        config: Path,
+        env: Mapping[str, str],
+        log_path: Path,
+        python: Path | str = sys.executable,
+    ) -> None:
         self.log_path = log_path
         self._log_file = log_path.open("wb")
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "weldmon.cli", "run", "--config", str(config)],
+            [str(python), "-m", "weldmon.cli", "run", "--config", str(config)],
             env={**env, "PYTHONUNBUFFERED": "1"},
             stdout=subprocess.DEVNULL,
             stderr=self._log_file,

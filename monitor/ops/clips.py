@@ -1,0 +1,390 @@
+"""Defect clips: a judged weld's audio as FLAC plus a JSON sidecar, kept for human review.
+
+Layout under ``state_dir/clips`` mirrors the training dataset, so a reviewed clip moves into
+it unchanged except for the run id's label-code suffix::
+
+    clips/unreviewed/<station>/<weld_id>/<weld_id>.flac
+    clips/unreviewed/<station>/<weld_id>/<weld_id>.json    (result event + window probs)
+
+A reviewer promotes a clip with :func:`promote_clip` (or by hand: rename the folder and both
+files to ``<weld_id>-<label code>`` and move the folder to
+``<dataset>/good_weld/<config>/`` or ``<dataset>/defect_data_weld/<config>/``); the dataset
+indexer reads the label from the run id's last two characters.
+
+Samples are stored as 16-bit PCM. The model's input is float32, but the microphones and the
+whole training set are 16-bit, so 16 bits lose nothing from a 16-bit source (the round trip
+is exact) and a float source loses at most half a step, 2**-16 of full scale (-96 dBFS), far
+under any weld's noise floor. FLAC cannot store float, and a promoted clip then matches the
+training data's format exactly.
+
+Ownership and overload: :class:`ClipStore` is called from one executor thread at a time (a
+lock serialises callers anyway); it copies nothing it is given and writes atomically (a
+hidden temporary folder renamed into place, so a crash leaves either the whole clip or a
+temporary folder that the next write removes). Retention runs after every write: oldest
+first by count, age and free disk, never the clip just written. Every deletion and every
+shortfall is counted in :attr:`ClipStore.counters`. :class:`ClipWriter` is the pipeline's
+weld-audio hook on the event loop: it names the clip in the result at once and hands the write
+to its one thread, at most ``MAX_PENDING_CLIPS`` at a time (beyond that a clip is skipped and
+counted). What is kept and deleted is decided in ``monitor.ops.clip_policy``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import json
+import os
+import re
+import shutil
+import threading
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+import numpy as np
+import soundfile as sf
+import structlog
+
+from deploy.dataset_layout import AUDIO_SUFFIX, LABEL_CODE_LENGTH, top_folder
+from deploy.errors import WeldmonError
+from monitor.events import STATION_PATTERN, WeldResult
+from monitor.ops.clip_policy import (
+    BYTES_PER_MB,
+    ClipSettings,
+    RetentionPlan,
+    StoredClip,
+    plan_retention,
+    wants_clip,
+)
+
+CLIPS_FOLDER = "clips"  # under state_dir
+UNREVIEWED_FOLDER = "unreviewed"  # the only tree retention ever deletes from
+TMP_PREFIX = ".tmp-"  # hidden: retention and reviewers skip folders that start with '.'
+SIDECAR_SUFFIX = ".json"
+SIDECAR_VERSION = 1  # bumped when a sidecar field is removed or changes meaning
+PCM16_FULL_SCALE = 32768  # int16 steps per unit of float amplitude (libsndfile's convention)
+PCM16_MAX = 32767
+PCM16_MIN = -32768
+# Clips waiting for the writer thread at most; each holds one weld's audio (<= max_weld_s),
+# so this bounds the memory a slow disk can pin. Beyond it a clip is skipped, logged, counted.
+MAX_PENDING_CLIPS = 8
+CLIP_WRITER_THREADS = 1  # ClipStore serialises writes anyway; one thread keeps order
+
+log = structlog.get_logger()
+
+
+class ClipError(WeldmonError):
+    """A clip could not be written or promoted (disk full, permissions, bad samples)."""
+
+
+def clip_folder(clips_dir: Path, station: str, weld_id: str) -> Path:
+    """Where one weld's clip lives (the folder holds ``<weld_id>.flac`` and ``.json``)."""
+    return clips_dir / UNREVIEWED_FOLDER / station / weld_id
+
+
+def clip_audio_path(clips_dir: Path, station: str, weld_id: str) -> Path:
+    """The FLAC path of one weld's clip; the daemon can put it in the result event before
+    the write finishes."""
+    return clip_folder(clips_dir, station, weld_id) / f"{weld_id}{AUDIO_SUFFIX}"
+
+
+def to_pcm16(samples: np.ndarray) -> tuple[np.ndarray, int]:
+    """float samples (full scale +-1) -> (int16 samples, how many were clipped or non-finite).
+
+    Done here rather than by libsndfile because libsndfile wraps out-of-range floats unless
+    clipping is switched on, which python-soundfile does not expose; a clip must never wrap.
+    """
+    x = np.asarray(samples, dtype=np.float64)
+    bad = ~np.isfinite(x)
+    x = np.where(bad, 0.0, x)
+    scaled = np.rint(x * PCM16_FULL_SCALE)
+    clipped = (scaled > PCM16_MAX) | (scaled < PCM16_MIN)
+    pcm = np.clip(scaled, PCM16_MIN, PCM16_MAX).astype(np.int16)
+    return pcm, int(np.count_nonzero(bad | clipped))
+
+
+def promote_clip(clip_dir: Path, dataset_root: Path, config_folder: str, label_code: str) -> Path:
+    """Move a reviewed clip into a training dataset tree; returns the new FLAC path.
+
+    ``label_code`` is the reviewer's verdict as the dataset writes it (``00`` good_weld,
+    ``02`` burn_through, ...). The run id becomes ``<weld_id>-<label_code>``.
+    """
+    if len(label_code) != LABEL_CODE_LENGTH or not label_code.isdigit():
+        raise ClipError(f"label_code must be two digits like '00' or '07', got {label_code!r}")
+    if not config_folder or "/" in config_folder or config_folder.startswith("."):
+        raise ClipError(f"config_folder must be one plain folder name, got {config_folder!r}")
+    weld_id = clip_dir.name
+    audio = clip_dir / f"{weld_id}{AUDIO_SUFFIX}"
+    if not audio.is_file():
+        raise ClipError(f"{clip_dir}: no {audio.name} in it (not a clip folder)")
+    run_id = f"{weld_id}-{label_code}"
+    top = top_folder(label_code)
+    target = dataset_root / top / config_folder / run_id
+    if target.exists():
+        raise ClipError(f"{target} already exists")
+    try:
+        target.parent.mkdir(parents=True, exist_ok=True)
+        shutil.move(clip_dir, target)
+        for suffix in (AUDIO_SUFFIX, SIDECAR_SUFFIX):
+            old = target / f"{weld_id}{suffix}"
+            if old.exists():
+                old.rename(target / f"{run_id}{suffix}")
+    except OSError as exc:
+        raise ClipError(f"cannot move {clip_dir} to {target}: {exc}") from exc
+    return target / f"{run_id}{AUDIO_SUFFIX}"
+
+
+def _fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+class ClipStore:
+    """Writes clips under ``state_dir/clips`` and applies retention after each write.
+
+    Blocking (file I/O, FLAC encoding): the daemon calls :meth:`write` in an executor.
+    """
+
+    def __init__(self, state_dir: Path, settings: ClipSettings) -> None:
+        self.clips_dir = Path(state_dir) / CLIPS_FOLDER
+        self.settings = settings
+        self._lock = threading.Lock()
+        self.counters: dict[str, int] = {
+            "written": 0,
+            "skipped_by_policy": 0,
+            "write_failed": 0,
+            "bad_samples": 0,  # non-finite or beyond full scale, stored clipped
+            "deleted_by_count": 0,
+            "deleted_by_age": 0,
+            "deleted_by_disk": 0,
+            "delete_failed": 0,
+            "short_of_free_space": 0,  # retention ran out of clips before reaching min_free_mb
+            "stale_tmp_removed": 0,
+        }
+
+    def write(
+        self,
+        result: WeldResult,
+        samples: np.ndarray,
+        sample_rate: int,
+        window_probs: Sequence[float] | None = None,
+    ) -> Path | None:
+        """Write the weld's audio (mono float, full scale +-1, at ``sample_rate`` Hz) and its
+        sidecar if the policy wants it; return the FLAC path, or None when skipped.
+
+        ``window_probs`` default to the result's own. Raises ClipError if the write fails
+        (nothing partial is left in the clip tree).
+        """
+        if not wants_clip(self.settings.policy, result):
+            with self._lock:
+                self.counters["skipped_by_policy"] += 1
+            return None
+        mono = np.asarray(samples)
+        if mono.ndim != 1 or mono.size == 0:
+            raise ClipError(f"clip samples must be 1-D and non-empty, got shape {mono.shape}")
+        if sample_rate <= 0:
+            raise ClipError(f"sample_rate must be positive, got {sample_rate}")
+        with self._lock:
+            try:
+                folder = self._write_locked(result, mono, sample_rate, window_probs)
+            except (OSError, sf.LibsndfileError, RuntimeError) as exc:
+                self.counters["write_failed"] += 1
+                raise ClipError(f"cannot write clip for weld {result.weld_id}: {exc}") from exc
+            self.counters["written"] += 1
+            self._apply_retention(keep=folder)
+        return folder / f"{result.weld_id}{AUDIO_SUFFIX}"
+
+    def _write_locked(
+        self,
+        result: WeldResult,
+        samples: np.ndarray,
+        sample_rate: int,
+        window_probs: Sequence[float] | None,
+    ) -> Path:
+        if not re.fullmatch(STATION_PATTERN, result.station) or "/" in result.weld_id:
+            raise ClipError(f"unsafe station or weld id for a path: {result.weld_id!r}")
+        final = clip_folder(self.clips_dir, result.station, result.weld_id)
+        if final.exists():
+            raise ClipError(f"{final} already exists (weld ids are unique)")
+        station_dir = final.parent
+        station_dir.mkdir(parents=True, exist_ok=True)
+        self._remove_stale_tmp(station_dir)
+        tmp = station_dir / f"{TMP_PREFIX}{result.weld_id}"
+        tmp.mkdir()
+        try:
+            pcm, bad = to_pcm16(samples)
+            if bad:
+                self.counters["bad_samples"] += bad
+                log.warning("clip_samples_clipped", weld_id=result.weld_id, samples=bad)
+            audio = tmp / f"{result.weld_id}{AUDIO_SUFFIX}"
+            with audio.open("wb") as fh:
+                sf.write(fh, pcm, sample_rate, subtype="PCM_16", format="FLAC")
+                fh.flush()
+                os.fsync(fh.fileno())
+            sidecar = self._sidecar(result, final, pcm.size, sample_rate, window_probs, bad)
+            with (tmp / f"{result.weld_id}{SIDECAR_SUFFIX}").open("w") as fh:
+                json.dump(sidecar, fh, indent=2)
+                fh.write("\n")
+                fh.flush()
+                os.fsync(fh.fileno())
+            tmp.rename(final)
+            _fsync_dir(station_dir)
+        except BaseException:
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise
+        return final
+
+    def _sidecar(
+        self,
+        result: WeldResult,
+        final: Path,
+        n_samples: int,
+        sample_rate: int,
+        window_probs: Sequence[float] | None,
+        bad_samples: int,
+    ) -> dict:
+        audio_path = final / f"{result.weld_id}{AUDIO_SUFFIX}"
+        event = result.model_copy(update={"clip_path": str(audio_path)})
+        probs = list(window_probs) if window_probs is not None else result.window_probs
+        return {
+            "sidecar_version": SIDECAR_VERSION,
+            "weld_id": result.weld_id,
+            "station": result.station,
+            "audio": {
+                "file": audio_path.name,
+                "sample_rate": sample_rate,
+                "samples": n_samples,
+                "duration_s": n_samples / sample_rate,
+                "subtype": "PCM_16",
+                "bad_samples": bad_samples,
+            },
+            "window_probs": [float(p) for p in probs] if probs is not None else None,
+            "result": json.loads(event.to_json()),
+        }
+
+    def _remove_stale_tmp(self, station_dir: Path) -> None:
+        # Under the lock no write is in flight, so any temporary folder is a crash leftover.
+        for stale in station_dir.glob(f"{TMP_PREFIX}*"):
+            shutil.rmtree(stale, ignore_errors=True)
+            self.counters["stale_tmp_removed"] += 1
+            log.warning("clip_stale_tmp_removed", path=str(stale))
+
+    def stored_clips(self) -> list[StoredClip]:
+        """Every unreviewed clip folder (temporary folders excluded)."""
+        found = []
+        root = self.clips_dir / UNREVIEWED_FOLDER
+        for audio in root.glob(f"*/[!.]*/*{AUDIO_SUFFIX}"):
+            folder = audio.parent
+            if audio.stem != folder.name:
+                continue
+            try:
+                stat = audio.stat()
+                size = sum(p.stat().st_size for p in folder.iterdir() if p.is_file())
+            except OSError:
+                continue  # deleted by a reviewer while we looked
+            found.append(StoredClip(folder, stat.st_mtime, size))
+        return found
+
+    def apply_retention(self, keep: Path | None = None) -> RetentionPlan:
+        """Delete what retention says (also run after every write); returns the plan."""
+        with self._lock:
+            return self._apply_retention(keep)
+
+    def _apply_retention(self, keep: Path | None) -> RetentionPlan:
+        self.clips_dir.mkdir(parents=True, exist_ok=True)
+        plan = plan_retention(
+            self.stored_clips(),
+            settings=self.settings,
+            now=time.time(),
+            free_bytes=shutil.disk_usage(self.clips_dir).free,
+            keep=keep,
+        )
+        for reason, clips in (
+            ("by_age", plan.by_age),
+            ("by_count", plan.by_count),
+            ("by_disk", plan.by_disk),
+        ):
+            for clip in clips:
+                try:
+                    shutil.rmtree(clip.folder)
+                except OSError as exc:
+                    self.counters["delete_failed"] += 1
+                    log.error("clip_delete_failed", path=str(clip.folder), error=str(exc))
+                    continue
+                self.counters[f"deleted_{reason}"] += 1
+                log.info("clip_deleted", path=str(clip.folder), reason=reason)
+        if plan.short_of_free_bytes:
+            self.counters["short_of_free_space"] += 1
+            log.error(
+                "clip_disk_low",
+                short_mb=round(plan.short_of_free_bytes / BYTES_PER_MB, 1),
+                min_free_mb=self.settings.min_free_mb,
+            )
+        return plan
+
+
+class ClipWriter:
+    """The pipeline's weld-audio hook: decides by policy, names the clip in the result at
+    once (its path is known before the write) and writes FLAC + sidecar on its own thread.
+
+    A failed write is logged and reported through `on_error` (an ``error`` event); the
+    result has already left with its ``clip_path``, and the error event names that path.
+    """
+
+    def __init__(
+        self,
+        store: ClipStore,
+        sample_rate: int,
+        on_error: Callable[[WeldResult, str], None],
+    ) -> None:
+        self.store = store
+        self.sample_rate = sample_rate
+        self._on_error = on_error
+        self._pool = concurrent.futures.ThreadPoolExecutor(
+            CLIP_WRITER_THREADS, thread_name_prefix="weldmon-clips"
+        )
+        self._pending: set[asyncio.Future[object]] = set()
+        self.counters = {"scheduled": 0, "skipped_by_policy": 0, "skipped_backlog": 0, "failed": 0}
+
+    def __call__(self, result: WeldResult, samples: np.ndarray, probs: list[float]) -> WeldResult:
+        """Called on the event loop with the weld's audio when its result is ready."""
+        if not wants_clip(self.store.settings.policy, result):
+            self.counters["skipped_by_policy"] += 1
+            return result
+        if len(self._pending) >= MAX_PENDING_CLIPS:
+            self.counters["skipped_backlog"] += 1
+            log.error("clip_skipped_backlog", weld_id=result.weld_id, pending=len(self._pending))
+            return result
+        path = clip_audio_path(self.store.clips_dir, result.station, result.weld_id)
+        result = result.model_copy(update={"clip_path": str(path)})
+        loop = asyncio.get_running_loop()
+        future = loop.run_in_executor(
+            self._pool, self.store.write, result, samples, self.sample_rate, probs
+        )
+        self._pending.add(future)
+        future.add_done_callback(lambda f, r=result: self._done(f, r))
+        self.counters["scheduled"] += 1
+        return result
+
+    def _done(self, future: asyncio.Future[object], result: WeldResult) -> None:
+        self._pending.discard(future)
+        if future.cancelled():
+            return
+        exc = future.exception()
+        if exc is not None:
+            self.counters["failed"] += 1
+            log.error("clip_write_failed", weld_id=result.weld_id, error=str(exc))
+            self._on_error(result, f"clip {result.clip_path} not written: {exc}")
+        else:
+            log.info("clip_written", weld_id=result.weld_id, path=result.clip_path)
+
+    async def close(self, timeout_s: float) -> None:
+        """Wait up to `timeout_s` for the writes in flight, then release the thread."""
+        if self._pending:
+            await asyncio.wait(set(self._pending), timeout=timeout_s)
+        if self._pending:
+            log.error("clips_unfinished_at_stop", pending=len(self._pending))
+        self._pool.shutdown(wait=False, cancel_futures=True)

@@ -1,0 +1,10 @@
+"""The pipeline room: the one data path from audio blocks to weld events (`core.Pipeline`),
+shared by `weldmon run` and `weldmon replay`.
+
+Owns the stages in order: station split (`stations`), resampling to the model rate
+(`resample`), the station history and window cutting (`windower`), the inference thread
+(`inference`) and each weld's verdict (`tracker`). It hands events to a sink it is given.
+
+May import: deploy, ``monitor.events``, ``monitor.audio`` (blocks), ``monitor.segment`` and
+its own room. Never ``monitor.publish``: where events go is the caller's business.
+"""
