@@ -95,7 +95,10 @@ class AnomalyScorer(nn.Module):
         self.embedding = _checked(embedding)
 
     def forward(self, w: Tensor) -> Tensor:
-        maps = self.preprocess(_as_windows(w))
+        return self.classify_maps(self.preprocess(_as_windows(w)))
+
+    def classify_maps(self, maps: Tensor) -> Tensor:
+        """Normalised log-mel maps [T, 1, M, F] -> logits (training scores cached maps)."""
         z = self.reference(spectral_embedding(maps, self.embedding))
         return torch.stack([torch.zeros_like(z), z], dim=1)
 
@@ -118,7 +121,10 @@ class FusedScorer(nn.Module):
         self.embedding = _checked(embedding)
 
     def forward(self, w: Tensor) -> Tensor:
-        maps = self.classifier.preprocess(_as_windows(w))
+        return self.classify_maps(self.classifier.preprocess(_as_windows(w)))
+
+    def classify_maps(self, maps: Tensor) -> Tensor:
+        """Normalised log-mel maps [T, 1, M, F] -> logits (training scores cached maps)."""
         logits = self.classifier.classify_maps(maps)
         # Binary softmax: p(defect) = sigmoid(l_defect - l_good).
         supervised = logits[:, self.defect_idx] - logits[:, 1 - self.defect_idx]

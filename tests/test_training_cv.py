@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 import torch
@@ -80,3 +81,35 @@ def test_each_fold_threshold_comes_from_its_training_folders(cv) -> None:
         assert fold_info["held_out"] == row["config_folder"]
         assert row["config_folder"] not in fold_info["threshold_and_checkpoint_from"]
         assert fold_info["threshold_and_checkpoint_from"] == fold_info["trained_on"]
+
+
+def test_a_cell_reference_from_the_training_goods_only_raises_held_out_scores(
+    tmp_path: Path,
+) -> None:
+    generate_synthetic_dataset(tmp_path / "data", configs_per_class=2, runs_per_config=3)
+    values = {**tiny_config_values(tmp_path / "data"), "epochs": 2}
+    quiet = lambda _: None  # noqa: E731
+    plain = cross_validate(make_config(values), tmp_path / "a", progress=False, log=quiet)
+    cfg = make_config({**values, "cell_reference": True})
+    fused = cross_validate(cfg, tmp_path / "b", progress=False, log=quiet)
+    by_weld = {r["weld"]: r for r in plain.rows}
+    assert len(fused.rows) == len(by_weld) == 12
+    raised = 0
+    for row in fused.rows:
+        assert row["p_defect"] >= by_weld[row["weld"]]["p_defect"] - 1e-6
+        assert row["threshold"] == by_weld[row["weld"]]["threshold"]
+        raised += row["p_defect"] > by_weld[row["weld"]]["p_defect"] + 1e-3
+    assert raised > 0
+
+
+def test_too_few_training_goods_for_a_reference_fall_back_to_the_classifier(cv, tmp_path) -> None:
+    result, out = cv
+    summary = json.loads((out / "cv_summary.json").read_text())
+    cfg = make_config({**summary["config"], "cell_reference": True})
+    notes: list[str] = []
+    fused = cross_validate(cfg, tmp_path / "c", progress=False, log=notes.append)
+    # Holding out one of the two good folders leaves two good welds: no reference there.
+    held_good = [(a, b) for a, b in zip(fused.rows, result.rows, strict=True) if a["y_true"] == 0]
+    assert len(held_good) == 4
+    assert all(a["p_defect"] == b["p_defect"] for a, b in held_good)
+    assert sum("no cell reference: 2 training good weld(s)" in n for n in notes) == 2

@@ -71,6 +71,9 @@ class TrainConfig(BaseModel):
     augment_reverb_p: float = Field(0.0, ge=0.0, le=1.0)  # chance of a reverberant tail
     specaugment_time: int = Field(0, ge=0)  # widest SpecAugment time mask (frames); 0 off
     specaugment_bands: int = Field(0, ge=0)  # widest SpecAugment band mask (mel bands); 0 off
+    cell_reference: bool = False  # cv: add the training folds' good welds as a cell reference
+    # to each fold's model (what `weldmon enroll --base` does for a deployed cell)
+    cell_false_alarm_rate: float = Field(0.01, gt=0.0, lt=0.5)  # its calibration target
     # -- optimisation
     seed: int = 42  # seeds weights, shuffling and dropout; same seed + data -> same metrics
     epochs: int = Field(40, ge=1)  # maximum epochs

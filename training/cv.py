@@ -24,13 +24,23 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from torch import Tensor, nn
 
+from deploy.anomaly import FusedScorer
 from deploy.pooling import topk_pool
-from training.checkpoint import load_checkpoint
+from training.checkpoint import DEFECT_IDX, load_checkpoint
 from training.config import TrainConfig
 from training.dataset import index_dataset
+from training.enroll import (
+    MIN_GOOD_WELDS,
+    calibrate,
+    embeddings,
+    loo_groups,
+    reference_module,
+    supervised_logits,
+)
 from training.export import classifier_from_checkpoint
-from training.features import FeatureStore
+from training.features import Bag, FeatureStore
 from training.metrics import Interval, confusion, folder_bootstrap, pr_auc, roc_auc
 from training.prepare import DataError, TrainData, make_store
 from training.train import bag_window_probs, map_classifier, train
@@ -192,6 +202,44 @@ def summarise(
     return result
 
 
+def fold_scorer(
+    cfg: TrainConfig, ckpt: dict[str, Any], train_bags: list[Bag], log: Callable[[str], None]
+) -> nn.Module:
+    """What judges a fold's held-out maps: its trained classifier, with (cell_reference)
+    the fold's training good welds added as a cell reference, calibrated on them alone."""
+    classifier = classifier_from_checkpoint(ckpt)
+    if not cfg.cell_reference:
+        return map_classifier(classifier)
+    goods = [b for b in train_bags if b.label == 0]
+    if len(goods) < MIN_GOOD_WELDS:
+        log(f"no cell reference: {len(goods)} training good weld(s), {MIN_GOOD_WELDS} needed")
+        return map_classifier(classifier)
+    embs = embeddings(goods)
+    cal = calibrate(
+        embs,
+        false_alarm_rate=cfg.cell_false_alarm_rate,
+        threshold=float(ckpt["threshold"]),
+        ratio=cfg.eval_pool_ratio,
+        supervised=supervised_logits(classifier, goods, DEFECT_IDX),
+        groups=loo_groups(goods),
+    )
+    log(f"cell reference: {len(goods)} training good welds, loo false alarms "
+        f"{cal.loo_false_alarm_rate():.3f}")  # fmt: skip
+    fused = FusedScorer(classifier, reference_module(embs, cal), DEFECT_IDX).eval()
+    return _MapScorer(fused)
+
+
+class _MapScorer(nn.Module):
+    """Adapts a scorer's `classify_maps` to the map-level call training uses."""
+
+    def __init__(self, scorer: nn.Module) -> None:
+        super().__init__()
+        self.scorer = scorer
+
+    def forward(self, maps: Tensor) -> Tensor:
+        return self.scorer.classify_maps(maps)
+
+
 def cross_validate(
     cfg: TrainConfig,
     out_dir: Path,
@@ -248,8 +296,8 @@ def cross_validate(
             snapshots=False,
         )
         ckpt = load_checkpoint(result.best_checkpoint)
-        scorer = map_classifier(classifier_from_checkpoint(ckpt))
         threshold = float(ckpt["threshold"])
+        scorer = fold_scorer(cfg, ckpt, train_bags, log)
         for bag, probs in zip(held_out, bag_window_probs(scorer, held_out), strict=True):
             p = float(topk_pool(probs, cfg.eval_pool_ratio))
             rows.append(
