@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import sys
 from pathlib import Path
 
@@ -35,12 +36,27 @@ def _add_model_args(parser: argparse.ArgumentParser) -> None:
 
 
 def _load(args: argparse.Namespace):  # -> DeployModel, imported lazily
+    """Load, pin-check and self-test the artifact, as run and replay do: a model that does
+    not give finite probabilities is refused before any file is judged."""
     from deploy.errors import ArtifactError
     from deploy.loader import load_artifact
 
     if args.threads is not None and args.threads < 1:
         raise ArtifactError("--threads must be >= 1")
-    return load_artifact(args.model, args.sha256, backend=args.backend, threads=args.threads)
+    model = load_artifact(args.model, args.sha256, backend=args.backend, threads=args.threads)
+    model.self_test()
+    return model
+
+
+def _seconds(text: str) -> float:
+    """An argparse type: a finite number of seconds >= 0."""
+    try:
+        value = float(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(f"not a number of seconds: {text!r}") from exc
+    if not math.isfinite(value) or value < 0:
+        raise argparse.ArgumentTypeError(f"must be a finite time >= 0 s, got {text!r}")
+    return value
 
 
 def _configure_predict(parser: argparse.ArgumentParser) -> None:
@@ -48,7 +64,7 @@ def _configure_predict(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("file", type=Path, help="recording (FLAC/WAV/...; any rate, any channels)")
     parser.add_argument(
         "--window-start",
-        type=float,
+        type=_seconds,
         default=None,
         metavar="SECONDS",
         help="mode B: judge only the window starting here (default: mode A, whole recording)",
@@ -69,7 +85,10 @@ def _run_predict(args: argparse.Namespace) -> int:
     except AudioError as exc:
         print(f"weldmon predict: {exc}", file=sys.stderr)
         return EXIT_FAILURE
-    print(json.dumps(record))
+    except ArtifactError as exc:  # the model misbehaved on this recording
+        print(f"weldmon predict: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    print(json.dumps(record, allow_nan=False))
     return EXIT_OK
 
 
@@ -78,8 +97,8 @@ def _parse_offsets(text: str) -> list[float]:
         offsets = [float(part) for part in text.split(",") if part.strip()]
     except ValueError as exc:
         raise argparse.ArgumentTypeError(f"offsets must be numbers in seconds: {text!r}") from exc
-    if not offsets or any(o < 0 or o != o for o in offsets):
-        raise argparse.ArgumentTypeError(f"offsets must be >= 0 seconds: {text!r}")
+    if not offsets or any(o < 0 or not math.isfinite(o) for o in offsets):
+        raise argparse.ArgumentTypeError(f"offsets must be finite times >= 0 s: {text!r}")
     return offsets
 
 
@@ -98,15 +117,20 @@ def _configure_scan(parser: argparse.ArgumentParser) -> None:
 
 
 def _run_scan(args: argparse.Namespace) -> int:
-    from deploy.errors import ArtifactError
-    from deploy.scan import scan, write_report
+    from deploy.errors import ArtifactError, ReportError
+    from deploy.scan import check_out_dir, scan, write_report
 
     try:
+        check_out_dir(args.out)  # before the scan: a long scan must not be lost at the end
         model = _load(args)
+    except (ArtifactError, ReportError) as exc:
+        print(f"weldmon scan: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    try:
+        report = scan(model, args.files, args.offsets, progress=not args.no_progress)
     except ArtifactError as exc:
         print(f"weldmon scan: {exc}", file=sys.stderr)
         return EXIT_USAGE
-    report = scan(model, args.files, args.offsets, progress=not args.no_progress)
     csv_path, json_path = write_report(report, model, args.out)
     print(
         f"scanned {report.files_ok + report.files_failed} files "
@@ -168,6 +192,31 @@ def _run_convert(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _configure_model(parser: argparse.ArgumentParser) -> None:
+    actions = parser.add_subparsers(dest="action", metavar="ACTION", required=True)
+    info = actions.add_parser(
+        "info",
+        help="print what an artifact says about itself, as JSON (nothing is run)",
+        description="Name, version, sha256, threshold, front end, training provenance and any "
+        "embedded evaluation figures of a .pt or .onnx deploy artifact (the original "
+        "pipeline's too), read without running it and without torch.",
+    )
+    info.add_argument("model", type=Path, metavar="MODEL", help="deploy artifact (.pt or .onnx)")
+
+
+def _run_model(args: argparse.Namespace) -> int:
+    from deploy.artifact_info import artifact_info
+    from deploy.errors import ArtifactError
+
+    try:
+        info = artifact_info(args.model)
+    except ArtifactError as exc:
+        print(f"weldmon model {args.action}: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    print(json.dumps(info, indent=2))
+    return EXIT_OK
+
+
 COMMANDS = {
     "predict": Command(_configure_predict, _run_predict),
     "scan": Command(_configure_scan, _run_scan),
@@ -176,4 +225,5 @@ COMMANDS = {
         _run_convert,
         "Write the ONNX twin of a .pt deploy artifact (this project's or the original's).",
     ),
+    "model": Command(_configure_model, _run_model, "Inspect a deploy artifact."),
 }

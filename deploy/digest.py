@@ -14,6 +14,11 @@ def file_sha256(path: Path) -> str:
     return digest.hexdigest()
 
 
+def bytes_sha256(data: bytes) -> str:
+    """sha256 of bytes already read (the loader hashes exactly what it loads)."""
+    return hashlib.sha256(data).hexdigest()
+
+
 def write_sha256_file(path: Path, sha256: str) -> Path:
     """`sha256sum`-compatible `<path>.sha256`, so `sha256sum -c` verifies a delivered artifact."""
     out = path.with_name(path.name + ".sha256")

@@ -13,3 +13,7 @@ class ArtifactError(WeldmonError):
 
 class AudioError(WeldmonError):
     """An audio file or buffer cannot be judged (missing, unreadable, empty, too short, NaN)."""
+
+
+class ReportError(WeldmonError):
+    """A report or output cannot be written where it was asked for (checked before the work)."""

@@ -19,6 +19,7 @@ from deploy.artifact import (
     DeployModule,
     WindowScorer,
 )
+from deploy.contract import check_model_identity
 from deploy.digest import file_sha256, write_sha256_file
 from deploy.frontend import FrontEndParams
 from deploy.loader import onnx_twin
@@ -72,6 +73,8 @@ def export_artifact(
     model_params: dict[str, Any] | None = None,
     provenance: dict[str, Any] | None = None,
     onnx: bool = True,
+    name: str | None = None,
+    version: str | None = None,
 ) -> ExportResult:
     """Script `classifier` into a deploy artifact at `output`; returns its sha256. With `onnx`
     its ONNX twin (`output` with `.onnx`) is written too.
@@ -81,8 +84,10 @@ def export_artifact(
     `deploy.anomaly.AnomalyScorer` / `FusedScorer`.
 
     `defect_idx` is the classifier's output index of the defect class; `provenance` (training
-    run, config, metrics, data) is stored verbatim in the metadata.
+    run, config, metrics, data) is stored verbatim in the metadata; `name` and `version` are
+    the human-readable model name and version events carry beside the sha256.
     """
+    check_model_identity(name, version)
     if not 0.0 < eval_pool_ratio <= 1.0:
         raise ValueError(f"eval_pool_ratio must be in (0, 1], got {eval_pool_ratio}")
     if not 0.0 <= threshold <= 1.0:
@@ -100,6 +105,10 @@ def export_artifact(
         "model": model_params or {},
         "provenance": provenance or {},
     }
+    if name is not None:
+        meta["model_name"] = name
+    if version is not None:
+        meta["model_version"] = version
     meta_json = json.dumps(meta, sort_keys=True)
     base = copy.deepcopy(classifier).cpu().eval()
     # Inference-only artifact: outputs carry no autograd graph for callers to trip over.

@@ -7,9 +7,12 @@ original pipeline's) or its ONNX twin, with the backend chosen by `backend`.
   `.onnx`) sits beside it; TorchScript otherwise.
 
 A twin is used only if its metadata names the `.pt`'s sha256 as its source, so a stale
-`.onnx` is refused, never silently run. The sha256 pin always applies to the file named; its
-sha256 is the model's identity in reports and events, and `runtime_path`/`runtime_sha256`
-name the file that actually runs. torch is imported only for TorchScript.
+`.onnx` is refused, never silently run. Each file is read once: the bytes that are hashed
+(and checked against the pin) are the bytes that are loaded, so a file swapped between the
+check and the load can never run under the pinned hash. The sha256 pin always applies to the
+file named; its sha256 is the model's identity in reports and events, and
+`runtime_path`/`runtime_sha256` name the file that actually runs. torch is imported only
+for TorchScript.
 """
 
 from __future__ import annotations
@@ -17,7 +20,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
-from deploy.digest import file_sha256, sha256_matches
+from deploy.digest import bytes_sha256, sha256_matches
 from deploy.errors import ArtifactError
 from deploy.model import DEFAULT_BATCH_WINDOWS, DeployModel, Verdict
 
@@ -45,13 +48,22 @@ def _convert_hint(path: Path) -> str:
     return f"weldmon convert --model {path} --output {onnx_twin(path)}"
 
 
-def _load_onnx(path: Path, sha256: str, threads: int | None) -> DeployModel:
+def _read(path: Path) -> tuple[bytes, str]:
+    """The file's bytes and their sha256, from one read."""
+    try:
+        data = path.read_bytes()
+    except OSError as exc:
+        raise ArtifactError(f"{path}: cannot read ({exc.strerror or exc})") from exc
+    return data, bytes_sha256(data)
+
+
+def _load_onnx(path: Path, data: bytes, sha256: str, threads: int | None) -> DeployModel:
     from deploy.onnx_model import load_onnx
 
-    return load_onnx(path, sha256, threads)
+    return load_onnx(path, sha256, threads, data=data)
 
 
-def _load_torchscript(path: Path, sha256: str, threads: int | None) -> DeployModel:
+def _load_torchscript(path: Path, data: bytes, sha256: str, threads: int | None) -> DeployModel:
     try:
         from deploy.torchscript_model import load_torchscript
     except ModuleNotFoundError as exc:
@@ -61,7 +73,7 @@ def _load_torchscript(path: Path, sha256: str, threads: int | None) -> DeployMod
             f"{path}: a TorchScript artifact needs torch, which is not installed; install "
             f"weldmon[torch], or run its ONNX twin (on a machine with torch: {_convert_hint(path)})"
         ) from exc
-    return load_torchscript(path, sha256, threads)
+    return load_torchscript(path, sha256, threads, data=data)
 
 
 def _load_twin(path: Path, sha256: str, threads: int | None) -> DeployModel:
@@ -70,7 +82,8 @@ def _load_twin(path: Path, sha256: str, threads: int | None) -> DeployModel:
         raise ArtifactError(
             f"{path}: no ONNX twin {twin} beside it; make one: {_convert_hint(path)}"
         )
-    model = _load_onnx(twin, file_sha256(twin), threads)
+    data, twin_sha = _read(twin)
+    model = _load_onnx(twin, data, twin_sha, threads)
     source = model.metadata.get("source_sha256")
     if source != sha256:
         raise ArtifactError(
@@ -96,13 +109,13 @@ def load_artifact(
         raise ArtifactError(f"unknown inference backend {backend!r}; choose one of {BACKENDS}")
     if not path.is_file():
         raise ArtifactError(f"{path}: no such file")
-    sha = file_sha256(path)
+    data, sha = _read(path)
     if not sha256_matches(sha, expected_sha256):
         raise ArtifactError(f"{path}: sha256 {sha} does not match the pinned {expected_sha256}")
     if path.suffix == ONNX_SUFFIX:
         if backend == "torchscript":
             raise ArtifactError(f"{path}: an ONNX artifact; the torchscript backend runs a .pt")
-        return _load_onnx(path, sha, threads)
+        return _load_onnx(path, data, sha, threads)
     if backend == "onnx" or (backend == "auto" and onnx_twin(path).is_file()):
         return _load_twin(path, sha, threads)
-    return _load_torchscript(path, sha, threads)
+    return _load_torchscript(path, data, sha, threads)

@@ -16,7 +16,7 @@ from typing import Any
 
 import numpy as np
 
-from deploy.contract import LABEL_NAMES, LEGACY_SAMPLE_RATE
+from deploy.contract import LABEL_NAMES, LEGACY_SAMPLE_RATE, model_identity
 from deploy.errors import ArtifactError, AudioError
 from deploy.pooling import topk_pool_np
 from deploy.windows import cut_windows, mix_channels
@@ -79,12 +79,15 @@ class DeployModel:
         self.sample_rate = int(meta.get("sample_rate", LEGACY_SAMPLE_RATE))
         self.format_version = int(meta.get("format_version", 0))
         self.label_names = list(meta.get("label_names", LABEL_NAMES))
+        self.model_name, self.model_version = model_identity(meta)
 
     def describe(self) -> dict[str, Any]:
         """The facts a person needs to recognise this artifact (for logs and reports)."""
         return {
             "path": str(self.path),
             "sha256": self.sha256,
+            "name": self.model_name,
+            "version": self.model_version,
             "backend": self.backend,
             "runtime_path": str(self.runtime_path),
             "runtime_sha256": self.runtime_sha256,
@@ -106,10 +109,19 @@ class DeployModel:
             raise AudioError(
                 f"windows must have shape (n, {self.chunk_samples}), got {tuple(x.shape)}"
             )
-        out = [self._window_probs(x[i : i + batch_size]) for i in range(0, len(x), batch_size)]
+        out = [self._checked(x[i : i + batch_size]) for i in range(0, len(x), batch_size)]
         if not out:
             return np.zeros(0, dtype=np.float32)
         return np.concatenate(out).astype(np.float32, copy=False)
+
+    def _checked(self, batch: np.ndarray) -> np.ndarray:
+        probs = np.asarray(self._window_probs(batch))
+        if probs.shape != (len(batch),):
+            raise ArtifactError(
+                f"{self.path}: returned shape {tuple(probs.shape)} for {len(batch)} windows, "
+                f"expected ({len(batch)},): not a deploy artifact's output"
+            )
+        return probs
 
     def _window_probs(self, windows: np.ndarray) -> np.ndarray:
         """One batch [t, chunk_samples] float32 -> [t] float32 (the backend's one job)."""
@@ -120,6 +132,12 @@ class DeployModel:
         probs = np.asarray(window_probs, dtype=np.float32)
         if probs.size == 0:
             raise AudioError("no whole window to judge")
+        bad = np.flatnonzero(~np.isfinite(probs) | (probs < 0) | (probs > 1))
+        if bad.size:
+            raise ArtifactError(
+                f"{self.path}: gave invalid probabilities for window(s) "
+                f"{bad[:5].tolist()} ({probs[bad[:5]].tolist()}): no verdict"
+            )
         p = topk_pool_np(probs, self.eval_pool_ratio)
         return Verdict(decide(p, self.threshold), p, self.threshold, probs)
 

@@ -41,12 +41,15 @@ def session_options(threads: int | None) -> ort.SessionOptions:
     return options
 
 
-def _open(path: Path, threads: int | None) -> ort.InferenceSession:
-    if not path.is_file():
+def _open(path: Path, threads: int | None, data: bytes | None = None) -> ort.InferenceSession:
+    """A session on `data` (the bytes the caller hashed) or, without it, on the file."""
+    if data is None and not path.is_file():
         raise ArtifactError(f"{path}: no such file")
     try:
         return ort.InferenceSession(
-            str(path), session_options(threads), providers=["CPUExecutionProvider"]
+            data if data is not None else str(path),
+            session_options(threads),
+            providers=["CPUExecutionProvider"],
         )
     except Exception as exc:  # ONNX Runtime raises its own untyped errors for bad files
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
@@ -120,9 +123,12 @@ def read_onnx_metadata(path: Path) -> dict[str, Any]:
     return _metadata(path, _open(path, 1))
 
 
-def load_onnx(path: Path, sha256: str, threads: int | None = None) -> OnnxModel:
-    """Load and check a `.onnx` artifact whose sha256 the caller has computed (and pinned)."""
-    session = _open(path, threads)
+def load_onnx(
+    path: Path, sha256: str, threads: int | None = None, *, data: bytes | None = None
+) -> OnnxModel:
+    """Load and check a `.onnx` artifact whose sha256 the caller has computed (and pinned);
+    with `data`, from exactly those bytes (the ones that were hashed)."""
+    session = _open(path, threads, data)
     meta = _metadata(path, session)
     _check_signature(path, session, int(meta["chunk_samples"]))
     return OnnxModel(path, session, sha256, meta)

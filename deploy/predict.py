@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 from typing import Any
 
@@ -28,8 +29,8 @@ def _base_record(model: DeployModel, rec: Recording, mode: str) -> dict[str, Any
 
 def window_start_sample(model: DeployModel, rec: Recording, start_s: float) -> int:
     """Sample index of a window starting at `start_s`; the window must lie inside the audio."""
-    if start_s < 0:
-        raise AudioError(f"{rec.path}: window start {start_s} s is negative")
+    if not math.isfinite(start_s) or start_s < 0:
+        raise AudioError(f"{rec.path}: window start {start_s} s is not a time >= 0")
     start = round(start_s * model.sample_rate)
     if start + model.chunk_samples > rec.samples.shape[1]:
         raise AudioError(

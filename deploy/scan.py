@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import csv
 import json
+import os
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -17,7 +18,7 @@ import numpy as np
 from tqdm import tqdm
 
 from deploy.audio import read_recording
-from deploy.errors import AudioError
+from deploy.errors import AudioError, ReportError
 from deploy.loader import DeployModel
 from deploy.predict import window_start_sample
 from deploy.windows import mix_channels, window_count
@@ -132,6 +133,24 @@ def scan(
         report.files_ok += 1
         report.windows += sum(1 for r in rows if r["mode"] == "window")
     return report
+
+
+def check_out_dir(out_dir: Path) -> None:
+    """Make sure the report can be written to `out_dir` (created if missing) before anything
+    is scanned; raises ReportError naming the problem."""
+    for target in (out_dir, out_dir / CSV_NAME, out_dir / JSON_NAME):
+        if target.exists() and (target is out_dir) != target.is_dir():
+            kind = "a file" if target is out_dir else "a folder"
+            raise ReportError(
+                f"--out: {target} is {kind}; the scan writes {CSV_NAME} and "
+                f"{JSON_NAME} into a folder"
+            )
+    try:
+        out_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise ReportError(f"--out: cannot create {out_dir} ({exc.strerror or exc})") from exc
+    if not os.access(out_dir, os.W_OK | os.X_OK):
+        raise ReportError(f"--out: {out_dir} is not writable")
 
 
 def write_report(report: ScanReport, model: DeployModel, out_dir: Path) -> tuple[Path, Path]:

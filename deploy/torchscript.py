@@ -12,7 +12,7 @@ from __future__ import annotations
 import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import Any
+from typing import Any, BinaryIO
 
 import torch
 
@@ -38,7 +38,8 @@ def save(module: Any, path: str, extra_files: dict[str, str] | None = None) -> N
         torch.jit.save(module, path, _extra_files=extra_files or {})
 
 
-def load(path: str, extra_files: dict[str, str] | None = None) -> Any:
-    """`torch.jit.load` on the CPU without the deprecation warning; fills `extra_files`."""
+def load(path: str | BinaryIO, extra_files: dict[str, str] | None = None) -> Any:
+    """`torch.jit.load` (of a path or a file object) on the CPU without the deprecation
+    warning; fills `extra_files`."""
     with _quiet():
         return torch.jit.load(path, map_location="cpu", _extra_files=extra_files)

@@ -8,6 +8,7 @@ any other file is refused before torch reads it.
 
 from __future__ import annotations
 
+import io
 import json
 import zipfile
 from pathlib import Path
@@ -30,17 +31,19 @@ from deploy.model import DeployModel
 REQUIRED_ATTRIBUTES = (*CONTRACT_FIELDS, "base_model")
 
 
-def check_archive(path: Path) -> None:
-    """Refuse anything but a TorchScript archive before torch reads a byte of it."""
-    if not path.is_file():
+def check_archive(path: Path, data: bytes | None = None) -> None:
+    """Refuse anything but a TorchScript archive before torch reads a byte of it (`data`:
+    the file's bytes, already read)."""
+    if data is None and not path.is_file():
         raise ArtifactError(f"{path}: no such file")
-    if not zipfile.is_zipfile(path):
+    source: Path | io.BytesIO = io.BytesIO(data) if data is not None else path
+    if not zipfile.is_zipfile(source):
         raise ArtifactError(
             f"{path}: not a TorchScript deploy artifact "
             "(not a zip archive: wrong or truncated file)"
         )
     try:
-        with zipfile.ZipFile(path) as zf:
+        with zipfile.ZipFile(source) as zf:
             names = zf.namelist()
             bad = zf.testzip()
     except (zipfile.BadZipFile, OSError) as exc:
@@ -70,12 +73,15 @@ def _validate(path: Path, module: torch.jit.ScriptModule, meta: dict[str, Any]) 
             )
 
 
-def read_torchscript(path: Path) -> tuple[torch.jit.ScriptModule, dict[str, Any]]:
-    """The checked scripted module and its metadata ({} for the original's artifacts)."""
-    check_archive(path)
+def read_torchscript(
+    path: Path, data: bytes | None = None
+) -> tuple[torch.jit.ScriptModule, dict[str, Any]]:
+    """The checked scripted module and its metadata ({} for the original's artifacts); with
+    `data`, loaded from exactly those bytes (the ones that were hashed)."""
+    check_archive(path, data)
     extra = {META_EXTRA_FILE: ""}
     try:
-        module = torchscript.load(str(path), extra)
+        module = torchscript.load(io.BytesIO(data) if data is not None else str(path), extra)
     except (RuntimeError, ValueError, OSError) as exc:
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise ArtifactError(f"{path}: cannot load as TorchScript ({first})") from exc
@@ -137,7 +143,10 @@ class TorchScriptModel(DeployModel):
         return int(out["label"]), float(out["p_defect"])
 
 
-def load_torchscript(path: Path, sha256: str, threads: int | None = None) -> TorchScriptModel:
-    """Load and check a `.pt` artifact whose sha256 the caller has computed (and pinned)."""
-    module, meta = read_torchscript(path)
+def load_torchscript(
+    path: Path, sha256: str, threads: int | None = None, *, data: bytes | None = None
+) -> TorchScriptModel:
+    """Load and check a `.pt` artifact whose sha256 the caller has computed (and pinned);
+    with `data`, from exactly those bytes."""
+    module, meta = read_torchscript(path, data)
     return TorchScriptModel(path, module, sha256, meta, threads)

@@ -1,4 +1,4 @@
-"""The monitor's `weldmon` subcommands: `run`, `replay`, `devices`, `watch`.
+"""The monitor's `weldmon` subcommands: `run`, `replay`, `devices`, `watch`, `console`.
 
 Nothing here imports torch at module level (the dispatcher imports this module for every
 `weldmon run|replay|devices --help`); the heavy modules are imported inside `run`.
@@ -19,8 +19,24 @@ def _configure_run(parser: argparse.ArgumentParser) -> None:
 
 
 def _configure_replay(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--config", required=True, help="monitor YAML (see configs/)")
+    parser.add_argument(
+        "--config", help="monitor YAML (see configs/); optional with --model (defaults then)"
+    )
+    parser.add_argument(
+        "--model", type=Path, help="deploy artifact to judge with (overrides the config's model)"
+    )
     parser.add_argument("inputs", nargs="+", metavar="FILE|DIR", help="recordings or folders")
+    parser.add_argument(
+        "--publish",
+        action="store_true",
+        help="also publish the events to MQTT (own client id, no outbox, no status; every "
+        "event marked replay: true); default: stdout only, never a broker",
+    )
+    parser.add_argument(
+        "--broker",
+        metavar="HOST[:PORT]",
+        help="with --publish: the broker (default: the config's mqtt host and port)",
+    )
     parser.add_argument(
         "--realtime", action="store_true", help="replay at real-time pace (default: full speed)"
     )
@@ -39,16 +55,16 @@ def _configure_devices(parser: argparse.ArgumentParser) -> None:
     )
 
 
-def _fail(message: str, code: int) -> int:
-    print(f"weldmon: {message}", file=sys.stderr)
+def _fail(command: str, message: str, code: int) -> int:
+    print(f"weldmon {command}: {message}", file=sys.stderr)
     return code
 
 
-def _load(path: str):  # -> MonitorConfig; imports kept lazy
+def _load(path: str, *, check_files: bool = True):  # -> MonitorConfig; imports kept lazy
     from monitor.config import load_config
     from monitor.ops.logs import configure_logging
 
-    cfg = load_config(path)
+    cfg = load_config(path, check_files=check_files)
     configure_logging(cfg.logging.level, cfg.logging.format)
     return cfg
 
@@ -62,13 +78,14 @@ def _run_replay(args: argparse.Namespace) -> int:
     from monitor.runtime import load_model
 
     try:
-        cfg = _load(args.config)
+        cfg = _replay_config(args)
+        publish = _replay_broker(args, cfg)
         files = expand_inputs(args.inputs)
         if not files:
-            return _fail(f"no audio files found in {args.inputs}", EXIT_USAGE)
+            return _fail("replay", f"no audio files found in {args.inputs}", EXIT_USAGE)
         model = load_model(cfg)
     except WeldmonError as exc:
-        return _fail(str(exc), EXIT_USAGE)
+        return _fail("replay", str(exc), EXIT_USAGE)
     summary = asyncio.run(
         replay_files(
             cfg,
@@ -77,10 +94,51 @@ def _run_replay(args: argparse.Namespace) -> int:
             segmentation=args.segmentation,
             realtime=args.realtime,
             progress=False if args.no_progress else None,
+            publish=publish,
         )
     )
     print(summary.line(), file=sys.stderr)
     return EXIT_FAILURE if summary.files_failed else EXIT_OK
+
+
+def _replay_config(args: argparse.Namespace):  # -> MonitorConfig; imports kept lazy
+    from monitor.config import ConfigError, standalone_config
+    from monitor.ops.logs import configure_logging
+
+    if args.config is None and args.model is None:
+        raise ConfigError("give --config FILE or --model ARTIFACT (or both)")
+    if args.config is None:
+        cfg = standalone_config(args.model)
+        configure_logging(cfg.logging.level, cfg.logging.format)
+        return cfg
+    # Replay keeps no state: the daemon's state_dir need not exist or be writable for it, and
+    # the model is checked when it is loaded.
+    cfg = _load(args.config, check_files=False)
+    if args.model is not None:  # an explicit file: the config's pin is for its own model
+        model = cfg.model.model_copy(update={"path": args.model, "sha256": None})
+        cfg = cfg.model_copy(update={"model": model})
+    return cfg
+
+
+def _replay_broker(args: argparse.Namespace, cfg):  # -> MqttSettings | None
+    from monitor.config import ConfigError
+
+    if not args.publish:
+        if args.broker is not None:
+            raise ConfigError("--broker is only used with --publish")
+        return None
+    mqtt = cfg.mqtt
+    if args.broker is not None:
+        from monitor.watch.app import WatchError, parse_broker
+
+        try:
+            host, port = parse_broker(args.broker)
+        except WatchError as exc:
+            raise ConfigError(str(exc)) from exc
+        mqtt = mqtt.model_copy(update={"host": host, "port": port})
+    elif args.config is None:
+        raise ConfigError("--publish without --config needs --broker HOST[:PORT]")
+    return mqtt
 
 
 def _run_daemon(args: argparse.Namespace) -> int:
@@ -92,7 +150,7 @@ def _run_daemon(args: argparse.Namespace) -> int:
         cfg = _load(args.config)
         model = load_model(cfg)
     except WeldmonError as exc:
-        return _fail(str(exc), EXIT_USAGE)
+        return _fail("run", str(exc), EXIT_USAGE)
     return run_daemon(cfg, model, Path(args.config))
 
 
@@ -103,7 +161,7 @@ def _run_devices(args: argparse.Namespace) -> int:
     try:
         print(format_devices(list_input_devices(refresh=args.refresh)))
     except WeldmonError as exc:
-        return _fail(str(exc), EXIT_FAILURE)
+        return _fail("devices", str(exc), EXIT_FAILURE)
     return EXIT_OK
 
 
@@ -121,6 +179,30 @@ def _run_watch(args: argparse.Namespace) -> int:
     return COMMAND.run(args)
 
 
+# `console` likewise (`monitor.console.cli.COMMAND`): Starlette, uvicorn, Jinja2 and
+# matplotlib are the `console` extra, imported only when the console runs; without them the
+# command says which extra to install instead of a traceback.
+def _console_command() -> Command:
+    try:
+        from monitor.console.cli import COMMAND
+    except ModuleNotFoundError as exc:
+        print(
+            f"weldmon console: needs the console extra ({exc.name} is not installed): "
+            "pip install 'weldmon[console]'",
+            file=sys.stderr,
+        )
+        raise SystemExit(EXIT_USAGE) from exc
+    return COMMAND
+
+
+def _configure_console(parser: argparse.ArgumentParser) -> None:
+    _console_command().configure(parser)
+
+
+def _run_console(args: argparse.Namespace) -> int:
+    return _console_command().run(args)
+
+
 COMMANDS: dict[str, Command] = {
     "run": Command(_configure_run, _run_daemon, "run the real-time monitor daemon"),
     "replay": Command(
@@ -131,5 +213,8 @@ COMMANDS: dict[str, Command] = {
     ),
     "watch": Command(
         _configure_watch, _run_watch, "live terminal view of the monitor's MQTT events"
+    ),
+    "console": Command(
+        _configure_console, _run_console, "web console: live fleet, weld history, clip review"
     ),
 }

@@ -25,10 +25,11 @@ model (monitor/reload.py).
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import signal
+import sys
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import structlog
 
@@ -59,10 +60,13 @@ from monitor.ops.status import (
     health_snapshot,
     outbox_oldest_age_s,
     record_event,
+    station_health,
 )
 from monitor.pipeline.core import Pipeline, PipelineError
 from monitor.pipeline.inference import InferenceWorker
 from monitor.publish.homeassistant import discovery_messages, is_homeassistant_birth
+from monitor.publish.interrupted import report_interrupted
+from monitor.publish.outbox import OutboxOpenError
 from monitor.publish.publisher import MqttPublisher
 from monitor.reload import (
     Reloader,
@@ -74,7 +78,10 @@ from monitor.reload import (
 )
 from monitor.runtime import EventRouter, mqtt_link, pipeline_settings, tracker_options
 from weldmon import __version__
-from weldmon.cli import EXIT_FAILURE, EXIT_OK
+from weldmon.cli import EXIT_FAILURE, EXIT_OK, EXIT_USAGE
+
+if TYPE_CHECKING:  # imported when opcua.enabled: asyncua is the optional `opcua` extra
+    from monitor.publish.opcua import OpcUaServer
 
 STATS_INTERVAL_S = 60.0  # one stats log line per minute
 TICK_S = 1.0  # metrics copied from component counters, boot timeout extended
@@ -118,6 +125,7 @@ class Daemon:
             self.clips = ClipWriter(store, model.sample_rate, self._clip_failed)
         self._router = EventRouter(listeners=[self._on_event])
         self._publisher: MqttPublisher | None = None
+        self._opcua: OpcUaServer | None = None
         self._capture: CaptureThread | None = None
         self._source: Source | None = None
         self._last_block_at: float | None = None  # time.monotonic() of the latest block
@@ -201,11 +209,14 @@ class Daemon:
                 on_message=self.on_message,
                 subscriptions=subs,
                 connect_messages=self._discovery,
+                on_outbox_state=self._outbox_state,
             ) as publisher:
                 self._router.publisher = self._publisher = publisher
                 self._bind_gauges()
+                self._report_interrupted()
                 if health is not None and isinstance(health, str):
                     self._error("http_unavailable", health)
+                self._start_opcua(loop)
                 capture.start()
                 helpers = [
                     self._spawn(self._tick()),
@@ -220,6 +231,8 @@ class Daemon:
                     await asyncio.to_thread(capture.join, self.cfg.stop_timeout_s / 4)
                     await self._finish()
         finally:
+            if self._opcua is not None:
+                await asyncio.to_thread(self._opcua.stop)
             if isinstance(health, HealthServer):
                 await asyncio.to_thread(health.stop)
             self._stop_workers()
@@ -259,6 +272,32 @@ class Daemon:
             log.error("http_unavailable", error=str(exc))
             return str(exc)
         return server
+
+    def _start_opcua(self, loop: asyncio.AbstractEventLoop) -> None:
+        """Serve OPC UA beside MQTT when configured; a failure is reported, never fatal."""
+        cfg = self.cfg.opcua
+        if not cfg.enabled:
+            return
+        from monitor.publish.opcua import OpcUaError, OpcUaServer
+
+        def health(station: str) -> str:
+            return station_health(self.metrics, station, self.cfg.http.max_audio_age_s)
+
+        def failed(message: str) -> None:  # on the OPC UA thread
+            loop.call_soon_threadsafe(self._error, "opcua_failed", message)
+
+        server = self._opcua = OpcUaServer(cfg, self.settings.stations, health, failed)
+        self._router.listeners.append(server)  # keeps the values while the server starts
+
+        async def start() -> None:  # asyncua builds its address space for seconds: not inline
+            try:
+                await asyncio.to_thread(server.start)
+            except OpcUaError as exc:
+                # Verdicts matter more than one of their consumers: keep running, say it.
+                log.error("opcua_unavailable", error=str(exc))
+                self._error("opcua_unavailable", str(exc))
+
+        self._spawn(start())
 
     def _spawn(self, coro: object) -> asyncio.Task[object]:
         task = asyncio.get_running_loop().create_task(coro)  # type: ignore[arg-type]
@@ -370,13 +409,32 @@ class Daemon:
         self._router(
             ErrorEvent(
                 daemon_version=__version__,
-                model_sha256=self.model.sha256,
+                **self.options.model.event_fields(),
                 code=code,
                 message=message,
                 source=self._source,
                 **fields,  # type: ignore[arg-type]
             )
         )
+
+    def _report_interrupted(self) -> None:
+        """Results for the welds a killed daemon left open (before any new audio)."""
+        publisher = self._publisher
+        if publisher is None or publisher.outbox is None:
+            return
+        welds = report_interrupted(publisher.outbox, self._router)
+        if welds:
+            self._error(
+                "interrupted_welds",
+                f"{len(welds)} weld(s) were open when the daemon last stopped without closing "
+                f"them (killed or aborted): {', '.join(welds)}; their results are published "
+                "as degraded (interrupted)",
+            )
+
+    def _outbox_state(self, degraded: bool, message: str) -> None:
+        # The error event itself is held in memory and published from there (spool.py).
+        if degraded:
+            self._error("outbox_degraded", message)
 
     def _clip_failed(self, result: WeldResult, message: str) -> None:
         self._error("clip_failed", message, station=result.station, weld_id=result.weld_id)
@@ -436,8 +494,10 @@ class Daemon:
         m.inference_queue_depth.set_function(self._queue_depth)
         if publisher is not None:
             m.mqtt_connected.set_function(lambda: float(publisher.counters.connected))
-            m.outbox_depth.set_function(lambda: float(publisher.outbox.depth))
+            m.outbox_depth.set_function(lambda: float(publisher.spool.depth))
             m.outbox_oldest_age.set_function(lambda: outbox_oldest_age_s(publisher) or 0.0)
+            m.outbox_degraded.set_function(lambda: float(publisher.spool.degraded))
+            m.outbox_held.set_function(lambda: float(publisher.spool.held))
 
     def _queue_depth(self) -> float:
         workers = [*list(self._old_workers), self.worker]
@@ -520,8 +580,11 @@ def run_daemon(cfg: MonitorConfig, model: DeployModel, config_path: Path | None 
     on reload (None: reload re-reads the model only)."""
     try:
         return asyncio.run(Daemon(cfg, model, config_path).run())
+    except OutboxOpenError as exc:  # before any weld: restarting would meet the same file
+        log.error("daemon_failed", error=str(exc))
+        print(f"weldmon run: {exc}", file=sys.stderr)
+        return EXIT_USAGE
     except WeldmonError as exc:
         log.error("daemon_failed", error=str(exc))
-        with contextlib.suppress(Exception):
-            print(f"weldmon: {exc}")
+        print(f"weldmon run: {exc}", file=sys.stderr)
         return EXIT_FAILURE

@@ -29,6 +29,7 @@ from pydantic import (
     model_validator,
 )
 
+from deploy.contract import MODEL_NAME_PATTERN, MODEL_VERSION_PATTERN
 from deploy.errors import WeldmonError
 
 # Bumped when a field is removed or changes meaning; adding an optional field does not bump it.
@@ -139,6 +140,14 @@ class _EventBase(_Model):
     emitted_at: UtcTimestamp = Field(default_factory=utc_now)
     daemon_version: str = Field(min_length=1, max_length=64)
     model_sha256: Sha256
+    # -- optional fields added within schema_version 1 (integ: model identity) --
+    # The model's human-readable name and version from its artifact (null when the artifact
+    # names none, e.g. the original pipeline's).
+    model_name: str | None = Field(None, pattern=MODEL_NAME_PATTERN)
+    model_version: str | None = Field(None, pattern=MODEL_VERSION_PATTERN)
+    # -- optional fields added within schema_version 1 (faults: replay) --
+    # true: made by `weldmon replay --publish` from a recording, not by a live weld
+    replay: bool = False
 
 
 class _WeldEventBase(_EventBase):
@@ -200,6 +209,10 @@ class WeldResult(_WeldEventBase):
     dropped_frames: int = Field(ge=0)
     end_reason: EndReason
     clip_path: str | None = None
+    # -- optional fields added within schema_version 1 (faults: not judged) --
+    # False when not one window could be judged (shorter than a window, every window's audio
+    # non-finite or its inference failed, the daemon died first): `label` is then no verdict.
+    judged: bool = True
 
     @model_validator(mode="after")
     def _consistent(self) -> WeldResult:
@@ -210,6 +223,8 @@ class WeldResult(_WeldEventBase):
             raise ValueError("degraded must be true exactly when degraded_reasons is non-empty")
         if self.ended_at < self.started_at:
             raise ValueError("ended_at is before started_at")
+        if not self.judged and self.n_windows:
+            raise ValueError(f"judged is false but {self.n_windows} windows were judged")
         if self.window_probs is not None and len(self.window_probs) != self.n_windows:
             raise ValueError(
                 f"window_probs has {len(self.window_probs)} entries, n_windows is {self.n_windows}"

@@ -5,10 +5,15 @@ published); a file that cannot be read gives one JSON error line instead (an `er
 with code `bad_audio`) and the other files go on. A weld already open when a file breaks off
 is closed as degraded (`unreadable_audio`) rather than dropped. Progress bar (multi-file) and
 the summary go to stderr. Files are replayed as fast as the CPU allows, or at real-time pace.
+
+Replay never touches a live daemon's MQTT state: it connects only when asked (`publish`),
+then with a client id of its own, without the outbox and without the retained status or a
+will (`monitor.runtime.replay_link`); every event it makes carries ``replay: true``.
 """
 
 from __future__ import annotations
 
+import contextlib
 import sys
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -27,7 +32,8 @@ from monitor.pipeline.core import Pipeline
 from monitor.pipeline.inference import InferenceWorker
 from monitor.pipeline.stations import StationLayoutError
 from monitor.pipeline.tracker import TrackerOptions
-from monitor.runtime import EventRouter, mqtt_link, pipeline_settings, tracker_options
+from monitor.publish.settings import MqttSettings
+from monitor.runtime import EventRouter, pipeline_settings, replay_link, tracker_options
 from weldmon import __version__
 
 log = structlog.get_logger(__name__)
@@ -79,8 +85,10 @@ async def replay_files(
     realtime: bool = False,
     out: TextIO | None = None,
     progress: bool | None = None,
+    publish: MqttSettings | None = None,
 ) -> ReplaySummary:
-    """Replay `files` in order through one pipeline per file; returns the summary."""
+    """Replay `files` in order through one pipeline per file; returns the summary. With
+    `publish`, events also go to that broker (see the module docstring)."""
     mode: SegmentationMode = segmentation or cfg.segmentation.mode
     if mode == "trigger":
         mode = "file"  # no robot to send triggers to a file: one weld per file instead
@@ -91,8 +99,13 @@ async def replay_files(
     source = FileSource(cfg.audio.block_s)
     pacer = Pacer(realtime)
     worker = InferenceWorker(model, cfg.inference.max_batch_windows, cfg.inference.queue_windows)
-    async with mqtt_link(cfg, model.sha256) as publisher:
-        router = EventRouter(publisher, [_StdoutResults(out, summary)])
+    link = (
+        replay_link(publish, cfg.stop_timeout_s)
+        if publish is not None
+        else contextlib.nullcontext(None)
+    )
+    async with link as publisher:
+        router = EventRouter(publisher, [_StdoutResults(out, summary)], replay=True)
         with (
             worker,
             tqdm(total=len(files), unit="file", disable=not show_bar, file=sys.stderr) as bar,
@@ -106,7 +119,7 @@ async def replay_files(
                     router(
                         ErrorEvent(
                             daemon_version=__version__,
-                            model_sha256=model.sha256,
+                            **options.model.event_fields(),
                             code="bad_audio",
                             message=problem,
                             source=Source(type="file", name=str(path)),

@@ -3,6 +3,7 @@ and the event router. Keeping them here is what makes both commands one code pat
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
@@ -26,6 +27,8 @@ from monitor.pipeline.core import PipelineSettings
 from monitor.pipeline.tracker import ModelInfo, TrackerOptions
 from monitor.publish.outbox import Outbox
 from monitor.publish.publisher import MqttPublisher
+from monitor.publish.settings import MAX_CLIENT_ID_CHARS, MqttSettings
+from monitor.publish.spool import StateHook
 from weldmon import __version__
 
 OUTBOX_FILE = "outbox.sqlite3"  # in state_dir
@@ -66,7 +69,9 @@ def pipeline_settings(
         segmentation=segmentation or cfg.segmentation.mode,
         gate=cfg.segmentation.gate,
         trigger_max_weld_s=cfg.segmentation.trigger.max_weld_s,
-        progress=cfg.events.progress,
+        # Always made: an open weld's verdict so far is remembered in the outbox for a
+        # restart after a crash; `events.progress` only decides whether MQTT gets them.
+        progress=True,
         max_in_flight=max(1, cfg.inference.queue_windows - 1),
     )
 
@@ -87,13 +92,17 @@ def tracker_options(
 class EventRouter:
     """Where events go: the log, MQTT (if connected), and any local listeners (e.g. stdout).
 
-    Called on the event loop; never blocks longer than the outbox's synchronous write."""
+    Called on the event loop; never blocks longer than the outbox's synchronous write.
+    `replay` marks every event (``replay: true``) before it goes anywhere."""
 
     publisher: MqttPublisher | None = None
     listeners: list[Callable[[Event], None]] = field(default_factory=list)
     counts: dict[str, int] = field(default_factory=dict)
+    replay: bool = False
 
     def __call__(self, event: Event) -> None:
+        if self.replay:
+            event = event.model_copy(update={"replay": True})
         self.counts[event.kind] = self.counts.get(event.kind, 0) + 1
         if isinstance(event, WeldResult):
             log.info(
@@ -124,11 +133,12 @@ async def mqtt_link(
     on_message: Callable[[str, bytes], None] | None = None,
     subscriptions: Sequence[str] = (),
     connect_messages: Callable[[], Sequence[tuple[str, bytes, bool]]] | None = None,
+    on_outbox_state: StateHook | None = None,
     final_state: str = "stopped",
 ) -> AsyncIterator[MqttPublisher | None]:
     """The outbox and the reconnecting publisher while the body runs (None when
     `mqtt.enabled` is false). On exit the outbox is flushed as far as the broker allows
-    within `stop_timeout_s` and `final_state` is published.
+    within half of `stop_timeout_s` and `final_state` is published.
 
     `model_sha256` may be a callable so the status message names the model in use after a
     reload; `connect_messages` are published at every connect (publisher docs)."""
@@ -148,12 +158,37 @@ async def mqtt_link(
         on_message=on_message,
         subscriptions=subscriptions,
         connect_messages=connect_messages,
+        on_outbox_state=on_outbox_state,
+        publish_progress=cfg.events.progress,
     )
     try:
         async with publisher:
             try:
                 yield publisher
             finally:
-                await publisher.close(final_state, cfg.stop_timeout_s)
+                # Half the stop budget: capture and clips have a quarter each (daemon.py).
+                await publisher.close(final_state, cfg.stop_timeout_s / 2)
     finally:
         outbox.close()
+
+
+def replay_client_id(daemon_client_id: str) -> str:
+    """A client id of replay's own: the daemon's with ``-replay-`` and 8 random hex digits,
+    so a replay never takes over the daemon's session (the broker drops the older client)."""
+    suffix = f"-replay-{uuid.uuid4().hex[:8]}"
+    return daemon_client_id[: MAX_CLIENT_ID_CHARS - len(suffix)] + suffix
+
+
+@asynccontextmanager
+async def replay_link(mqtt: MqttSettings, timeout_s: float) -> AsyncIterator[MqttPublisher]:
+    """The publisher of `weldmon replay --publish`: its own client id, no outbox (events are
+    held in memory until the broker has them), no retained status and no will, so a live
+    daemon on the same broker and the same prefix is never disturbed. On exit everything is
+    delivered as far as the broker allows within `timeout_s`; what is not is logged."""
+    settings = mqtt.model_copy(update={"client_id": replay_client_id(mqtt.client_id)})
+    publisher = MqttPublisher(settings, None, status_payload=None)
+    async with publisher:
+        try:
+            yield publisher
+        finally:
+            await publisher.close(timeout_s=timeout_s)

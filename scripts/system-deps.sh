@@ -2,7 +2,9 @@
 # Install the Debian/Ubuntu packages weldmon's tests and daemon need, only when missing:
 # Mosquitto (broker for integration tests), PulseAudio + utilities (a null sink is the test
 # sound device), PortAudio and the ALSA pulse plugin (sounddevice capture), libsndfile, and
-# the Python venv module. Idempotent; uses sudo when not root.
+# the Python venv module, strace (runs the daemon under the units' system-call refusals in
+# tests/test_faults_syscalls.py) and Chromium (the console's browser tests drive it with
+# Playwright). Idempotent; uses sudo when not root.
 set -euo pipefail
 
 packages=(
@@ -13,6 +15,8 @@ packages=(
   libsndfile1
   openssl
   tmux
+  strace
+  chromium
 )
 
 missing=()

@@ -5,7 +5,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 bash scripts/system-deps.sh
-bash scripts/venv.sh "train,dev"
+bash scripts/venv.sh "train,dev,opcua,console"
 
 echo "== ruff" >&2
 .venv/bin/ruff check .

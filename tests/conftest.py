@@ -4,5 +4,6 @@ pytest_plugins = [
     "tests.support.data",
     "tests.support.broker",
     "tests.support.pulse",
+    "tests.support.console",
     "tests.support.base_venv",
 ]

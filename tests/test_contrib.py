@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import re
+import socket
 import urllib.request
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -226,6 +227,7 @@ def _scrape(port: int) -> dict[str, list[dict[str, str]]]:
 class Scrapes:
     silent: dict[str, list[dict]]  # both channels silent past the alarm
     left_sounding: dict[str, list[dict]]  # noise played into the left channel only
+    opcua_unavailable: list[dict]  # log records: the OPC UA port was taken
 
 
 @pytest.fixture(scope="module")
@@ -236,21 +238,22 @@ def daemon_scrapes(
     broker = MosquittoBroker(folder / "mosquitto")
     broker.start()
     artifact = export_untrained(folder / "artifact").path
-    config = write_monitor_config(
-        folder,
-        artifact,
-        broker,
-        audio={
-            "channels": 2,
-            "channel_mode": "per_channel",
-            "stations": ["left", "right"],
-            "silence_alarm_s": SILENCE_ALARM_S,
-        },
-    )
+    audio = {
+        "channels": 2,
+        "channel_mode": "per_channel",
+        "stations": ["left", "right"],
+        "silence_alarm_s": SILENCE_ALARM_S,
+    }
     pulse_server.create_sink("contrib", RATE, 2)
+    # The daemon also gets an OPC UA port someone else holds: a side path that cannot start
+    # must not stop the rest (metrics, alarms) from working.
+    taken = socket.create_server(("127.0.0.1", 0))
+    opcua = {"enabled": True, "port": taken.getsockname()[1]}
+    config = write_monitor_config(folder, artifact, broker, audio=audio, opcua=opcua)
     daemon = WeldmonRun(config, pulse_server.subprocess_env(), folder / "daemon.stderr")
     try:
         port = daemon.wait_for_log("http_listening", STARTUP_TIMEOUT_S)[0]["port"]
+        unavailable = daemon.wait_for_log("opcua_unavailable", STARTUP_TIMEOUT_S)
         daemon.wait_for_log("dead_microphone", STARTUP_TIMEOUT_S, count=2)
         silent = _scrape(port)
         noise = np.zeros((3 * RATE, 2), np.float32)
@@ -259,9 +262,10 @@ def daemon_scrapes(
         daemon.wait_for_log("microphone_sound_returned", 30.0)
         left_sounding = _scrape(port)
         player.wait(30)
-        yield Scrapes(silent, left_sounding)
+        yield Scrapes(silent, left_sounding, unavailable)
     finally:
         daemon.stop()
+        taken.close()
         broker.stop()
         pulse_server.remove_sink("contrib")
 
@@ -316,6 +320,15 @@ def test_dead_microphone_metric_follows_each_channel(daemon_scrapes: Scrapes) ->
     assert _value(silent, name, station="right", channel="1") == 1
     assert _value(sounding, name, station="left", channel="0") == 0
     assert _value(sounding, name, station="right", channel="1") == 1
+
+
+@pytest.mark.audio
+@pytest.mark.broker
+@pytest.mark.slow
+def test_an_opcua_port_in_use_is_reported_and_the_daemon_goes_on(daemon_scrapes: Scrapes) -> None:
+    assert "cannot listen on 127.0.0.1" in daemon_scrapes.opcua_unavailable[0]["error"]
+    # Scraped after the failure: the dead-microphone alarms still came and cleared.
+    assert _value(daemon_scrapes.left_sounding, "weldmon_audio_device_open") == 1
 
 
 def test_contrib_readme_names_both_files() -> None:

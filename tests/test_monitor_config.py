@@ -75,7 +75,9 @@ def test_station_names_must_be_topic_safe(tmp_path: Path, model_file: Path) -> N
 
 
 def test_missing_model_and_state_dir_are_named(tmp_path: Path) -> None:
-    data = {"model": {"path": str(tmp_path / "nope.pt")}, "state_dir": str(tmp_path / "gone")}
+    # A missing state_dir whose parent exists is created (tests/test_faults_install.py).
+    state = tmp_path / "gone" / "state"
+    data = {"model": {"path": str(tmp_path / "nope.pt")}, "state_dir": str(state)}
     with pytest.raises(ConfigError) as info:
         load_config(_write(tmp_path, data))
     assert "model.path: no such file" in str(info.value)

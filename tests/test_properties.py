@@ -23,7 +23,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from deploy.pooling import topk_pool
-from monitor.config import ConfigError, MonitorConfig, parse_config
+from monitor.config import MAX_STOP_TIMEOUT_S, ConfigError, MonitorConfig, parse_config
 from monitor.events import (
     STATION_PATTERN,
     Source,
@@ -151,7 +151,7 @@ def valid_configs(draw: st.DrawFn) -> dict:
             "reconnect_min_s": reconnect[0],
             "reconnect_max_s": reconnect[1],
         },
-        "stop_timeout_s": draw(st.floats(0.1, 60.0)),
+        "stop_timeout_s": draw(st.floats(0.1, MAX_STOP_TIMEOUT_S)),
     }
 
 

@@ -130,14 +130,27 @@ def _configure_export(p: argparse.ArgumentParser) -> None:
         required=True,
         help="e.g. RUN/deploy_single_label.pt (its ONNX twin goes beside it, .onnx)",
     )
+    p.add_argument(
+        "--name", help="model name events show beside its sha256 (default: config model_name)"
+    )
+    p.add_argument(
+        "--model-version", help="model version, e.g. 2026.03.1 (default: config model_version)"
+    )
 
 
 def _run_export(args: argparse.Namespace) -> int:
+    from deploy.contract import check_model_identity
     from deploy.errors import WeldmonError
     from training.export import export_checkpoint
 
     try:
-        result = export_checkpoint(args.checkpoint, args.output)
+        check_model_identity(args.name, args.model_version)
+    except ValueError as exc:
+        return _fail(str(exc), EXIT_USAGE)
+    try:
+        result = export_checkpoint(
+            args.checkpoint, args.output, name=args.name, version=args.model_version
+        )
     except WeldmonError as exc:
         return _fail(str(exc), EXIT_FAILURE)
     print(f"Exported deploy model: {result.path}")

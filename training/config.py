@@ -21,6 +21,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from deploy.backbone import BackboneParams
+from deploy.contract import MODEL_NAME_PATTERN, MODEL_VERSION_PATTERN
 from deploy.errors import WeldmonError
 from deploy.frontend import FrontEndParams
 from training.augment import AugmentParams
@@ -35,6 +36,10 @@ class TrainConfig(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
+    # -- identity: the human-readable name and version the exported artifact carries (events
+    # show them beside its sha256); `weldmon export --name/--model-version` override them
+    model_name: str | None = Field(None, pattern=MODEL_NAME_PATTERN)
+    model_version: str | None = Field(None, pattern=MODEL_VERSION_PATTERN)
     # -- data
     data_root: str | None = None  # dataset root (good_weld/, defect_data_weld/); CLI may override
     split_file: str | None = None  # reuse this split (JSON); None: make one and save it in the run

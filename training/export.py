@@ -25,11 +25,16 @@ def classifier_from_checkpoint(ckpt: dict) -> WindowClassifier:
     return model.eval()
 
 
-def export_checkpoint(checkpoint: Path, output: Path) -> ExportResult:
-    """Export `checkpoint` (e.g. RUN/best_model.pt) to `output` and its `.sha256` file."""
+def export_checkpoint(
+    checkpoint: Path, output: Path, *, name: str | None = None, version: str | None = None
+) -> ExportResult:
+    """Export `checkpoint` (e.g. RUN/best_model.pt) to `output` and its `.sha256` file.
+    `name` / `version` default to the training config's `model_name` / `model_version`."""
     ckpt = load_checkpoint(checkpoint)
     model = classifier_from_checkpoint(ckpt)
     cfg = ckpt["config"]
+    name = name if name is not None else cfg.get("model_name")
+    version = version if version is not None else cfg.get("model_version")
     frontend = FrontEndParams(**ckpt["frontend"])
     result = export_artifact(
         model,
@@ -48,6 +53,8 @@ def export_checkpoint(checkpoint: Path, output: Path) -> ExportResult:
             "config": dict(cfg),
             "split": ckpt.get("split"),
         },
+        name=name,
+        version=version,
     )
     load_artifact(result.path, expected_sha256=result.sha256, backend="torchscript").self_test()
     load_artifact(result.path, expected_sha256=result.sha256, backend="onnx").self_test()

@@ -31,6 +31,7 @@ REGISTRY: dict[str, tuple[str, str]] = {
     "predict": ("deploy.cli", "judge one recording (or one window of it) with a deploy artifact"),
     "scan": ("deploy.cli", "batch-score files and window offsets into CSV/JSON"),
     "convert": ("deploy.cli", "write the ONNX twin of a .pt deploy artifact"),
+    "model": ("deploy.cli", "inspect a deploy artifact: `weldmon model info MODEL`"),
     "train": ("training.cli", "train the MIL CNN from a labelled dataset"),
     "cv": ("training.cli", "leave-one-config-folder-out cross-validation (small data)"),
     "export": ("training.cli", "export a checkpoint as the deploy artifact (.pt and .onnx)"),
@@ -41,6 +42,7 @@ REGISTRY: dict[str, tuple[str, str]] = {
     "replay": ("monitor.cli", "replay recorded files through the monitor pipeline"),
     "devices": ("monitor.cli", "list the audio input devices PortAudio sees"),
     "watch": ("monitor.cli", "live terminal view of the monitor's MQTT events"),
+    "console": ("monitor.cli", "web console: live fleet, weld history, clip review"),
 }
 
 # Exit codes shared by every subcommand.

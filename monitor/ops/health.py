@@ -1,7 +1,8 @@
 """``/metrics`` and ``/healthz`` over HTTP, for Prometheus and for whoever watches the line.
 
-One small threaded WSGI server (standard library ``wsgiref``; no new dependency) runs on its
-own thread, so it answers even while the event loop is busy and never blocks it:
+One bounded WSGI server (waitress: fixed threads, a connection cap, request timeouts; see
+`HealthServer`) runs on its own threads, so it answers even while the event loop is busy,
+never blocks it, and cannot take descriptors or threads from capture, MQTT or reload:
 
 * ``/metrics``: prometheus_client's exposition of the daemon's `Metrics` registry.
 * ``/healthz``: 200 ``{"status": "ok", ...}`` when the model is loaded, audio flows,
@@ -16,17 +17,18 @@ queue size) and return quickly. If it raises, ``/healthz`` answers 503 naming th
 from __future__ import annotations
 
 import json
+import math
 import socket
 import threading
 from collections.abc import Callable, Iterable
 from dataclasses import asdict, dataclass
-from socketserver import ThreadingMixIn
 from typing import Any
-from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
 
 import structlog
+import waitress
 from prometheus_client import CollectorRegistry, make_wsgi_app
 from pydantic import BaseModel, ConfigDict, Field
+from waitress import wasyncore
 
 from deploy.errors import WeldmonError
 
@@ -38,7 +40,11 @@ DEFAULT_MAX_PENDING_WINDOW_AGE_S = 30.0  # s a window may wait for inference bef
 # so one broker restart does not flap the check, short enough to page within minutes.
 DEFAULT_MAX_OUTBOX_AGE_S = 180.0
 DEFAULT_MAX_OUTBOX_DEPTH = 1000  # events: hours of welds; beyond it the broker is gone for long
-SERVE_POLL_S = 0.2  # how quickly the server thread notices stop()
+DEFAULT_MAX_CONNECTIONS = 8  # a scraper, a health probe and a few people with curl
+DEFAULT_REQUEST_TIMEOUT_S = 10.0  # idle or half-sent longer than this: closed
+HTTP_THREADS = 2  # request workers; requests take milliseconds (a registry dump, a snapshot)
+WAITRESS_OWN_SOCKETS = 2  # its listening socket and wake-up pipe count toward its limit
+CLEANUP_INTERVAL_S = 1  # how often waitress looks for timed-out connections
 STOP_TIMEOUT_S = 5.0  # s to wait for the server thread after shutdown
 
 log = structlog.get_logger(__name__)
@@ -61,6 +67,10 @@ class HealthSettings(BaseModel):
     max_pending_window_age_s: float = Field(DEFAULT_MAX_PENDING_WINDOW_AGE_S, gt=0.0)
     max_outbox_age_s: float = Field(DEFAULT_MAX_OUTBOX_AGE_S, gt=0.0)
     max_outbox_depth: int = Field(DEFAULT_MAX_OUTBOX_DEPTH, ge=0)
+    # connections served at once; more wait in the kernel's listen queue (no descriptor)
+    max_connections: int = Field(DEFAULT_MAX_CONNECTIONS, ge=1, le=256)
+    # a connection idle, or a request half-sent, this long is closed
+    request_timeout_s: float = Field(DEFAULT_REQUEST_TIMEOUT_S, gt=0.0, le=300.0)
 
 
 @dataclass(frozen=True)
@@ -74,6 +84,10 @@ class HealthSnapshot:
     mqtt_connected: bool
     outbox_depth: int  # events stored, not yet acknowledged by the broker
     outbox_oldest_age_s: float | None  # the oldest of those; None: the outbox is empty
+    # Outbox writes failing for this long (events held in memory); None: writes work.
+    outbox_failing_s: float | None = None
+    outbox_error: str | None = None  # why the last write failed
+    outbox_held: int = 0  # events held in memory meanwhile
 
 
 @dataclass(frozen=True)
@@ -112,6 +126,11 @@ def evaluate_health(snap: HealthSnapshot, settings: HealthSettings) -> HealthRep
         reasons.append(
             f"inference behind: a window waits {snap.pending_window_age_s:.1f} s "
             f"(limit {settings.max_pending_window_age_s:g} s)"
+        )
+    if snap.mqtt_enabled and snap.outbox_failing_s is not None:
+        reasons.append(
+            f"outbox cannot be written for {snap.outbox_failing_s:.0f} s ({snap.outbox_error}); "
+            f"{snap.outbox_held} events held in memory"
         )
     if snap.mqtt_enabled:
         state = "connected" if snap.mqtt_connected else "disconnected"
@@ -172,25 +191,20 @@ def _json(start_response: Callable[..., Any], status: str, body: dict[str, Any])
     return [data]
 
 
-class _QuietHandler(WSGIRequestHandler):
-    # wsgiref prints every request to stderr: a scrape every 15 s would flood the journal.
-    def log_message(self, format: str, *args: Any) -> None:
-        log.debug("http_request", client=self.address_string(), request=format % args)
-
-
-class _ThreadingServer(ThreadingMixIn, WSGIServer):
-    daemon_threads = True  # a slow client never holds up the daemon's exit
-
-
-class _ThreadingServer6(_ThreadingServer):
-    address_family = socket.AF_INET6
-
-
 class HealthServer:
-    """The HTTP server on its own thread; `start` binds (errors surface there), `stop` ends it.
+    """The HTTP server on its own threads; `start` binds (errors surface there), `stop` ends it.
+
+    Waitress (a maintained pure-Python WSGI server) rather than the standard library's
+    threading server, which opened one thread and one file descriptor per connection with no
+    timeout and no cap: 400 idle half-sent requests held 411 threads and 419 fds, and with
+    ``nofile`` at 64 they starved MQTT reconnects and reloads. Here one thread multiplexes
+    every connection with poll() and `HTTP_THREADS` workers run requests, so threads are
+    fixed; at most `max_connections` are accepted at once (more wait in the kernel's listen
+    queue, which costs the process no descriptor); a connection idle (or a request
+    half-sent) for `request_timeout_s` is closed. Exhausting it only delays scrapes.
 
     Usable as a context manager. Both calls are quick; from async code call `stop` through
-    ``asyncio.to_thread`` (it waits up to `SERVE_POLL_S` for the serving loop to notice).
+    ``asyncio.to_thread`` (it waits up to `STOP_TIMEOUT_S` for the serving thread).
     """
 
     def __init__(
@@ -202,7 +216,7 @@ class HealthServer:
         """Nothing listens until `start`."""
         self.settings = settings
         self._app = make_health_app(settings, registry, snapshot)
-        self._server: WSGIServer | None = None
+        self._server: Any = None  # waitress' server (its types are not exported)
         self._thread: threading.Thread | None = None
 
     @property
@@ -210,41 +224,54 @@ class HealthServer:
         """(host, port) actually bound; the port is the real one when settings asked for 0."""
         if self._server is None:
             raise HealthServerError("health server is not running")
-        host, port = self._server.server_address[:2]
-        return str(host), int(port)
+        return str(self._server.effective_host), int(self._server.effective_port)
 
     def start(self) -> None:
-        """Bind and serve on a background thread; raises HealthServerError if it cannot."""
+        """Bind and serve on background threads; raises HealthServerError if it cannot."""
         if self._server is not None:
             return
-        host, port = self.settings.host, self.settings.port
-        server_class = _ThreadingServer6 if ":" in host else _ThreadingServer
+        s = self.settings
+        sock = _bind(s.host, s.port)
         try:
-            server = make_server(host, port, self._app, server_class, _QuietHandler)
-        except OSError as exc:
-            raise HealthServerError(
-                f"http: cannot listen on {host}:{port} ({exc.strerror or exc})"
-            ) from exc
+            server = waitress.create_server(
+                self._app,
+                sockets=[sock],
+                threads=HTTP_THREADS,
+                # waitress counts its listening socket and its wake-up pipe as connections
+                connection_limit=s.max_connections + WAITRESS_OWN_SOCKETS,
+                backlog=s.max_connections,
+                channel_timeout=math.ceil(s.request_timeout_s),
+                cleanup_interval=CLEANUP_INTERVAL_S,
+                asyncore_use_poll=True,  # select() fails on descriptors above 1023
+                ident="weldmon",
+                clear_untrusted_proxy_headers=False,
+            )
+        except Exception:
+            sock.close()
+            raise
         self._server = server
-        self._thread = threading.Thread(
-            target=server.serve_forever,
-            kwargs={"poll_interval": SERVE_POLL_S},
-            name="weldmon-http",
-            daemon=True,
-        )
+        self._thread = threading.Thread(target=server.run, name="weldmon-http", daemon=True)
         self._thread.start()
-        log.info("http_listening", host=self.address[0], port=self.address[1])
+        log.info(
+            "http_listening",
+            host=self.address[0],
+            port=self.address[1],
+            max_connections=s.max_connections,
+            request_timeout_s=s.request_timeout_s,
+        )
 
     def stop(self) -> None:
-        """Stop serving and close the socket (idempotent)."""
+        """Stop serving and close every socket (idempotent)."""
         server, thread = self._server, self._thread
         self._server = self._thread = None
         if server is None:
             return
-        server.shutdown()
-        server.server_close()
+        # Close the sockets on the serving thread itself (its poll loop owns them); the loop
+        # ends once its map is empty.
+        server.trigger.pull_trigger(lambda: wasyncore.close_all(server._map, ignore_all=True))
         if thread is not None:
             thread.join(STOP_TIMEOUT_S)
+        server.task_dispatcher.shutdown(timeout=STOP_TIMEOUT_S)
 
     def __enter__(self) -> HealthServer:
         self.start()
@@ -252,3 +279,26 @@ class HealthServer:
 
     def __exit__(self, *exc_info: object) -> None:
         self.stop()
+
+
+def _bind(host: str, port: int) -> socket.socket:
+    """A TCP socket bound to (host, port), the first address `host` resolves to. Bound here,
+    not inside waitress, so a failure closes it and names the reason."""
+    try:
+        family, kind, proto, _, address = socket.getaddrinfo(
+            host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE
+        )[0]
+        sock = socket.socket(family, kind, proto)
+    except OSError as exc:
+        raise HealthServerError(
+            f"http: cannot listen on {host}:{port} ({exc.strerror or exc})"
+        ) from exc
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind(address)
+    except OSError as exc:
+        sock.close()
+        raise HealthServerError(
+            f"http: cannot listen on {host}:{port} ({exc.strerror or exc})"
+        ) from exc
+    return sock

@@ -47,6 +47,9 @@ class Metrics:
         self._clock = clock
         self._last_audio_at = clock()
         self._totals: dict[int, tuple[Counter, float]] = {}
+        # Read by other threads (the OPC UA server's health): replaced, never mutated.
+        self.device_is_open = False
+        self.dead_channels: frozenset[tuple[str, int]] = frozenset()
         reg = self.registry
 
         def counter(name: str, doc: str, labels: tuple[str, ...] = ()) -> Counter:
@@ -127,6 +130,13 @@ class Metrics:
         self.outbox_dropped = counter(
             "outbox_dropped", "events dropped by the outbox bound (progress first)"
         )
+        self.outbox_degraded = gauge(
+            "outbox_degraded", "1 while the outbox cannot be written (events held in memory)"
+        )
+        self.outbox_held = gauge("outbox_held_events", "events held in memory, not yet stored")
+        self.outbox_write_failures = counter(
+            "outbox_write_failures", "outbox writes that failed (each retried from memory)"
+        )
         self.malformed_messages = counter(
             "malformed_messages", "inbound MQTT messages ignored as malformed", ("kind",)
         )
@@ -156,10 +166,13 @@ class Metrics:
 
     def device(self, is_open: bool) -> None:
         """The sound device's stream opened (True) or was lost (False)."""
+        self.device_is_open = is_open
         self.device_open.set(1 if is_open else 0)
 
     def dead_microphone(self, station: str, channel: int, dead: bool) -> None:
         """Input `channel` (feeding `station`) began (True) or ended a dead-microphone episode."""
+        key = (station, channel)
+        self.dead_channels = self.dead_channels | {key} if dead else self.dead_channels - {key}
         self.dead_microphones.labels(station=station, channel=str(channel)).set(1 if dead else 0)
 
     def weld_started(self, station: str) -> None:

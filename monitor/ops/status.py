@@ -88,14 +88,32 @@ def copy_totals(
         metrics.advance_to(metrics.device_losses, capture.device_losses)
     if publisher is not None:
         metrics.advance_to(metrics.mqtt_reconnects, publisher.counters.reconnects)
-        metrics.advance_to(metrics.outbox_dropped, publisher.outbox.counters.dropped_low_priority)
+        if publisher.outbox is not None:
+            dropped = publisher.outbox.counters.dropped_low_priority
+            metrics.advance_to(metrics.outbox_dropped, dropped)
+        metrics.advance_to(metrics.outbox_write_failures, publisher.spool.counters.write_failures)
+
+
+def station_health(metrics: Metrics, station: str, max_audio_age_s: float) -> str:
+    """One word for a station's audio path, worst first: ``no_device`` (the stream is not
+    open), ``no_audio`` (no block for longer than `max_audio_age_s`), ``dead_microphone``
+    (one of its channels is in a silence episode), else ``ok``. Only reads: safe from any
+    thread."""
+    if not metrics.device_is_open:
+        return "no_device"
+    if metrics.audio_age_s() > max_audio_age_s:
+        return "no_audio"
+    if any(s == station for s, _ in metrics.dead_channels):
+        return "dead_microphone"
+    return "ok"
 
 
 def outbox_oldest_age_s(publisher: MqttPublisher) -> float | None:
-    """Seconds the oldest unacknowledged event has waited; None when the outbox is empty.
-    One indexed SQLite row (the outbox takes its lock), so a scrape or /healthz may call it."""
-    oldest = publisher.outbox.pending(1)
-    return max(0.0, time.time() - oldest[0].created_at) if oldest else None
+    """Seconds the oldest unacknowledged event has waited (stored, or held in memory while
+    the outbox fails); None when none waits. One indexed SQLite row (the outbox takes its
+    lock), so a scrape or /healthz may call it."""
+    oldest = publisher.spool.oldest_created_at()
+    return max(0.0, time.time() - oldest) if oldest is not None else None
 
 
 def health_snapshot(
@@ -108,14 +126,21 @@ def health_snapshot(
     """What /healthz judges, from ``time.monotonic()`` stamps and the publisher. Runs on the
     HTTP thread: reads attributes and one indexed SQLite row (the outbox takes its lock).
     The model is always loaded while the daemon runs (it starts only after the self-test)."""
-    now = time.monotonic()
+    now, wall = time.monotonic(), time.time()
     oldest_age = outbox_oldest_age_s(publisher) if publisher is not None else None
+    failing_s = None
+    spool = publisher.spool if publisher is not None else None
+    if spool is not None and spool.degraded_since is not None:
+        failing_s = max(0.0, wall - spool.degraded_since)
     return HealthSnapshot(
         model_loaded=True,
         audio_age_s=None if last_block_at is None else max(0.0, now - last_block_at),
         pending_window_age_s=None if pending_at is None else max(0.0, now - pending_at),
         mqtt_enabled=mqtt_enabled,
         mqtt_connected=publisher is not None and publisher.counters.connected,
-        outbox_depth=publisher.outbox.depth if publisher is not None else 0,
+        outbox_depth=spool.depth if spool is not None else 0,
         outbox_oldest_age_s=oldest_age,
+        outbox_failing_s=failing_s,
+        outbox_error=spool.last_error if spool is not None else None,
+        outbox_held=spool.held if spool is not None else 0,
     )

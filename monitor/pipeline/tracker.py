@@ -46,6 +46,8 @@ class ModelInfo:
     chunk_samples: int
     eval_pool_ratio: float
     threshold: float
+    name: str | None = None
+    version: str | None = None
 
     @classmethod
     def of(cls, model: DeployModel) -> ModelInfo:
@@ -56,7 +58,17 @@ class ModelInfo:
             model.chunk_samples,
             model.eval_pool_ratio,
             model.threshold,
+            model.model_name,
+            model.model_version,
         )
+
+    def event_fields(self) -> dict[str, str | None]:
+        """The model's identity as every event carries it."""
+        return {
+            "model_sha256": self.sha256,
+            "model_name": self.name,
+            "model_version": self.version,
+        }
 
 
 @dataclass(frozen=True)
@@ -109,7 +121,7 @@ class WeldTracker:
     def _common(self) -> dict:
         return {
             "daemon_version": self.options.daemon_version,
-            "model_sha256": self.options.model.sha256,
+            **self.options.model.event_fields(),
             "station": self.station,
             "weld_id": self.weld_id,
             "source": self.source,
@@ -197,6 +209,7 @@ class WeldTracker:
             duration_s=(ended - self.start_index) / m.sample_rate,
             label=label,
             label_name=LABEL_NAMES[label],
+            judged=bool(judged),
             p_defect=p,
             threshold=m.threshold,
             n_windows=len(judged),

@@ -20,6 +20,14 @@ Bound policy (``max_events``), when an add finds the box full:
    silently lost result. The error log and the ``depth`` gauge tell the operator the broker has
    been unreachable for long.
 
+Open welds: the outbox also knows which welds have a start and no result yet. A stored
+``weld_start`` opens a row in ``open_welds`` and the stored ``weld_result`` of the same weld
+removes it, in the same transaction as the event's own row; each judged window updates the
+row's verdict so far (`note_progress`, committed without an fsync: it survives the process
+being killed, not a power loss). After a SIGKILL or a watchdog abort the next daemon reads
+them (`open_welds`) and publishes their results as interrupted
+(`monitor/publish/interrupted.py`).
+
 Thread safety: methods are synchronous and guarded by one lock, so the event-loop thread (the
 usual caller) and any other thread may use the same outbox.
 """
@@ -30,7 +38,7 @@ import contextlib
 import sqlite3
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import asdict, dataclass
 from enum import IntEnum
 from pathlib import Path
@@ -41,9 +49,11 @@ import structlog
 
 from deploy.errors import WeldmonError
 
-SCHEMA_USER_VERSION = 1  # PRAGMA user_version of the table layout below
-# How long a second process (or a checkpoint) may hold the write lock before add() fails.
-BUSY_TIMEOUT_S = 5.0
+SCHEMA_USER_VERSION = 2  # PRAGMA user_version of the table layout below (2: open_welds)
+# How long a write waits for the lock before it fails. This process is the only writer, so a
+# lock held for longer is a fault (another process, a failing disk): the caller keeps the
+# event in memory and retries (monitor/publish/spool.py) rather than block the event loop.
+BUSY_TIMEOUT_S = 1.0
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS outbox (
@@ -57,6 +67,15 @@ CREATE TABLE IF NOT EXISTS outbox (
     created_at REAL    NOT NULL                    -- unix time, seconds
 );
 CREATE INDEX IF NOT EXISTS outbox_priority_seq ON outbox (priority, seq);
+CREATE TABLE IF NOT EXISTS open_welds (
+    weld_id      TEXT PRIMARY KEY,
+    start        BLOB NOT NULL,                   -- the weld_start payload
+    opened_at    REAL NOT NULL,                   -- unix time, seconds
+    n_windows    INTEGER NOT NULL DEFAULT 0,      -- judged so far (the latest progress)
+    p_defect     REAL,                            -- rolling p_defect over them
+    window_p_max REAL,
+    elapsed_s    REAL                             -- audio from the start to that window's end
+);
 """
 
 log = structlog.get_logger(__name__)
@@ -66,11 +85,43 @@ class OutboxError(WeldmonError):
     """The outbox database cannot be opened, read or written."""
 
 
+class OutboxOpenError(OutboxError):
+    """The outbox cannot be opened at all (not a database, corrupt, unreadable): an operator
+    must look at the file, so the daemon stops with exit code 2 instead of restarting."""
+
+
 class Priority(IntEnum):
     """Which events the bound policy may drop: LOW may go, HIGH never does."""
 
     LOW = 0  # progress
     HIGH = 1  # start, alert, result, error
+
+
+@dataclass(frozen=True)
+class NewMessage:
+    """A message to store (`Outbox.store`)."""
+
+    topic: str
+    payload: bytes
+    qos: int
+    retain: bool
+    event_id: str
+    priority: Priority = Priority.HIGH
+    created_at: float | None = None  # unix s; None: when stored
+    opens_weld: str | None = None  # a weld_start: this weld_id now has a start, no result
+    closes_weld: str | None = None  # a weld_result: this weld_id is closed
+
+
+@dataclass(frozen=True)
+class OpenWeldRecord:
+    """A weld whose start was stored and whose result was not, with its verdict so far."""
+
+    weld_id: str
+    start: bytes  # the weld_start payload
+    n_windows: int
+    p_defect: float | None
+    window_p_max: float | None
+    elapsed_s: float | None
 
 
 @dataclass(frozen=True)
@@ -128,10 +179,18 @@ class Outbox:
                 raise OutboxError(f"{self.path}: cannot enable WAL (journal_mode is {mode})")
             self._db.execute("PRAGMA synchronous=FULL")
             self._db.executescript(_SCHEMA)
-            self._db.execute(f"PRAGMA user_version={SCHEMA_USER_VERSION}")
+            # Written only when it differs: a write needs the lock, and another process may
+            # hold it while we start (reads still work in WAL mode).
+            if self._db.execute("PRAGMA user_version").fetchone()[0] != SCHEMA_USER_VERSION:
+                self._db.execute(f"PRAGMA user_version={SCHEMA_USER_VERSION}")
             self._depth = self._db.execute("SELECT COUNT(*) FROM outbox").fetchone()[0]
         except (sqlite3.Error, OSError) as exc:
-            raise OutboxError(f"cannot open outbox {self.path}: {exc}") from exc
+            with contextlib.suppress(Exception):
+                self._db.close()
+            raise OutboxOpenError(
+                f"cannot open outbox {self.path}: {exc} (if it is corrupt, move it aside; "
+                "the events in it are then not published)"
+            ) from exc
 
     # -- writing ---------------------------------------------------------------------------
 
@@ -143,30 +202,53 @@ class Outbox:
         retain: bool,
         event_id: str,
         priority: Priority = Priority.HIGH,
+        created_at: float | None = None,
     ) -> int:
         """Store one message durably and return its sequence number.
 
         Returns the existing seq if ``event_id`` is already stored, and 0 when a low-priority
-        message is refused by the bound (counted in ``dropped_low_priority``).
+        message is refused by the bound (counted in ``dropped_low_priority``). `created_at`
+        (unix s, default now) is when the event was made, for the age the health check reads.
         """
-        priority = Priority(priority)
+        new = NewMessage(topic, payload, qos, retain, event_id, priority, created_at)
+        return self.store([new])[0]
+
+    def store(self, messages: Sequence[NewMessage], acked: Iterable[int] = ()) -> list[int]:
+        """In one transaction: remove the rows `acked` names and add `messages` in order;
+        returns their sequence numbers (as `add` would). All or nothing."""
         with self._lock, self._transaction():
-            row = self._db.execute(
-                "SELECT seq FROM outbox WHERE event_id = ?", (event_id,)
-            ).fetchone()
-            if row is not None:
-                self.counters.duplicates += 1
-                return int(row[0])
-            if self._depth >= self.max_events and not self._make_room(priority, topic, event_id):
-                return 0
-            cursor = self._db.execute(
-                "INSERT INTO outbox (topic, payload, qos, retain, event_id, priority, created_at)"
-                " VALUES (?, ?, ?, ?, ?, ?, ?)",
-                (topic, payload, qos, int(retain), event_id, int(priority), time.time()),
+            for seq in acked:
+                self._delete(seq)
+            return [self._insert(m) for m in messages]
+
+    def _insert(self, new: NewMessage) -> int:
+        priority = Priority(new.priority)
+        row = self._db.execute(
+            "SELECT seq FROM outbox WHERE event_id = ?", (new.event_id,)
+        ).fetchone()
+        if row is not None:
+            self.counters.duplicates += 1
+            return int(row[0])
+        if self._depth >= self.max_events and not self._make_room(
+            priority, new.topic, new.event_id
+        ):
+            return 0
+        created = time.time() if new.created_at is None else new.created_at
+        cursor = self._db.execute(
+            "INSERT INTO outbox (topic, payload, qos, retain, event_id, priority, created_at)"
+            " VALUES (?, ?, ?, ?, ?, ?, ?)",
+            (new.topic, new.payload, new.qos, int(new.retain), new.event_id, priority, created),
+        )
+        if new.opens_weld is not None:
+            self._db.execute(
+                "INSERT OR IGNORE INTO open_welds (weld_id, start, opened_at) VALUES (?, ?, ?)",
+                (new.opens_weld, new.payload, created),
             )
-            self._depth += 1
-            self.counters.added += 1
-            return int(cursor.lastrowid or 0)
+        if new.closes_weld is not None:
+            self._db.execute("DELETE FROM open_welds WHERE weld_id = ?", (new.closes_weld,))
+        self._depth += 1
+        self.counters.added += 1
+        return int(cursor.lastrowid or 0)
 
     def _make_room(self, priority: Priority, topic: str, event_id: str) -> bool:
         """Apply the bound policy; False means the new message is dropped."""
@@ -201,12 +283,54 @@ class Outbox:
         )
         return True
 
+    def note_progress(
+        self, weld_id: str, n_windows: int, p_defect: float, window_p: float, elapsed_s: float
+    ) -> None:
+        """The open weld's verdict so far, after one more judged window. Committed without an
+        fsync (WAL with synchronous=NORMAL): one write per window costs no disk flush, and
+        survives the process dying; a power loss may lose the latest windows."""
+        with self._lock:
+            try:
+                self._db.execute("PRAGMA synchronous=NORMAL")
+                try:
+                    with self._transaction():
+                        self._db.execute(
+                            "UPDATE open_welds SET n_windows = ?, p_defect = ?,"
+                            " window_p_max = MAX(COALESCE(window_p_max, 0.0), ?), elapsed_s = ?"
+                            " WHERE weld_id = ?",
+                            (n_windows, p_defect, window_p, elapsed_s, weld_id),
+                        )
+                finally:
+                    self._db.execute("PRAGMA synchronous=FULL")
+            except sqlite3.Error as exc:
+                raise OutboxError(f"cannot write outbox {self.path}: {exc}") from exc
+
+    def forget_weld(self, weld_id: str) -> None:
+        """Drop an open weld that can never get a result (its stored start is unusable)."""
+        with self._lock, self._transaction():
+            self._db.execute("DELETE FROM open_welds WHERE weld_id = ?", (weld_id,))
+
+    def open_welds(self) -> list[OpenWeldRecord]:
+        """Welds with a stored start and no stored result, oldest first."""
+        with self._lock:
+            try:
+                rows = self._db.execute(
+                    "SELECT weld_id, start, n_windows, p_defect, window_p_max, elapsed_s"
+                    " FROM open_welds ORDER BY opened_at, weld_id"
+                ).fetchall()
+            except sqlite3.Error as exc:
+                raise OutboxError(f"cannot read outbox {self.path}: {exc}") from exc
+        return [OpenWeldRecord(r[0], bytes(r[1]), *r[2:]) for r in rows]
+
     def ack(self, seq: int) -> None:
         """Remove a message the broker has acknowledged (unknown seq: no-op)."""
         with self._lock, self._transaction():
-            deleted = self._db.execute("DELETE FROM outbox WHERE seq = ?", (seq,)).rowcount
-            self._depth -= deleted
-            self.counters.acked += deleted
+            self._delete(seq)
+
+    def _delete(self, seq: int) -> None:
+        deleted = self._db.execute("DELETE FROM outbox WHERE seq = ?", (seq,)).rowcount
+        self._depth -= deleted
+        self.counters.acked += deleted
 
     # -- reading ---------------------------------------------------------------------------
 
@@ -263,16 +387,24 @@ class Outbox:
 
     @contextlib.contextmanager
     def _transaction(self) -> Iterator[None]:
-        """BEGIN IMMEDIATE ... COMMIT; on any error ROLLBACK, resync the depth, and convert
+        """BEGIN IMMEDIATE ... COMMIT; on any error (in the body or the COMMIT itself: a full
+        or failing disk fails there) ROLLBACK, restore the depth and counters, and convert
         sqlite3 errors to OutboxError."""
+        depth, counted = self._depth, self.counters.as_dict()
         try:
             self._db.execute("BEGIN IMMEDIATE")
-            try:
-                yield
-            except BaseException:
-                self._db.execute("ROLLBACK")
-                self._depth = self._db.execute("SELECT COUNT(*) FROM outbox").fetchone()[0]
-                raise
-            self._db.execute("COMMIT")
         except sqlite3.Error as exc:
             raise OutboxError(f"cannot write outbox {self.path}: {exc}") from exc
+        try:
+            yield
+            self._db.execute("COMMIT")
+        except BaseException as exc:
+            with contextlib.suppress(sqlite3.Error):
+                self._db.execute("ROLLBACK")
+            # Nothing of the transaction happened: the depth and counters are as before it.
+            self._depth = depth
+            for name, value in counted.items():
+                setattr(self.counters, name, value)
+            if isinstance(exc, sqlite3.Error):
+                raise OutboxError(f"cannot write outbox {self.path}: {exc}") from exc
+            raise

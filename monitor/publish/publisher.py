@@ -5,6 +5,9 @@ Ownership and overload:
 - QoS 1 events (start, alert, result, error) go through the durable :class:`Outbox`; the
   publisher sends them one at a time in insertion order and acks each row after the broker's
   PUBACK, so a lost connection or a crash re-sends (at-least-once, dedupe on ``event_id``).
+  When the outbox cannot be written, events are held in memory, published from there and
+  written back with back-off (:class:`monitor.publish.spool.Spool`); without an outbox
+  (replay) they are only held in memory.
 - QoS 0 progress goes straight to the socket while connected (``publish_volatile``); while
   disconnected, or beyond ``MAX_VOLATILE_IN_FLIGHT``, it is dropped and counted, never queued:
   a stale progress value is worse than none.
@@ -36,9 +39,19 @@ import structlog
 
 from deploy.errors import WeldmonError
 from monitor.backoff import backoff_delay
-from monitor.events import Event, WeldProgress, qos_for, retain_for, status_topic, topic_for
-from monitor.publish.outbox import Outbox, Priority
+from monitor.events import (
+    Event,
+    WeldProgress,
+    WeldResult,
+    WeldStart,
+    qos_for,
+    retain_for,
+    status_topic,
+    topic_for,
+)
+from monitor.publish.outbox import NewMessage, Outbox, Priority
 from monitor.publish.settings import MqttSettings
+from monitor.publish.spool import Spool, StateHook
 
 DRAIN_BATCH = 64  # outbox rows read per query while draining
 # Progress publishes awaiting the socket at once; more means the link is stalled, so drop.
@@ -83,26 +96,33 @@ class MqttPublisher:
     Args:
         settings: broker, credentials, TLS, prefix and timing.
         outbox: the durable store drained in order; the publisher acks rows, never adds them
-            except through :meth:`send`.
+            except through :meth:`send`. None: events are held in memory only (replay).
         status_payload: builds the status payload for a state (``online``/``offline``/
-            ``stopped``); called at every connect and at close.
+            ``stopped``); called at every connect and at close. None: this client publishes
+            no status and leaves no will (replay must never touch the daemon's status).
         on_message: called on the event loop with (topic, payload) for inbound messages.
         subscriptions: topic filters (re)subscribed at every connect, e.g. ``weldmon/+/trigger``.
         connect_messages: called at every connect (after ``online`` and the subscriptions);
             the (topic, payload, retain) messages it returns are published at QoS 1 before
             the outbox drains (e.g. Home Assistant discovery configs).
+        on_outbox_state: called with (degraded, message) when outbox writes start or stop
+            failing (the events are kept in memory meanwhile; see `Spool`).
+        publish_progress: False keeps progress out of MQTT (it is still remembered for
+            interrupted welds, see :meth:`remember`).
         rng: randomness of the back-off jitter (seed it for reproducible timing).
     """
 
     def __init__(
         self,
         settings: MqttSettings,
-        outbox: Outbox,
+        outbox: Outbox | None,
         *,
-        status_payload: Callable[[str], bytes],
+        status_payload: Callable[[str], bytes] | None,
         on_message: Callable[[str, bytes], None] | None = None,
         subscriptions: Sequence[str] = (),
         connect_messages: Callable[[], Sequence[tuple[str, bytes, bool]]] | None = None,
+        on_outbox_state: StateHook | None = None,
+        publish_progress: bool = True,
         rng: random.Random | None = None,
     ) -> None:
         self.settings = settings
@@ -110,6 +130,8 @@ class MqttPublisher:
         # Monotonic times (s) of recent connect attempts: shows the back-off at work.
         self.attempt_times: collections.deque[float] = collections.deque(maxlen=ATTEMPT_HISTORY)
         self._outbox = outbox
+        self.spool = Spool(outbox, on_state=on_outbox_state, on_stored=self.notify)
+        self.publish_progress = publish_progress
         self._status_payload = status_payload
         self._on_message = on_message
         self._subscriptions = list(subscriptions)
@@ -131,23 +153,41 @@ class MqttPublisher:
         self._failure_log = _RateLimitedLog(FAILURE_LOG_INTERVAL_S)
 
     @property
-    def outbox(self) -> Outbox:
-        """The durable store this publisher drains (for depth and age gauges)."""
+    def outbox(self) -> Outbox | None:
+        """The durable store this publisher drains (None: memory only); `spool` has the
+        events waiting in memory as well."""
         return self._outbox
 
     # -- the seams the daemon calls (event-loop thread unless said otherwise) ----------------
 
     def send(self, event: Event) -> None:
         """Route one event: progress to :meth:`publish_volatile`, everything else into the
-        outbox (durable before this returns) and wake the drain."""
+        outbox (durable before this returns, or held in memory while the outbox fails) and
+        wake the drain. Never raises for a failing outbox."""
         topic = topic_for(event, self.settings.topic_prefix)
         if isinstance(event, WeldProgress):
-            self.publish_volatile(topic, event.to_json())
+            self.remember(event)
+            if self.publish_progress:
+                self.publish_volatile(topic, event.to_json())
             return
-        self._outbox.add(
-            topic, event.to_json(), qos_for(event), retain_for(event), event.event_id, Priority.HIGH
+        self.spool.put(
+            NewMessage(
+                topic,
+                event.to_json(),
+                qos_for(event),
+                retain_for(event),
+                event.event_id,
+                Priority.HIGH,
+                opens_weld=event.weld_id if isinstance(event, WeldStart) else None,
+                closes_weld=event.weld_id if isinstance(event, WeldResult) else None,
+            )
         )
         self.notify()
+
+    def remember(self, progress: WeldProgress) -> None:
+        """Keep an open weld's verdict so far in the outbox without publishing it, so a
+        daemon killed mid-weld can report it on restart (`monitor/publish/interrupted.py`)."""
+        self.spool.note_progress(progress)
 
     def notify(self) -> None:
         """Wake the drain after rows were added to the outbox; safe from any thread."""
@@ -202,6 +242,7 @@ class MqttPublisher:
         self._loop = asyncio.get_running_loop()
         self._wake = asyncio.Event()
         self._stopping = asyncio.Event()
+        retry = self._loop.create_task(self.spool.keep_retrying(), name="weldmon-outbox-retry")
         try:
             while True:
                 try:
@@ -227,6 +268,8 @@ class MqttPublisher:
                 else:
                     await self._sleep_unless_stopping(delay)
         finally:
+            retry.cancel()
+            await asyncio.gather(retry, return_exceptions=True)
             self.counters.connected = False
             self._client = None
 
@@ -235,7 +278,7 @@ class MqttPublisher:
         and time left. "stopped" alone is not worth waiting for: the broker has already
         published the "offline" will for the lost link."""
         assert self._loop is not None
-        return self._outbox.depth == 0 or self._loop.time() >= self._stop_deadline
+        return self.spool.depth == 0 or self._loop.time() >= self._stop_deadline
 
     async def close(
         self, final_state: str = "stopped", timeout_s: float = DEFAULT_CLOSE_TIMEOUT_S
@@ -251,9 +294,10 @@ class MqttPublisher:
         self.notify()
         done, _ = await asyncio.wait({task}, timeout=timeout_s)
         if not done:
-            log.error("mqtt.close_timeout", timeout_s=timeout_s, outbox_depth=self._outbox.depth)
+            log.error("mqtt.close_timeout", timeout_s=timeout_s, outbox_depth=self.spool.depth)
             task.cancel()
             await asyncio.gather(task, return_exceptions=True)
+        await self.spool.close()
 
     async def __aenter__(self) -> Self:
         """Start :meth:`run` in a background task owned by this context."""
@@ -277,6 +321,10 @@ class MqttPublisher:
     def _make_client(self) -> aiomqtt.Client:
         s = self.settings
         prefix = s.topic_prefix
+        will = None
+        if self._status_payload is not None:
+            offline = self._status_payload("offline")
+            will = aiomqtt.Will(status_topic(prefix), offline, qos=1, retain=True)
         return aiomqtt.Client(
             s.host,
             s.port,
@@ -286,9 +334,7 @@ class MqttPublisher:
             keepalive=s.keepalive_s,
             timeout=s.connect_timeout_s,
             tls_context=self._tls_context,
-            will=aiomqtt.Will(
-                status_topic(prefix), self._status_payload("offline"), qos=1, retain=True
-            ),
+            will=will,
         )
 
     async def _session(self) -> None:
@@ -299,12 +345,13 @@ class MqttPublisher:
         async with client:
             self._client = client
             try:
-                await client.publish(
-                    status_topic(self.settings.topic_prefix),
-                    self._status_payload("online"),
-                    qos=1,
-                    retain=True,
-                )
+                if self._status_payload is not None:
+                    await client.publish(
+                        status_topic(self.settings.topic_prefix),
+                        self._status_payload("online"),
+                        qos=1,
+                        retain=True,
+                    )
                 for topic_filter in self._subscriptions:
                     await client.subscribe(topic_filter, qos=1)
                 if self._connect_messages is not None:
@@ -327,7 +374,7 @@ class MqttPublisher:
             host=self.settings.host,
             port=self.settings.port,
             after_failures=self._failures,
-            outbox_depth=self._outbox.depth,
+            outbox_depth=self.spool.depth,
         )
         self._failures = 0
         self._failure_log.reset()
@@ -364,12 +411,12 @@ class MqttPublisher:
         assert self._wake is not None and self._stopping is not None and self._loop is not None
         while True:
             self._wake.clear()  # before reading, so an add() during the read wakes us again
-            items = self._outbox.pending(DRAIN_BATCH)
+            items = self.spool.pending(DRAIN_BATCH)
             for item in items:
                 if self._stopping.is_set() and self._loop.time() >= self._stop_deadline:
                     break
                 await client.publish(item.topic, item.payload, qos=item.qos, retain=item.retain)
-                self._outbox.ack(item.seq)
+                self.spool.delivered(item)
                 self.counters.published += 1
             else:
                 if items:
@@ -381,8 +428,11 @@ class MqttPublisher:
             return
 
     async def _publish_final_status(self, client: aiomqtt.Client) -> None:
-        if self._outbox.depth:
-            log.warning("mqtt.close_left_pending", outbox_depth=self._outbox.depth)
+        if self.spool.depth:
+            log.warning("mqtt.close_left_pending", outbox_depth=self.spool.depth)
+        if self._status_payload is None:
+            log.info("mqtt.stopped", state=None)
+            return
         await client.publish(
             status_topic(self.settings.topic_prefix),
             self._status_payload(self._final_state),

@@ -33,8 +33,11 @@ def export_untrained(
     threshold: float = 0.5,
     eval_pool_ratio: float = 0.05,
     onnx: bool = False,
+    name: str | None = None,
+    version: str | None = None,
 ) -> ExportResult:
-    """The `.pt` only unless `onnx` (the ONNX export takes seconds; most tests need no twin)."""
+    """The `.pt` only unless `onnx` (the ONNX export takes seconds; most tests need no twin);
+    `name` / `version`: the model identity events carry."""
     return export_artifact(
         untrained_classifier(seed),
         out_dir / DEFAULT_ARTIFACT_NAME,
@@ -43,4 +46,6 @@ def export_untrained(
         eval_pool_ratio=eval_pool_ratio,
         provenance={"note": "untrained test artifact", "seed": seed},
         onnx=onnx,
+        name=name,
+        version=version,
     )

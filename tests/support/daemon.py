@@ -7,11 +7,13 @@ real Mosquitto (`tests/support/broker.py`); its JSON log lines go to a file the 
 from __future__ import annotations
 
 import json
+import os
+import resource
 import signal
 import subprocess
 import sys
 import time
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -35,6 +37,10 @@ class WeldmonRun:
             such as ``NOTIFY_SOCKET``; output is made unbuffered so the log is current.
         log_path: where stderr is written.
         python: the interpreter (another venv's, e.g. the torch-free base install's).
+        nofile: the daemon's open-file limit (RLIMIT_NOFILE soft and hard), e.g. to show that
+            exhausting one part (HTTP) leaves enough descriptors for the others.
+        wrapper: a command the daemon runs under (e.g. strace); signals go to the daemon,
+            its child.
     """
 
     def __init__(
@@ -43,15 +49,24 @@ class WeldmonRun:
         env: Mapping[str, str],
         log_path: Path,
         python: Path | str = sys.executable,
+        nofile: int | None = None,
+        wrapper: Sequence[str] = (),
     ) -> None:
         self.log_path = log_path
         self._log_file = log_path.open("wb")
+
+        def limit_files() -> None:
+            if nofile is not None:
+                resource.setrlimit(resource.RLIMIT_NOFILE, (nofile, nofile))
+
+        self._wrapped = bool(wrapper)
         self.proc = subprocess.Popen(
-            [str(python), "-m", "weldmon.cli", "run", "--config", str(config)],
+            [*wrapper, str(python), "-m", "weldmon.cli", "run", "--config", str(config)],
             env={**env, "PYTHONUNBUFFERED": "1"},
             stdout=subprocess.DEVNULL,
             stderr=self._log_file,
             cwd=REPO_ROOT,
+            preexec_fn=limit_files if nofile is not None else None,
         )
 
     def text(self) -> str:
@@ -88,14 +103,31 @@ class WeldmonRun:
             time.sleep(LOG_POLL_S)
         return found
 
+    @property
+    def pid(self) -> int:
+        """The daemon's process id (the wrapper's child when there is a wrapper)."""
+        if not self._wrapped:
+            return self.proc.pid
+        children = Path(f"/proc/{self.proc.pid}/task/{self.proc.pid}/children").read_text()
+        return int(children.split()[0])
+
     def stop(self, limit_s: float = STOP_LIMIT_S) -> int:
         """SIGTERM; the exit code. Killed (and `TimeoutExpired` raised) after `limit_s`."""
         try:
             if self.proc.poll() is None:
-                self.proc.send_signal(signal.SIGTERM)
+                os.kill(self.pid, signal.SIGTERM)
             return self.proc.wait(limit_s)
         finally:
             self.kill()
+
+    def threads(self) -> int:
+        """Threads of the daemon process now (Linux /proc)."""
+        status = Path(f"/proc/{self.pid}/status").read_text()
+        return int(next(ln.split()[1] for ln in status.splitlines() if ln.startswith("Threads:")))
+
+    def open_fds(self) -> int:
+        """Open file descriptors of the daemon process now (Linux /proc)."""
+        return len(list(Path(f"/proc/{self.pid}/fd").iterdir()))
 
     def kill(self) -> None:
         """SIGKILL if still running (no cleanup of any kind in the daemon); closes the log."""

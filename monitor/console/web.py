@@ -1,0 +1,407 @@
+"""The console's HTTP side: Starlette routes for the pages, the live stream, the clip audio
+and spectrogram, the review action and the JSON API.
+
+Starlette (not a larger framework): routing, form parsing, file responses with HTTP range
+requests (what ``<audio>`` seeking needs) and middleware, with nothing we do not use;
+sse-starlette for the event stream (keep-alive pings, client disconnects, shutdown).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator, Iterator
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+import structlog
+from sse_starlette.sse import EventSourceResponse
+from starlette.applications import Starlette
+from starlette.middleware import Middleware
+from starlette.middleware.trustedhost import TrustedHostMiddleware
+from starlette.requests import Request
+from starlette.responses import (
+    FileResponse,
+    HTMLResponse,
+    JSONResponse,
+    PlainTextResponse,
+    RedirectResponse,
+    Response,
+    StreamingResponse,
+)
+from starlette.routing import Mount, Route
+from starlette.staticfiles import StaticFiles
+
+from deploy.dataset_layout import GOOD_CODE, LABEL_CODES
+from monitor.console.api import QueryError, csv_lines, parse_filter, welds_json
+from monitor.console.clipfiles import ClipFolders, ClipLookup, default_config_folder
+from monitor.console.fleet import Change, Fleet
+from monitor.console.ingest import Ingest
+from monitor.console.live import Hub
+from monitor.console.security import (
+    BasicAuthMiddleware,
+    CsrfGuard,
+    SecurityHeadersMiddleware,
+)
+from monitor.console.store import MAX_PAGE, ConsoleDb, Review, StoreError, WeldFilter, WeldStore
+from monitor.console.views import (
+    STATIC,
+    FragmentRenderer,
+    extra_fields,
+    make_environment,
+    window_chart,
+)
+from monitor.events import WeldResult
+from monitor.ops.clips import ClipError
+from weldmon import __version__
+
+HISTORY_PAGE = 100
+DEFECT_CODES = {code: name for code, name in LABEL_CODES.items() if code != GOOD_CODE}
+QUEUE_LIMIT = 200
+SSE_PING_S = 15  # keeps proxies from closing an idle stream
+MAX_NOTE_CHARS = 500
+MAX_REVIEWER_CHARS = 64
+MAX_EXPORT_ROWS = 1_000_000
+
+log = structlog.get_logger(__name__)
+
+
+@dataclass
+class ConsoleState:
+    """Everything the routes share (one per console process)."""
+
+    fleet: Fleet
+    db: ConsoleDb
+    folders: ClipFolders
+    csrf: CsrfGuard
+    users: dict[str, str] | None = None
+    ingest: Ingest | None = None
+    started_at: datetime = field(default_factory=lambda: datetime.now(UTC))
+    review_lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+    hub: Hub = field(init=False)
+    env: Any = field(init=False)
+    fragments: FragmentRenderer = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.env = make_environment()
+        self.fragments = FragmentRenderer(self.env, self.fleet, {})
+        self.hub = Hub(self.fragments)
+
+    def changed(self, change: Change) -> None:
+        self.hub.changed(change)
+
+
+def _page(state: ConsoleState, request: Request, template: str, **ctx: Any) -> HTMLResponse:
+    html = state.env.get_template(template).render(
+        fleet=state.fleet,
+        csrf_token=state.csrf.token,
+        user=request.scope.get("user_name"),
+        version=__version__,
+        active=template.removesuffix(".html"),
+        **ctx,
+    )
+    return HTMLResponse(html)
+
+
+def _error(message: str, status: int) -> PlainTextResponse:
+    return PlainTextResponse(f"weldmon console: {message}\n", status_code=status)
+
+
+def create_app(state: ConsoleState, allowed_hosts: list[str] | None = None) -> Starlette:
+    """The ASGI app; ``allowed_hosts`` are the Host headers served (``["*"]``: any)."""
+
+    async def overview(request: Request) -> Response:
+        return _page(state, request, "overview.html")
+
+    async def events(request: Request) -> Response:
+        queue = state.hub.subscribe()
+        if queue is None:
+            return _error("too many live pages open", 503)
+
+        async def stream() -> AsyncIterator[dict[str, str]]:
+            try:
+                for fragment in state.fragments.snapshot():
+                    yield {"event": "swap", "data": fragment.data()}
+                while (fragment := await queue.get()) is not None:
+                    yield {"event": "swap", "data": fragment.data()}
+            finally:
+                state.hub.unsubscribe(queue)
+
+        return EventSourceResponse(stream(), ping=SSE_PING_S)
+
+    async def history(request: Request) -> Response:
+        query = dict(request.query_params)
+        try:
+            filters, _, offset = parse_filter(query)
+        except QueryError as exc:
+            return _error(str(exc), 400)
+        rows = await state.db.call(WeldStore.welds, filters, HISTORY_PAGE, offset)
+        total = await state.db.call(WeldStore.count, filters)
+        stations = await state.db.call(WeldStore.stations)
+        plain = {k: v for k, v in query.items() if k not in ("offset", "limit") and v}
+        return _page(
+            state,
+            request,
+            "history.html",
+            rows=rows,
+            total=total,
+            offset=offset,
+            page=HISTORY_PAGE,
+            query=plain,
+            stations=stations,
+        )
+
+    async def _weld_or_404(weld_id: str):
+        row = await state.db.call(WeldStore.weld, weld_id)
+        return row
+
+    def _clip(row) -> ClipLookup:
+        r: WeldResult = row.result
+        dataset_path = row.review.dataset_path if row.review else None
+        return state.folders.find_clip(r.station, r.weld_id, r.clip_path, dataset_path)
+
+    async def detail(request: Request) -> Response:
+        row = await _weld_or_404(request.path_params["weld_id"])
+        if row is None:
+            return _error("no such weld in the history", 404)
+        clip = _clip(row)
+        return _page(
+            state,
+            request,
+            "detail.html",
+            row=row,
+            r=row.result,
+            clip=clip,
+            chart=window_chart(row.result, row.window_s),
+            extras=extra_fields(row.result),
+            defect_codes=DEFECT_CODES,
+            config_folder=default_config_folder(
+                row.prefix, row.result.station, row.result.started_at.astimezone()
+            ),
+            reviewable=row.review is None and (row.flagged or clip.path is not None),
+            has_dataset=state.folders.dataset is not None,
+        )
+
+    async def audio(request: Request) -> Response:
+        row = await _weld_or_404(request.path_params["weld_id"])
+        if row is None:
+            return _error("no such weld in the history", 404)
+        clip = _clip(row)
+        if clip.path is None:
+            return _error(clip.refused or "this weld has no clip", 404)
+        return FileResponse(clip.path, media_type="audio/flac")
+
+    async def spectrogram(request: Request) -> Response:
+        row = await _weld_or_404(request.path_params["weld_id"])
+        if row is None:
+            return _error("no such weld in the history", 404)
+        clip = _clip(row)
+        if clip.path is None:
+            return _error(clip.refused or "this weld has no clip", 404)
+        # Imported here: matplotlib costs ~30 MB and ~0.5 s, paid when a clip is first viewed.
+        from monitor.console.spectrogram import spectrogram_png
+
+        try:
+            png = await asyncio.to_thread(spectrogram_png, clip.path)
+        except ClipError as exc:
+            return _error(str(exc), 422)
+        return Response(png, media_type="image/png", headers={"cache-control": "max-age=3600"})
+
+    async def review(request: Request) -> Response:
+        weld_id = request.path_params["weld_id"]
+        form = await request.form()
+        token = form.get("csrf_token")
+        headers = {k.lower(): v for k, v in request.headers.items()}
+        problem = state.csrf.problem(
+            headers, request.url.scheme, token if isinstance(token, str) else None
+        )
+        if problem is not None:
+            log.warning("console_review_refused", weld_id=weld_id, why=problem)
+            return _error(problem, 403)
+        fields = {k: v for k, v in form.items() if isinstance(v, str)}
+        async with state.review_lock:
+            return await _review(request, weld_id, fields)
+
+    async def _review(request: Request, weld_id: str, form: dict[str, str]) -> Response:
+        row = await _weld_or_404(weld_id)
+        if row is None:
+            return _error("no such weld in the history", 404)
+        if row.review is not None:
+            return _error(f"already reviewed by {row.review.reviewer}", 409)
+        verdict = form.get("verdict", "")
+        if verdict == "defect":
+            code = form.get("label_code", "")
+            if code not in DEFECT_CODES:
+                return _error(f"unknown defect type {code!r}", 400)
+        elif verdict == "good":
+            code = GOOD_CODE
+        else:
+            return _error("verdict must be 'defect' or 'good'", 400)
+        reviewer = request.scope.get("user_name") or form.get("reviewer", "").strip()
+        if not reviewer or len(reviewer) > MAX_REVIEWER_CHARS:
+            return _error(f"give your name (1..{MAX_REVIEWER_CHARS} characters)", 400)
+        note = form.get("note", "").strip()[:MAX_NOTE_CHARS] or None
+        clip = _clip(row)
+        if not (row.flagged or clip.path is not None):
+            return _error("only flagged or clipped welds are reviewed", 400)
+        r = row.result
+        dataset_path = None
+        if clip.path is not None and clip.origin != "dataset" and state.folders.dataset:
+            folder = form.get("config_folder", "").strip() or default_config_folder(
+                row.prefix, r.station, r.started_at.astimezone()
+            )
+            try:
+                dataset_path = await asyncio.to_thread(
+                    state.folders.promote, clip.path, folder, code
+                )
+            except ClipError as exc:
+                return _error(f"the clip could not be promoted: {exc}", 409)
+        entry = Review(
+            weld_id=r.weld_id,
+            prefix=row.prefix,
+            station=r.station,
+            verdict=verdict,
+            label_code=code,
+            label_name=LABEL_CODES[code],
+            model_label=r.label,
+            alerted=row.alerted,
+            reviewer=reviewer,
+            reviewed_at=datetime.now(UTC),
+            dataset_path=dataset_path,
+            note=note,
+        )
+        try:
+            await state.db.call(WeldStore.add_review, entry)
+        except StoreError as exc:
+            log.error("console_review_not_recorded", weld_id=weld_id, moved_to=dataset_path)
+            return _error(f"{exc} (clip now at {dataset_path})", 409)
+        log.info("console_review", weld_id=weld_id, verdict=verdict, code=code, to=dataset_path)
+        await refresh_false_alarms(state)
+        return RedirectResponse(f"/welds/{weld_id}", status_code=303)
+
+    async def review_page(request: Request) -> Response:
+        queue = await state.db.call(
+            WeldStore.welds, WeldFilter(reviewed=False, flagged=True), QUEUE_LIMIT, 0
+        )
+        recent = await state.db.call(WeldStore.welds, WeldFilter(reviewed=True), 20, 0)
+        counts = await state.db.call(WeldStore.station_counts)
+        return _page(state, request, "review.html", queue=queue, recent=recent, counts=counts)
+
+    async def api_welds(request: Request) -> Response:
+        try:
+            filters, limit, offset = parse_filter(dict(request.query_params))
+        except QueryError as exc:
+            return JSONResponse({"error": str(exc)}, status_code=400)
+        rows = await state.db.call(WeldStore.welds, filters, limit, offset)
+        total = await state.db.call(WeldStore.count, filters)
+        return Response(welds_json(rows, total, limit, offset), media_type="application/json")
+
+    async def api_welds_csv(request: Request) -> Response:
+        try:
+            filters, _, _ = parse_filter(dict(request.query_params))
+        except QueryError as exc:
+            return _error(str(exc), 400)
+        # Pages are read up front (one thread owns the database); a million rows is ~200 MB.
+        pages = []
+        for offset in range(0, MAX_EXPORT_ROWS, MAX_PAGE):
+            rows = await state.db.call(WeldStore.welds, filters, MAX_PAGE, offset)
+            pages.append(rows)
+            if len(rows) < MAX_PAGE:
+                break
+
+        def lines() -> Iterator[str]:
+            yield from csv_lines(iter(pages))
+
+        stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
+        return StreamingResponse(
+            lines(),
+            media_type="text/csv; charset=utf-8",
+            headers={"content-disposition": f'attachment; filename="welds-{stamp}.csv"'},
+        )
+
+    async def api_weld(request: Request) -> Response:
+        row = await _weld_or_404(request.path_params["weld_id"])
+        if row is None:
+            return JSONResponse({"error": "no such weld"}, status_code=404)
+        clip = _clip(row)
+        data = row.as_json()
+        data["console"]["clip"] = {
+            "available": clip.path is not None,
+            "origin": clip.origin,
+            "refused": clip.refused,
+        }
+        return JSONResponse(data)
+
+    async def api_stats(request: Request) -> Response:
+        ingest = state.ingest.counters if state.ingest else None
+        return JSONResponse(
+            {
+                "version": __version__,
+                "started_at": state.started_at.isoformat(),
+                "connection": state.fleet.connection.state,
+                "messages": state.fleet.messages,
+                "malformed": state.fleet.malformed,
+                "last_malformed": state.fleet.last_malformed,
+                "results": ingest.results if ingest else 0,
+                "duplicates": ingest.duplicates if ingest else 0,
+                "store_errors": ingest.store_errors if ingest else 0,
+                "by_kind": ingest.by_kind if ingest else {},
+                "clips": state.folders.counters,
+                "live_pages": state.hub.clients,
+                "live_pages_dropped": state.hub.dropped_clients,
+                "render_errors": state.hub.render_errors,
+                "prefixes": {
+                    g.prefix: {"state": g.state, "stations": sorted(g.stations)}
+                    for g in state.fleet.sorted_groups()
+                },
+            }
+        )
+
+    async def healthz(request: Request) -> Response:
+        return PlainTextResponse("ok\n")
+
+    async def no_icon(request: Request) -> Response:
+        return Response(status_code=204)  # browsers ask on every page; a 404 would log noise
+
+    routes = [
+        Route("/", overview),
+        Route("/events", events),
+        Route("/welds", history),
+        Route("/welds/{weld_id}", detail),
+        Route("/welds/{weld_id}/audio", audio),
+        Route("/welds/{weld_id}/spectrogram.png", spectrogram),
+        Route("/welds/{weld_id}/review", review, methods=["POST"]),
+        Route("/review", review_page),
+        Route("/api/welds", api_welds),
+        Route("/api/welds.csv", api_welds_csv),
+        Route("/api/welds/{weld_id}", api_weld),
+        Route("/api/stats", api_stats),
+        Route("/healthz", healthz),
+        Route("/favicon.ico", no_icon),
+        Mount("/static", StaticFiles(directory=STATIC), name="static"),
+    ]
+    middleware = [
+        Middleware(TrustedHostMiddleware, allowed_hosts=allowed_hosts or ["*"]),
+        Middleware(SecurityHeadersMiddleware),
+        Middleware(BasicAuthMiddleware, users=state.users),
+    ]
+    return Starlette(routes=routes, middleware=middleware)
+
+
+async def refresh_false_alarms(state: ConsoleState) -> None:
+    """Copy the per-station false-alarm counts from the history into the live cards."""
+    counts = await state.db.call(WeldStore.station_counts)
+    for change in state.fleet.set_false_alarms(
+        {(c.prefix, c.station): c.false_alarms for c in counts}
+    ):
+        state.changed(change)
+
+
+async def seed_from_history(state: ConsoleState, history: int) -> None:
+    """After a restart, show each known station's last verdicts."""
+    for prefix, station in await state.db.call(WeldStore.stations):
+        verdicts = await state.db.call(WeldStore.recent_verdicts, prefix, station, history)
+        state.fleet.seed(prefix, station, verdicts)
+    with contextlib.suppress(StoreError):
+        await refresh_false_alarms(state)
