@@ -64,8 +64,15 @@ def test_calibration_puts_the_threshold_at_the_requested_quantile() -> None:
 
 def test_an_enrolled_artifact_keeps_the_deploy_contract(synthetic: Path, tmp_path: Path) -> None:
     out = tmp_path / "cell.pt"
-    result = enroll(synthetic, out, false_alarm_rate=0.05, log=quiet)
+    result = enroll(synthetic, out, false_alarm_rate=0.05, name="cell-7", log=quiet)
     model = load_artifact(out, expected_sha256=result.sha256)
+    assert model.model_name == "cell-7"
+    # The ONNX twin judges like the TorchScript module (the contract travels to ONNX too).
+    onnx = load_artifact(out, expected_sha256=result.sha256, backend="onnx")
+    probe = np.random.default_rng(3).normal(0, 0.1, (3, 16000)).astype(np.float32)
+    assert onnx.window_probs(probe) == pytest.approx(
+        load_artifact(out, backend="torchscript").window_probs(probe), abs=1e-4
+    )
     assert (model.chunk_samples, model.defect_idx, model.threshold) == (16000, 1, 0.5)
     prov = model.metadata["provenance"]
     assert prov["kind"] == "enrolled" and prov["enrolled_welds"] == 9
@@ -102,8 +109,9 @@ def test_a_cell_reference_added_to_a_supervised_artifact_only_raises_p_defect(
     synthetic: Path, tmp_path: Path
 ) -> None:
     base = export_untrained(tmp_path / "base", threshold=0.6).path
-    fused = enroll(synthetic, tmp_path / "fused.pt", base=base, log=quiet).path
+    fused = enroll(synthetic, tmp_path / "fused.pt", base=base, version="2.1", log=quiet).path
     sup, both = load_artifact(base), load_artifact(fused)
+    assert both.model_version == "2.1"
     assert both.threshold == sup.threshold == 0.6
     assert both.metadata["provenance"]["kind"] == "fused"
     assert both.metadata["provenance"]["base"]["sha256"] == sup.sha256
@@ -147,6 +155,7 @@ def test_enroll_command_line_errors_are_usage_errors(synthetic: Path, tmp_path: 
     bad_base = ["--base", str(tmp_path / "junk.pt")]
     assert main(["enroll", "--data-root", root, "--out", out, *bad_base]) == EXIT_USAGE
     assert main(["enroll", "--data-root", str(tmp_path / "nowhere"), "--out", out]) == 2
+    assert main(["enroll", "--data-root", root, "--out", out, "--name", "bad name!"]) == 2
     assert not Path(out).exists()
 
 

@@ -307,6 +307,8 @@ def _configure_enroll(p: argparse.ArgumentParser) -> None:
         default="mean",
         help="window embedding: each mel band's mean (default), or its mean and spread",
     )
+    p.add_argument("--name", help="model name events show beside its sha256 (default: base's)")
+    p.add_argument("--model-version", help="model version, e.g. 2026.03.1 (default: base's)")
     p.add_argument(
         "--cv",
         type=Path,
@@ -317,6 +319,7 @@ def _configure_enroll(p: argparse.ArgumentParser) -> None:
 
 
 def _run_enroll(args: argparse.Namespace) -> int:
+    from deploy.contract import check_model_identity
     from deploy.errors import ArtifactError, WeldmonError
     from training.cv import format_result
     from training.dataset import DatasetError
@@ -329,6 +332,10 @@ def _run_enroll(args: argparse.Namespace) -> int:
 
     if not 0.0 < args.false_alarm_rate < 0.5:
         return fail("--false-alarm-rate must be in (0, 0.5)", EXIT_USAGE)
+    try:
+        check_model_identity(args.name, args.model_version)
+    except ValueError as exc:
+        return fail(str(exc), EXIT_USAGE)
     if (args.out is None) == (args.cv is None):
         return fail("give --out (enroll) or --cv DIR (the protocol's figure), not both", EXIT_USAGE)
     try:
@@ -355,6 +362,8 @@ def _run_enroll(args: argparse.Namespace) -> int:
             segmentation=args.segmentation,
             cache_dir=args.cache,
             embedding=args.embedding,
+            name=args.name,
+            version=args.model_version,
         )
     except (ArtifactError, DatasetError) as exc:
         return fail(str(exc), EXIT_USAGE)

@@ -248,10 +248,13 @@ def enroll(
     segmentation: SegmentationSource = "auto",
     cache_dir: Path | None = None,
     embedding: str = DEFAULT_EMBEDDING,
+    name: str | None = None,
+    version: str | None = None,
     log: Callable[[str], None] = print,
 ) -> ExportResult:
     """Build the enrolled artifact from the good welds under `data_root` (into `base`'s
-    classifier when given); returns the export result."""
+    classifier when given); returns the export result. `name` / `version` are the model
+    name and version events carry (default: the base's, if any)."""
     if not 0.0 < false_alarm_rate < 0.5:
         raise EnrollmentError(f"false-alarm rate must be in (0, 0.5), got {false_alarm_rate}")
     # TorchScript: the base's classifier is read from its scripted module.
@@ -325,6 +328,8 @@ def enroll(
         chunk_seconds=chunk / frontend.sample_rate,
         model_params=params,
         provenance=provenance,
+        name=name if name is not None else (model.model_name if model else None),
+        version=version if version is not None else (model.model_version if model else None),
     )
     load_artifact(result.path, expected_sha256=result.sha256, backend="torchscript").self_test()
     load_artifact(result.path, expected_sha256=result.sha256, backend="onnx").self_test()
