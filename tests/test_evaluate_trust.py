@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 
 from training.evaluate import FileResult
-from training.metrics import folder_bootstrap, roc_auc, threshold_curves
-from training.trust import class_counts, degenerate_flags, overlap_warnings, wilson_interval
+from training.metrics import folder_bootstrap, roc_auc, threshold_curves, wilson_interval
+from training.trust import class_counts, degenerate_flags, overlap_warnings
 
 
 def _row(folder: str, code: str, p: float, label: int) -> FileResult:

@@ -41,7 +41,14 @@ from training.enroll import (
 )
 from training.export import classifier_from_checkpoint
 from training.features import Bag, FeatureStore
-from training.metrics import Interval, confusion, folder_bootstrap, pr_auc, roc_auc
+from training.metrics import (
+    Interval,
+    confusion,
+    folder_bootstrap,
+    pr_auc,
+    roc_auc,
+    wilson_interval,
+)
 from training.prepare import DataError, TrainData, make_store
 from training.train import bag_window_probs, map_classifier, train
 
@@ -138,10 +145,25 @@ def folder_table(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
 def format_result(result: CVResult) -> list[str]:
     """Printable lines: the pooled figures (with intervals) and the per-folder table."""
     lines = []
-    for key, value in result.metrics.items():
+    m = result.metrics
+    # Counts behind the two rates an operator asks about, with a Wilson interval: a folder
+    # bootstrap cannot see beyond the events it has (0 false alarms gives [0, 0]).
+    counts = {
+        "FALSE_ALARM_RATE": (int(m.get("FP", 0)), int(m.get("FP", 0)) + int(m.get("TN", 0))),
+        "RECALL_DEFECT": (int(m.get("TP", 0)), int(m.get("TP", 0)) + int(m.get("FN", 0))),
+    }
+    for key, value in m.items():
         text = f"{key}={value}" if isinstance(value, int) else f"{key}={value:.6f}"
         if key in result.intervals:
             text += f"  95% CI {result.intervals[key].format()} (bootstrap over config folders)"
+        if key in counts and counts[key][1]:
+            k, n = counts[key]
+            distinct = len({r["weld"] for r in result.rows if r["y_true"] == int(key[0] == "R")})
+            if distinct == n:
+                low, high = wilson_interval(k, n)
+                text += f"  {k}/{n} welds, Wilson 95% [{low:.3f}, {high:.3f}]"
+            else:  # a weld scored in several folds (enrollment's defects): no independent count
+                text += f"  {k}/{n} scorings of {distinct} distinct welds"
         lines.append(text)
     lines.append("")
     lines.append(

@@ -6,12 +6,14 @@ check them against independently computed values.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import numpy as np
 
 ECE_BINS = 10  # equal-width probability bins of the reliability diagram (the usual choice)
+WILSON_Z = 1.959964  # two-sided 95 % normal quantile
 
 
 @dataclass(frozen=True)
@@ -259,3 +261,15 @@ def threshold_curves(
         "recall": tp / n_pos,
         "false_alarm": fp / n_neg,
     }
+
+
+def wilson_interval(successes: int, n: int, z: float = WILSON_Z) -> tuple[float, float]:
+    """95 % Wilson score interval of a proportion (sound for small n and rates near 0 or 1,
+    where the normal approximation gives intervals outside [0, 1])."""
+    if n == 0:
+        return float("nan"), float("nan")
+    p = successes / n
+    denom = 1.0 + z * z / n
+    centre = (p + z * z / (2 * n)) / denom
+    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / denom
+    return max(0.0, centre - half), min(1.0, centre + half)

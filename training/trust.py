@@ -7,7 +7,6 @@ Pure functions over an `EvaluationResult`'s rows and the artifact's metadata; th
 
 from __future__ import annotations
 
-import math
 import sys
 import time
 from collections.abc import Sequence
@@ -18,22 +17,10 @@ import numpy as np
 
 from training.dataset import LABEL_CODES
 from training.evaluate import FileResult
+from training.metrics import wilson_interval
 from weldmon import __version__
 
-WILSON_Z = 1.959964  # two-sided 95 % normal quantile
 NARROW_BAND = 0.05  # p_defect spread (max - min) under which every verdict is "the same"
-
-
-def wilson_interval(successes: int, n: int, z: float = WILSON_Z) -> tuple[float, float]:
-    """95 % Wilson score interval of a proportion (sound for small n and rates near 0 or 1,
-    where the normal approximation gives intervals outside [0, 1])."""
-    if n == 0:
-        return float("nan"), float("nan")
-    p = successes / n
-    denom = 1.0 + z * z / n
-    centre = (p + z * z / (2 * n)) / denom
-    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / denom
-    return max(0.0, centre - half), min(1.0, centre + half)
 
 
 def class_counts(rows: Sequence[FileResult]) -> list[dict[str, Any]]:
