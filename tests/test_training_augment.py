@@ -13,8 +13,9 @@ from training.augment import Augmenter, AugmentParams
 from training.config import ConfigError, make_config
 from training.dataset import DataReport, index_dataset
 from training.features import FeatureStore
+from training.step import epoch_order
 from training.synthetic import generate_synthetic_dataset, tiny_config_values
-from training.train import epoch_order, train
+from training.train import train
 
 torch.set_num_threads(1)
 

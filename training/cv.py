@@ -50,7 +50,8 @@ from training.metrics import (
     wilson_interval,
 )
 from training.prepare import DataError, TrainData, make_store
-from training.train import bag_window_probs, map_classifier, train
+from training.step import map_classifier
+from training.train import bag_window_probs, train
 
 OOF_NAME = "oof.csv"
 SUMMARY_NAME = "cv_summary.json"

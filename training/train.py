@@ -36,7 +36,7 @@ from torch.nn import functional as F  # noqa: N812 - the universal alias
 from tqdm import tqdm
 
 from deploy.backbone import WindowClassifier
-from deploy.pooling import topk_count, topk_pool
+from deploy.pooling import topk_pool
 from training import distributed, plots
 from training.augment import Augmenter
 from training.checkpoint import (
@@ -54,6 +54,7 @@ from training.dataset import LABEL_CODES
 from training.features import Bag, FeatureStore
 from training.metrics import confusion, roc_auc, tune_threshold
 from training.prepare import TrainData, make_store, prepare_data
+from training.step import TrainStep, epoch_order, map_classifier, type_loss
 
 EVAL_BATCH_WINDOWS = 256  # windows per no-grad forward at validation: bounds memory
 CONFIG_NAME = "config.json"
@@ -83,51 +84,6 @@ class TrainResult:
 def window_probs(backbone: nn.Module, features: Tensor) -> Tensor:
     """Log-mel maps [T, 1, M, F] -> defect probability per window [T]."""
     return torch.softmax(backbone(features), dim=1)[:, DEFECT_IDX]
-
-
-def map_classifier(model: WindowClassifier) -> nn.Sequential:
-    """What runs on cached maps: the classifier without its front end (shares its weights)."""
-    return nn.Sequential(model.input_norm, model.backbone)
-
-
-def epoch_order(bags: list[Bag], balance: bool, generator: torch.Generator) -> list[int]:
-    """Bag indices for one epoch: a permutation, or (balance) as many draws with replacement,
-    each config folder equally likely, so a folder of 7 runs does not outweigh one of 2."""
-    if not balance:
-        return torch.randperm(len(bags), generator=generator).tolist()
-    folders = [b.entry.config_folder for b in bags]
-    sizes = {f: folders.count(f) for f in set(folders)}
-    weights = torch.tensor([1.0 / sizes[f] for f in folders])
-    return torch.multinomial(weights, len(bags), replacement=True, generator=generator).tolist()
-
-
-def type_loss(
-    head: nn.Module, emb: list[Tensor], probs: list[Tensor], bags: list[Bag], ratio: float
-) -> Tensor:
-    """Cross-entropy of the defect-type head: every window of a good bag is good; a defect
-    bag's type is taught on its top-k windows by p_defect (the ones MIL calls defective)."""
-    losses = []
-    for e, p, bag in zip(emb, probs, bags, strict=True):
-        if bag.label:
-            e = e[torch.topk(p.detach(), topk_count(p.numel(), ratio)).indices]
-        target = torch.full((e.shape[0],), bag.entry.class_index, dtype=torch.long)
-        losses.append(F.cross_entropy(head(e), target))
-    return torch.stack(losses).mean()
-
-
-class _Step(nn.Module):
-    """What one training step runs (and DDP wraps): the classifier on maps, split at its
-    embedding so the optional defect-type head can read it; same weights as `model`."""
-
-    def __init__(self, model: WindowClassifier, type_head: nn.Module | None) -> None:
-        super().__init__()
-        self.embed = nn.Sequential(model.input_norm, model.backbone[:-1])
-        self.classify = model.backbone[-1]
-        self.type_head = type_head
-
-    def forward(self, maps: Tensor) -> tuple[Tensor, Tensor]:
-        emb = self.embed(maps)
-        return torch.softmax(self.classify(emb), dim=1)[:, DEFECT_IDX], emb
 
 
 def mil_loss(probs: list[Tensor], labels: list[int], cfg: TrainConfig) -> Tensor:
@@ -299,7 +255,7 @@ def _train(
     type_head = None  # built only when used: its initialisation draws from the torch RNG
     if cfg.type_head_weight > 0:
         type_head = nn.Linear(cfg.backbone().embedding_size, len(LABEL_CODES))
-    stepper = _Step(model, type_head).to(ranks.device)
+    stepper = TrainStep(model, type_head).to(ranks.device)
     params = list(stepper.parameters())
     step_module = distributed.wrap(stepper, ranks)  # DDP under torchrun: averages gradients
     optimizer = torch.optim.Adam(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
