@@ -117,8 +117,7 @@ def _configure_cv(p: argparse.ArgumentParser) -> None:
 def _run_cv(args: argparse.Namespace) -> int:
     from deploy.errors import WeldmonError
     from training.config import ConfigError
-    from training.cv import cross_validate
-    from training.evaluate import format_metrics
+    from training.cv import cross_validate, format_result
 
     try:
         cfg = _load(args)
@@ -129,8 +128,11 @@ def _run_cv(args: argparse.Namespace) -> int:
         result = cross_validate(cfg, out, progress=not args.no_progress)
     except WeldmonError as exc:
         return _fail(str(exc), EXIT_FAILURE)
-    print("leave-one-config-folder-out, pooled out-of-fold (small sample: read with care)")
-    print("\n".join(format_metrics(result.metrics)))
+    print(
+        "leave-one-config-folder-out, pooled out-of-fold welds; each fold's threshold from its "
+        "training folders only (small sample: read the intervals)"
+    )
+    print("\n".join(format_result(result)))
     print(f"results: {out}")
     return EXIT_OK if result.rows else EXIT_FAILURE
 
@@ -194,6 +196,20 @@ def _configure_evaluate(p: argparse.ArgumentParser) -> None:
         "--workers", type=int, help="files judged at once (default: one per core, up to 4)"
     )
     p.add_argument(
+        "--mode",
+        choices=("both", "file", "weld"),
+        default="both",
+        help="file: whole recordings (the artifact's forward); weld: each weld the segmenter "
+        "cuts (what the daemon and replay judge); both (default)",
+    )
+    p.add_argument(
+        "--segmentation",
+        choices=("auto", "current", "gate", "file"),
+        default="auto",
+        help="weld mode's boundaries: auto = the sensor CSV's arc current when present, else "
+        "the daemon's default segmenter (default); current; gate; file (one weld per file)",
+    )
+    p.add_argument(
         "--backend",
         choices=("auto", "onnx", "torchscript"),
         default="auto",
@@ -206,7 +222,7 @@ def _run_evaluate(args: argparse.Namespace) -> int:
     from deploy.errors import WeldmonError
     from deploy.loader import load_artifact
     from training.evaluate import DEFAULT_WORKERS, evaluate, format_metrics
-    from training.report import write_report
+    from training.report import WELD_PREFIX, checks, write_report
     from training.split import read_split
 
     workers = DEFAULT_WORKERS if args.workers is None else args.workers
@@ -230,17 +246,23 @@ def _run_evaluate(args: argparse.Namespace) -> int:
             workers=workers,
             backend=args.backend,
             progress=True,
+            mode=args.mode,
+            segmentation=args.segmentation,
         )
     except WeldmonError as exc:
         return _fail(str(exc), EXIT_FAILURE)
     print("\n".join(format_metrics(result.metrics)))
+    print("\n".join(format_metrics(result.weld_metrics, WELD_PREFIX)))
     html = write_report(result, args.report)
-    for bad in result.errors:
+    for warning in checks(result)["warnings"]:
+        print(f"weldmon evaluate: warning: {warning}", file=sys.stderr)
+    for bad in {f.path: f for f in result.errors + result.welds if f.error}.values():
         # Some reasons come from the dataset index without the file ("missing audio file").
         where = "" if bad.path and bad.path in bad.error else f"{bad.path}: "
         print(f"weldmon evaluate: {where}{bad.error}", file=sys.stderr)
     print(f"report: {html}")
-    return EXIT_FAILURE if result.errors else EXIT_OK
+    failed = result.errors or any(w.error for w in result.welds)
+    return EXIT_FAILURE if failed else EXIT_OK
 
 
 # ---- sweep -------------------------------------------------------------------------------
@@ -286,6 +308,108 @@ def _run_sweep(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+# ---- enroll ------------------------------------------------------------------------------
+
+
+def _configure_enroll(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--data-root", type=Path, required=True, help="dataset root: its good welds are enrolled"
+    )
+    p.add_argument("--out", type=Path, help="the enrolled deploy artifact to write (e.g. cell.pt)")
+    p.add_argument(
+        "--false-alarm-rate",
+        type=float,
+        default=0.01,
+        help="share of good welds the threshold may call defect (default 0.01)",
+    )
+    p.add_argument(
+        "--base",
+        type=Path,
+        help="a supervised deploy artifact to add this cell's reference to (default: none, a "
+        "good-only artifact)",
+    )
+    p.add_argument(
+        "--segmentation",
+        choices=("auto", "current", "gate", "file"),
+        default="auto",
+        help="weld boundaries: auto = sensor CSV's arc current when present, else the "
+        "daemon's default segmenter",
+    )
+    p.add_argument("--cache", type=Path, help="feature cache folder")
+    p.add_argument(
+        "--embedding",
+        choices=("mean", "mean_spread"),
+        default="mean",
+        help="window embedding: each mel band's mean (default), or its mean and spread",
+    )
+    p.add_argument("--name", help="model name events show beside its sha256 (default: base's)")
+    p.add_argument("--model-version", help="model version, e.g. 2026.03.1 (default: base's)")
+    p.add_argument(
+        "--cv",
+        type=Path,
+        metavar="DIR",
+        help="instead of enrolling: the leave-one-good-folder-out figure (ROC-AUC, false-alarm "
+        "rate with intervals) into DIR",
+    )
+
+
+def _run_enroll(args: argparse.Namespace) -> int:
+    from deploy.contract import check_model_identity
+    from deploy.errors import ArtifactError, WeldmonError
+    from training.cv import format_result
+    from training.dataset import DatasetError
+    from training.enroll import enroll
+    from training.enroll_cv import enrollment_cv
+
+    def fail(message: str, code: int) -> int:
+        print(f"weldmon enroll: {message}", file=sys.stderr)
+        return code
+
+    if not 0.0 < args.false_alarm_rate < 0.5:
+        return fail("--false-alarm-rate must be in (0, 0.5)", EXIT_USAGE)
+    try:
+        check_model_identity(args.name, args.model_version)
+    except ValueError as exc:
+        return fail(str(exc), EXIT_USAGE)
+    if (args.out is None) == (args.cv is None):
+        return fail("give --out (enroll) or --cv DIR (the protocol's figure), not both", EXIT_USAGE)
+    try:
+        if args.cv is not None:
+            result = enrollment_cv(
+                args.data_root,
+                args.cv,
+                false_alarm_rate=args.false_alarm_rate,
+                segmentation=args.segmentation,
+                cache_dir=args.cache,
+                embedding=args.embedding,
+            )
+            print(
+                "enrollment, leave-one-good-folder-out: each good folder held out in turn, the "
+                "others enrolled, every defect weld scored (small sample: read the intervals)"
+            )
+            print("\n".join(format_result(result)))
+            return EXIT_OK
+        exported = enroll(
+            args.data_root,
+            args.out,
+            false_alarm_rate=args.false_alarm_rate,
+            base=args.base,
+            segmentation=args.segmentation,
+            cache_dir=args.cache,
+            embedding=args.embedding,
+            name=args.name,
+            version=args.model_version,
+        )
+    except (ArtifactError, DatasetError) as exc:
+        return fail(str(exc), EXIT_USAGE)
+    except WeldmonError as exc:
+        return fail(str(exc), EXIT_FAILURE)
+    print(f"Enrolled deploy model: {exported.path}")
+    print(exported.summary_line())
+    print(f"sha256={exported.sha256}")
+    return EXIT_OK
+
+
 COMMANDS: dict[str, Command] = {
     "train": Command(_configure_train, _run_train, "Train the MIL CNN from a labelled dataset."),
     "cv": Command(
@@ -299,5 +423,11 @@ COMMANDS: dict[str, Command] = {
     ),
     "sweep": Command(
         _configure_sweep, _run_sweep, "Train, export, evaluate and rank several configs."
+    ),
+    "enroll": Command(
+        _configure_enroll,
+        _run_enroll,
+        "Build a deploy artifact from a cell's good welds alone (anomaly mode), or add the "
+        "cell's reference to a supervised artifact.",
     ),
 }

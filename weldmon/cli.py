@@ -37,6 +37,7 @@ REGISTRY: dict[str, tuple[str, str]] = {
     "export": ("training.cli", "export a checkpoint as the deploy artifact (.pt and .onnx)"),
     "evaluate": ("training.cli", "evaluate a deploy artifact on a labelled dataset"),
     "sweep": ("training.cli", "run the tuning protocol and rank configs by F1_DEFECT"),
+    "enroll": ("training.cli", "build a deploy artifact from a cell's good welds (anomaly mode)"),
     "run": ("monitor.cli", "run the real-time monitor daemon"),
     "replay": ("monitor.cli", "replay recorded files through the monitor pipeline"),
     "clips": ("monitor.cli", "list the kept defect clips, promote one into a dataset"),
