@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -11,7 +12,10 @@ import torch
 
 from deploy.audio import read_recording
 from deploy.frontend import FrontEndParams, LogMel
+from deploy.segment.factory import DEFAULT_MODE
 from deploy.windows import cut_windows
+from tests.support.arc_truth import recording_with_truth
+from tests.support.data import Recording
 from training.dataset import DataReport, index_dataset
 from training.features import FeatureStore, slice_windows
 from training.synthetic import generate_synthetic_dataset
@@ -40,11 +44,28 @@ def _write_log(path: Path, on_s: float, off_s: float, total_s: float) -> None:
     path.write_text("\n".join(rows) + "\n")
 
 
-def test_auto_uses_the_gate_without_a_sensor_log_and_finds_the_arc(tmp_path: Path) -> None:
-    runs = _idle_set(tmp_path)
-    for run in runs:
+def _real_without_its_log(rec: Recording, folder: Path) -> Path:
+    """A real recording copied alone (its sensor CSV left behind) into a temporary folder."""
+    copy = folder / rec.flac.name
+    shutil.copyfile(rec.flac, copy)
+    return copy
+
+
+def test_auto_uses_the_daemons_default_segmenter_without_a_sensor_log(
+    recordings: list[Recording], tmp_path: Path
+) -> None:
+    for rec in recordings[:: max(1, len(recordings) // 3)][:3]:
+        mono, truth = recording_with_truth(rec)
+        (weld,) = find_welds(_real_without_its_log(rec, tmp_path), mono, RATE, "auto")
+        assert weld.source == DEFAULT_MODE.value and not weld.note
+        assert weld.start / RATE == pytest.approx(truth.start_s, abs=0.5), rec.run_id
+        assert weld.end / RATE == pytest.approx(truth.end_s, abs=0.5), rec.run_id
+
+
+def test_gate_is_the_arc_gate_on_synthetic_tones(tmp_path: Path) -> None:
+    for run in _idle_set(tmp_path):
         mono = read_recording(run.path, RATE).samples[0]
-        (weld,) = find_welds(run.path, mono, RATE, "auto")
+        (weld,) = find_welds(run.path, mono, RATE, "gate")
         assert weld.source == "gate"
         loud = np.flatnonzero(np.abs(mono) > 0.05)  # the arc's samples (idle is ~1e-3 RMS)
         assert abs(weld.start - loud[0]) < 0.3 * RATE and abs(weld.end - loud[-1]) < 0.6 * RATE
@@ -62,14 +83,18 @@ def test_auto_prefers_the_sensor_logs_arc_current(tmp_path: Path) -> None:
     assert weld.end / RATE == pytest.approx(off_s, abs=0.15)
 
 
-def test_a_broken_sensor_log_falls_back_to_the_gate_and_says_so(tmp_path: Path) -> None:
-    run = _idle_set(tmp_path)[0]
-    run.path.with_suffix(".csv").write_text("not,a,sensor,log\n")
-    mono = read_recording(run.path, RATE).samples[0]
-    (weld,) = find_welds(run.path, mono, RATE, "auto")
-    assert weld.source == "gate" and "sensor log unusable" in weld.note
+def test_a_broken_sensor_log_falls_back_to_the_default_segmenter_and_says_so(
+    recordings: list[Recording], tmp_path: Path
+) -> None:
+    rec = recordings[0]
+    mono, truth = recording_with_truth(rec)
+    copy = _real_without_its_log(rec, tmp_path)
+    copy.with_suffix(".csv").write_text("not,a,sensor,log\n")
+    (weld,) = find_welds(copy, mono, RATE, "auto")
+    assert weld.source == DEFAULT_MODE.value and "sensor log unusable" in weld.note
+    assert weld.start / RATE == pytest.approx(truth.start_s, abs=0.5)
     with pytest.raises(WeldSegmentationError, match="missing column"):
-        find_welds(run.path, mono, RATE, "current")
+        find_welds(copy, mono, RATE, "current")
 
 
 def test_file_mode_is_the_whole_recording(tmp_path: Path) -> None:

@@ -13,6 +13,7 @@ import sys
 import time
 from pathlib import Path
 
+from training.welds import SEGMENTATION_SOURCES  # no torch: --help stays fast
 from weldmon.cli import EXIT_FAILURE, EXIT_OK, EXIT_USAGE, Command
 
 DEFAULT_RUNS_FOLDER = Path("runs")  # where runs go without --run-dir / --out
@@ -204,10 +205,11 @@ def _configure_evaluate(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument(
         "--segmentation",
-        choices=("auto", "current", "gate", "file"),
+        choices=SEGMENTATION_SOURCES,
         default="auto",
         help="weld mode's boundaries: auto = the sensor CSV's arc current when present, else "
-        "the daemon's default segmenter (default); current; gate; file (one weld per file)",
+        "the daemon's default segmenter (default); current; crackle; gate; file (one weld per "
+        "file)",
     )
     p.add_argument(
         "--backend",
@@ -330,7 +332,7 @@ def _configure_enroll(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument(
         "--segmentation",
-        choices=("auto", "current", "gate", "file"),
+        choices=SEGMENTATION_SOURCES,
         default="auto",
         help="weld boundaries: auto = sensor CSV's arc current when present, else the "
         "daemon's default segmenter",

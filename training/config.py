@@ -57,7 +57,7 @@ class TrainConfig(BaseModel):
     # -- model
     dropout: float = Field(0.15, ge=0.0, lt=1.0)  # before the final linear layer
     # -- what is judged, and session robustness (docs/training.md has the cv figure of each)
-    segmentation: Literal["auto", "current", "gate", "file"] = "auto"  # weld boundaries:
+    segmentation: Literal["auto", "current", "crackle", "gate", "file"] = "auto"  # weld boundaries:
     # auto = the sensor CSV's arc current when present, else the daemon's default segmenter;
     # file = the whole recording (the original's training data, idle noise included)
     # CNN channels of the first stage, then x2, x4. 8 (~12k weights), not the original's 32

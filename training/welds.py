@@ -8,10 +8,12 @@ the daemon's windower does). The boundaries come from one of:
 - ``current``: the arc current in the run's sensor CSV (``<run_id>.csv`` beside the audio),
   moved onto the audio clock by `training.sensorlog.estimate_clock_offset`; the most
   trustworthy source where it exists;
-- ``gate``: the daemon's default segmenter over the whole recording;
+- ``crackle`` or ``gate``: that audio-only segmenter of the daemon over the whole recording
+  (the very object `deploy.segment.factory` builds for the daemon);
 - ``file``: the whole recording is one weld (the daemon's `file` mode; what `forward` judges).
 
-``auto`` takes ``current`` when the CSV is there and readable, else ``gate``.
+``auto`` takes ``current`` when the CSV is there and readable, else the daemon's default
+segmenter (`deploy.segment.factory.DEFAULT_MODE`, the crackle segmenter).
 """
 
 from __future__ import annotations
@@ -23,8 +25,9 @@ from typing import Literal
 import numpy as np
 
 from deploy.errors import WeldmonError
-from deploy.segment.factory import default_segmenter
+from deploy.segment.factory import DEFAULT_MODE, audio_only_segmenter
 from deploy.segment.levels import frame_rms_db
+from deploy.segment.modes import SegmentationMode
 from deploy.segment.protocol import pair_boundaries
 from training.sensorlog import (
     SensorLogError,
@@ -33,8 +36,8 @@ from training.sensorlog import (
     read_sensor_log,
 )
 
-SegmentationSource = Literal["auto", "current", "gate", "file"]
-SEGMENTATION_SOURCES: tuple[str, ...] = ("auto", "current", "gate", "file")
+SegmentationSource = Literal["auto", "current", "crackle", "gate", "file"]
+SEGMENTATION_SOURCES: tuple[str, ...] = ("auto", "current", "crackle", "gate", "file")
 SENSOR_SUFFIX = ".csv"  # the sensor log beside each run's audio
 # Frame of the broadband level envelope the clock offset is estimated on (s); the value the
 # segmentation bench uses for its ground truth, so both read the same arc times.
@@ -51,7 +54,7 @@ class Weld:
 
     start: int
     end: int
-    source: str  # "current" | "gate" | "file"
+    source: str  # "current" | "crackle" | "gate" | "file"
     note: str = ""  # why the source is not the one asked for (auto: the sensor log's fault)
 
     @property
@@ -59,11 +62,14 @@ class Weld:
         return self.end - self.start
 
 
-def default_segmenter_welds(mono: np.ndarray, sample_rate: int) -> list[tuple[int, int]]:
-    """(start, end) of every weld the daemon's default segmenter finds in a whole recording:
-    the very segmenter the daemon builds (`deploy.segment.factory`), fed the whole array as one
-    block (its boundaries do not depend on the blocking)."""
-    segmenter = default_segmenter(sample_rate)
+def segmenter_welds(
+    mono: np.ndarray, sample_rate: int, mode: SegmentationMode = DEFAULT_MODE
+) -> list[tuple[int, int]]:
+    """(start, end) of every weld an audio-only segmenter (the daemon's default unless
+    `mode` says) finds in a whole recording: the very segmenter the daemon builds
+    (`deploy.segment.factory`), fed the whole array as one block (its boundaries do not
+    depend on the blocking)."""
+    segmenter = audio_only_segmenter(mode, sample_rate)
     x = np.ascontiguousarray(mono, dtype=np.float32)
     return pair_boundaries(segmenter.process(x, 0) + segmenter.close(x.size))
 
@@ -108,8 +114,15 @@ def find_welds(
         except SensorLogError as exc:
             if source == "current":
                 raise WeldSegmentationError(f"{audio_path}: {exc}") from exc
-            # auto: a broken log must not hide the recording; the gate judges it instead,
-            # and every weld says why.
-            note = f"sensor log unusable ({exc}); gate used"
-            return [Weld(a, b, "gate", note) for a, b in default_segmenter_welds(mono, sample_rate)]
-    return [Weld(a, b, "gate") for a, b in default_segmenter_welds(mono, sample_rate)]
+            # auto: a broken log must not hide the recording; the daemon's default segmenter
+            # judges it instead, and every weld says why.
+            note = f"sensor log unusable ({exc}); {DEFAULT_MODE.value} used"
+            return _audio_welds(mono, sample_rate, DEFAULT_MODE, note)
+    mode = DEFAULT_MODE if source in ("auto", "current") else SegmentationMode(source)
+    return _audio_welds(mono, sample_rate, mode)
+
+
+def _audio_welds(
+    mono: np.ndarray, sample_rate: int, mode: SegmentationMode, note: str = ""
+) -> list[Weld]:
+    return [Weld(a, b, mode.value, note) for a, b in segmenter_welds(mono, sample_rate, mode)]
