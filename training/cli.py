@@ -13,7 +13,14 @@ import sys
 import time
 from pathlib import Path
 
-from weldmon.cli import EXIT_FAILURE, EXIT_OK, EXIT_USAGE, Command
+from weldmon.cli import (
+    EXIT_FAILURE,
+    EXIT_OK,
+    EXIT_USAGE,
+    Command,
+    add_output_argument,
+    message_prefix,
+)
 
 DEFAULT_RUNS_FOLDER = Path("runs")  # where runs go without --run-dir / --out
 
@@ -47,7 +54,11 @@ def _load(args: argparse.Namespace):  # -> TrainConfig
     overrides = {"data_root": str(args.data_root)} if args.data_root else {}
     cfg = load_config(args.config, overrides)
     for section in ignored_sections(args.config):
-        print(f"note: section {section!r} of {args.config} is for another modality; ignored")
+        print(
+            f"{message_prefix()} note: section {section!r} of {args.config} is for another "
+            "modality; ignored",
+            file=sys.stderr,
+        )
     return cfg
 
 
@@ -110,7 +121,7 @@ def _configure_cv(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--data-root", type=Path, help="dataset root (overrides data_root in the config)"
     )
-    p.add_argument("--out", type=Path, help="output folder (default: runs/cv-<stamp>)")
+    add_output_argument(p, type=Path, help="output folder (default: runs/cv-<stamp>)")
     p.add_argument("--no-progress", action="store_true")
 
 
@@ -124,7 +135,7 @@ def _run_cv(args: argparse.Namespace) -> int:
         cfg = _load(args)
     except ConfigError as exc:
         return _fail(str(exc), EXIT_USAGE)
-    out = args.out or DEFAULT_RUNS_FOLDER / f"cv-{_stamp()}"
+    out = args.output or DEFAULT_RUNS_FOLDER / f"cv-{_stamp()}"
     try:
         result = cross_validate(cfg, out, progress=not args.no_progress)
     except WeldmonError as exc:
@@ -140,8 +151,8 @@ def _run_cv(args: argparse.Namespace) -> int:
 
 def _configure_export(p: argparse.ArgumentParser) -> None:
     p.add_argument("--checkpoint", type=Path, required=True, help="e.g. RUN/best_model.pt")
-    p.add_argument(
-        "--output",
+    add_output_argument(
+        p,
         type=Path,
         required=True,
         help="e.g. RUN/deploy_single_label.pt (its ONNX twin goes beside it, .onnx)",
@@ -187,8 +198,8 @@ def _configure_evaluate(p: argparse.ArgumentParser) -> None:
     p.add_argument("--model", type=Path, required=True, help="any deploy artifact")
     p.add_argument("--data-root", type=Path, required=True, help="labelled dataset root")
     p.add_argument("--split", type=Path, help="split.json: evaluate only its validation folders")
-    p.add_argument(
-        "--report", type=Path, required=True, help="report folder (HTML, CSV, JSON, plots)"
+    add_output_argument(  # --report: its name before --output was the one spelling
+        p, "--report", type=Path, required=True, help="report folder (HTML, CSV, JSON, plots)"
     )
     p.add_argument(
         "--workers", type=int, help="files judged at once (default: one per core, up to 4)"
@@ -234,7 +245,7 @@ def _run_evaluate(args: argparse.Namespace) -> int:
     except WeldmonError as exc:
         return _fail(str(exc), EXIT_FAILURE)
     print("\n".join(format_metrics(result.metrics)))
-    html = write_report(result, args.report)
+    html = write_report(result, args.output)
     for bad in result.errors:
         # Some reasons come from the dataset index without the file ("missing audio file").
         where = "" if bad.path and bad.path in bad.error else f"{bad.path}: "
