@@ -19,12 +19,15 @@ sink while `weldmon run` records it as a subprocess with an untrained seeded pro
     over the whole recording; the played array's first sample is found in that recording
     (first non-zero sample: the sink delivers exact zeros before playback). The daemon's end
     boundaries are placed on the array through the median difference between its weld
-    starts and the same gate's starts over the array offline (the daemon's clock is linear
+    starts and the same segmenter's starts over the array offline (the daemon's clock is linear
     in its samples, so one offset serves every weld).
   `clock_offset_ms` = the daemon's UTC for a sample minus the time that sample became
   available (negative: its timestamps are early); within +-50 ms the two latencies agree.
 
     .venv/bin/python -m bench.monitor_run --channels 1 4 8 --mode per_channel --repeat 3
+
+``--segmentation gate crackle`` alternates the two audio segmenters run by run (a same-run
+comparison on a shared machine); the default is the daemon's default mode.
 
 `--backend onnx` runs the artifact's ONNX twin under ONNX Runtime (`inference.backend`);
 `--python PATH` starts the daemon with another interpreter, e.g. the torch-free base install
@@ -54,7 +57,9 @@ import soxr
 import yaml
 
 from deploy.audio import RESAMPLE_QUALITY, read_recording
-from deploy.segment.gate import GateParams, segment_recording
+from deploy.segment.factory import DEFAULT_MODE, audio_only_segmenter
+from deploy.segment.modes import SegmentationMode
+from deploy.segment.offline import segment_recording
 from monitor.audio.epoch_clock import FrameZeroClock
 from tests.support.artifacts import export_untrained
 from tests.support.broker import MosquittoBroker, MqttCollector
@@ -107,12 +112,16 @@ def _utc(value: str) -> float:
     return datetime.fromisoformat(value.replace("Z", "+00:00")).timestamp()
 
 
-def offline_starts_s(station_audio: list[np.ndarray]) -> list[list[float]]:
-    """Per station, the gate's weld starts (s into the played array), as the daemon resamples."""
+def offline_starts_s(
+    station_audio: list[np.ndarray], segmentation: SegmentationMode
+) -> list[list[float]]:
+    """Per station, the segmenter's weld starts (s into the played array), as the daemon
+    resamples."""
     starts = []
     for audio in station_audio:
         mono = soxr.resample(audio, RATE_HZ, MODEL_RATE_HZ, quality=RESAMPLE_QUALITY)
-        welds = segment_recording(mono, MODEL_RATE_HZ, GateParams())
+        segmenter = audio_only_segmenter(segmentation, MODEL_RATE_HZ)
+        welds = segment_recording(mono, MODEL_RATE_HZ, segmenter)
         starts.append([a / MODEL_RATE_HZ for a, _ in welds])
     return starts
 
@@ -197,6 +206,7 @@ def run_one(
     pulse: PulseAudio,
     backend: str = "torchscript",
     python: str = sys.executable,
+    segmentation: SegmentationMode = DEFAULT_MODE,
 ) -> dict:
     flacs = _manifest()
     shifts = [
@@ -226,6 +236,7 @@ def run_one(
                 },
                 "mqtt": {"host": broker.host, "port": broker.port, "client_id": "weldmon-bench"},
                 "inference": {"backend": backend},
+                "segmentation": {"mode": segmentation.value},
                 "state_dir": str(state),
                 "logging": {"level": "info"},
             }
@@ -269,11 +280,12 @@ def run_one(
     array_first_nonzero = int(np.flatnonzero(audio[:, 0])[0])
     array_zero_utc = tap.origin_utc() + (tap.first_nonzero - array_first_nonzero) / RATE_HZ
     avail, clock_offset = availability_latencies_s(
-        payloads, arrivals, stations, offline_starts_s(station_audio), array_zero_utc
+        payloads, arrivals, stations, offline_starts_s(station_audio, segmentation), array_zero_utc
     )
     return {
         "channels": channels,
         "mode": mode,
+        "segmentation": segmentation.value,
         "backend": backend,
         "torch_installed": torch_installed(python),
         "audio_s": round(audio.shape[0] / RATE_HZ, 1),
@@ -306,6 +318,13 @@ def main() -> None:
     parser.add_argument("--repeat", type=int, default=1, help="runs per channel count")
     parser.add_argument("--backend", choices=("torchscript", "onnx"), default="torchscript")
     parser.add_argument("--python", default=sys.executable, help="the daemon's interpreter")
+    parser.add_argument(
+        "--segmentation",
+        nargs="+",
+        choices=("crackle", "gate"),
+        default=[DEFAULT_MODE.value],
+        help="segmentation mode(s); several alternate run by run, for same-run comparisons",
+    )
     args = parser.parse_args()
     workdir = Path(tempfile.mkdtemp(prefix="weldmon-bench-"))
     pulse = PulseAudio.start(workdir / "pulse")
@@ -318,12 +337,20 @@ def main() -> None:
         )
         for channels in args.channels:
             for run in range(args.repeat):
-                rundir = workdir / f"run{channels}-{run}"
-                rundir.mkdir()
-                result = run_one(
-                    channels, args.mode, args.welds, rundir, pulse, args.backend, args.python
-                )
-                print(json.dumps(result), flush=True)
+                for seg in args.segmentation:
+                    rundir = workdir / f"run{channels}-{run}-{seg}"
+                    rundir.mkdir()
+                    result = run_one(
+                        channels,
+                        args.mode,
+                        args.welds,
+                        rundir,
+                        pulse,
+                        args.backend,
+                        args.python,
+                        SegmentationMode(seg),
+                    )
+                    print(json.dumps(result), flush=True)
     finally:
         pulse.stop()
 

@@ -34,7 +34,7 @@ sys.path.insert(0, str(REPO_ROOT))
 
 from deploy.segment.gate import GateParams, GateSegmenter, segment_recording  # noqa: E402
 from deploy.segment.levels import frame_rms_db  # noqa: E402
-from training.sensorlog import arc_intervals, estimate_clock_offset, read_sensor_log  # noqa: E402
+from deploy.sensorlog import arc_intervals, estimate_clock_offset, read_sensor_log  # noqa: E402
 
 # Frame of the broadband envelope used for the clock offset (s): matches the log's ~0.1 s
 # row spacing at twice its resolution.

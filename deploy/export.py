@@ -9,6 +9,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from torch import nn
+
 from deploy import torchscript
 from deploy.artifact import (
     ARTIFACT_FORMAT_VERSION,
@@ -17,7 +19,6 @@ from deploy.artifact import (
     DeployModule,
     WindowScorer,
 )
-from deploy.backbone import WindowClassifier
 from deploy.contract import check_model_identity
 from deploy.digest import file_sha256, write_sha256_file
 from deploy.frontend import FrontEndParams
@@ -61,7 +62,7 @@ def onnx_metadata(meta: dict[str, Any], source: Path, source_sha256: str) -> dic
 
 
 def export_artifact(
-    classifier: WindowClassifier,
+    classifier: nn.Module,
     output: Path,
     *,
     frontend: FrontEndParams,
@@ -77,6 +78,10 @@ def export_artifact(
 ) -> ExportResult:
     """Script `classifier` into a deploy artifact at `output`; returns its sha256. With `onnx`
     its ONNX twin (`output` with `.onnx`) is written too.
+
+    `classifier` is any window scorer with the classifier's contract (windows [T, S] or
+    [T, 1, S] -> logits [T, classes]): a `deploy.backbone.WindowClassifier`, or an enrolled
+    `deploy.anomaly.AnomalyScorer` / `FusedScorer`.
 
     `defect_idx` is the classifier's output index of the defect class; `provenance` (training
     run, config, metrics, data) is stored verbatim in the metadata; `name` and `version` are

@@ -46,9 +46,10 @@ def _configure_replay(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument(
         "--segmentation",
-        choices=("file", "gate"),
+        choices=("file", "crackle", "gate", "current"),
         default=None,
-        help="one weld per file, or the arc gate (default: the config's mode; trigger -> file)",
+        help="one weld per file, the arc's crackle, the arc gate, or the arc current from the "
+        "run's sensor log beside each file (default: the config's mode; trigger -> file)",
     )
     parser.add_argument("--no-progress", action="store_true", help="no progress bar on stderr")
 

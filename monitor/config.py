@@ -33,7 +33,7 @@ from monitor.ops.notify import (
 from monitor.publish.homeassistant import HomeAssistantConfig
 from monitor.publish.opcua_state import OpcUaConfig
 from monitor.publish.settings import MqttConfig
-from monitor.segment.factory import SegmentationConfig
+from monitor.segment.factory import ProcessConfig, SegmentationConfig
 
 DEFAULT_MAX_BATCH_WINDOWS = 32  # windows per forward pass: 8 stations x a few s of backlog
 DEFAULT_QUEUE_WINDOWS = 256  # windows awaiting inference before the pipeline waits
@@ -109,6 +109,7 @@ class MonitorConfig(_Section):
     model: ModelConfig
     audio: AudioConfig = AudioConfig()
     segmentation: SegmentationConfig = SegmentationConfig()
+    process: ProcessConfig = ProcessConfig()
     inference: InferenceConfig = InferenceConfig()
     events: EventsConfig = EventsConfig()
     mqtt: MqttConfig = MqttConfig()

@@ -27,16 +27,21 @@ from deploy.errors import WeldmonError
 from deploy.loader import DeployModel
 from monitor.audio.blocks import AudioBlock
 from monitor.audio.capture_thread import CaptureThread, Lost, Opened
-from monitor.audio.silence import SilenceWatch
 from monitor.config import MonitorConfig
-from monitor.events import DegradedReason, EndReason, ErrorCode, Source, WeldResult
+from monitor.events import (
+    DegradedReason,
+    EndReason,
+    ErrorCode,
+    ProcessReading,
+    Source,
+    WeldResult,
+)
 from monitor.ops.clips import ClipWriter
 from monitor.ops.notify import WatchdogGate
-from monitor.ops.status import Operations, station_health
+from monitor.ops.status import Operations
 from monitor.pipeline.core import Pipeline
 from monitor.pipeline.inference import InferenceWorker, ModelWorkers
 from monitor.publish.commands import CommandHandlers, CommandRouter
-from monitor.publish.interrupted import interrupted_message, report_interrupted
 from monitor.publish.outbox import OutboxOpenError
 from monitor.publish.publisher import MqttPublisher
 from monitor.reload import Reloader, prepare_reload, swap_in
@@ -45,6 +50,7 @@ from monitor.runtime import (
     error_event,
     mqtt_link,
     pipeline_settings,
+    report_interrupted_welds,
     signal_handlers,
     tracker_options,
 )
@@ -52,6 +58,7 @@ from monitor.segment.factory import RULES, require_live
 from weldmon.cli import EXIT_FAILURE, EXIT_OK, EXIT_USAGE
 
 log = structlog.get_logger(__name__)
+RELOAD_REFUSED = "model reload refused, old model kept: "  # + why, in the error event
 
 
 class Daemon:
@@ -64,15 +71,17 @@ class Daemon:
         self.cfg, self.model, self.config_path = cfg, model, config_path
         self.settings = pipeline_settings(cfg)
         self.options = tracker_options(cfg, model, cfg.segmentation.mode)
-        self.ops = Operations(model.sha256)
-        self.channel_stations = cfg.audio.channel_stations()
-        self.ops.metrics.declare_stations(self.settings.stations, self.channel_stations)
+        self.ops = Operations(
+            model.sha256,
+            self.settings.stations,
+            cfg.audio.channel_stations(),
+            cfg.audio.silence_alarm_s,
+        )
         self.workers = ModelWorkers(cfg.inference.max_batch_windows, cfg.inference.queue_windows)
-        self.silence = SilenceWatch(cfg.audio.silence_alarm_s)
         self.reloader = Reloader(
             lambda: prepare_reload(self.config_path, self.cfg, self.model),
             lambda plan: swap_in(self, plan),
-            self._reload_failed,
+            lambda why: self._error(ErrorCode.RELOAD_FAILED, RELOAD_REFUSED + why),
         )
         self.clips = ClipWriter.for_config(
             cfg.clips, cfg.state_dir, model.sample_rate, self._clip_failed
@@ -84,13 +93,17 @@ class Daemon:
             part=self._part,
             homeassistant_birth=self._rediscover,
             malformed=self.ops.metrics.malformed,
+            process=self._process,
         )
+        ha, triggers = cfg.homeassistant, RULES[cfg.segmentation.mode].triggers
+        stations = self.settings.stations
         self.commands = CommandRouter(
             cfg.mqtt.topic_prefix,
-            cfg.homeassistant,
-            self.settings.stations,
+            ha,
+            stations,
             handlers,
-            triggers=RULES[cfg.segmentation.mode].triggers,
+            triggers=triggers,
+            process=cfg.process.enabled,
         )
         self.stopping = asyncio.Event()
         self.pipeline: Pipeline | None = None
@@ -119,21 +132,16 @@ class Daemon:
                 on_message=self.commands,
                 subscriptions=self.commands.subscriptions,
                 connect_messages=self.commands.discovery,
-                on_outbox_state=self._outbox_state,
+                report=self._report,
             )
             self.events.publisher = self.publisher = await stack.enter_async_context(link)
+            report_interrupted_welds(self.publisher, self.events, self._report)
             self.ops.bind_gauges(self.workers.queue_depth, self.publisher)
-            self._report_interrupted()
             if http_error is not None:
                 self._error(ErrorCode.HTTP_UNAVAILABLE, http_error)
             if cfg.opcua.enabled:
-                from monitor.publish import opcua  # the optional `opcua` extra: asyncua
-
-                def health(station: str) -> str:
-                    return station_health(self.ops.metrics, station, cfg.http.max_audio_age_s)
-
-                served = opcua.serving(cfg.opcua, self.settings.stations, health, self._report)
-                self.events.listeners.append(await stack.enter_async_context(served))
+                opcua = self.ops.opcua(cfg.opcua, self.settings.stations, cfg.http, self._report)
+                self.events.listeners.append(await stack.enter_async_context(opcua))
             if self.clips is not None:  # closes after the pipeline: the last results keep clips
                 stack.push_async_callback(self.clips.close, cfg.stop_timeout_s / 4)
             stack.push_async_callback(self.reloader.close)
@@ -170,13 +178,20 @@ class Daemon:
     async def _handle(self, item: AudioBlock | Lost | Opened) -> None:
         if isinstance(item, Opened):
             self._source = Source(type="device", name=item.device_name)
-            self.silence.reset()
-            self.ops.device_opened(self.channel_stations)
+            self.ops.device_opened()
             if self.pipeline is None or self.pipeline.source_rate != item.sample_rate:
                 await self._close_pipeline(EndReason.DEVICE_LOST, DegradedReason.DEVICE_LOST)
-                self.pipeline = await self._pipeline_scope.enter_async_context(
-                    self._new_pipeline(item.sample_rate)
+                assert self.workers.current is not None  # started before the capture
+                pipeline = Pipeline(
+                    self.settings,
+                    self.options,
+                    self.workers.current,
+                    self.events,
+                    item.sample_rate,
+                    weld_audio=self.clips,
+                    on_window=self.ops.metrics.window_inferred,
                 )
+                self.pipeline = await self._pipeline_scope.enter_async_context(pipeline)
         elif isinstance(item, Lost):
             self.ops.metrics.device(is_open=False)
             self._error(ErrorCode.DEVICE_LOST, item.message)
@@ -186,28 +201,13 @@ class Daemon:
         else:
             assert self.pipeline is not None and self._source is not None
             self.last_block_at = time.monotonic()
-            self.ops.on_block(item)
-            for quiet in self.silence.changes(item, self.channel_stations):
-                self.ops.microphone(quiet)
-                if quiet.alarm:
-                    self._error(ErrorCode.DEAD_MICROPHONE, quiet.message, station=quiet.station)
+            for station, message in self.ops.on_block(item):
+                self._error(ErrorCode.DEAD_MICROPHONE, message, station=station)
             await self.pipeline.feed(item, self._source)
             if not self.ready:
                 self.ready = True
                 log.info("ready", device=self._source.name, sample_rate=item.sample_rate)
                 self.ops.notifier.ready(self.ops.status_line(self))
-
-    def _new_pipeline(self, sample_rate: int) -> Pipeline:
-        assert self.workers.current is not None  # started before capture
-        return Pipeline(
-            self.settings,
-            self.options,
-            self.workers.current,
-            self.events,
-            sample_rate,
-            weld_audio=self.clips,
-            on_window=self.ops.metrics.window_inferred,
-        )
 
     async def _close_pipeline(self, end_reason: EndReason, degraded: DegradedReason) -> None:
         if self.pipeline is not None:
@@ -237,6 +237,12 @@ class Daemon:
             return True
         return False
 
+    def _process(self, station: str, readings: list[ProcessReading], bad: int) -> None:
+        if self.pipeline is None:
+            log.debug("process_before_audio", station=station, samples=len(readings))
+            return
+        self.pipeline.push_process(station, readings, bad)
+
     def _rediscover(self) -> None:
         if self.publisher is not None:
             discovery = self.commands.discovery()
@@ -246,38 +252,18 @@ class Daemon:
         model = self.options.model
         self.events(error_event(model, code, message, source=self._source, **fields))
 
-    def _report(self, code: str, message: str) -> None:
+    def _report(self, code: ErrorCode | str, message: str) -> None:
         self._error(ErrorCode(code), message)
-
-    def _report_interrupted(self) -> None:
-        """Results for the welds a killed daemon left open (before any new audio)."""
-        if self.publisher is not None and self.publisher.outbox is not None:
-            welds = report_interrupted(self.publisher.outbox, self.events)
-            if welds:
-                self._error(ErrorCode.INTERRUPTED_WELDS, interrupted_message(welds))
-
-    def _outbox_state(self, degraded: bool, message: str) -> None:
-        # The error event itself is held in memory and published from there (spool.py).
-        if degraded:
-            self._error(ErrorCode.OUTBOX_DEGRADED, message)
 
     def _clip_failed(self, result: WeldResult, message: str) -> None:
         self._error(ErrorCode.CLIP_FAILED, message, station=result.station, weld_id=result.weld_id)
 
     # -- reload and stats ---------------------------------------------------------------------
 
-    @property
-    def model_sha256(self) -> str:
-        """The model in use (status line and status message)."""
-        return self.model.sha256
-
     async def unused(self, worker: InferenceWorker) -> None:
         """Return once no weld started on `worker` waits for its result (a retiring worker)."""
         if self.pipeline is not None:
             await self.pipeline.wait_unused(worker)
-
-    def _reload_failed(self, message: str) -> None:
-        self._error(ErrorCode.RELOAD_FAILED, f"model reload refused, old model kept: {message}")
 
     def stats(self) -> dict[str, object]:
         """The counters of the daemon's own parts, for the stats log line."""
@@ -295,11 +281,8 @@ def run_daemon(cfg: MonitorConfig, model: DeployModel, config_path: Path | None 
     on reload (None: reload re-reads the model only)."""
     try:
         return asyncio.run(Daemon(cfg, model, config_path).run())
-    except OutboxOpenError as exc:  # before any weld: restarting would meet the same file
-        log.error("daemon_failed", error=str(exc))
-        print(f"weldmon run: {exc}", file=sys.stderr)
-        return EXIT_USAGE
     except WeldmonError as exc:
         log.error("daemon_failed", error=str(exc))
         print(f"weldmon run: {exc}", file=sys.stderr)
-        return EXIT_FAILURE
+        # A corrupt outbox fails before any weld, and a restart would meet the same file.
+        return EXIT_USAGE if isinstance(exc, OutboxOpenError) else EXIT_FAILURE

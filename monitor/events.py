@@ -48,6 +48,8 @@ REASON_PATTERN = r"^[a-z][a-z0-9_]{0,63}$"
 
 QOS_AT_MOST_ONCE = 0  # progress: a lost update is replaced by the next window's
 QOS_AT_LEAST_ONCE = 1  # everything a consumer must not miss
+# Samples per inbound process message: 10 s at 10 samples/s, a gateway's batch at most.
+MAX_PROCESS_SAMPLES = 100
 # Events are never retained: a late subscriber must not see an old weld as new. Only the
 # status message is retained.
 EVENTS_RETAINED = False
@@ -114,6 +116,8 @@ class EndReason(StrEnum):
     """Why a weld ended."""
 
     GATE = "gate"  # the arc gate saw the arc stop
+    CRACKLE = "crackle"  # the crackle segmenter heard the arc stop
+    CURRENT = "current"  # the welder's arc current stopped (process data)
     TRIGGER = "trigger"  # a stop trigger arrived
     FILE_END = "file_end"  # the replayed file ended
     DEVICE_LOST = "device_lost"  # the sound device stopped delivering audio
@@ -142,6 +146,7 @@ class ErrorCode(StrEnum):
     CLIP_FAILED = "clip_failed"  # a defect clip could not be written
     HTTP_UNAVAILABLE = "http_unavailable"  # /metrics and /healthz could not be served
     BAD_AUDIO = "bad_audio"  # replay: a file could not be read
+    NO_PROCESS_DATA = "no_process_data"  # replay in current mode: no usable sensor log
     INTERRUPTED_WELDS = "interrupted_welds"  # welds a killed daemon left open got results
     OUTBOX_DEGRADED = "outbox_degraded"  # the outbox cannot be written (events held in memory)
     OPCUA_UNAVAILABLE = "opcua_unavailable"  # the OPC UA server could not start
@@ -205,6 +210,40 @@ class Source(_Model):
 
     type: Literal["device", "file"]
     name: str = Field(min_length=1, max_length=512)
+    # Replay (type "file"): where the weld lies in its file, in seconds from the file's first
+    # sample (the start on weld_start and weld_result, the end on weld_result only).
+    start_s: NonNegativeSeconds | None = None
+    end_s: NonNegativeSeconds | None = None
+
+
+# --- the arc and the welder's process data: optional result fields ------------------------
+# Added by the segmentation work (schema_version unchanged): the arc's dropouts as the weld's
+# segmenter heard them, and the weld's record from the power source's process data.
+
+
+class DropoutSummary(_Model):
+    """The arc's interruptions inside one weld (a dropout is itself a symptom)."""
+
+    count: int = Field(ge=0)
+    longest_s: NonNegativeSeconds
+    total_s: NonNegativeSeconds
+
+
+class ProcessRecord(_Model):
+    """One weld's record from the welder's process data (``{prefix}/{station}/process`` or,
+    in replay, the run's sensor log): null where the source does not report the quantity.
+    Means and spreads are over the time the arc burned (current above 5 A)."""
+
+    samples: int = Field(ge=1)  # process samples inside the weld
+    arc_s: NonNegativeSeconds  # time with the current above 5 A
+    current_mean_a: float | None = None
+    current_std_a: float | None = Field(None, ge=0.0)
+    voltage_mean_v: float | None = None
+    voltage_std_v: float | None = Field(None, ge=0.0)
+    energy_kj: float | None = None  # arc energy: current x voltage over the arc time
+    wire_consumed_m: float | None = Field(None, ge=0.0)
+    # where the current fell under 30 % of the weld's median arc current (at least 5 A)
+    dropouts: DropoutSummary
 
 
 class _EventBase(_Model):
@@ -296,6 +335,10 @@ class WeldResult(_WeldEventBase):
     end_reason: EndReason
     clip_path: str | None = None
     context: WeldContext | None = None  # (integ: part traceability) as in the weld's start
+    # The arc and the process data (see DropoutSummary, ProcessRecord above): dropouts from
+    # the segmenters that hear them (crackle, current), process when process data is there.
+    dropouts: DropoutSummary | None = None
+    process: ProcessRecord | None = None
     # -- optional fields added within schema_version 1 (faults: not judged) --
     # False when not one window could be judged (shorter than a window, every window's audio
     # non-finite or its inference failed, the daemon died first): `label` is then no verdict.
@@ -483,6 +526,39 @@ def trigger_subscription(prefix: str = DEFAULT_TOPIC_PREFIX) -> str:
     return f"{prefix}/+/trigger"
 
 
+# --- inbound process data ---------------------------------------------------------------------
+
+
+class ProcessReading(BaseModel):
+    """One sample of the welder's process data. Fields the power source does not report are
+    left out; fields weldmon does not know are ignored (gateways add their own)."""
+
+    model_config = ConfigDict(extra="ignore", frozen=True, allow_inf_nan=False)
+
+    t: UtcTimestamp  # when the power source took the sample
+    current_a: float = Field(ge=-2000.0, le=2000.0)  # arc (primary weld) current
+    voltage_v: float | None = Field(None, ge=-200.0, le=200.0)  # arc (secondary) voltage
+    wire_feed_m_min: float | None = Field(None, ge=0.0, le=100.0)  # wire feed speed
+    wire_consumed_m: float | None = Field(None, ge=0.0)  # the source's cumulative wire counter
+
+
+class ProcessMessage(_Model):
+    """A batch of process samples on ``{prefix}/{station}/process`` (one reading on its own
+    is accepted too). Each reading is checked alone: a bad one is counted and skipped."""
+
+    samples: list[ProcessReading] = Field(min_length=1, max_length=MAX_PROCESS_SAMPLES)
+
+
+def process_topic(station: str, prefix: str = DEFAULT_TOPIC_PREFIX) -> str:
+    """The inbound process-data topic of one station."""
+    return f"{prefix}/{station}/process"
+
+
+def process_subscription(prefix: str = DEFAULT_TOPIC_PREFIX) -> str:
+    """The wildcard that matches every station's process-data topic."""
+    return f"{prefix}/+/process"
+
+
 # --- schema ---------------------------------------------------------------------------------------
 
 
@@ -501,7 +577,7 @@ def mqtt_json_schema() -> dict[str, Any]:
     template = "#/$defs/{model}"
     schema = EVENT_ADAPTER.json_schema(ref_template=template)
     defs = schema.setdefault("$defs", {})
-    for model in (StatusMessage, TriggerMessage, PartMessage):
+    for model in (StatusMessage, TriggerMessage, PartMessage, ProcessMessage):
         sub = model.model_json_schema(ref_template=template)
         defs.update(sub.pop("$defs", {}))
         defs[model.__name__] = sub
@@ -513,7 +589,9 @@ def mqtt_json_schema() -> dict[str, Any]:
             f"Events on {{prefix}}/{{station}}/weld/* and {{prefix}}/error, schema_version "
             f"{SCHEMA_VERSION}. The retained {{prefix}}/status payload is $defs/StatusMessage; "
             "inbound {prefix}/{station}/trigger payloads are $defs/TriggerMessage, "
-            "{prefix}/{station}/part payloads $defs/PartMessage."
+            "{prefix}/{station}/part payloads $defs/PartMessage, inbound "
+            "{prefix}/{station}/process payloads $defs/ProcessMessage (or one "
+            "$defs/ProcessReading)."
         ),
         **schema,
     }

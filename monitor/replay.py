@@ -6,6 +6,13 @@ with code `bad_audio`) and the other files go on. A weld already open when a fil
 is closed as degraded (`unreadable_audio`) rather than dropped. Progress bar (multi-file) and
 the summary go to stderr. Files are replayed as fast as the CPU allows, or at real-time pace.
 
+Process data: a sensor log beside a file (same stem, ``.csv``: the dataset's layout) is the
+welder's process data for it, placed on the file's clock by the offset that lines its arc
+current up with the file's own level envelope (`deploy.sensorlog.audio_clock_offset`);
+every result then carries its process record, and ``--segmentation current`` cuts the welds
+by it (a file without a usable log is then an error line, code ``no_process_data``). Results
+carry ``source.start_s`` / ``source.end_s``: where the weld lies in its file.
+
 Replay never touches a live daemon's MQTT state: it connects only when asked (`publish`),
 then with a client id of its own, without the outbox and without the retained status or a
 will (`monitor.runtime.replay_link`); every event it makes carries ``replay: true``.
@@ -23,9 +30,17 @@ from typing import TextIO
 import structlog
 from tqdm import tqdm
 
-from deploy.errors import AudioError
+from deploy.audio import read_recording
+from deploy.errors import AudioError, WeldmonError
 from deploy.loader import DeployModel
 from deploy.segment.modes import SegmentationMode
+from deploy.segment.process import ProcessSample
+from deploy.sensorlog import (
+    SensorLogError,
+    audio_clock_offset,
+    process_samples,
+    read_sensor_log,
+)
 from monitor.audio.files import FileSource, Pacer
 from monitor.config import MonitorConfig
 from monitor.events import (
@@ -128,12 +143,18 @@ async def replay_files(
         ):
             for path in files:
                 summary.files += 1
-                problem = await _replay_one(cfg, mode, options, worker, router, source, pacer, path)
+                code = ErrorCode.BAD_AUDIO
+                try:
+                    problem = await _replay_one(
+                        cfg, mode, options, worker, router, source, pacer, path
+                    )
+                except NoProcessDataError as exc:
+                    problem, code = str(exc), ErrorCode.NO_PROCESS_DATA
                 if problem is not None:
                     summary.files_failed += 1
                     summary.failed_paths.append(str(path))
                     origin = Source(type="file", name=str(path))
-                    router(error_event(options.model, ErrorCode.BAD_AUDIO, problem, source=origin))
+                    router(error_event(options.model, code, problem, source=origin))
                 bar.update(1)
     return summary
 
@@ -164,6 +185,11 @@ async def _replay_one(
             pipeline.splitter.check_channels(stream.channels)
         except StationLayoutError as exc:
             return f"{path}: {exc}"
+        samples, why = sensor_log_samples(path, options.model.sample_rate)
+        if samples is not None:
+            pipeline.queue_process(samples)
+        elif mode is SegmentationMode.CURRENT:
+            raise NoProcessDataError(f"{path}: current mode needs the run's sensor log: {why}")
         async with pipeline:
             pacer.start()
             try:
@@ -175,3 +201,23 @@ async def _replay_one(
                 return str(exc)
             await pipeline.end_stream(EndReason.FILE_END)
     return None
+
+
+class NoProcessDataError(WeldmonError):
+    """Replay in current mode of a file without a usable sensor log."""
+
+
+def sensor_log_samples(path: Path, rate: int) -> tuple[list[ProcessSample] | None, str]:
+    """The sensor log beside ``path`` as process samples on its clock at ``rate``, or None
+    and why not (no log, an unreadable one, or one that cannot be lined up with the audio)."""
+    csv = path.with_suffix(".csv")
+    if not csv.is_file():
+        return None, f"no {csv.name} beside it"
+    try:
+        sensor_log = read_sensor_log(csv)
+        mono = read_recording(path, rate).samples.mean(axis=0)
+        offset = audio_clock_offset(sensor_log, mono, rate)
+    except (SensorLogError, AudioError) as exc:
+        log.warning("sensor_log_unusable", path=str(csv), error=str(exc))
+        return None, str(exc)
+    return process_samples(sensor_log, offset, rate), ""

@@ -30,6 +30,7 @@ from monitor.events import (
 from monitor.ops.memory import pin_mmap_threshold
 from monitor.pipeline.core import PipelineSettings
 from monitor.pipeline.tracker import ModelInfo, StationThresholds, TrackerOptions
+from monitor.publish.interrupted import interrupted_message, report_interrupted
 from monitor.publish.outbox import Outbox
 from monitor.publish.publisher import MqttPublisher
 from monitor.publish.settings import MAX_CLIENT_ID_CHARS, MqttConfig
@@ -78,6 +79,9 @@ def pipeline_settings(
         # restart after a crash; `events.progress` only decides whether MQTT gets them.
         progress=True,
         max_in_flight=max(1, cfg.inference.queue_windows - 1),
+        crackle=cfg.segmentation.crackle,
+        current=cfg.segmentation.current,
+        process_clock_offset_s=cfg.process.clock_offset_s,
     )
 
 
@@ -170,7 +174,7 @@ async def mqtt_link(
     on_message: Callable[[str, bytes], None] | None = None,
     subscriptions: Sequence[str] = (),
     connect_messages: Callable[[], Sequence[tuple[str, bytes, bool]]] | None = None,
-    on_outbox_state: StateHook | None = None,
+    report: Callable[[ErrorCode, str], None] | None = None,
     final_state: str = "stopped",
 ) -> AsyncIterator[MqttPublisher | None]:
     """The outbox and the reconnecting publisher while the body runs (None when
@@ -178,7 +182,8 @@ async def mqtt_link(
     within half of `stop_timeout_s` and `final_state` is published.
 
     `model_sha256` may be a callable so the status message names the model in use after a
-    reload; `connect_messages` are published at every connect (publisher docs)."""
+    reload; `connect_messages` are published at every connect (publisher docs). `report`
+    hears when the outbox cannot be written (events are held in memory meanwhile)."""
     if not cfg.mqtt.enabled:
         yield None
         return
@@ -195,7 +200,7 @@ async def mqtt_link(
         on_message=on_message,
         subscriptions=subscriptions,
         connect_messages=connect_messages,
-        on_outbox_state=on_outbox_state,
+        on_outbox_state=_degraded_outbox_reporter(report),
         publish_progress=cfg.events.progress,
     )
     try:
@@ -207,6 +212,34 @@ async def mqtt_link(
                 await publisher.close(final_state, cfg.stop_timeout_s / 2)
     finally:
         outbox.close()
+
+
+def report_interrupted_welds(
+    publisher: MqttPublisher | None,
+    events: EventRouter,
+    report: Callable[[ErrorCode, str], None],
+) -> None:
+    """Results for the welds a killed daemon left open, through `events` (so they reach MQTT:
+    call it once `events` has the publisher, before any new audio), and one error naming
+    them."""
+    if publisher is not None and publisher.outbox is not None:
+        welds = report_interrupted(publisher.outbox, events)
+        if welds:
+            report(ErrorCode.INTERRUPTED_WELDS, interrupted_message(welds))
+
+
+def _degraded_outbox_reporter(
+    report: Callable[[ErrorCode, str], None] | None,
+) -> StateHook | None:
+    if report is None:
+        return None
+
+    def state(degraded: bool, message: str) -> None:
+        # The error event itself is held in memory and published from there (spool.py).
+        if degraded:
+            report(ErrorCode.OUTBOX_DEGRADED, message)
+
+    return state
 
 
 def replay_client_id(daemon_client_id: str) -> str:

@@ -11,6 +11,8 @@ import io
 import json
 import os
 import pty
+import re
+import shlex
 import subprocess
 import sys
 from pathlib import Path
@@ -22,7 +24,7 @@ from monitor.ops import logs
 from weldmon.cli import EXAMPLES, EXIT_CODES_HELP, REGISTRY, main
 
 REPO = Path(__file__).resolve().parents[1]
-WRITERS = ("scan", "cv", "export", "evaluate", "convert")  # commands that write an output
+WRITERS = ("scan", "cv", "export", "evaluate", "convert", "enroll")  # commands that write an output
 
 
 def _parser(name: str) -> argparse.ArgumentParser:
@@ -91,6 +93,8 @@ def _weldmon(*args: str, cwd: Path = REPO) -> subprocess.CompletedProcess[str]:
         (["config", "check", "missing.yaml"], 2),
         (["model", "info", "missing.pt"], 2),
         (["run", "--config", "missing.yaml"], 2),
+        (["enroll", "--data-root", ".", "--output", "c.pt", "--false-alarm-rate", "2"], 2),
+        (["clips", "list", "--config", "missing.yaml"], 2),
     ],
 )
 def test_messages_name_their_command_and_bad_input_exits_2(
@@ -99,7 +103,8 @@ def test_messages_name_their_command_and_bad_input_exits_2(
     done = _weldmon(*args, cwd=tmp_path)
     assert done.returncode == code, done.stderr
     lines = [line for line in done.stderr.splitlines() if line.strip()]
-    assert lines and lines[0].startswith(f"weldmon {args[0]}:"), done.stderr
+    # `weldmon <cmd>:`, or `weldmon <cmd> <sub>:` for commands with sub-commands
+    assert lines and re.match(rf"weldmon {args[0]}( [a-z]+)?: ", lines[0]), done.stderr
 
 
 def test_unknown_options_and_commands_exit_2() -> None:
@@ -150,5 +155,17 @@ def test_a_log_line_goes_above_the_progress_bar_not_through_it(
     # tqdm clears the bar (carriage returns), writes the line, then redraws the bar: the log
     # line is whole on its own line, and no bar is drawn into it.
     rows = [row.split("\r")[-1] for row in screen.getvalue().split("\n")]
-    assert line in rows
-    assert all("replay" not in row or line not in row for row in screen.getvalue().split("\n"))
+    assert line in rows  # what the terminal shows on that row: the line alone
+    assert any(row.startswith("replay:") for row in rows)  # the bar is labelled
+
+
+@pytest.mark.parametrize("name", list(REGISTRY))
+def test_each_help_example_is_a_command_line_its_parser_accepts(name: str) -> None:
+    words = shlex.split(EXAMPLES[name])
+    assert words[:2] == ["weldmon", name]
+    parser = _parser(name)
+    parser.exit_on_error = False
+    try:
+        parser.parse_args(words[2:])
+    except (argparse.ArgumentError, SystemExit) as exc:
+        pytest.fail(f"the example of `weldmon {name}` does not parse: {EXAMPLES[name]} ({exc})")

@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 import yaml
 
+from deploy.segment.factory import DEFAULT_MODE
 from monitor.config import example_config_text
 from tests.support.artifacts import export_untrained
 from tests.support.data import COMPAT_SHA256
@@ -49,7 +50,7 @@ def test_a_config_that_would_start_checks_ok_and_creates_nothing(
     )
     done = _weldmon("config", "check", str(config))
     assert done.returncode == 0, done.stderr
-    assert "ok (stations station1; segmentation gate" in done.stdout
+    assert f"ok (stations station1; segmentation {DEFAULT_MODE.value};" in done.stdout
     assert not state.exists()
 
 

@@ -41,6 +41,7 @@ from monitor.events import (
     topic_for,
 )
 from monitor.publish.commands import parse_part, parse_trigger, station_from_trigger_topic
+from monitor.publish.process_messages import parse_process
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 SCHEMA_FILE = REPO_ROOT / "docs" / "mqtt.schema.json"
@@ -388,6 +389,9 @@ def test_every_json_example_in_the_mqtt_doc_is_a_valid_message() -> None:
             kinds.add(parse_event(json.dumps(data).encode()).kind)
         elif "state" in data and "client_id" in data:
             parse_status(json.dumps(data).encode())
+        elif "samples" in data or "current_a" in data:
+            readings, bad = parse_process(json.dumps(data).encode())
+            assert readings and bad == 0, block
         elif "state" not in data:
             parse_part(json.dumps(data).encode())
         else:

@@ -32,7 +32,7 @@ def test_minimal_config_gets_documented_defaults(tmp_path: Path, model_file: Pat
     cfg = load_config(_write(tmp_path, _minimal(model_file, tmp_path)))
     assert cfg.audio.channel_mode == "mix"
     assert cfg.audio.station_names() == ["station1"]
-    assert cfg.segmentation.mode == "gate"
+    assert cfg.segmentation.mode == "crackle"
     assert cfg.mqtt.enabled is True
 
 

@@ -23,8 +23,8 @@ from deploy.segment.gate import (
     segment_recording,
 )
 from deploy.segment.levels import LEVEL_FLOOR_DB, frame_band_db, frame_rms_db
+from deploy.sensorlog import arc_intervals, estimate_clock_offset, read_sensor_log
 from tests.support.data import Recording
-from training.sensorlog import arc_intervals, estimate_clock_offset, read_sensor_log
 
 RATE = 16_000
 FLOOR_DBFS = -80.0  # synthetic idle noise (white)

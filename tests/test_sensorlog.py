@@ -9,8 +9,7 @@ import pytest
 import soundfile as sf
 
 from deploy.segment.levels import frame_band_db, frame_rms_db
-from tests.support.data import Recording
-from training.sensorlog import (
+from deploy.sensorlog import (
     ARC_CURRENT_A,
     SensorLog,
     SensorLogError,
@@ -18,6 +17,7 @@ from training.sensorlog import (
     estimate_clock_offset,
     read_sensor_log,
 )
+from tests.support.data import Recording
 
 # The real logs' header, trailing space included.
 HEADER = (

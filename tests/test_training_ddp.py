@@ -74,7 +74,7 @@ def test_the_feature_cache_is_decoded_once_and_read_by_the_other_rank(runs):
     assert len(lines) == 2, ddp.stderr[-2000:]
     assert lines[0].startswith("rank 0/2: decoded 18 of 18")
     assert lines[1].startswith("rank 1/2: decoded 0 of 18")
-    assert len(list((two / "feature_cache").glob("*.npy"))) == 18
+    assert len(list((two / "feature_cache").glob("*.npz"))) == 18  # one file per recording
     assert not list((two / "feature_cache").glob("*.tmp"))
 
 

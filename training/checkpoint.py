@@ -39,14 +39,26 @@ def save_checkpoint(path: Path, payload: dict[str, Any]) -> Path:
     return path
 
 
+# In torch's message when weights_only=True met a Python object it will not rebuild.
+UNSUPPORTED_GLOBAL = "Unsupported global"
+
+
 def load_checkpoint(path: Path) -> dict[str, Any]:
     """Load with `weights_only=True` (no arbitrary unpickling) and check the format."""
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(f"{path}: no such checkpoint")
+    if not zipfile.is_zipfile(path):
+        # torch.save always writes a zip archive; anything else (truncated, garbage, another
+        # format) would only reach the unpickler and be reported as a pickle problem.
+        raise CheckpointError(f"{path}: not a readable training checkpoint (not a torch archive)")
     try:
         ckpt = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as exc:
+        if UNSUPPORTED_GLOBAL not in str(exc):  # garbage, not a pickle of objects
+            raise CheckpointError(
+                f"{path}: not a readable training checkpoint (not a torch save file)"
+            ) from exc
         # torch's own message advises weights_only=False, i.e. running the file's code: never.
         raise CheckpointError(
             f"{path}: holds Python objects besides tensors and plain values, so it is not a "

@@ -19,6 +19,7 @@ from weldmon.cli import (
     EXIT_USAGE,
     Command,
     add_output_argument,
+    fail,
     message_prefix,
 )
 
@@ -27,12 +28,6 @@ DEFAULT_RUNS_FOLDER = Path("runs")  # where runs go without --run-dir / --out
 
 def _stamp() -> str:
     return time.strftime("%Y%m%d-%H%M%S")
-
-
-def _fail(message: str, code: int) -> int:
-    command = sys.argv[1] if len(sys.argv) > 1 else "training"
-    print(f"weldmon {command}: {message}", file=sys.stderr)
-    return code
 
 
 def _usable_output(path: Path, what: str) -> str | None:
@@ -88,24 +83,24 @@ def _run_train(args: argparse.Namespace) -> int:
     from training.train import train
 
     if args.resume and args.run_dir is None:
-        return _fail("--resume needs --run-dir", EXIT_USAGE)
+        return fail("--resume needs --run-dir", EXIT_USAGE)
     try:
         cfg = _load(args)
     except ConfigError as exc:
-        return _fail(str(exc), EXIT_USAGE)
+        return fail(str(exc), EXIT_USAGE)
     run_dir = args.run_dir or DEFAULT_RUNS_FOLDER / f"train-{_stamp()}"
     ranks = distributed.from_environment()  # torchrun: one process per rank, data-parallel
     if ranks.parallel and args.run_dir is None:
-        return _fail("under torchrun, give every rank the same --run-dir", EXIT_USAGE)
+        return fail("under torchrun, give every rank the same --run-dir", EXIT_USAGE)
     data_root = getattr(cfg, "data_root", None)
     if data_root is not None and not Path(data_root).is_dir():
-        return _fail(f"data_root: {data_root} is not a directory", EXIT_USAGE)
+        return fail(f"data_root: {data_root} is not a directory", EXIT_USAGE)
     try:
         result = train(cfg, run_dir, resume=args.resume, progress=not args.no_progress)
     except ConfigError as exc:
-        return _fail(str(exc), EXIT_USAGE)
+        return fail(str(exc), EXIT_USAGE)
     except WeldmonError as exc:
-        return _fail(str(exc), EXIT_FAILURE)
+        return fail(str(exc), EXIT_FAILURE)
     finally:
         distributed.shutdown(ranks)
     if ranks.is_main:
@@ -128,20 +123,22 @@ def _configure_cv(p: argparse.ArgumentParser) -> None:
 def _run_cv(args: argparse.Namespace) -> int:
     from deploy.errors import WeldmonError
     from training.config import ConfigError
-    from training.cv import cross_validate
-    from training.evaluate import format_metrics
+    from training.cv import cross_validate, format_result
 
     try:
         cfg = _load(args)
     except ConfigError as exc:
-        return _fail(str(exc), EXIT_USAGE)
+        return fail(str(exc), EXIT_USAGE)
     out = args.output or DEFAULT_RUNS_FOLDER / f"cv-{_stamp()}"
     try:
         result = cross_validate(cfg, out, progress=not args.no_progress)
     except WeldmonError as exc:
-        return _fail(str(exc), EXIT_FAILURE)
-    print("leave-one-config-folder-out, pooled out-of-fold (small sample: read with care)")
-    print("\n".join(format_metrics(result.metrics)))
+        return fail(str(exc), EXIT_FAILURE)
+    print(
+        "leave-one-config-folder-out, pooled out-of-fold welds; each fold's threshold from its "
+        "training folders only (small sample: read the intervals)"
+    )
+    print("\n".join(format_result(result)))
     print(f"results: {out}")
     return EXIT_OK if result.rows else EXIT_FAILURE
 
@@ -173,16 +170,16 @@ def _run_export(args: argparse.Namespace) -> int:
     try:
         check_model_identity(args.name, args.model_version)
     except ValueError as exc:
-        return _fail(str(exc), EXIT_USAGE)
+        return fail(str(exc), EXIT_USAGE)
     problem = _usable_output(args.output, "--output")
     if problem is not None:
-        return _fail(problem, EXIT_USAGE)
+        return fail(problem, EXIT_USAGE)
     try:
         result = export_checkpoint(
             args.checkpoint, args.output, name=args.name, version=args.model_version
         )
     except WeldmonError as exc:
-        return _fail(str(exc), EXIT_FAILURE)
+        return fail(str(exc), EXIT_FAILURE)
     print(f"Exported deploy model: {result.path}")
     print(result.summary_line())
     print(f"sha256={result.sha256}")
@@ -205,6 +202,20 @@ def _configure_evaluate(p: argparse.ArgumentParser) -> None:
         "--workers", type=int, help="files judged at once (default: one per core, up to 4)"
     )
     p.add_argument(
+        "--mode",
+        choices=("both", "file", "weld"),
+        default="both",
+        help="file: whole recordings (the artifact's forward); weld: each weld the segmenter "
+        "cuts (what the daemon and replay judge); both (default)",
+    )
+    p.add_argument(
+        "--segmentation",
+        choices=("auto", "current", "gate", "file"),
+        default="auto",
+        help="weld mode's boundaries: auto = the sensor CSV's arc current when present, else "
+        "the daemon's default segmenter (default); current; gate; file (one weld per file)",
+    )
+    p.add_argument(
         "--backend",
         choices=("auto", "onnx", "torchscript"),
         default="auto",
@@ -217,22 +228,22 @@ def _run_evaluate(args: argparse.Namespace) -> int:
     from deploy.errors import WeldmonError
     from deploy.loader import load_artifact
     from training.evaluate import DEFAULT_WORKERS, evaluate, format_metrics
-    from training.report import write_report
+    from training.report import WELD_PREFIX, checks, write_report
     from training.split import read_split
 
     workers = DEFAULT_WORKERS if args.workers is None else args.workers
     if workers < 1:
-        return _fail("--workers must be >= 1", EXIT_USAGE)
+        return fail("--workers must be >= 1", EXIT_USAGE)
     # Bad arguments, data root or model: exit 2 before any file is judged.
     if not args.data_root.is_dir():
-        return _fail(f"--data-root: {args.data_root} is not a directory", EXIT_USAGE)
+        return fail(f"--data-root: {args.data_root} is not a directory", EXIT_USAGE)
     try:
         if args.split is not None:
             read_split(args.split)
         model = load_artifact(args.model, backend=args.backend)
         model.self_test()
     except WeldmonError as exc:
-        return _fail(str(exc), EXIT_USAGE)
+        return fail(str(exc), EXIT_USAGE)
     try:
         result = evaluate(
             args.model,
@@ -241,17 +252,23 @@ def _run_evaluate(args: argparse.Namespace) -> int:
             workers=workers,
             backend=args.backend,
             progress=True,
+            mode=args.mode,
+            segmentation=args.segmentation,
         )
     except WeldmonError as exc:
-        return _fail(str(exc), EXIT_FAILURE)
+        return fail(str(exc), EXIT_FAILURE)
     print("\n".join(format_metrics(result.metrics)))
+    print("\n".join(format_metrics(result.weld_metrics, WELD_PREFIX)))
     html = write_report(result, args.output)
-    for bad in result.errors:
+    for warning in checks(result)["warnings"]:
+        print(f"weldmon evaluate: warning: {warning}", file=sys.stderr)
+    for bad in {f.path: f for f in result.errors + result.welds if f.error}.values():
         # Some reasons come from the dataset index without the file ("missing audio file").
         where = "" if bad.path and bad.path in bad.error else f"{bad.path}: "
         print(f"weldmon evaluate: {where}{bad.error}", file=sys.stderr)
     print(f"report: {html}")
-    return EXIT_FAILURE if result.errors else EXIT_OK
+    failed = result.errors or any(w.error for w in result.welds)
+    return EXIT_FAILURE if failed else EXIT_OK
 
 
 # ---- sweep -------------------------------------------------------------------------------
@@ -278,7 +295,7 @@ def _run_sweep(args: argparse.Namespace) -> int:
     try:
         sweep = load_sweep(args.config)
     except ConfigError as exc:
-        return _fail(str(exc), EXIT_USAGE)
+        return fail(str(exc), EXIT_USAGE)
     board = Path(sweep.output_dir) / "leaderboard.md"
     try:
         if args.promote is None or not board.is_file():
@@ -291,9 +308,107 @@ def _run_sweep(args: argparse.Namespace) -> int:
         if args.promote is not None:
             print(f"promoted: {promote(sweep, args.promote)}")
     except ConfigError as exc:
-        return _fail(str(exc), EXIT_USAGE)
+        return fail(str(exc), EXIT_USAGE)
     except WeldmonError as exc:
-        return _fail(str(exc), EXIT_FAILURE)
+        return fail(str(exc), EXIT_FAILURE)
+    return EXIT_OK
+
+
+# ---- enroll ------------------------------------------------------------------------------
+
+
+def _configure_enroll(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--data-root", type=Path, required=True, help="dataset root: its good welds are enrolled"
+    )
+    add_output_argument(p, type=Path, help="the enrolled deploy artifact to write (e.g. cell.pt)")
+    p.add_argument(
+        "--false-alarm-rate",
+        type=float,
+        default=0.01,
+        help="share of good welds the threshold may call defect (default 0.01)",
+    )
+    p.add_argument(
+        "--base",
+        type=Path,
+        help="a supervised deploy artifact to add this cell's reference to (default: none, a "
+        "good-only artifact)",
+    )
+    p.add_argument(
+        "--segmentation",
+        choices=("auto", "current", "gate", "file"),
+        default="auto",
+        help="weld boundaries: auto = sensor CSV's arc current when present, else the "
+        "daemon's default segmenter",
+    )
+    p.add_argument("--cache", type=Path, help="feature cache folder")
+    p.add_argument(
+        "--embedding",
+        choices=("mean", "mean_spread"),
+        default="mean",
+        help="window embedding: each mel band's mean (default), or its mean and spread",
+    )
+    p.add_argument("--name", help="model name events show beside its sha256 (default: base's)")
+    p.add_argument("--model-version", help="model version, e.g. 2026.03.1 (default: base's)")
+    p.add_argument(
+        "--cv",
+        type=Path,
+        metavar="DIR",
+        help="instead of enrolling: the leave-one-good-folder-out figure (ROC-AUC, false-alarm "
+        "rate with intervals) into DIR",
+    )
+
+
+def _run_enroll(args: argparse.Namespace) -> int:
+    from deploy.contract import check_model_identity
+    from deploy.errors import ArtifactError, WeldmonError
+    from training.cv import format_result
+    from training.dataset import DatasetError
+    from training.enroll import enroll
+    from training.enroll_cv import enrollment_cv
+
+    if not 0.0 < args.false_alarm_rate < 0.5:
+        return fail("--false-alarm-rate must be in (0, 0.5)", EXIT_USAGE)
+    try:
+        check_model_identity(args.name, args.model_version)
+    except ValueError as exc:
+        return fail(str(exc), EXIT_USAGE)
+    if (args.output is None) == (args.cv is None):
+        return fail("give --output (enroll) or --cv DIR (the protocol's figure)", EXIT_USAGE)
+    try:
+        if args.cv is not None:
+            result = enrollment_cv(
+                args.data_root,
+                args.cv,
+                false_alarm_rate=args.false_alarm_rate,
+                segmentation=args.segmentation,
+                cache_dir=args.cache,
+                embedding=args.embedding,
+            )
+            print(
+                "enrollment, leave-one-good-folder-out: each good folder held out in turn, the "
+                "others enrolled, every defect weld scored (small sample: read the intervals)"
+            )
+            print("\n".join(format_result(result)))
+            return EXIT_OK
+        exported = enroll(
+            args.data_root,
+            args.output,
+            false_alarm_rate=args.false_alarm_rate,
+            base=args.base,
+            segmentation=args.segmentation,
+            cache_dir=args.cache,
+            embedding=args.embedding,
+            name=args.name,
+            version=args.model_version,
+        )
+    except (ArtifactError, DatasetError) as exc:
+        return fail(str(exc), EXIT_USAGE)
+    except WeldmonError as exc:
+        return fail(str(exc), EXIT_FAILURE)
+    print(f"Enrolled deploy model: {exported.path}")
+    print(exported.summary_line())
+    print(f"sha256={exported.sha256}")
     return EXIT_OK
 
 
@@ -310,5 +425,11 @@ COMMANDS: dict[str, Command] = {
     ),
     "sweep": Command(
         _configure_sweep, _run_sweep, "Train, export, evaluate and rank several configs."
+    ),
+    "enroll": Command(
+        _configure_enroll,
+        _run_enroll,
+        "Build a deploy artifact from a cell's good welds alone (anomaly mode), or add the "
+        "cell's reference to a supervised artifact.",
     ),
 }

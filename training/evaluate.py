@@ -1,15 +1,23 @@
-"""Evaluate any deploy artifact on a labelled dataset, file by file, with `weldmon predict`'s
-exact answer per file.
+"""Evaluate any deploy artifact on a labelled dataset, in two modes.
 
-Each file is decoded with `deploy.audio.read_recording` and judged with
-`DeployModel.predict`, the code path of `weldmon predict`, on the same backend choice
-(`deploy.loader`: by default ONNX Runtime when the artifact is a `.onnx` or has its ONNX twin
-beside it, TorchScript otherwise), so per-file p_defect is identical to it. Throughput comes
-from running `workers` files at once: each worker thread owns its own loaded artifact (a
-`DeployModel` is not thread-safe) and decodes its next file while the others infer, with one
-intra-op thread each, because two small CNN passes side by side use two cores better than
-one pass split across both (both runtimes release the GIL while they compute). Files that
-cannot be judged become error rows; the run goes on.
+- **file mode**: each file is decoded with `deploy.audio.read_recording` and judged whole
+  with `DeployModel.predict`, the code path of `weldmon predict`, on the same backend choice
+  (`deploy.loader`: by default ONNX Runtime when the artifact is a `.onnx` or has its ONNX
+  twin beside it, TorchScript otherwise), so per-file p_defect is identical to it;
+- **weld mode**: what the daemon judges. The file's welds are found (`training.welds`: the
+  sensor CSV's arc current when present, else the daemon's default segmenter; or a mode
+  asked for), and each weld's audio [start, end) is judged like `predict` judges a file:
+  whole windows aligned at the weld start, the artifact's pooling and threshold. That is
+  what `weldmon replay` publishes for the same welds (tested to 1e-5 on the real
+  recordings). A weld shorter than one window is reported as the daemon reports it
+  (`too_short`, p_defect 0) and left out of the figures.
+
+A file is decoded once for both modes. Throughput comes from running `workers` files at
+once: each worker thread owns its own loaded artifact (a `DeployModel` is not thread-safe)
+and decodes its next file while the others infer, with one intra-op thread each, because two
+small CNN passes side by side use two cores better than one pass split across both (both
+runtimes release the GIL while they compute). Files that cannot be judged become
+error rows; the run goes on.
 """
 
 from __future__ import annotations
@@ -27,14 +35,19 @@ import torch
 
 from deploy.audio import read_recording
 from deploy.errors import AudioError
-from deploy.loader import Backend, DeployModel, load_artifact
+from deploy.loader import Backend, DeployModel, Verdict, load_artifact
+from deploy.windows import mix_channels, window_count
 from training.dataset import GOOD_CODE, LABEL_CODES, RunEntry, index_dataset
 from training.metrics import confusion, expected_calibration_error, pr_auc, roc_auc
 from training.split import read_split
+from training.welds import SegmentationSource, WeldSegmentationError, find_welds
 
 DEFAULT_WORKERS = max(1, min(4, os.cpu_count() or 1))  # one file in flight per core
 WORKER_THREADS = 1  # intra-op threads per worker: the workers themselves fill the cores
 PREFETCH_PER_WORKER = 2  # files queued per worker: keeps workers busy, bounds decoded memory
+MODES = ("both", "file", "weld")
+TOO_SHORT = "too_short"  # a weld without one whole window: the daemon's flag, p_defect 0
+NO_WELD = "no_weld"  # weld mode found no weld in the file
 
 
 @dataclass
@@ -51,6 +64,16 @@ class FileResult:
     n_windows: int = 0
     window_probs: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.float32))
     error: str = ""
+    # weld mode only: which weld of the file, where (s from the file's start), cut by whom
+    weld: int = -1  # -1: the whole file (file mode)
+    start_s: float = 0.0
+    end_s: float = 0.0
+    segmentation: str = "file"
+    flag: str = ""  # too_short / no_weld: reported, not judged, left out of the figures
+
+    @property
+    def judged(self) -> bool:
+        return not self.error and not self.flag
 
     @property
     def label_name(self) -> str:
@@ -69,6 +92,11 @@ class FileResult:
             "label": None if self.error else self.label,
             "correct": None if self.error else int(self.label == self.y_true),
             "n_windows": self.n_windows,
+            "weld": self.weld,
+            "start_s": round(self.start_s, 3),
+            "end_s": round(self.end_s, 3),
+            "segmentation": self.segmentation,
+            "flag": self.flag,
             "error": self.error,
         }
 
@@ -76,27 +104,39 @@ class FileResult:
 @dataclass
 class EvaluationResult:
     model: dict[str, Any]  # DeployModel.describe()
-    files: list[FileResult]
+    files: list[FileResult]  # file mode (empty when only weld mode ran)
     metrics: dict[str, float | int]
+    welds: list[FileResult] = field(default_factory=list)  # weld mode, one row per weld
+    weld_metrics: dict[str, float | int] = field(default_factory=dict)
+    segmentation: str = "auto"
+    metadata: dict[str, Any] = field(default_factory=dict)  # the artifact's (provenance)
+    data_root: str = ""
+    split_file: str | None = None
 
     @property
     def judged(self) -> list[FileResult]:
-        return [f for f in self.files if not f.error]
+        return [f for f in self.files if f.judged]
 
     @property
     def errors(self) -> list[FileResult]:
         return [f for f in self.files if f.error]
 
+    @property
+    def judged_welds(self) -> list[FileResult]:
+        return [w for w in self.welds if w.judged]
 
-def compute_metrics(files: list[FileResult], threshold: float) -> dict[str, float | int]:
-    """The evaluation keys, in print order, over the judged files (labels from the artifact)."""
-    ok = [f for f in files if not f.error]
+
+def compute_metrics(
+    files: list[FileResult], threshold: float, total_key: str = "TOTAL_FILES"
+) -> dict[str, float | int]:
+    """The evaluation keys, in print order, over the judged rows (labels from the artifact)."""
+    ok = [f for f in files if f.judged]
     y = np.array([f.y_true for f in ok], dtype=int)
     p = np.array([f.p_defect for f in ok], dtype=np.float64)
     pred = np.array([f.label for f in ok], dtype=int)
     cm = confusion(y, pred)
     metrics: dict[str, float | int] = {
-        "TOTAL_FILES": cm.total,
+        total_key: cm.total,
         "TP": cm.tp,
         "FP": cm.fp,
         "TN": cm.tn,
@@ -113,31 +153,92 @@ def compute_metrics(files: list[FileResult], threshold: float) -> dict[str, floa
         of_type = [f for f in ok if f.label_code == code]
         caught = sum(f.label == 1 for f in of_type)
         metrics[f"RECALL_{LABEL_CODES[code].upper()}"] = caught / len(of_type)
-    metrics["ERROR_FILES"] = len(files) - len(ok)
+    metrics["ERROR_FILES"] = len({f.path for f in files if f.error})
+    if total_key != "TOTAL_FILES":
+        metrics["TOO_SHORT_WELDS"] = sum(f.flag == TOO_SHORT for f in files)
+        metrics["FILES_WITHOUT_WELD"] = sum(f.flag == NO_WELD for f in files)
     metrics["THRESHOLD"] = threshold
     return metrics
 
 
-def format_metrics(metrics: dict[str, float | int]) -> list[str]:
+def format_metrics(metrics: dict[str, float | int], prefix: str = "") -> list[str]:
     """`KEY=value` lines: counts as integers, rates with 6 decimals (the original's format)."""
-    return [f"{k}={v}" if isinstance(v, int) else f"{k}={v:.6f}" for k, v in metrics.items()]
+    return [
+        f"{prefix}{k}={v}" if isinstance(v, int) else f"{prefix}{k}={v:.6f}"
+        for k, v in metrics.items()
+    ]
 
 
-def _judge(model: DeployModel, entry: RunEntry) -> FileResult:
-    result = FileResult(
-        entry.run_id, str(entry.path), entry.config_folder, entry.label_code, entry.binary_label
+def _row(entry: RunEntry, **fields: Any) -> FileResult:
+    return FileResult(
+        entry.run_id,
+        str(entry.path),
+        entry.config_folder,
+        entry.label_code,
+        entry.binary_label,
+        **fields,
     )
-    try:
-        rec = read_recording(entry.path, model.sample_rate)
-        verdict = model.predict(rec.samples)
-    except AudioError as exc:
-        result.error = str(exc)
-        return result
+
+
+def _fill(result: FileResult, verdict: Verdict) -> FileResult:
     result.p_defect = verdict.p_defect
     result.label = verdict.label
     result.n_windows = verdict.n_windows
     result.window_probs = verdict.window_probs
     return result
+
+
+@dataclass(frozen=True)
+class Judged:
+    """One file's verdicts: the whole file (file mode) and each of its welds (weld mode)."""
+
+    file: FileResult | None
+    welds: list[FileResult]
+
+
+def _judge_welds(
+    model: DeployModel, entry: RunEntry, mono: np.ndarray, segmentation: SegmentationSource
+) -> list[FileResult]:
+    rate, chunk = model.sample_rate, model.chunk_samples
+    try:
+        welds = find_welds(entry.path, mono, rate, segmentation)
+    except WeldSegmentationError as exc:
+        return [_row(entry, error=str(exc), segmentation=segmentation)]
+    if not welds:
+        return [_row(entry, flag=NO_WELD, segmentation=segmentation)]
+    rows = []
+    for i, w in enumerate(welds):
+        row = _row(entry, weld=i, start_s=w.start / rate, end_s=w.end / rate, segmentation=w.source)
+        if window_count(w.n_samples, chunk) < 1:
+            row.flag, row.p_defect, row.label = TOO_SHORT, 0.0, 0  # what the daemon publishes
+        else:
+            _fill(row, model.predict(mono[None, w.start : w.end]))
+        rows.append(row)
+    return rows
+
+
+def _judge(
+    model: DeployModel,
+    entry: RunEntry,
+    mode: str = "file",
+    segmentation: SegmentationSource = "auto",
+) -> Judged:
+    try:
+        rec = read_recording(entry.path, model.sample_rate)
+    except AudioError as exc:
+        failed = _row(entry, error=str(exc))
+        return Judged(failed if mode != "weld" else None, [] if mode == "file" else [failed])
+    whole = None
+    if mode in ("both", "file"):
+        try:
+            whole = _fill(_row(entry), model.predict(rec.samples))
+        except AudioError as exc:
+            whole = _row(entry, error=str(exc))
+    welds = []
+    if mode in ("both", "weld"):
+        mono = mix_channels(torch.from_numpy(rec.samples)).numpy()
+        welds = _judge_welds(model, entry, mono, segmentation)
+    return Judged(whole, welds)
 
 
 def judge_files(
@@ -146,23 +247,25 @@ def judge_files(
     *,
     workers: int = DEFAULT_WORKERS,
     backend: Backend = "auto",
-) -> Iterator[FileResult]:
+    mode: str = "file",
+    segmentation: SegmentationSource = "auto",
+) -> Iterator[Judged]:
     """Verdicts for `entries`, in order, `workers` files in flight at once."""
     local = threading.local()
     # Fail fast, in the caller's thread, on a bad artifact; the workers load the same file.
     loaded = load_artifact(model_path, backend=backend, threads=WORKER_THREADS)
     sha = loaded.sha256
 
-    def work(entry: RunEntry) -> FileResult:
+    def work(entry: RunEntry) -> Judged:
         if not hasattr(local, "model"):
             local.model = load_artifact(
                 model_path, expected_sha256=sha, backend=backend, threads=WORKER_THREADS
             )
-        return _judge(local.model, entry)
+        return _judge(local.model, entry, mode, segmentation)
 
     if workers <= 1:
         for entry in entries:
-            yield _judge(loaded, entry)
+            yield _judge(loaded, entry, mode, segmentation)
         return
     previous = torch.get_num_threads()  # a TorchScript worker sets torch's pool size
     try:
@@ -219,17 +322,39 @@ def evaluate(
     workers: int = DEFAULT_WORKERS,
     backend: Backend = "auto",
     progress: bool = False,
+    mode: str = "file",
+    segmentation: SegmentationSource = "auto",
 ) -> EvaluationResult:
-    """Judge every file of the dataset (or of the split's validation side) with the artifact."""
+    """Judge every file of the dataset (or of the split's validation side) with the artifact:
+    whole files (`mode` file), their welds (weld) or both."""
+    if mode not in MODES:
+        raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
     model = load_artifact(model_path, backend=backend)
     model.self_test()  # as run, replay, predict and scan: no report from a model giving NaN
-    entries, files = select_entries(
+    entries, bad = select_entries(
         data_root, split_file, sample_rate=model.sample_rate, chunk_samples=model.chunk_samples
     )
-    judged = judge_files(model_path, entries, workers=workers, backend=backend)
+    files = list(bad) if mode != "weld" else []
+    welds = list(bad) if mode != "file" else []
+    judged: Iterable[Judged] = judge_files(
+        model_path, entries, workers=workers, backend=backend, mode=mode, segmentation=segmentation
+    )
     if progress:
         from tqdm import tqdm
 
         judged = tqdm(judged, total=len(entries), desc="evaluate", unit="file", leave=False)
-    files.extend(judged)
-    return EvaluationResult(model.describe(), files, compute_metrics(files, model.threshold))
+    for one in judged:
+        if one.file is not None:
+            files.append(one.file)
+        welds.extend(one.welds)
+    return EvaluationResult(
+        model.describe(),
+        files,
+        compute_metrics(files, model.threshold) if mode != "weld" else {},
+        welds,
+        compute_metrics(welds, model.threshold, "TOTAL_WELDS") if mode != "file" else {},
+        segmentation,
+        model.metadata,
+        str(data_root),
+        str(split_file) if split_file is not None else None,
+    )

@@ -6,12 +6,14 @@ check them against independently computed values.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import math
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import numpy as np
 
 ECE_BINS = 10  # equal-width probability bins of the reliability diagram (the usual choice)
+WILSON_Z = 1.959964  # two-sided 95 % normal quantile
 
 
 @dataclass(frozen=True)
@@ -182,3 +184,92 @@ def tune_threshold(
     best_f1 = max(f1 for _, f1 in scores)
     tied = sorted(t for t, f1 in scores if f1 >= best_f1 - TIE_TOLERANCE)
     return tied[(len(tied) - 1) // 2], best_f1
+
+
+BOOTSTRAP_RESAMPLES = 2000  # resamples per interval: the percentile ends settle to ~0.01
+BOOTSTRAP_LEVEL = 0.95  # two-sided coverage of the percentile interval
+
+
+@dataclass(frozen=True)
+class Interval:
+    """A percentile bootstrap interval of a statistic, and how many resamples gave a value."""
+
+    low: float
+    high: float
+    valid: int  # resamples where the statistic was defined (e.g. both classes drawn)
+
+    def format(self) -> str:
+        return f"[{self.low:.3f}, {self.high:.3f}]"
+
+
+def folder_bootstrap(
+    groups: Sequence[str],
+    group_labels: dict[str, int],
+    statistic: Callable[[np.ndarray], float],
+    *,
+    resamples: int = BOOTSTRAP_RESAMPLES,
+    level: float = BOOTSTRAP_LEVEL,
+    seed: int = 0,
+) -> Interval:
+    """Percentile interval of `statistic(row_indices)` when whole groups are resampled.
+
+    Rows of one config folder are one recording session, so they are not independent: the
+    folders are what is resampled (with replacement), each class's folders among themselves
+    (stratified), so every resample holds both classes and as many folders of each as the
+    data. `groups[i]` is row i's folder, `group_labels` each folder's class.
+    """
+    members: dict[str, list[int]] = {}
+    for i, g in enumerate(groups):
+        members.setdefault(g, []).append(i)
+    rows_of = {g: np.asarray(r, dtype=np.int64) for g, r in members.items()}
+    by_class = [sorted(g for g in rows_of if group_labels[g] == c) for c in (0, 1)]
+    rng = np.random.default_rng(seed)
+    values = []
+    for _ in range(resamples):
+        drawn = [
+            rows_of[folders[j]]
+            for folders in by_class
+            if folders
+            for j in rng.integers(0, len(folders), len(folders))
+        ]
+        v = statistic(np.concatenate(drawn))
+        if v == v:  # NaN: undefined on this resample
+            values.append(v)
+    if not values:
+        return Interval(float("nan"), float("nan"), 0)
+    tail = (1.0 - level) / 2.0 * 100.0
+    low, high = np.percentile(values, [tail, 100.0 - tail])
+    return Interval(float(low), float(high), len(values))
+
+
+def threshold_curves(
+    y_true: Sequence[int] | np.ndarray, scores: Sequence[float] | np.ndarray, steps: int = 101
+) -> dict[str, np.ndarray]:
+    """Precision, recall and false-alarm rate of `label = score >= t` on a grid of t in
+    [0, 1] (precision 1.0 where nothing is called defect, by the plot's convention)."""
+    y = np.asarray(y_true, dtype=bool)
+    s = np.asarray(scores, dtype=np.float64)
+    grid = np.linspace(0.0, 1.0, steps)
+    called = s[None, :] >= grid[:, None]
+    tp = (called & y).sum(axis=1)
+    fp = (called & ~y).sum(axis=1)
+    n_pos, n_neg = max(int(y.sum()), 1), max(int((~y).sum()), 1)
+    precision = np.where(tp + fp > 0, tp / np.maximum(tp + fp, 1), 1.0)
+    return {
+        "threshold": grid,
+        "precision": precision,
+        "recall": tp / n_pos,
+        "false_alarm": fp / n_neg,
+    }
+
+
+def wilson_interval(successes: int, n: int, z: float = WILSON_Z) -> tuple[float, float]:
+    """95 % Wilson score interval of a proportion (sound for small n and rates near 0 or 1,
+    where the normal approximation gives intervals outside [0, 1])."""
+    if n == 0:
+        return float("nan"), float("nan")
+    p = successes / n
+    denom = 1.0 + z * z / n
+    centre = (p + z * z / (2 * n)) / denom
+    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / denom
+    return max(0.0, centre - half), min(1.0, centre + half)

@@ -109,3 +109,26 @@ def window_timelines(
         ax.set_ylabel("p(window)", fontsize=7)
     axes[-1, 0].set_xlabel("window index (1 window = chunk_seconds)")
     return _save(fig, path)
+
+
+def threshold_sweep(
+    thresholds: np.ndarray,
+    precision: np.ndarray,
+    recall: np.ndarray,
+    false_alarm: np.ndarray,
+    threshold: float,
+    path: Path,
+) -> Path:
+    """Precision, recall (defect) and false-alarm rate against the decision threshold."""
+    fig, ax = plt.subplots(figsize=(5.2, 3.8))
+    ax.plot(thresholds, precision, label="precision (defect)")
+    ax.plot(thresholds, recall, label="recall (defect)")
+    ax.plot(thresholds, false_alarm, label="false-alarm rate (good)")
+    ax.axvline(
+        threshold, linestyle="--", color="red", linewidth=0.8, label=f"artifact {threshold:.2f}"
+    )
+    ax.set(xlabel="threshold on p_defect", ylabel="rate", title="threshold vs precision/recall")
+    ax.set_xlim(0, 1)
+    ax.set_ylim(0, 1.02)
+    ax.legend(loc="best", fontsize=7)
+    return _save(fig, path)

@@ -30,7 +30,7 @@ class TrainData:
 
 def make_store(cfg: TrainConfig) -> FeatureStore:
     cache = Path(cfg.feature_cache_dir) if cfg.feature_cache_dir else None
-    return FeatureStore(cfg.frontend(), cfg.chunk_samples, cache)
+    return FeatureStore(cfg.frontend(), cfg.chunk_samples, cache, cfg.segmentation)
 
 
 def prepare_data(

@@ -7,10 +7,15 @@ the artifact and the evaluator use), with k from `topk_ratio_pos` for defect bag
 bags -> 0). Linear warm-up, then reduce-on-plateau on validation loss; early stopping on
 validation macro-F1; gradients clipped. Seeded and deterministic on CPU.
 
-Training runs on cached log-mel maps (`classifier.backbone(features)`); the front end has no
-trainable weights, so the exported artifact (front end + backbone) computes the same thing
-from raw audio. Under torchrun the batches' bags are shared out between processes
-(`training.distributed`); rank 0 writes the files.
+A bag is one weld as the daemon cuts it (`training.features`, `training.welds`): the
+windows of [start, end), aligned at the weld start. Training runs on cached log-mel maps
+(`map_classifier(model)(maps)`: the input normalisation and the CNN); the front end has no
+trainable weights, so the exported artifact (front end + the rest) computes the same thing
+from raw audio. Optional, for session robustness (each measured in docs/training.md):
+augmentation of each bag's frames per epoch (`training.augment`), epochs drawn evenly over
+config folders, and an auxiliary defect-type head (the original's multiclass task) on the
+CNN's embedding, used in training only. Under torchrun the batches' bags are shared out
+between processes (`training.distributed`); rank 0 writes the files.
 """
 
 from __future__ import annotations
@@ -34,6 +39,7 @@ from deploy.artifact import defect_probability
 from deploy.backbone import WindowClassifier
 from deploy.pooling import topk_pool
 from training import distributed, plots
+from training.augment import Augmenter
 from training.checkpoint import (
     BEST_NAME,
     DEFECT_IDX,
@@ -45,9 +51,11 @@ from training.checkpoint import (
     snapshot_name,
 )
 from training.config import ConfigError, TrainConfig
+from training.dataset import LABEL_CODES
 from training.features import Bag, FeatureStore
 from training.metrics import confusion, roc_auc, tune_threshold
 from training.prepare import TrainData, make_store, prepare_data
+from training.step import TrainStep, epoch_order, map_classifier, type_loss
 
 EVAL_BATCH_WINDOWS = 256  # windows per no-grad forward at validation: bounds memory
 CONFIG_NAME = "config.json"
@@ -142,12 +150,17 @@ def _check_resumable(saved: dict[str, Any], cfg: TrainConfig) -> None:
 
 
 def _save_epoch(
-    run_dir: Path, payload: dict[str, Any], improved: bool, history: list[dict[str, Any]]
+    run_dir: Path,
+    payload: dict[str, Any],
+    improved: bool,
+    history: list[dict[str, Any]],
+    snapshots: bool,
 ) -> None:
     """Checkpoints (last always, best and a snapshot on improvement) and the history."""
     save_checkpoint(run_dir / LAST_NAME, payload)
     if improved:
         save_checkpoint(run_dir / BEST_NAME, payload)
+    if improved and snapshots:
         stamp = time.strftime("%Y%m%d-%H%M%S")
         metrics = payload["metrics"]
         name = snapshot_name(stamp, payload["epoch"], metrics["val_macro_f1"], metrics["val_loss"])
@@ -160,7 +173,6 @@ def _write_history(run_dir: Path, history: list[dict[str, Any]]) -> None:
         writer = csv.DictWriter(fh, fieldnames=list(history[0]))
         writer.writeheader()
         writer.writerows(history)
-    plots.training_curves(history, run_dir / CURVES_NAME)
 
 
 def train(
@@ -173,8 +185,10 @@ def train(
     stop_after_epoch: int | None = None,
     progress: bool = True,
     log: Callable[[str], None] = print,
+    snapshots: bool = True,
 ) -> TrainResult:
-    """Train one config into `run_dir`; `stop_after_epoch` ends this call early (resumable)."""
+    """Train one config into `run_dir`; `stop_after_epoch` ends this call early (resumable).
+    `snapshots` False skips the `best_models/` copies (cv folds need only best and last)."""
     run_dir = Path(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
     ranks = distributed.from_environment()
@@ -190,7 +204,9 @@ def train(
     if not ranks.is_main:
         log, progress = (lambda _: None), False
     try:
-        return _train(cfg, run_dir, data, store, resume, stop_after_epoch, progress, log, ranks)
+        return _train(
+            cfg, run_dir, data, store, resume, stop_after_epoch, progress, log, ranks, snapshots
+        )
     finally:
         torch.set_num_threads(previous_threads)
         torch.use_deterministic_algorithms(previous_determinism)
@@ -206,6 +222,7 @@ def _train(
     progress: bool,
     log: Callable[[str], None],
     ranks: distributed.Ranks = distributed.SINGLE,
+    snapshots: bool = True,
 ) -> TrainResult:
     # ---- resume point, config -------------------------------------------------------------
     ckpt = load_checkpoint(run_dir / LAST_NAME) if resume else None
@@ -227,17 +244,22 @@ def _train(
             file=sys.stderr,
         )
     log(
-        f"data: {len(data.train)} training / {len(data.val)} validation recordings, "
+        f"data: {len(data.train)} training / {len(data.val)} validation welds, "
         f"{sum(b.n_windows for b in data.train)} training windows, "
         f"{len(data.report.bad)} file(s) excluded"
     )
 
     # ---- model, optimiser, schedules ------------------------------------------------------
     torch.manual_seed(cfg.seed)
-    model = WindowClassifier(cfg.frontend(), cfg.backbone()).to(ranks.device)
-    backbone = model.backbone
-    step_module = distributed.wrap(backbone, ranks)  # DDP under torchrun: averages gradients
-    optimizer = torch.optim.Adam(backbone.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    model = WindowClassifier(cfg.frontend(), cfg.backbone())
+    backbone = map_classifier(model)
+    type_head = None  # built only when used: its initialisation draws from the torch RNG
+    if cfg.type_head_weight > 0:
+        type_head = nn.Linear(cfg.backbone().embedding_size, len(LABEL_CODES))
+    stepper = TrainStep(model, type_head).to(ranks.device)
+    params = list(stepper.parameters())
+    step_module = distributed.wrap(stepper, ranks)  # DDP under torchrun: averages gradients
+    optimizer = torch.optim.Adam(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
     plateau = torch.optim.lr_scheduler.ReduceLROnPlateau(
         optimizer,
         mode="min",
@@ -246,6 +268,9 @@ def _train(
         min_lr=cfg.min_lr,
     )
     shuffle = torch.Generator().manual_seed(cfg.seed)
+    augmenter = None
+    if cfg.augmentation().active:
+        augmenter = Augmenter(cfg.augmentation(), store or make_store(cfg), data.train, cfg.seed)
     steps_per_epoch = math.ceil(len(data.train) / cfg.batch_size)
     warmup_steps = int(cfg.warmup_fraction * cfg.epochs * steps_per_epoch)
     start_epoch, step, best_f1, best_epoch, since_best = 1, 0, -1.0, 0, 0
@@ -253,6 +278,10 @@ def _train(
     history: list[dict[str, Any]] = []
     if ckpt is not None:
         model.load_state_dict(ckpt["model_state"])
+        if type_head is not None:
+            type_head.load_state_dict(ckpt["type_head_state"])
+        if augmenter is not None:
+            augmenter.generator.set_state(ckpt["rng"]["augment"])
         optimizer.load_state_dict(ckpt["optimizer_state"])
         plateau.load_state_dict(ckpt["plateau_state"])
         shuffle.set_state(ckpt["rng"]["shuffle"])
@@ -271,7 +300,7 @@ def _train(
             break
         started = time.perf_counter()
         backbone.train()
-        order = torch.randperm(len(data.train), generator=shuffle).tolist()
+        order = epoch_order(data.train, cfg.balance_folders, shuffle)
         batches = [order[i : i + cfg.batch_size] for i in range(0, len(order), cfg.batch_size)]
         total_loss = 0.0
         bar = tqdm(batches, desc=f"epoch {epoch}", unit="batch", leave=False, disable=not progress)
@@ -280,13 +309,19 @@ def _train(
                 for group in optimizer.param_groups:
                     group["lr"] = cfg.lr * (step + 1) / warmup_steps
             bags = [data.train[i] for i in distributed.shard_of(batch, ranks)]
-            feats = torch.cat([b.features for b in bags]).to(ranks.device)
-            probs = window_probs(step_module, feats)
-            per_bag = list(torch.split(probs, [b.n_windows for b in bags]))
+            maps = [augmenter.windows(b) if augmenter else b.features for b in bags]
+            sizes = [m.shape[0] for m in maps]
+            probs, emb = step_module(torch.cat(maps).to(ranks.device))
+            per_bag = list(torch.split(probs, sizes))
             loss = mil_loss(per_bag, [b.label for b in bags], cfg)
+            if type_head is not None:
+                per_emb = list(torch.split(emb, sizes))
+                loss = loss + cfg.type_head_weight * type_loss(
+                    type_head, per_emb, per_bag, bags, cfg.topk_ratio_pos
+                )
             optimizer.zero_grad(set_to_none=True)
             (loss * distributed.loss_weight(batch, ranks)).backward()
-            nn.utils.clip_grad_norm_(backbone.parameters(), cfg.grad_clip)
+            nn.utils.clip_grad_norm_(params, cfg.grad_clip)
             optimizer.step()
             step += 1
             batch_loss = loss.item()
@@ -333,7 +368,12 @@ def _train(
             "model_state": model.state_dict(),
             "optimizer_state": optimizer.state_dict(),
             "plateau_state": plateau.state_dict(),
-            "rng": {"torch": torch.get_rng_state(), "shuffle": shuffle.get_state()},
+            "rng": {
+                "torch": torch.get_rng_state(),
+                "shuffle": shuffle.get_state(),
+                **({"augment": augmenter.generator.get_state()} if augmenter else {}),
+            },
+            "type_head_state": type_head.state_dict() if type_head is not None else {},
             "epoch": epoch,
             "step": step,
             "warmup_steps": warmup_steps,
@@ -353,8 +393,10 @@ def _train(
             "history": history,
         }
         if ranks.is_main:
-            _save_epoch(run_dir, payload, improved, history)
+            _save_epoch(run_dir, payload, improved, history, snapshots)
 
+    if history and ranks.is_main:  # once per call: a plot costs more than a small epoch
+        plots.training_curves(history, run_dir / CURVES_NAME)
     if stopped_early:
         log(
             f"early stop: no better validation macro-F1 (or lower loss at equal macro-F1) "

@@ -13,6 +13,7 @@ import importlib
 import sys
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 from weldmon import __version__
 
@@ -37,6 +38,7 @@ REGISTRY: dict[str, tuple[str, str]] = {
     "export": ("training.cli", "export a checkpoint as the deploy artifact (.pt and .onnx)"),
     "evaluate": ("training.cli", "evaluate a deploy artifact on a labelled dataset"),
     "sweep": ("training.cli", "run the tuning protocol and rank configs by F1_DEFECT"),
+    "enroll": ("training.cli", "build a deploy artifact from a cell's good welds (anomaly mode)"),
     "run": ("monitor.cli", "run the real-time monitor daemon"),
     "replay": ("monitor.cli", "replay recorded files through the monitor pipeline"),
     "clips": ("monitor.cli", "list the kept defect clips, promote one into a dataset"),
@@ -59,12 +61,14 @@ EXAMPLES: dict[str, str] = {
     "evaluate": "weldmon evaluate --model runs/a/deploy_single_label.pt --data-root DATA "
     "--split runs/a/split.json --output runs/a/report",
     "sweep": "weldmon sweep --config configs/sweep.example.yaml",
+    "enroll": "weldmon enroll --data-root CELL_GOOD_WELDS --output cell.pt --false-alarm-rate 0.01",
     "run": "weldmon run --config /etc/weldmon/weldmon.yaml",
     "replay": "weldmon replay --config monitor.yaml --segmentation gate shift.flac",
     "clips": "weldmon clips list --config /etc/weldmon/weldmon.yaml",
     "devices": "weldmon devices",
     "watch": "weldmon watch --broker broker.plant.local",
-    "console": "weldmon console --broker broker.plant.local",
+    "console": "weldmon console --broker broker.plant.lan --prefix plant1/+ "
+    "--db /var/lib/weldmon/console.sqlite3 --clips /var/lib/weldmon/clips",
     "config": "weldmon config check /etc/weldmon/weldmon.yaml",
 }
 
@@ -89,11 +93,11 @@ def fail(message: str, code: int) -> int:
 
 
 def add_output_argument(
-    parser: argparse.ArgumentParser, *older: str, dest: str = "output", **kwargs: object
+    parser: argparse.ArgumentParser, *older: str, dest: str = "output", **kwargs: Any
 ) -> None:
     """The one spelling of an output path: ``--output``, with ``--out`` (and any `older`
     names a command used before) as aliases."""
-    parser.add_argument("--output", "--out", *older, dest=dest, **kwargs)  # type: ignore[arg-type]
+    parser.add_argument("--output", "--out", *older, dest=dest, **kwargs)
 
 
 def _top_parser(names: Sequence[str]) -> argparse.ArgumentParser:
@@ -139,4 +143,9 @@ def main(argv: Sequence[str] | None = None, *, package: str | None = None) -> in
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    # `python -m weldmon.cli` runs this file as __main__, a second copy of the module; the
+    # subcommands import `weldmon.cli`, so run that one's main (the running command's name
+    # lives there, for their message prefix).
+    from weldmon.cli import main as _main
+
+    sys.exit(_main())

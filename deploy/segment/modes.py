@@ -10,6 +10,8 @@ from enum import StrEnum
 class SegmentationMode(StrEnum):
     """How a weld's start and end are found."""
 
+    CRACKLE = "crackle"  # the arc's crackle in the audio (deploy.segment.crackle): default
     GATE = "gate"  # the arc gate: from the audio level (deploy.segment.gate)
+    CURRENT = "current"  # the welder's arc current, from its process data (deploy.segment.current)
     TRIGGER = "trigger"  # start/stop messages from the robot over MQTT (monitor only)
     FILE = "file"  # one weld per file (replay)

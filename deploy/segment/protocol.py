@@ -35,6 +35,14 @@ class SegmentationError(WeldmonError):
     """The segmenter was fed something it cannot place on the station's clock."""
 
 
+@dataclass(frozen=True, slots=True)
+class Dropout:
+    """An interruption of the arc inside one weld: samples [start, end) on the station's clock."""
+
+    start: int
+    end: int
+
+
 @dataclass(frozen=True)
 class Boundary:
     """A weld start or end on the station's clock."""
@@ -42,6 +50,7 @@ class Boundary:
     kind: Literal["start", "end"]
     index: int  # sample index on the station's clock (model rate)
     forced: bool = False  # an end the segmenter forced at its longest weld (max_weld_s)
+    dropouts: tuple[Dropout, ...] = ()  # on an end: the arc's interruptions inside the weld
 
 
 class Meter(Protocol):

@@ -31,7 +31,8 @@ NAMESPACE = "weldmon"
 # of one 1 s window takes milliseconds on a small CPU (docs/benchmarks.md, "inference
 # batching"); seconds mean the worker fell behind.
 INFERENCE_LATENCY_BUCKETS_S = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
-MALFORMED_KINDS = ("trigger", "command", "part")  # inbound MQTT messages the daemon parses
+# inbound MQTT messages the daemon parses
+MALFORMED_KINDS = ("trigger", "command", "part", "process")
 INBOUND_IGNORED_REASONS = ("retained", "empty")  # inbound messages never acted on
 WELD_LABELS = get_args(WeldResult.model_fields["label_name"].annotation)  # good_weld, defect
 

@@ -18,14 +18,16 @@ from typing import Protocol
 
 import structlog
 
+from deploy.loader import DeployModel
 from monitor.audio.blocks import AudioBlock
 from monitor.audio.capture import CaptureCounters
 from monitor.audio.capture_thread import CaptureThread
-from monitor.audio.silence import StationSilence
+from monitor.audio.silence import SilenceWatch
 from monitor.events import ErrorEvent, Event, WeldAlert, WeldResult, WeldStart
 from monitor.ops.health import HealthServer, HealthServerError, HealthSnapshot, HttpConfig
 from monitor.ops.metrics import MALFORMED_KINDS, Metrics
 from monitor.ops.notify import Notifier, WatchdogGate, WatchdogProbe, feed_watchdog
+from monitor.publish.opcua_state import OpcUaConfig
 from monitor.publish.publisher import MqttPublisher
 
 SHA_SHOWN_CHARS = 12  # enough to tell two artifacts apart in `systemctl status`
@@ -179,7 +181,9 @@ class DaemonState(Protocol):
     def publisher(self) -> MqttPublisher | None: ...
 
     @property
-    def model_sha256(self) -> str: ...
+    def model(self) -> DeployModel:
+        """The model in use."""
+        ...
 
     @property
     def last_block_at(self) -> float | None:
@@ -199,35 +203,49 @@ class DaemonState(Protocol):
 class Operations:
     """The operator-facing side of the daemon: metrics, systemd notify, the status line."""
 
-    def __init__(self, model_sha256: str, notifier: Notifier | None = None) -> None:
+    def __init__(
+        self,
+        model_sha256: str,
+        stations: list[str],
+        channel_stations: list[str],
+        silence_alarm_s: float | None,
+        notifier: Notifier | None = None,
+    ) -> None:
         self.metrics = Metrics()
         self.metrics.model(model_sha256)
+        self.channel_stations = channel_stations  # the station each input channel feeds
+        self.metrics.declare_stations(stations, channel_stations)
+        self.silence = SilenceWatch(silence_alarm_s)
         self.notifier = notifier or Notifier.from_environment()
         self.summary = StatusSummary()
 
-    def device_opened(self, channel_stations: list[str]) -> None:
-        """A stream epoch began: the device is open and no channel is in a silence episode."""
+    def device_opened(self) -> None:
+        """A stream epoch began: the device is open and no channel is in a silence episode
+        (silence before the stream opened does not count)."""
         self.metrics.device(is_open=True)
-        for channel, station in enumerate(channel_stations):
+        self.silence.reset()
+        for channel, station in enumerate(self.channel_stations):
             self.metrics.dead_microphone(station, channel, dead=False)
 
-    def microphone(self, quiet: StationSilence) -> None:
-        """A channel began or ended a dead-microphone episode: the gauge first, then the log
-        line (whoever reads the log may scrape at once)."""
-        channel, station = quiet.change.channel, quiet.station
-        self.metrics.dead_microphone(station, channel, quiet.alarm)
-        if quiet.alarm:
-            log.error("dead_microphone", channel=channel, station=station)
-        else:
-            log.info("microphone_sound_returned", channel=channel, station=station)
-
-    def on_block(self, block: AudioBlock) -> None:
-        """Count one audio block's frames, losses and repairs."""
+    def on_block(self, block: AudioBlock) -> list[tuple[str, str]]:
+        """Count one audio block's frames, losses and repairs and watch it for dead
+        microphones; returns (station, message) for every alarm that began. The gauge is set
+        before the log line (whoever reads the log may scrape at once)."""
         self.metrics.audio_block(
             block.frames,
             dropped_frames=block.dropped_frames,
             nonfinite_samples=block.nonfinite_samples,
         )
+        alarms = []
+        for quiet in self.silence.changes(block, self.channel_stations):
+            channel, station = quiet.change.channel, quiet.station
+            self.metrics.dead_microphone(station, channel, quiet.alarm)
+            if quiet.alarm:
+                log.error("dead_microphone", channel=channel, station=station)
+                alarms.append((station, quiet.message))
+            else:
+                log.info("microphone_sound_returned", channel=channel, station=station)
+        return alarms
 
     def on_event(self, event: Event) -> None:
         """Count one event in the metrics and the status summary (an event listener)."""
@@ -241,7 +259,7 @@ class Operations:
         mqtt = "off" if publisher is None else "disconnected"
         if publisher is not None and publisher.counters.connected:
             mqtt = "connected"
-        return self.summary.line(mqtt, state.model_sha256, note)
+        return self.summary.line(mqtt, state.model.sha256, note)
 
     def bind_gauges(
         self, queue_depth: Callable[[], float], publisher: MqttPublisher | None
@@ -330,6 +348,22 @@ class Operations:
             mqtt_enabled=mqtt_enabled,
             publisher=state.publisher,
         )
+
+    def opcua(
+        self,
+        cfg: OpcUaConfig,
+        stations: list[str],
+        http: HttpConfig,
+        report: Callable[[str, str], None],
+    ) -> contextlib.AbstractAsyncContextManager[Callable[[Event], None]]:
+        """The OPC UA server (`monitor.publish.opcua.serving`), each station's health read
+        from these metrics against ``http.max_audio_age_s``; enter it to serve."""
+        from monitor.publish import opcua  # the optional `opcua` extra: asyncua
+
+        def health(station: str) -> str:
+            return station_health(self.metrics, station, http.max_audio_age_s)
+
+        return opcua.serving(cfg, stations, health, report)
 
     def log_stats(self, state: DaemonState) -> None:
         """One log line with every component's counters."""

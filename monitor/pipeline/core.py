@@ -3,8 +3,10 @@
     AudioBlock [frames, channels] at the source rate (sound device or file)
       -> StationSplitter  (mix: channel mean -> one station; per_channel: one per channel)
       -> StationResampler (one multichannel soxr stream for all stations, to the model rate)
-      -> SampleHistory + segmenter (gate | trigger | file) -> start/end boundaries
-         (every station's frames measured in one call: `process_blocks`)
+      -> SampleHistory + segmenter (crackle | gate | current | trigger | file)
+         -> start/end boundaries (every station's frames measured in one call:
+         `process_blocks`); process data (`push_process`, replay's `queue_process`) goes to
+         the station's `ProcessTrack` and, in current mode, its segmenter
       -> WeldWindower (chunk_samples windows aligned at the weld start)
       -> InferenceWorker (one thread, batched) -> WeldTracker -> events -> `emit`
 
@@ -46,13 +48,17 @@ from typing import Literal
 import numpy as np
 import structlog
 
+from deploy.segment.crackle_params import CrackleParams
+from deploy.segment.current import CurrentParams
 from deploy.segment.gate import GateParams
 from deploy.segment.modes import SegmentationMode
+from deploy.segment.process import ProcessSample, ProcessTrack
 from deploy.segment.protocol import Boundary, Segmenter, process_blocks
 from monitor.audio.blocks import AudioBlock
 from monitor.audio.config import ChannelMode
-from monitor.events import DegradedReason, EndReason, Source
+from monitor.events import DegradedReason, EndReason, ProcessReading, Source
 from monitor.pipeline.inference import InferenceWorker
+from monitor.pipeline.process_feed import ProcessFeed
 from monitor.pipeline.resample import StationChunk, StationResampler
 from monitor.pipeline.stations import StationSplitter
 from monitor.pipeline.tracker import TrackerOptions, WeldTracker, check_swappable
@@ -63,6 +69,7 @@ from monitor.pipeline.verdicts import (
     WeldAudioHook,
     WindowLatencyHook,
 )
+from monitor.pipeline.weld_facts import weld_facts
 from monitor.pipeline.windower import SampleHistory, WeldWindower
 from monitor.segment.factory import (
     RULES,
@@ -90,12 +97,21 @@ class PipelineSettings:
     trigger_max_weld_s: float = DEFAULT_TRIGGER_MAX_WELD_S
     progress: bool = True
     max_in_flight: int = DEFAULT_MAX_IN_FLIGHT
+    crackle: CrackleParams = field(default_factory=CrackleParams)
+    current: CurrentParams = field(default_factory=CurrentParams)
+    process_clock_offset_s: float = 0.0  # added to each live process sample's time
 
     @property
     def segmenter(self) -> SegmentationConfig:
         """What each station's segmenter is built from."""
         trigger = TriggerConfig(max_weld_s=self.trigger_max_weld_s)
-        return SegmentationConfig(mode=self.segmentation, gate=self.gate, trigger=trigger)
+        return SegmentationConfig(
+            mode=self.segmentation,
+            crackle=self.crackle,
+            gate=self.gate,
+            current=self.current,
+            trigger=trigger,
+        )
 
 
 @dataclass
@@ -127,6 +143,7 @@ class _Station:
         self.source: Source | None = None
         self.weld: OpenWeld | None = None
         self.next_part: dict[str, str] = {}  # the last part announced, for the next weld
+        self.process: ProcessTrack | None = None  # this epoch's process samples
 
 
 class Pipeline:
@@ -170,6 +187,7 @@ class Pipeline:
         )
         self._keeps_audio = weld_audio is not None
         self._epoch: int | None = None  # the stream epoch the stations are in, None between
+        self._process = ProcessFeed(self.model_rate, settings.process_clock_offset_s)
 
     # -- lifecycle ---------------------------------------------------------------------------
 
@@ -186,7 +204,11 @@ class Pipeline:
 
     def counts(self) -> dict[str, int]:
         """Every counter of the pipeline by name (the stats log)."""
-        return {**self.counters.as_dict(), **asdict(self._verdicts.counters)}
+        return {
+            **self.counters.as_dict(),
+            **self._process.counters.as_dict(),
+            **asdict(self._verdicts.counters),
+        }
 
     @property
     def source_rate(self) -> int:
@@ -304,6 +326,25 @@ class Pipeline:
             context = {**context, **st.segmenter.take_start_context()}
         return context or None
 
+    def push_process(self, station: str, readings: list[ProcessReading], bad: int = 0) -> int:
+        """Live process readings for `station` (``bad``: how many its message held that were
+        already skipped), placed by their times; returns how many were taken (the rest are
+        counted, see `monitor.pipeline.process_feed`)."""
+        counters = self._process.counters
+        counters.process_samples_bad += bad
+        st = next((s for s in self._stations if s.name == station), None)
+        if st is None or st.process is None:
+            counters.process_samples_ignored += len(readings)
+            return 0
+        return self._process.push(
+            st.process, st.segmenter, self._process.placed(readings, st.epoch_utc)
+        )
+
+    def queue_process(self, samples: list[ProcessSample]) -> None:
+        """Process samples already on the stream's clock (replay: a sensor log, its offset
+        applied) for every station, pushed when the stream's epoch begins."""
+        self._process.queue(samples)
+
     # -- internals ---------------------------------------------------------------------------
 
     def _new_segmenter(self) -> Segmenter:
@@ -319,11 +360,16 @@ class Pipeline:
 
     def _begin_epoch(self, block: AudioBlock, source: Source) -> None:
         self._epoch = block.stream_epoch
+        keep_s = max_weld_s(self.settings.segmenter)
+        keep_s = keep_s if math.isfinite(keep_s) else DEFAULT_TRIGGER_MAX_WELD_S
         for st in self._stations:
             st.epoch_utc = block.epoch_utc
             st.source = source
             st.segmenter = self._new_segmenter()
             st.history.reset(round(block.start_frame * self.model_rate / self._source_rate))
+            st.process = ProcessTrack(self.model_rate, keep_s)
+            if self._process.queued:
+                self._process.push(st.process, st.segmenter, self._process.queued)
 
     def _station_chunks(self, chunk: StationChunk) -> list[StationChunk]:
         """The resampler's chunk, one mono chunk per station."""
@@ -388,10 +434,13 @@ class Pipeline:
             if st.weld is not None:  # segmenters never do this; be loud if one does
                 raise RuntimeError(f"{st.name}: start at {b.index} while a weld is open")
             assert st.source is not None
+            source = st.source
+            if source.type == "file":  # replay: where the weld lies in its file
+                source = source.model_copy(update={"start_s": b.index / self.model_rate})
             tracker = WeldTracker(
                 self.options,
                 st.name,
-                st.source,
+                source,
                 b.index,
                 st.epoch_utc,
                 context=self._start_context(st),
@@ -407,7 +456,15 @@ class Pipeline:
             raise RuntimeError(f"{st.name}: end at {b.index} without an open weld")
         await self._verdicts.submit(weld, weld.windower.windows_until(st.history, b.index))
         audio = self._weld_samples(st, weld, b.index) if self._keeps_audio else None
-        await self._verdicts.ended(weld, b.index, end_reason, audio)
+        facts = weld_facts(
+            b,
+            weld.windower.start_index,
+            self.model_rate,
+            track=st.process if st.process else None,
+            dropouts=RULES[self.settings.segmentation].dropouts,
+            in_file=st.source is not None and st.source.type == "file",
+        )
+        await self._verdicts.ended(weld, b.index, end_reason, audio, facts)
         st.weld = None
 
     def _weld_samples(self, st: _Station, weld: OpenWeld, end_index: int) -> np.ndarray:

@@ -39,6 +39,7 @@ from monitor.events import (
     WeldStart,
     new_weld_id,
 )
+from monitor.pipeline.weld_facts import WeldFacts
 
 
 @dataclass(frozen=True)
@@ -287,8 +288,11 @@ class WeldTracker:
             )
         return out
 
-    def result(self, end_index: int, end_reason: EndReason) -> WeldResult:
-        """The verdict over the whole windows inside [start, end_index)."""
+    def result(
+        self, end_index: int, end_reason: EndReason, facts: WeldFacts | None = None
+    ) -> WeldResult:
+        """The verdict over the whole windows inside [start, end_index), with the weld's
+        optional `facts` (dropouts, process record, its end in the file)."""
         m = self.options.model
         judged = self.judged_probs(end_index)
         reasons = set(self.degraded_reasons)
@@ -302,7 +306,7 @@ class WeldTracker:
             p_max = float(np.max(judged))
         ended = max(end_index, self.start_index)
         return WeldResult(
-            **self._common(),
+            **{**self._common(), **self._fact_fields(facts)},
             started_at=self.started_at,
             ended_at=self._utc(ended),
             duration_s=(ended - self.start_index) / m.sample_rate,
@@ -319,3 +323,11 @@ class WeldTracker:
             end_reason=end_reason,
             context=self.context,
         )
+
+    def _fact_fields(self, facts: WeldFacts | None) -> dict:
+        if facts is None:
+            return {}
+        out: dict = {"dropouts": facts.dropouts, "process": facts.process}
+        if facts.end_s is not None:
+            out["source"] = self.source.model_copy(update={"end_s": facts.end_s})
+        return out

@@ -30,6 +30,7 @@ import structlog
 from monitor.events import EndReason, Event, WeldResult
 from monitor.pipeline.inference import InferenceWorker
 from monitor.pipeline.tracker import WeldTracker
+from monitor.pipeline.weld_facts import WeldFacts
 from monitor.pipeline.windower import WeldWindower, Window
 
 log = structlog.get_logger(__name__)
@@ -66,8 +67,8 @@ _NOT_FINITE: Future[float] = Future()
 
 _WindowItem = tuple[Literal["window"], WeldTracker, Window, "Future[float] | None"]
 _EventItem = tuple[Literal["event"], Event]
-# (end, weld, end index, reason, the weld's audio for the weld_audio hook or None)
-_EndItem = tuple[Literal["end"], OpenWeld, int, EndReason, np.ndarray | None]
+# (end, weld, end index, reason, the weld's audio for the weld_audio hook or None, its facts)
+_EndItem = tuple[Literal["end"], OpenWeld, int, EndReason, np.ndarray | None, WeldFacts | None]
 
 
 class VerdictQueue:
@@ -178,10 +179,16 @@ class VerdictQueue:
             await self._items.put(("window", weld.tracker, w, future))
 
     async def ended(
-        self, weld: OpenWeld, end_index: int, reason: EndReason, audio: np.ndarray | None
+        self,
+        weld: OpenWeld,
+        end_index: int,
+        reason: EndReason,
+        audio: np.ndarray | None,
+        facts: WeldFacts | None = None,
     ) -> None:
-        """A weld ended at `end_index`: its result (with `audio` for the hook), in order."""
-        await self._items.put(("end", weld, end_index, reason, audio))
+        """A weld ended at `end_index`: its result (with `audio` for the hook and the weld's
+        `facts`), in order."""
+        await self._items.put(("end", weld, end_index, reason, audio, facts))
 
     # -- the consumer ---------------------------------------------------------------------------
 
@@ -215,10 +222,10 @@ class VerdictQueue:
             for event in tracker.add_window(window.index, prob, window.end, self.progress):
                 self.emit(event)
         else:
-            _, weld, end_index, reason, audio = item
+            _, weld, end_index, reason, audio, facts = item
             self.counters.results += 1
             try:
-                self.emit(self._result(weld, end_index, reason, audio))
+                self.emit(self._result(weld, end_index, reason, audio, facts))
             finally:
                 key = id(weld.worker)
                 self._users[key] -= 1
@@ -227,9 +234,14 @@ class VerdictQueue:
                 self._released.set()
 
     def _result(
-        self, weld: OpenWeld, end_index: int, reason: EndReason, audio: np.ndarray | None
+        self,
+        weld: OpenWeld,
+        end_index: int,
+        reason: EndReason,
+        audio: np.ndarray | None,
+        facts: WeldFacts | None,
     ) -> WeldResult:
-        result = weld.tracker.result(end_index, reason)
+        result = weld.tracker.result(end_index, reason, facts)
         if audio is None or audio.size == 0 or self._weld_audio is None:
             return result
         return self._weld_audio(result, audio, weld.tracker.judged_probs(end_index))

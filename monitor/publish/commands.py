@@ -1,6 +1,6 @@
 """Inbound MQTT: the command router the publisher hands every received message to.
 
-Four kinds of message come in, each on its own topic:
+Five kinds of message come in, each on its own topic:
 
 - ``{prefix}/cmd/reload``: reload the model (empty, the word ``reload``, or a JSON object
   with an optional ``request_id`` echoed in the log);
@@ -9,7 +9,10 @@ Four kinds of message come in, each on its own topic:
 - ``{prefix}/{station}/trigger`` (trigger mode): a weld starts or stops at arrival time; a
   start may carry part context (`TriggerMessage`);
 - ``{prefix}/{station}/part`` (any mode): the station's next part (`PartMessage`), carried by
-  its next weld.
+  its next weld;
+- ``{prefix}/{station}/process`` (unless ``process.enabled`` is false): the welder's process
+  data (`monitor.publish.process_messages`). Like every inbound message, a retained one never
+  gets here (the publisher drops it: it would come back at every connect as if new).
 
 The router parses and dispatches to handlers the daemon gives it; a malformed message is
 logged and reported to ``malformed(kind)`` (the metric counts it) and goes no further.
@@ -33,9 +36,11 @@ from monitor.events import (
     STATION_PATTERN,
     MalformedMessageError,
     PartMessage,
+    ProcessReading,
     TriggerMessage,
     first_errors,
     part_subscription,
+    process_subscription,
     trigger_subscription,
 )
 from monitor.publish.homeassistant import (
@@ -43,6 +48,11 @@ from monitor.publish.homeassistant import (
     HomeAssistantConfig,
     discovery_messages,
     is_homeassistant_birth,
+)
+from monitor.publish.process_messages import (
+    is_process_topic,
+    parse_process,
+    station_from_process_topic,
 )
 from weldmon import __version__
 
@@ -53,7 +63,7 @@ MAX_TRIGGER_PAYLOAD_BYTES = 4096
 RELOAD_WORD = b"reload"
 MAX_COMMAND_PAYLOAD_BYTES = 1024  # a command is a word or a tiny JSON object
 
-MalformedKind = Literal["command", "trigger", "part"]
+MalformedKind = Literal["command", "trigger", "part", "process"]
 
 log = structlog.get_logger(__name__)
 
@@ -168,6 +178,8 @@ class CommandHandlers:
     part: Callable[[str, dict[str, str]], bool]
     homeassistant_birth: Callable[[], None]  # Home Assistant restarted: send discovery again
     malformed: Callable[[MalformedKind], None]  # a message that is none of ours was dropped
+    # (station, the payload's good readings, how many it held that were skipped as bad)
+    process: Callable[[str, list[ProcessReading], int], None] | None = None
 
 
 class CommandRouter:
@@ -181,6 +193,7 @@ class CommandRouter:
         handlers: CommandHandlers,
         *,
         triggers: bool,
+        process: bool = False,
     ) -> None:
         self.prefix = prefix
         self.homeassistant = homeassistant
@@ -190,6 +203,8 @@ class CommandRouter:
         self.subscriptions += [part_subscription(prefix), reload_topic(prefix)]
         if homeassistant.enabled:
             self.subscriptions.append(homeassistant.birth_topic)
+        if process and handlers.process is not None:
+            self.subscriptions.append(process_subscription(prefix))
 
     def discovery(self) -> list[Discovery]:
         """Home Assistant's discovery configs for the stations (empty when disabled): sent at
@@ -221,6 +236,9 @@ class CommandRouter:
             if not self.handlers.part(station, part.context_fields()):
                 log.warning("part_ignored", station=station, part_id=part.part_id)
             return
+        if self.handlers.process is not None and is_process_topic(topic, self.prefix):
+            self._process(topic, payload)
+            return
         try:
             station = station_from_trigger_topic(topic, self.prefix)
             trigger = parse_trigger(payload)
@@ -230,6 +248,16 @@ class CommandRouter:
         context = trigger.context_fields()
         if not self.handlers.trigger(station, trigger.state, time.time(), context):
             log.warning("trigger_ignored", station=station, state=trigger.state)
+
+    def _process(self, topic: str, payload: bytes) -> None:
+        assert self.handlers.process is not None
+        try:
+            station = station_from_process_topic(topic, self.prefix)
+            readings, bad = parse_process(payload)
+        except MalformedMessageError as exc:
+            self._malformed("process", topic, exc)
+            return
+        self.handlers.process(station, readings, bad)
 
     def _malformed(self, kind: MalformedKind, topic: str, exc: MalformedMessageError) -> None:
         self.handlers.malformed(kind)

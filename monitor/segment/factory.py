@@ -1,10 +1,13 @@
 """The one place a segmentation mode is switched on: which segmenter it builds, how long a
 weld may last, why a weld it ends ended, and whether the daemon or only replay can run it.
 
-Audio-only modes (the arc gate) come from ``deploy.segment.factory``, which training shares;
-the modes that need the running monitor are built here: ``trigger`` (start/stop messages
-from the robot, ``monitor.segment.triggers.TriggerSegmenter``) and ``file`` (one weld per
-file, for replay). The ``segmentation:`` config section is declared here too.
+Audio-only modes (the crackle segmenter, the default; the arc gate) come from
+``deploy.segment.factory``, which training shares; the modes that need the running monitor
+are built here: ``current`` (the welder's process data, ``deploy.segment.current``: pushed by
+the pipeline from MQTT or, in replay, from the run's sensor log), ``trigger`` (start/stop
+messages from the robot, ``monitor.segment.triggers.TriggerSegmenter``) and ``file`` (one
+weld per file, for replay). The ``segmentation:`` and ``process:`` config sections are
+declared here too.
 """
 
 from __future__ import annotations
@@ -15,7 +18,9 @@ from dataclasses import dataclass
 from pydantic import BaseModel, ConfigDict, Field
 
 from deploy.errors import WeldmonError
-from deploy.segment.factory import audio_only_max_weld_s, audio_only_segmenter
+from deploy.segment.crackle_params import CrackleParams
+from deploy.segment.current import CurrentParams, CurrentSegmenter
+from deploy.segment.factory import DEFAULT_MODE, audio_only_max_weld_s, audio_only_segmenter
 from deploy.segment.gate import GateParams
 from deploy.segment.modes import SegmentationMode
 from deploy.segment.protocol import Segmenter
@@ -32,14 +37,30 @@ class TriggerConfig(BaseModel):
 
 
 class SegmentationConfig(BaseModel):
-    """The ``segmentation:`` section: how welds are found in the stream (arc gate, external
-    trigger, or one per file) and each mode's settings."""
+    """The ``segmentation:`` section: how welds are found in the stream (the arc's crackle,
+    the arc gate, the welder's current, an external trigger, or one per file) and each
+    mode's settings."""
 
     model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
-    mode: SegmentationMode = SegmentationMode.GATE
+    mode: SegmentationMode = DEFAULT_MODE
+    crackle: CrackleParams = CrackleParams()
     gate: GateParams = GateParams()
+    current: CurrentParams = CurrentParams()
     trigger: TriggerConfig = TriggerConfig()
+
+
+class ProcessConfig(BaseModel):
+    """The ``process:`` section: the welder's process data on ``{prefix}/{station}/process``
+    (current, voltage, wire), which the ``current`` mode cuts welds by and every result
+    summarises when it is there."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
+
+    enabled: bool = True  # subscribe to the process topic (ignored when nothing is published)
+    # Added to each sample's time before it is placed on the audio's clock (s): for a power
+    # source whose clock runs behind (+) or ahead (-) of this machine's.
+    clock_offset_s: float = Field(0.0, ge=-60.0, le=60.0)
 
 
 @dataclass(frozen=True)
@@ -50,12 +71,16 @@ class ModeRules:
     live: bool  # the daemon can run it (False: replay only)
     replay_as: SegmentationMode  # what replay runs instead (no robot sends triggers to a file)
     triggers: bool  # welds come from MQTT trigger messages (the daemon subscribes to them)
+    dropouts: bool  # its segmenter reports the arc's dropouts on each weld's end
 
 
+_MODES = SegmentationMode
 RULES: dict[SegmentationMode, ModeRules] = {
-    SegmentationMode.GATE: ModeRules(EndReason.GATE, True, SegmentationMode.GATE, False),
-    SegmentationMode.TRIGGER: ModeRules(EndReason.TRIGGER, True, SegmentationMode.FILE, True),
-    SegmentationMode.FILE: ModeRules(EndReason.FILE_END, False, SegmentationMode.FILE, False),
+    _MODES.CRACKLE: ModeRules(EndReason.CRACKLE, True, _MODES.CRACKLE, False, True),
+    _MODES.GATE: ModeRules(EndReason.GATE, True, _MODES.GATE, False, False),
+    _MODES.CURRENT: ModeRules(EndReason.CURRENT, True, _MODES.CURRENT, False, True),
+    _MODES.TRIGGER: ModeRules(EndReason.TRIGGER, True, _MODES.FILE, True, False),
+    _MODES.FILE: ModeRules(EndReason.FILE_END, False, _MODES.FILE, False, False),
 }
 
 
@@ -66,7 +91,8 @@ class ModeError(WeldmonError):
 def require_live(mode: SegmentationMode) -> None:
     """Raise ModeError unless the daemon can run ``mode``."""
     if not RULES[mode].live:
-        raise ModeError(f"segmentation.mode: {mode.value!r} is for replay; use gate or trigger")
+        live = sorted(m.value for m, rules in RULES.items() if rules.live)
+        raise ModeError(f"segmentation.mode: {mode.value!r} is for replay; use one of {live}")
 
 
 def new_segmenter(cfg: SegmentationConfig, sample_rate: int) -> Segmenter:
@@ -75,7 +101,9 @@ def new_segmenter(cfg: SegmentationConfig, sample_rate: int) -> Segmenter:
         return TriggerSegmenter(sample_rate, cfg.trigger.max_weld_s)
     if cfg.mode is SegmentationMode.FILE:
         return FileSegmenter()
-    return audio_only_segmenter(cfg.mode, sample_rate, cfg.gate)
+    if cfg.mode is SegmentationMode.CURRENT:
+        return CurrentSegmenter(cfg.current, sample_rate)
+    return audio_only_segmenter(cfg.mode, sample_rate, cfg.gate, cfg.crackle)
 
 
 def max_weld_s(cfg: SegmentationConfig) -> float:
@@ -84,4 +112,6 @@ def max_weld_s(cfg: SegmentationConfig) -> float:
         return cfg.trigger.max_weld_s
     if cfg.mode is SegmentationMode.FILE:
         return math.inf
-    return audio_only_max_weld_s(cfg.mode, cfg.gate)
+    if cfg.mode is SegmentationMode.CURRENT:
+        return cfg.current.max_weld_s
+    return audio_only_max_weld_s(cfg.mode, cfg.gate, cfg.crackle)

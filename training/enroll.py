@@ -1,0 +1,336 @@
+"""Good-only enrollment: a deploy artifact from a cell's good welds, no defect examples.
+
+Most factories have plenty of good welds and few labelled defects. Enrollment takes the good
+welds under a dataset root (the usual layout; every weld as the daemon cuts it,
+`training.features`), embeds each window (`deploy.anomaly.spectral_embedding`), and fits the
+cell reference: the windows' mean and Ledoit-Wolf-shrunk covariance. A weld's p_defect is the
+top-k pool (the artifact's `eval_pool_ratio`) of its windows' calibrated distances.
+
+Calibration, leave-one-out: each good weld is scored against the reference fitted without
+its config folder (a session never enrolled, the harder case), or without itself when all
+welds come from one folder. The logits of those pooled scores are modelled as normal (a
+requested false-alarm rate of 1 % is below what 15 welds can show empirically), and the
+calibration centre is set so that the artifact's threshold sits at that normal's (1 - rate)
+quantile, or just above the observed (1 - rate) quantile when that is higher (pooled top-k
+scores have a heavier tail than a normal). The metadata records the empirical leave-one-out
+false-alarm rate beside the requested one.
+
+Enrolling into a supervised artifact (`base`) keeps its classifier, front end, pooling and
+threshold and adds one cell reference (`deploy.anomaly.FusedScorer`), calibrated the same way
+against that threshold.
+
+`enrollment_cv` is the honest figure: each good config folder in turn is held out, the good
+welds of every other good folder are enrolled, and the held-out folder's welds and every
+defect weld (never enrolled) are scored; the folds are pooled.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from statistics import NormalDist
+from typing import Any
+
+import numpy as np
+import torch
+
+from deploy.anomaly import AnomalyScorer, CellReference, FusedScorer, spectral_embedding
+from deploy.backbone import BackboneParams, WindowClassifier
+from deploy.errors import WeldmonError
+from deploy.export import ExportResult, export_artifact
+from deploy.frontend import FrontEndParams
+from deploy.loader import DeployModel, load_artifact
+from deploy.pooling import topk_pool
+from training.dataset import index_dataset
+from training.features import Bag, FeatureStore
+from training.welds import SegmentationSource
+
+DEFAULT_FALSE_ALARM_RATE = 0.01
+DEFAULT_EMBEDDING = "mean"  # deploy.anomaly.EMBEDDINGS; the best of the two in docs/training.md
+DEFAULT_POOL_RATIO = 0.05  # the original's eval_pool_ratio
+ANOMALY_THRESHOLD = 0.5  # an enrolled artifact's threshold: logit 0 = the calibrated quantile
+MIN_GOOD_WELDS = 3  # leave-one-out calibration needs a spread of at least two others
+STD_FLOOR = 1e-6  # per-dimension std floor before whitening (a constant band)
+EIGEN_FLOOR = 1e-9  # smallest covariance eigenvalue kept when whitening
+LOGIT_CLAMP = 1e-6  # pooled probabilities clamped away from 0 and 1 before the logit
+OBSERVED_MARGIN = 1e-3  # logit margin above a leave-one-out score the threshold must clear
+
+
+class EnrollmentError(WeldmonError):
+    """The good welds cannot make a reference (too few, or none usable)."""
+
+
+def ledoit_wolf(x: np.ndarray) -> np.ndarray:
+    """Ledoit-Wolf shrunk covariance of the rows of `x` (Ledoit & Wolf 2004, the estimator
+    scikit-learn's `LedoitWolf` computes; hand-written so the training extra stays small,
+    and tested against scikit-learn)."""
+    n, p = x.shape
+    xc = x - x.mean(axis=0)
+    emp = xc.T @ xc / n
+    mu = np.trace(emp) / p
+    x2 = xc**2
+    delta_sum = np.sum((xc.T @ xc) ** 2) / n**2
+    beta = (np.sum(x2.T @ x2) / n - delta_sum) / (p * n)
+    delta = (delta_sum - 2.0 * mu * np.trace(emp) + p * mu**2) / p
+    shrinkage = 0.0 if beta == 0 else min(beta, delta) / delta
+    return (1.0 - shrinkage) * emp + shrinkage * mu * np.eye(p)
+
+
+def fit_reference(emb: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(mean, whitening matrix) of window embeddings [N, D]: standardise each dimension, shrink
+    the covariance, whiten with its inverse square root."""
+    mean = emb.mean(axis=0)
+    std = np.maximum(emb.std(axis=0), STD_FLOOR)
+    cov = ledoit_wolf((emb - mean) / std)
+    vals, vecs = np.linalg.eigh(cov)
+    inv_sqrt = vecs @ np.diag(1.0 / np.sqrt(np.maximum(vals, EIGEN_FLOOR))) @ vecs.T
+    return mean, inv_sqrt / std[None, :]
+
+
+def _distances(emb: np.ndarray, mean: np.ndarray, whiten: np.ndarray) -> np.ndarray:
+    z = (emb - mean) @ whiten.T
+    return np.sqrt(np.sum(z * z, axis=1))
+
+
+def _pooled_logits(
+    dists: Sequence[np.ndarray],
+    centre: float,
+    scale: float,
+    ratio: float,
+    floor: Sequence[np.ndarray] | None,
+) -> np.ndarray:
+    """Logit of each weld's pooled p_defect for a calibration `centre` (and, fused, the
+    supervised window logits the anomaly logits are maxed with)."""
+    out = []
+    for i, d in enumerate(dists):
+        z = (d - centre) / scale
+        if floor is not None:
+            z = np.maximum(z, floor[i])
+        p = float(topk_pool(torch.from_numpy(1.0 / (1.0 + np.exp(-z))), ratio))
+        p = min(max(p, LOGIT_CLAMP), 1.0 - LOGIT_CLAMP)
+        out.append(math.log(p / (1.0 - p)))
+    return np.array(out)
+
+
+@dataclass(frozen=True)
+class Calibration:
+    centre: float
+    scale: float
+    loo_logits: np.ndarray  # each good weld's pooled logit, scored without itself
+    threshold: float
+
+    def loo_false_alarm_rate(self) -> float:
+        cut = math.log(self.threshold / (1.0 - self.threshold))
+        return float(np.mean(self.loo_logits >= cut))
+
+
+def calibrate(
+    weld_embs: Sequence[np.ndarray],
+    *,
+    false_alarm_rate: float,
+    threshold: float,
+    ratio: float,
+    supervised: Sequence[np.ndarray] | None = None,
+    groups: Sequence[str] | None = None,
+) -> Calibration:
+    """Leave-one-out scores of the good welds, and the centre that puts `threshold` at the
+    (1 - false_alarm_rate) quantile of their pooled logits: the larger of a fitted normal's
+    and just above the observed one (at most floor(rate x n) welds reach it). With `groups`
+    (each weld's config folder), a weld is scored without its whole group."""
+    if len(weld_embs) < MIN_GOOD_WELDS:
+        raise EnrollmentError(f"{len(weld_embs)} good weld(s); need at least {MIN_GOOD_WELDS}")
+    keys = list(groups) if groups is not None else list(range(len(weld_embs)))
+    loo = []
+    for i in range(len(weld_embs)):
+        rest = np.concatenate([e for j, e in enumerate(weld_embs) if keys[j] != keys[i]])
+        loo.append(_distances(weld_embs[i], *fit_reference(rest)))
+    scale = max(float(np.std(np.concatenate(loo), ddof=1)), STD_FLOOR)
+    target = math.log(threshold / (1.0 - threshold))
+    quantile = NormalDist().inv_cdf(1.0 - false_alarm_rate)
+
+    def excess(centre: float) -> float:
+        logits = _pooled_logits(loo, centre, scale, ratio, supervised)
+        modelled = float(logits.mean() + quantile * logits.std(ddof=1))
+        # A pooled top-k score is max-like, with a heavier right tail than the normal: the
+        # threshold also stays above all but floor(rate x n) leave-one-out scores (with
+        # fewer than 1 / rate welds: above the highest one).
+        allowed = math.floor(false_alarm_rate * len(logits))
+        observed = float(np.sort(logits)[::-1][allowed]) + OBSERVED_MARGIN
+        return max(modelled, observed) - target
+
+    # excess() falls as the centre rises (every window logit falls): bisection.
+    all_d = np.concatenate(loo)
+    low, high = float(all_d.min()) - 50 * scale, float(all_d.max()) + 50 * scale
+    for _ in range(100):
+        mid = 0.5 * (low + high)
+        low, high = (mid, high) if excess(mid) > 0 else (low, mid)
+    centre = 0.5 * (low + high)
+    return Calibration(
+        centre, scale, _pooled_logits(loo, centre, scale, ratio, supervised), threshold
+    )
+
+
+def good_bags(
+    data_root: Path, store: FeatureStore, folders: set[str] | None = None
+) -> tuple[list[Bag], list[Bag]]:
+    """(good weld bags, defect weld bags) under `data_root` (good ones only from `folders`)."""
+    index = index_dataset(
+        Path(data_root), sample_rate=store.frontend.sample_rate, chunk_samples=store.chunk_samples
+    )
+    bags = store.bags(index.entries, index.report)
+    good = [
+        b for b in bags if b.label == 0 and (folders is None or b.entry.config_folder in folders)
+    ]
+    return good, [b for b in bags if b.label == 1]
+
+
+def loo_groups(bags: Sequence[Bag]) -> list[str] | None:
+    """What calibration leaves out at a time: a whole config folder (a recording session)
+    when the welds span two or more, else one weld. A new session differs from the enrolled
+    ones more than a sibling weld does: on the shared recordings, welds of a never-enrolled
+    session raised 2 false alarms in 15 at a 1 % leave-one-weld-out threshold, none at the
+    leave-one-folder-out one (docs/training.md)."""
+    folders = [b.entry.config_folder for b in bags]
+    return folders if len(set(folders)) >= 2 else None
+
+
+def embeddings(bags: Sequence[Bag], kind: str = DEFAULT_EMBEDDING) -> list[np.ndarray]:
+    return [spectral_embedding(b.features, kind).numpy().astype(np.float64) for b in bags]
+
+
+def supervised_logits(
+    classifier: WindowClassifier, bags: Sequence[Bag], defect_idx: int
+) -> list[np.ndarray]:
+    with torch.no_grad():
+        out = []
+        for b in bags:
+            logits = classifier.eval().classify_maps(b.features)
+            out.append(
+                (logits[:, defect_idx] - logits[:, 1 - defect_idx]).numpy().astype(np.float64)
+            )
+        return out
+
+
+def reference_module(weld_embs: Sequence[np.ndarray], cal: Calibration) -> CellReference:
+    mean, whiten = fit_reference(np.concatenate(list(weld_embs)))
+    return CellReference(torch.from_numpy(mean), torch.from_numpy(whiten), cal.centre, cal.scale)
+
+
+def classifier_of(model: DeployModel) -> WindowClassifier:
+    """The artifact's window classifier as a plain module (ours, or the original's layout)."""
+    meta = model.metadata
+    if meta.get("provenance", {}).get("kind") in ("enrolled", "fused"):
+        raise EnrollmentError(f"{model.path}: already an enrolled artifact; enroll into its base")
+    frontend = FrontEndParams(**meta["frontend"]) if "frontend" in meta else FrontEndParams()
+    params = BackboneParams(**meta["model"]) if meta.get("model") else BackboneParams()
+    classifier = WindowClassifier(frontend, params)
+    # A scripted module's state dict also lists buffers its front end derives from the
+    # others (the DFT bases, non-persistent in the plain module): take the persistent ones.
+    wanted = classifier.state_dict()
+    state = {k: v for k, v in model.module.base_model.state_dict().items() if k in wanted}
+    try:
+        classifier.load_state_dict(state)
+    except RuntimeError as exc:
+        raise EnrollmentError(
+            f"{model.path}: its classifier does not fit this layout: {exc}"
+        ) from exc
+    return classifier.eval()
+
+
+def enroll(
+    data_root: Path,
+    output: Path,
+    *,
+    false_alarm_rate: float = DEFAULT_FALSE_ALARM_RATE,
+    base: Path | None = None,
+    segmentation: SegmentationSource = "auto",
+    cache_dir: Path | None = None,
+    embedding: str = DEFAULT_EMBEDDING,
+    name: str | None = None,
+    version: str | None = None,
+    log: Callable[[str], None] = print,
+) -> ExportResult:
+    """Build the enrolled artifact from the good welds under `data_root` (into `base`'s
+    classifier when given); returns the export result. `name` / `version` are the model
+    name and version events carry (default: the base's, if any)."""
+    if not 0.0 < false_alarm_rate < 0.5:
+        raise EnrollmentError(f"false-alarm rate must be in (0, 0.5), got {false_alarm_rate}")
+    # TorchScript: the base's classifier is read from its scripted module.
+    model = load_artifact(base, backend="torchscript") if base is not None else None
+    classifier = classifier_of(model) if model is not None else None
+    frontend = FrontEndParams(**model.metadata.get("frontend", {})) if model else FrontEndParams()
+    chunk = model.chunk_samples if model else round(frontend.sample_rate * 1.0)
+    ratio = model.eval_pool_ratio if model else DEFAULT_POOL_RATIO
+    threshold = model.threshold if model else ANOMALY_THRESHOLD
+    store = FeatureStore(frontend, chunk, cache_dir, segmentation)
+    good, _ = good_bags(data_root, store)
+    if not good:
+        raise EnrollmentError(f"{data_root}: no usable good weld to enroll")
+    embs = embeddings(good, embedding)
+    sup = supervised_logits(classifier, good, model.defect_idx) if classifier else None
+    cal = calibrate(
+        embs,
+        false_alarm_rate=false_alarm_rate,
+        threshold=threshold,
+        ratio=ratio,
+        supervised=sup,
+        groups=loo_groups(good),
+    )
+    reference = reference_module(embs, cal)
+    scorer = (
+        FusedScorer(classifier, reference, model.defect_idx, embedding)
+        if classifier
+        else AnomalyScorer(frontend, reference, embedding)
+    )
+    folders = sorted({b.entry.config_folder for b in good})
+    log(
+        f"enrolled {len(good)} good weld(s) from {len(folders)} config folder(s); "
+        f"leave-one-out false-alarm rate {cal.loo_false_alarm_rate():.3f} "
+        f"(requested {false_alarm_rate}, modelled as normal)"
+    )
+    provenance: dict[str, Any] = {
+        "kind": "fused" if classifier else "enrolled",
+        "embedding": embedding,
+        "data_root": str(Path(data_root).resolve()),
+        "segmentation": segmentation,
+        "enrolled_folders": folders,
+        "enrolled_welds": len(good),
+        "enrolled_windows": int(sum(len(e) for e in embs)),
+        "false_alarm_rate": false_alarm_rate,
+        "loo_false_alarm_rate": cal.loo_false_alarm_rate(),
+        "calibration": {
+            "centre": cal.centre,
+            "scale": cal.scale,
+            "left_out": "config folder" if loo_groups(good) else "weld",
+        },
+    }
+    if model is not None:
+        provenance["base"] = {
+            "path": str(base),
+            "sha256": model.sha256,
+            "provenance": model.metadata.get("provenance", {}),
+        }
+        # The base's training split stays visible to the overlap check of `evaluate`.
+        if "split" in model.metadata.get("provenance", {}):
+            provenance["split"] = model.metadata["provenance"]["split"]
+    params = {"kind": provenance["kind"], "embedding": embedding, "dims": int(embs[0].shape[1])}
+    if model is not None:
+        params["base_model"] = dict(model.metadata.get("model", {}))
+    result = export_artifact(
+        scorer,
+        Path(output),
+        frontend=frontend,
+        threshold=threshold,
+        eval_pool_ratio=ratio,
+        defect_idx=1,
+        chunk_seconds=chunk / frontend.sample_rate,
+        model_params=params,
+        provenance=provenance,
+        name=name if name is not None else (model.model_name if model else None),
+        version=version if version is not None else (model.model_version if model else None),
+    )
+    load_artifact(result.path, expected_sha256=result.sha256, backend="torchscript").self_test()
+    load_artifact(result.path, expected_sha256=result.sha256, backend="onnx").self_test()
+    return result
