@@ -11,7 +11,7 @@ import sys
 from pathlib import Path
 
 from deploy.loader import BACKENDS
-from weldmon.cli import EXIT_FAILURE, EXIT_OK, EXIT_USAGE, Command
+from weldmon.cli import EXIT_FAILURE, EXIT_OK, EXIT_USAGE, Command, add_output_argument
 
 
 def _add_model_args(parser: argparse.ArgumentParser) -> None:
@@ -104,7 +104,7 @@ def _parse_offsets(text: str) -> list[float]:
 
 def _configure_scan(parser: argparse.ArgumentParser) -> None:
     _add_model_args(parser)
-    parser.add_argument("--out", required=True, type=Path, help="folder for the CSV and JSON")
+    add_output_argument(parser, required=True, type=Path, help="folder for the CSV and JSON")
     parser.add_argument(
         "--offsets",
         type=_parse_offsets,
@@ -121,7 +121,7 @@ def _run_scan(args: argparse.Namespace) -> int:
     from deploy.scan import check_out_dir, scan, write_report
 
     try:
-        check_out_dir(args.out)  # before the scan: a long scan must not be lost at the end
+        check_out_dir(args.output)  # before the scan: a long scan must not be lost at the end
         model = _load(args)
     except (ArtifactError, ReportError) as exc:
         print(f"weldmon scan: {exc}", file=sys.stderr)
@@ -131,9 +131,9 @@ def _run_scan(args: argparse.Namespace) -> int:
     except ArtifactError as exc:
         print(f"weldmon scan: {exc}", file=sys.stderr)
         return EXIT_USAGE
-    csv_path, json_path = write_report(report, model, args.out)
+    csv_path, json_path = write_report(report, model, args.output)
     print(
-        f"scanned {report.files_ok + report.files_failed} files "
+        f"weldmon scan: scanned {report.files_ok + report.files_failed} files "
         f"({report.files_failed} failed), {report.windows} windows -> {csv_path}, {json_path}",
         file=sys.stderr,
     )
@@ -145,10 +145,8 @@ def _run_scan(args: argparse.Namespace) -> int:
 
 def _configure_convert(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--model", required=True, type=Path, help="deploy artifact (.pt)")
-    parser.add_argument(
-        "--output",
-        "--out",
-        dest="output",
+    add_output_argument(
+        parser,
         type=Path,
         default=None,
         help="the .onnx to write (default: its twin, the model's path with .onnx)",

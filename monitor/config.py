@@ -98,7 +98,9 @@ class LoggingConfig(_Section):
     """structlog output on stderr."""
 
     level: Literal["debug", "info", "warning", "error"] = "info"
-    format: Literal["json", "console"] = "json"  # json: one event per line, for journald
+    # auto: console on a terminal, json otherwise (systemd, pipes); json: one event per line,
+    # for journald; console: for a person
+    format: Literal["auto", "json", "console"] = "auto"
 
 
 class MonitorConfig(_Section):

@@ -83,7 +83,8 @@ class ReplaySummary:
     def line(self) -> str:
         """One human line for stderr."""
         return (
-            f"replay: {self.files} file(s), {self.files_failed} failed, {self.welds} weld(s), "
+            f"weldmon replay: {self.files} file(s), {self.files_failed} failed, "
+            f"{self.welds} weld(s), "
             f"{self.defects} defect(s), {self.degraded} degraded"
         )
 
@@ -136,7 +137,9 @@ async def replay_files(
         router = EventRouter(publisher, [_StdoutResults(out, summary)], replay=True)
         with (
             worker,
-            tqdm(total=len(files), unit="file", disable=not show_bar, file=sys.stderr) as bar,
+            tqdm(
+                total=len(files), desc="replay", unit="file", disable=not show_bar, file=sys.stderr
+            ) as bar,
         ):
             for path in files:
                 summary.files += 1

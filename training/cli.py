@@ -14,19 +14,21 @@ import time
 from pathlib import Path
 
 from training.welds import SEGMENTATION_SOURCES  # no torch: --help stays fast
-from weldmon.cli import EXIT_FAILURE, EXIT_OK, EXIT_USAGE, Command
+from weldmon.cli import (
+    EXIT_FAILURE,
+    EXIT_OK,
+    EXIT_USAGE,
+    Command,
+    add_output_argument,
+    fail,
+    message_prefix,
+)
 
 DEFAULT_RUNS_FOLDER = Path("runs")  # where runs go without --run-dir / --out
 
 
 def _stamp() -> str:
     return time.strftime("%Y%m%d-%H%M%S")
-
-
-def _fail(message: str, code: int) -> int:
-    command = sys.argv[1] if len(sys.argv) > 1 else "training"
-    print(f"weldmon {command}: {message}", file=sys.stderr)
-    return code
 
 
 def _usable_output(path: Path, what: str) -> str | None:
@@ -48,7 +50,11 @@ def _load(args: argparse.Namespace):  # -> TrainConfig
     overrides = {"data_root": str(args.data_root)} if args.data_root else {}
     cfg = load_config(args.config, overrides)
     for section in ignored_sections(args.config):
-        print(f"note: section {section!r} of {args.config} is for another modality; ignored")
+        print(
+            f"{message_prefix()} note: section {section!r} of {args.config} is for another "
+            "modality; ignored",
+            file=sys.stderr,
+        )
     return cfg
 
 
@@ -78,24 +84,24 @@ def _run_train(args: argparse.Namespace) -> int:
     from training.train import train
 
     if args.resume and args.run_dir is None:
-        return _fail("--resume needs --run-dir", EXIT_USAGE)
+        return fail("--resume needs --run-dir", EXIT_USAGE)
     try:
         cfg = _load(args)
     except ConfigError as exc:
-        return _fail(str(exc), EXIT_USAGE)
+        return fail(str(exc), EXIT_USAGE)
     run_dir = args.run_dir or DEFAULT_RUNS_FOLDER / f"train-{_stamp()}"
     ranks = distributed.from_environment()  # torchrun: one process per rank, data-parallel
     if ranks.parallel and args.run_dir is None:
-        return _fail("under torchrun, give every rank the same --run-dir", EXIT_USAGE)
+        return fail("under torchrun, give every rank the same --run-dir", EXIT_USAGE)
     data_root = getattr(cfg, "data_root", None)
     if data_root is not None and not Path(data_root).is_dir():
-        return _fail(f"data_root: {data_root} is not a directory", EXIT_USAGE)
+        return fail(f"data_root: {data_root} is not a directory", EXIT_USAGE)
     try:
         result = train(cfg, run_dir, resume=args.resume, progress=not args.no_progress)
     except ConfigError as exc:
-        return _fail(str(exc), EXIT_USAGE)
+        return fail(str(exc), EXIT_USAGE)
     except WeldmonError as exc:
-        return _fail(str(exc), EXIT_FAILURE)
+        return fail(str(exc), EXIT_FAILURE)
     finally:
         distributed.shutdown(ranks)
     if ranks.is_main:
@@ -111,7 +117,7 @@ def _configure_cv(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--data-root", type=Path, help="dataset root (overrides data_root in the config)"
     )
-    p.add_argument("--out", type=Path, help="output folder (default: runs/cv-<stamp>)")
+    add_output_argument(p, type=Path, help="output folder (default: runs/cv-<stamp>)")
     p.add_argument("--no-progress", action="store_true")
 
 
@@ -123,12 +129,12 @@ def _run_cv(args: argparse.Namespace) -> int:
     try:
         cfg = _load(args)
     except ConfigError as exc:
-        return _fail(str(exc), EXIT_USAGE)
-    out = args.out or DEFAULT_RUNS_FOLDER / f"cv-{_stamp()}"
+        return fail(str(exc), EXIT_USAGE)
+    out = args.output or DEFAULT_RUNS_FOLDER / f"cv-{_stamp()}"
     try:
         result = cross_validate(cfg, out, progress=not args.no_progress)
     except WeldmonError as exc:
-        return _fail(str(exc), EXIT_FAILURE)
+        return fail(str(exc), EXIT_FAILURE)
     print(
         "leave-one-config-folder-out, pooled out-of-fold welds; each fold's threshold from its "
         "training folders only (small sample: read the intervals)"
@@ -143,8 +149,8 @@ def _run_cv(args: argparse.Namespace) -> int:
 
 def _configure_export(p: argparse.ArgumentParser) -> None:
     p.add_argument("--checkpoint", type=Path, required=True, help="e.g. RUN/best_model.pt")
-    p.add_argument(
-        "--output",
+    add_output_argument(
+        p,
         type=Path,
         required=True,
         help="e.g. RUN/deploy_single_label.pt (its ONNX twin goes beside it, .onnx)",
@@ -165,16 +171,16 @@ def _run_export(args: argparse.Namespace) -> int:
     try:
         check_model_identity(args.name, args.model_version)
     except ValueError as exc:
-        return _fail(str(exc), EXIT_USAGE)
+        return fail(str(exc), EXIT_USAGE)
     problem = _usable_output(args.output, "--output")
     if problem is not None:
-        return _fail(problem, EXIT_USAGE)
+        return fail(problem, EXIT_USAGE)
     try:
         result = export_checkpoint(
             args.checkpoint, args.output, name=args.name, version=args.model_version
         )
     except WeldmonError as exc:
-        return _fail(str(exc), EXIT_FAILURE)
+        return fail(str(exc), EXIT_FAILURE)
     print(f"Exported deploy model: {result.path}")
     print(result.summary_line())
     print(f"sha256={result.sha256}")
@@ -190,8 +196,8 @@ def _configure_evaluate(p: argparse.ArgumentParser) -> None:
     p.add_argument("--model", type=Path, required=True, help="any deploy artifact")
     p.add_argument("--data-root", type=Path, required=True, help="labelled dataset root")
     p.add_argument("--split", type=Path, help="split.json: evaluate only its validation folders")
-    p.add_argument(
-        "--report", type=Path, required=True, help="report folder (HTML, CSV, JSON, plots)"
+    add_output_argument(  # --report: its name before --output was the one spelling
+        p, "--report", type=Path, required=True, help="report folder (HTML, CSV, JSON, plots)"
     )
     p.add_argument(
         "--workers", type=int, help="files judged at once (default: one per core, up to 4)"
@@ -229,17 +235,17 @@ def _run_evaluate(args: argparse.Namespace) -> int:
 
     workers = DEFAULT_WORKERS if args.workers is None else args.workers
     if workers < 1:
-        return _fail("--workers must be >= 1", EXIT_USAGE)
+        return fail("--workers must be >= 1", EXIT_USAGE)
     # Bad arguments, data root or model: exit 2 before any file is judged.
     if not args.data_root.is_dir():
-        return _fail(f"--data-root: {args.data_root} is not a directory", EXIT_USAGE)
+        return fail(f"--data-root: {args.data_root} is not a directory", EXIT_USAGE)
     try:
         if args.split is not None:
             read_split(args.split)
         model = load_artifact(args.model, backend=args.backend)
         model.self_test()
     except WeldmonError as exc:
-        return _fail(str(exc), EXIT_USAGE)
+        return fail(str(exc), EXIT_USAGE)
     try:
         result = evaluate(
             args.model,
@@ -252,10 +258,10 @@ def _run_evaluate(args: argparse.Namespace) -> int:
             segmentation=args.segmentation,
         )
     except WeldmonError as exc:
-        return _fail(str(exc), EXIT_FAILURE)
+        return fail(str(exc), EXIT_FAILURE)
     print("\n".join(format_metrics(result.metrics)))
     print("\n".join(format_metrics(result.weld_metrics, WELD_PREFIX)))
-    html = write_report(result, args.report)
+    html = write_report(result, args.output)
     for warning in checks(result)["warnings"]:
         print(f"weldmon evaluate: warning: {warning}", file=sys.stderr)
     for bad in {f.path: f for f in result.errors + result.welds if f.error}.values():
@@ -291,7 +297,7 @@ def _run_sweep(args: argparse.Namespace) -> int:
     try:
         sweep = load_sweep(args.config)
     except ConfigError as exc:
-        return _fail(str(exc), EXIT_USAGE)
+        return fail(str(exc), EXIT_USAGE)
     board = Path(sweep.output_dir) / "leaderboard.md"
     try:
         if args.promote is None or not board.is_file():
@@ -304,9 +310,9 @@ def _run_sweep(args: argparse.Namespace) -> int:
         if args.promote is not None:
             print(f"promoted: {promote(sweep, args.promote)}")
     except ConfigError as exc:
-        return _fail(str(exc), EXIT_USAGE)
+        return fail(str(exc), EXIT_USAGE)
     except WeldmonError as exc:
-        return _fail(str(exc), EXIT_FAILURE)
+        return fail(str(exc), EXIT_FAILURE)
     return EXIT_OK
 
 
@@ -317,7 +323,7 @@ def _configure_enroll(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--data-root", type=Path, required=True, help="dataset root: its good welds are enrolled"
     )
-    p.add_argument("--out", type=Path, help="the enrolled deploy artifact to write (e.g. cell.pt)")
+    add_output_argument(p, type=Path, help="the enrolled deploy artifact to write (e.g. cell.pt)")
     p.add_argument(
         "--false-alarm-rate",
         type=float,
@@ -363,18 +369,14 @@ def _run_enroll(args: argparse.Namespace) -> int:
     from training.enroll import enroll
     from training.enroll_cv import enrollment_cv
 
-    def fail(message: str, code: int) -> int:
-        print(f"weldmon enroll: {message}", file=sys.stderr)
-        return code
-
     if not 0.0 < args.false_alarm_rate < 0.5:
         return fail("--false-alarm-rate must be in (0, 0.5)", EXIT_USAGE)
     try:
         check_model_identity(args.name, args.model_version)
     except ValueError as exc:
         return fail(str(exc), EXIT_USAGE)
-    if (args.out is None) == (args.cv is None):
-        return fail("give --out (enroll) or --cv DIR (the protocol's figure), not both", EXIT_USAGE)
+    if (args.output is None) == (args.cv is None):
+        return fail("give --output (enroll) or --cv DIR (the protocol's figure)", EXIT_USAGE)
     try:
         if args.cv is not None:
             result = enrollment_cv(
@@ -393,7 +395,7 @@ def _run_enroll(args: argparse.Namespace) -> int:
             return EXIT_OK
         exported = enroll(
             args.data_root,
-            args.out,
+            args.output,
             false_alarm_rate=args.false_alarm_rate,
             base=args.base,
             segmentation=args.segmentation,

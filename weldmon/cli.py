@@ -13,6 +13,7 @@ import importlib
 import sys
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 from weldmon import __version__
 
@@ -47,10 +48,56 @@ REGISTRY: dict[str, tuple[str, str]] = {
     "config": ("monitor.cli", "check a monitor config (every problem at once), print the example"),
 }
 
+# One short example per command, shown at the end of its --help.
+EXAMPLES: dict[str, str] = {
+    "predict": "weldmon predict --model deploy_single_label.onnx weld.flac",
+    "scan": "weldmon scan --model deploy_single_label.onnx --output scan/ shift/*.flac",
+    "convert": "weldmon convert --model deploy_single_label.pt",
+    "model": "weldmon model info deploy_single_label.onnx",
+    "train": "weldmon train --config configs/train.example.yaml --data-root DATA --run-dir runs/a",
+    "cv": "weldmon cv --config configs/train.example.yaml --data-root DATA --output runs/cv",
+    "export": "weldmon export --checkpoint runs/a/best_model.pt "
+    "--output runs/a/deploy_single_label.pt --name 'line3 fillet' --model-version 1",
+    "evaluate": "weldmon evaluate --model runs/a/deploy_single_label.pt --data-root DATA "
+    "--split runs/a/split.json --output runs/a/report",
+    "sweep": "weldmon sweep --config configs/sweep.example.yaml",
+    "enroll": "weldmon enroll --data-root CELL_GOOD_WELDS --output cell.pt --false-alarm-rate 0.01",
+    "run": "weldmon run --config /etc/weldmon/weldmon.yaml",
+    "replay": "weldmon replay --config monitor.yaml --segmentation gate shift.flac",
+    "clips": "weldmon clips list --config /etc/weldmon/weldmon.yaml",
+    "devices": "weldmon devices",
+    "watch": "weldmon watch --broker broker.plant.local",
+    "console": "weldmon console --broker broker.plant.lan --prefix plant1/+ "
+    "--db /var/lib/weldmon/console.sqlite3 --clips /var/lib/weldmon/clips",
+    "config": "weldmon config check /etc/weldmon/weldmon.yaml",
+}
+
 # Exit codes shared by every subcommand.
 EXIT_OK = 0
 EXIT_FAILURE = 1  # the command ran but something failed (e.g. some files could not be read)
 EXIT_USAGE = 2  # bad arguments or configuration: nothing was done
+EXIT_CODES_HELP = "exit codes: 0 ok, 1 something failed, 2 bad arguments, config or model"
+
+_running: list[str] = []  # the subcommand `main` is running (for `fail`'s prefix)
+
+
+def message_prefix() -> str:
+    """``weldmon <cmd>:``, the prefix of every message a subcommand writes to stderr."""
+    return f"weldmon {_running[-1]}:" if _running else "weldmon:"
+
+
+def fail(message: str, code: int) -> int:
+    """Write `message` to stderr as ``weldmon <cmd>: message``; return `code` (the exit code)."""
+    print(f"{message_prefix()} {message}", file=sys.stderr)
+    return code
+
+
+def add_output_argument(
+    parser: argparse.ArgumentParser, *older: str, dest: str = "output", **kwargs: Any
+) -> None:
+    """The one spelling of an output path: ``--output``, with ``--out`` (and any `older`
+    names a command used before) as aliases."""
+    parser.add_argument("--output", "--out", *older, dest=dest, **kwargs)
 
 
 def _top_parser(names: Sequence[str]) -> argparse.ArgumentParser:
@@ -80,12 +127,25 @@ def main(argv: Sequence[str] | None = None, *, package: str | None = None) -> in
     module = importlib.import_module(REGISTRY[name][0])
     command: Command = module.COMMANDS[name]
     prog = f"weldmon {name}" if package is None else f"python -m {package} {name}"
+    example = EXAMPLES[name].replace("weldmon ", f"{prog.rsplit(' ', 1)[0]} ", 1)
     parser = argparse.ArgumentParser(
-        prog=prog, description=command.description or REGISTRY[name][1]
+        prog=prog,
+        description=command.description or REGISTRY[name][1],
+        epilog=f"example:\n  {example}\n\n{EXIT_CODES_HELP}",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     command.configure(parser)
-    return command.run(parser.parse_args(rest))
+    _running.append(name)
+    try:
+        return command.run(parser.parse_args(rest))
+    finally:
+        _running.pop()
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    # `python -m weldmon.cli` runs this file as __main__, a second copy of the module; the
+    # subcommands import `weldmon.cli`, so run that one's main (the running command's name
+    # lives there, for their message prefix).
+    from weldmon.cli import main as _main
+
+    sys.exit(_main())

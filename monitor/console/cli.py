@@ -284,11 +284,6 @@ async def serve(options: ConsoleOptions, sock: socket.socket, store: WeldStore) 
 
 def configure(parser: argparse.ArgumentParser) -> None:
     """Declare `weldmon console`'s arguments."""
-    parser.epilog = (
-        "example: weldmon console --broker broker.plant.lan:1883 --prefix plant1/+ "
-        "--listen 127.0.0.1:8080 --db /var/lib/weldmon/console.sqlite3 "
-        "--clips /var/lib/weldmon/clips --dataset /data/welds"
-    )
     mq = parser.add_argument_group("broker (as `weldmon watch`)")
     mq.add_argument("--broker", metavar="HOST[:PORT]", help="MQTT broker")
     mq.add_argument(

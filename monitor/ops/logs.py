@@ -4,9 +4,11 @@ entry), or a readable console format for a person at a terminal."""
 from __future__ import annotations
 
 import logging
+import os
 import sys
 
 import structlog
+from tqdm import tqdm
 
 _LEVELS = {
     "debug": logging.DEBUG,
@@ -22,6 +24,11 @@ class _CurrentStderr:
     the logger holding a closed stream."""
 
     def write(self, text: str) -> int:
+        if tqdm._instances:  # type: ignore[attr-defined]
+            # A progress bar is on the terminal: tqdm clears it, writes the line above it and
+            # redraws it, so log lines never break a bar in two.
+            tqdm.write(text.rstrip("\n"), file=sys.stderr)
+            return len(text)
         return sys.stderr.write(text)
 
     def flush(self) -> None:
@@ -31,9 +38,20 @@ class _CurrentStderr:
 _STDERR = _CurrentStderr()
 
 
-def configure_logging(level: str = "info", fmt: str = "json") -> None:
-    """Route structlog (and the standard library's logging) to stderr at `level`."""
+def resolve_format(fmt: str) -> str:
+    """``auto`` -> ``console`` when stderr is a terminal (a person runs the command), else
+    ``json`` (systemd's journal, a pipe, a file: one event per line for machines)."""
+    if fmt != "auto":
+        return fmt
+    interactive = sys.stderr.isatty() and "JOURNAL_STREAM" not in os.environ
+    return "console" if interactive else "json"
+
+
+def configure_logging(level: str = "info", fmt: str = "auto") -> None:
+    """Route structlog (and the standard library's logging) to stderr at `level`, as `fmt`
+    (``json``, ``console``, or ``auto``: see `resolve_format`)."""
     numeric = _LEVELS[level]
+    fmt = resolve_format(fmt)
     renderer: structlog.types.Processor = (
         structlog.processors.JSONRenderer()
         if fmt == "json"

@@ -225,7 +225,7 @@ def run(args: argparse.Namespace) -> int:
     try:
         options = options_from_args(args)
     except WatchError as exc:
-        print(f"weldmon: {exc}", file=sys.stderr)
+        print(f"weldmon watch: {exc}", file=sys.stderr)
         return EXIT_USAGE
     # Ctrl-C and SIGTERM are how an operator quits: a normal exit, not an error.
     with contextlib.suppress(KeyboardInterrupt, asyncio.CancelledError):
