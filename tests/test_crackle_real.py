@@ -95,6 +95,19 @@ def test_nine_in_ten_real_welds_hold_on_a_noisy_floor(
 
 
 @pytest.mark.real_data
+def test_a_burn_through_arc_that_weakens_before_it_goes_out_ends_with_it(
+    recordings: list[Recording],
+) -> None:
+    # 09-09-22-0001-02's arc sounds 7-8 dB weaker for its last second: without the fading
+    # rule, at edge_db 7, its weld ended 1.0 s early.
+    [rec] = [r for r in recordings if r.run_id == "09-09-22-0001-02"]
+    samples, truth = recording_with_truth(rec)
+    for params, ok in ((CrackleParams(), True), (CrackleParams(fade_db=None), False)):
+        [(_, end)] = segment_recording(samples, RATE, CrackleSegmenter(params, RATE))
+        assert (abs(end / RATE - truth.end_s) <= TOL_S) is ok, (params.fade_db, end / RATE)
+
+
+@pytest.mark.real_data
 def test_shift_of_recordings_with_idle_gaps_gives_one_weld_each(
     recordings: list[Recording], tmp_path: Path
 ) -> None:

@@ -25,6 +25,12 @@ leave-one-setup-out figures: docs/segmentation.md):
    ``resume_s`` to continue the weld, and the gap becomes a reported dropout; the weld ends
    at its last on-sample once ``bridge_s`` of off-frames followed it, or is cut at
    ``max_weld_s`` (``forced_ends``; then crackle must stop before a new weld can start).
+6. Fading end: crackle after the last on-frame that lies up to ``fade_db`` further under the
+   weld's level than ``edge_db`` is held undecided. When it sounded for ``resume_s`` in a
+   row and then stopped, with nothing weaker crackling since the last on-frame, it was the
+   weld's own arc going out (a burn-through's last second sounds 7-8 dB weaker) and the weld
+   ends after it; when it goes on for ``fade_s`` it is another cell's arc and the weld ends
+   at its last on-frame.
 
 Results do not depend on how the stream is cut into blocks; ``segment_welds`` in
 ``deploy.segment.offline`` runs this very class over a whole recording.
@@ -115,6 +121,10 @@ class _Weld:
     tail_end: int  # one past the crackle frames right after last_on, within edge_reach_s
     off: int = 0  # unmasked off-frames since last_on
     masked: int = 0  # masked frames since last_on
+    fading: int = 0  # fading frames since last_on (crackle up to fade_db under the edge)
+    fade_end: int = 0  # one past the latest fading frame since last_on (0: none)
+    fade_void: bool = False  # weaker crackle came since last_on: no fading end this time
+    fade_run: int = 0  # consecutive fading frames up to the latest frame
     run: list[_Heard] = field(default_factory=list)  # on-frames after a gap, not yet resumed
     ref: np.ndarray | None = None  # its level as last taken, and the band weights from it
     weights: np.ndarray | None = None
@@ -165,6 +175,7 @@ class CrackleSegmenter(Segmenter):
         self._bridge_n = round(params.bridge_s / frame_s)
         self._resume_n = max(1, round(params.resume_s / frame_s))
         self._reach_n = round(params.edge_reach_s / frame_s)
+        self._fade_n = 0 if params.fade_db is None else frames(params.fade_s)
         self._dropout_min = round(params.dropout_min_s * sample_rate)
         self._max_weld_n = frames(params.max_weld_s)
         self._pre_roll = round(params.pre_roll_s * sample_rate)
@@ -253,7 +264,7 @@ class CrackleSegmenter(Segmenter):
         out = self._step_ready(flush=True)
         if self._state is _State.WELD:
             assert self._weld is not None
-            self._end_weld(min(self._weld.tail_end, end_index), out, forced=False)
+            self._end_weld(min(self._weld_end(self._weld), end_index), out, forced=False)
         elif self._state is _State.CANDIDATE:
             self._close_candidate(out)
         self._state = _State.IDLE
@@ -467,7 +478,7 @@ class CrackleSegmenter(Segmenter):
         self._open_weld(first, ref, out)
         if self._state is _State.WELD:
             assert self._weld is not None
-            self._end_weld(self._weld.tail_end, out, forced=False)
+            self._end_weld(self._weld_end(self._weld), out, forced=False)
 
     def _open_weld(self, first: int, ref: np.ndarray, out: list[Boundary]) -> None:
         """Start the weld at the candidate's frame ``first`` and replay the candidate frames
@@ -524,12 +535,31 @@ class CrackleSegmenter(Segmenter):
                 w.tail_end = heard.start + self._frame_len
             if drop <= -p.mask_db:  # louder than the weld without its crackle: masked
                 w.masked += 1
+                w.fade_run = 0
+            elif heard.crackle and self._fade_n and drop < p.edge_db + p.fade_db:  # type: ignore[operator]
+                # A weaker arc right after the weld: its own arc fading out (it goes out
+                # within fade_s, and then nothing crackles) or another cell's going on (it
+                # goes on for longer, or in and out of this band). Held undecided: it
+                # neither ends the weld nor continues it. Like an arc that resumes, a fading
+                # one must sound for resume_s in a row (a pop after the end is no fade).
+                w.fading += 1
+                w.fade_run += 1
+                if not w.fade_void and w.fade_run >= self._resume_n:
+                    w.fade_end = heard.start + self._frame_len
             else:
+                if heard.crackle:  # crackle weaker still: not one arc fading out
+                    w.fade_void, w.fade_end = True, 0
                 w.off += 1
+                w.fade_run = 0
         if replay:
             return
-        if w.off >= max(1, self._bridge_n):
+        if self._fade_n and w.fading >= self._fade_n:
+            # The weaker arc went on for fade_s: not this weld's fading end. The weld ends
+            # where its own level did; the weaker arc may become a weld of its own.
+            w.fade_end = 0
             self._end_weld(w.tail_end, out, forced=False)
+        elif w.off >= max(1, self._bridge_n):
+            self._end_weld(self._weld_end(w), out, forced=False)
         elif heard.index - w.first + 1 >= self._max_weld_n:
             self.forced_ends += 1
             self._end_weld(heard.start + self._frame_len, out, forced=True)
@@ -539,7 +569,8 @@ class CrackleSegmenter(Segmenter):
     def _on(self, w: _Weld, heard: _Heard, replay: bool) -> None:
         w.last_on, w.last_on_end = heard.index, heard.start + self._frame_len
         w.tail_end = w.last_on_end
-        w.off = w.masked = 0
+        w.off = w.masked = w.fading = w.fade_end = w.fade_run = 0
+        w.fade_void = False
         if not replay:
             w.levels.push(heard.level)
 
@@ -552,6 +583,11 @@ class CrackleSegmenter(Segmenter):
         for h in w.run:
             self._on(w, h, replay)
         w.run.clear()
+
+    @staticmethod
+    def _weld_end(w: _Weld) -> int:
+        """Where the weld ends when it ends now: after its fading arc, if any."""
+        return max(w.tail_end, w.fade_end)
 
     def _end_weld(self, end: int, out: list[Boundary], forced: bool) -> None:
         w = self._weld

@@ -63,14 +63,14 @@ class CrackleParams(BaseModel):
         "idle frames that do not sound like an arc; levels are compared as power above it.",
     )
     edge_db: float = Field(
-        8.0,
+        7.0,
         gt=0.0,
         description="How far (dB, SNR-weighted mean over the bands) a frame may fall under the "
         "weld's own level and still belong to it. Places the weld's edges on this cell's "
         "arc when a quieter arc (a neighbouring cell) goes on before or after it.",
     )
     ref_s: float = Field(
-        2.0,
+        1.0,
         gt=0.0,
         description="Span of the weld's latest on-frames whose median is its own level (s): "
         "long enough that the level cannot slide down onto a quieter arc that goes on where "
@@ -113,6 +113,20 @@ class CrackleParams(BaseModel):
         "level_median_s, which blurs a noisy edge, and an arc often settles for a few tenths "
         "of a second after striking (frames that loud count before the start too). A quieter "
         "arc right before or after the weld may reach into it by as much.",
+    )
+    fade_db: float | None = Field(
+        3.0,
+        gt=0.0,
+        description="Crackle up to this much (dB) further under the weld's level than edge_db, "
+        "right after the weld's last on-frame, is its arc fading out when it stops within "
+        "fade_s (the weld then ends after it), or another cell's weaker arc when it goes on "
+        "for fade_s (the weld ends at its last on-frame). None turns it off.",
+    )
+    fade_s: float = Field(
+        1.0,
+        gt=0.0,
+        description="How long (s) a weaker arc after the weld may crackle and still be the "
+        "weld's own arc fading out (fade_db).",
     )
     dropout_min_s: float = Field(
         0.1,
