@@ -28,14 +28,8 @@ from deploy.loader import DeployModel
 from monitor.audio.blocks import AudioBlock
 from monitor.audio.capture_thread import CaptureThread, Lost, Opened
 from monitor.config import MonitorConfig
-from monitor.events import (
-    DegradedReason,
-    EndReason,
-    ErrorCode,
-    ProcessReading,
-    Source,
-    WeldResult,
-)
+from monitor.events import DegradedReason, EndReason, ErrorCode, Source, WeldResult
+from monitor.events.inbound import ProcessReading
 from monitor.ops.clips import ClipWriter
 from monitor.ops.notify import WatchdogGate
 from monitor.ops.status import Operations

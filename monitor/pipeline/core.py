@@ -56,7 +56,8 @@ from deploy.segment.process import ProcessSample, ProcessTrack
 from deploy.segment.protocol import Boundary, Segmenter, process_blocks
 from monitor.audio.blocks import AudioBlock
 from monitor.audio.config import ChannelMode
-from monitor.events import DegradedReason, EndReason, ProcessReading, Source
+from monitor.events import DegradedReason, EndReason, Source
+from monitor.events.inbound import ProcessReading
 from monitor.pipeline.inference import InferenceWorker
 from monitor.pipeline.process_feed import ProcessFeed
 from monitor.pipeline.resample import StationChunk, StationResampler
