@@ -4,8 +4,9 @@ Outbound events are pydantic models discriminated on ``kind``; each carries enou
 understood alone (ids, times, model sha256, station, verdict numbers). Delivery is
 at-least-once, so consumers deduplicate on ``event_id``. The retained status message lives
 here too, with the topic, QoS and retain rules for each, and the part-context types the
-inbound messages reuse. The room's other modules: `inbound` (triggers, part announcements,
-process data) and `schema` (the JSON Schema of both directions).
+inbound messages reuse. The room's other modules: `vocabulary` (the reason and code enums,
+imported from here), `inbound` (triggers, part announcements, process data) and `schema`
+(the JSON Schema of both directions).
 
 May import: deploy and its own room (the views and every room below them import it).
 ``python -m monitor.events`` prints the JSON Schema committed as ``docs/mqtt.schema.json``.
@@ -17,7 +18,6 @@ import math
 import uuid
 from collections.abc import Callable
 from datetime import UTC, datetime
-from enum import StrEnum
 from typing import Annotated, Literal
 
 from pydantic import (
@@ -35,6 +35,7 @@ from pydantic import (
 from deploy.contract import MODEL_NAME_PATTERN, MODEL_VERSION_PATTERN
 from deploy.errors import WeldmonError
 from deploy.segment.modes import SegmentationMode
+from monitor.events.vocabulary import DegradedReason, EndReason, ErrorCode, ThresholdSource
 
 # Bumped when a field is removed or changes meaning; adding an optional field does not bump it.
 SCHEMA_VERSION = 1
@@ -105,57 +106,6 @@ Probability = Annotated[float, Field(ge=0.0, le=1.0)]
 StationName = Annotated[str, Field(pattern=STATION_PATTERN)]
 Sha256 = Annotated[str, Field(pattern=SHA256_PATTERN)]
 NonNegativeSeconds = Annotated[float, Field(ge=0.0)]
-
-
-# --- vocabularies: each declared once here, listed in full in the JSON Schema and docs/mqtt.md
-
-
-class EndReason(StrEnum):
-    """Why a weld ended."""
-
-    GATE = "gate"  # the arc gate saw the arc stop
-    CRACKLE = "crackle"  # the crackle segmenter heard the arc stop
-    CURRENT = "current"  # the welder's arc current stopped (process data)
-    TRIGGER = "trigger"  # a stop trigger arrived
-    FILE_END = "file_end"  # the replayed file ended
-    DEVICE_LOST = "device_lost"  # the sound device stopped delivering audio
-    SHUTDOWN = "shutdown"  # the daemon was stopped
-    MAX_LENGTH = "max_length"  # the segmenter cut the weld at its longest (max_weld_s)
-
-
-class DegradedReason(StrEnum):
-    """Why a verdict is less trustworthy than usual (see docs/mqtt.md)."""
-
-    DROPPED_AUDIO = "dropped_audio"  # frames of the weld were lost (dropped_frames says how many)
-    DEVICE_LOST = "device_lost"  # the device went away during the weld
-    INTERRUPTED = "interrupted"  # the daemon stopped during the weld
-    NONFINITE_SAMPLES = "nonfinite_samples"  # NaN/Inf samples were replaced by silence
-    TOO_SHORT = "too_short"  # shorter than one window: judged on nothing
-    INFERENCE_FAILED = "inference_failed"  # some windows could not be judged
-    UNREADABLE_AUDIO = "unreadable_audio"  # replay: the file broke off during the weld
-
-
-class ErrorCode(StrEnum):
-    """What an ``error`` event is about."""
-
-    DEVICE_LOST = "device_lost"  # the sound device stopped delivering audio
-    DEAD_MICROPHONE = "dead_microphone"  # an input channel delivered exact silence for long
-    RELOAD_FAILED = "reload_failed"  # a model reload was refused; the old model runs on
-    CLIP_FAILED = "clip_failed"  # a defect clip could not be written
-    HTTP_UNAVAILABLE = "http_unavailable"  # /metrics and /healthz could not be served
-    BAD_AUDIO = "bad_audio"  # replay: a file could not be read
-    NO_PROCESS_DATA = "no_process_data"  # replay in current mode: no usable sensor log
-    INTERRUPTED_WELDS = "interrupted_welds"  # welds a killed daemon left open got results
-    OUTBOX_DEGRADED = "outbox_degraded"  # the outbox cannot be written (events held in memory)
-    OPCUA_UNAVAILABLE = "opcua_unavailable"  # the OPC UA server could not start
-    OPCUA_FAILED = "opcua_failed"  # the running OPC UA server failed
-
-
-class ThresholdSource(StrEnum):
-    """Where the threshold that judged a weld came from."""
-
-    ARTIFACT = "artifact"  # the deploy artifact's own threshold
-    CONFIG = "config"  # the station's entry in audio.stations overrides it
 
 
 # Consumers keep working when a newer daemon adds a reason or a code: any snake_case word is
