@@ -3,6 +3,7 @@ to the model's rate. Every failure becomes an AudioError that names the file and
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -46,17 +47,52 @@ def resample(frames: np.ndarray, source_rate: int, target_rate: int) -> np.ndarr
     )
 
 
+# What a folder named on a command line is searched for (libsndfile's common formats); a file
+# named explicitly is tried whatever its name, so a non-audio file gets an error of its own.
+AUDIO_SUFFIXES = frozenset(
+    {".flac", ".wav", ".ogg", ".oga", ".opus", ".mp3", ".aif", ".aiff", ".au", ".caf", ".w64"}
+)
+
+
+def expand_inputs(paths: Iterable[str | Path]) -> list[Path]:
+    """Files as given; folders replaced by the audio files under them (sorted, recursive). A
+    folder holding none stays in the list, so the command reports it instead of skipping it."""
+    out: list[Path] = []
+    for raw in paths:
+        path = Path(raw)
+        if path.is_dir():
+            found = sorted(p for p in path.rglob("*") if p.suffix.lower() in AUDIO_SUFFIXES)
+            out.extend(found or [path])
+        else:
+            out.append(path)
+    return out
+
+
+def no_audio_in_folder(path: Path) -> str:
+    """The message for a folder `expand_inputs` found no audio in."""
+    return f"{path}: a folder with no audio files ({', '.join(sorted(AUDIO_SUFFIXES))}) in it"
+
+
+def libsndfile_reason(exc: Exception) -> str:
+    """Why libsndfile refused a file, in words a user can act on: its 'Format not recognised'
+    comes with advice about pipes, which is about its API, not about the file."""
+    error = getattr(exc, "error_string", None) or str(exc)
+    if "not recognised" in error or "possibly a pipe" in error:
+        return "unreadable, not an audio format libsndfile knows"
+    return f"unreadable or not audio ({error})"
+
+
 def read_recording(path: str | Path, target_rate: int) -> Recording:
     """Decode `path` to float32 [C, N] at `target_rate`; refuse empty or non-finite audio."""
     path = Path(path)
     if not path.exists():
         raise AudioError(f"{path}: no such file")
     if path.is_dir():
-        raise AudioError(f"{path}: is a directory, not an audio file")
+        raise AudioError(no_audio_in_folder(path))
     try:
         frames, rate = sf.read(str(path), dtype="float32", always_2d=True)
     except (sf.LibsndfileError, RuntimeError, TypeError, ValueError) as exc:
-        raise AudioError(f"{path}: unreadable or corrupt audio ({exc})") from exc
+        raise AudioError(f"{path}: {libsndfile_reason(exc)}") from exc
     except OSError as exc:
         raise AudioError(f"{path}: cannot open ({exc.strerror or exc})") from exc
     if frames.shape[0] == 0:

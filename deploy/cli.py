@@ -113,10 +113,17 @@ def _configure_scan(parser: argparse.ArgumentParser) -> None:
         help="window starts in seconds (default: every whole window from the start)",
     )
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
-    parser.add_argument("files", nargs="+", type=Path, metavar="FILE")
+    parser.add_argument(
+        "files",
+        nargs="+",
+        type=Path,
+        metavar="FILE",
+        help="audio files, or folders (searched for audio files, recursively)",
+    )
 
 
 def _run_scan(args: argparse.Namespace) -> int:
+    from deploy.audio import expand_inputs
     from deploy.errors import ArtifactError, ReportError
     from deploy.scan import check_out_dir, scan, write_report
 
@@ -127,7 +134,8 @@ def _run_scan(args: argparse.Namespace) -> int:
         print(f"weldmon scan: {exc}", file=sys.stderr)
         return EXIT_USAGE
     try:
-        report = scan(model, args.files, args.offsets, progress=not args.no_progress)
+        files = expand_inputs(args.files)
+        report = scan(model, files, args.offsets, progress=not args.no_progress)
     except ArtifactError as exc:
         print(f"weldmon scan: {exc}", file=sys.stderr)
         return EXIT_USAGE

@@ -77,8 +77,8 @@ def _load(path: str, *, check_files: bool = True):  # -> MonitorConfig; imports 
 def _run_replay(args: argparse.Namespace) -> int:
     import asyncio
 
+    from deploy.audio import expand_inputs
     from deploy.errors import WeldmonError
-    from monitor.audio.files import expand_inputs
     from monitor.replay import replay_files
     from monitor.runtime import load_model
 

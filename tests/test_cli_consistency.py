@@ -93,6 +93,7 @@ def _weldmon(*args: str, cwd: Path = REPO) -> subprocess.CompletedProcess[str]:
         (["config", "check", "missing.yaml"], 2),
         (["model", "info", "missing.pt"], 2),
         (["run", "--config", "missing.yaml"], 2),
+        (["export", "--checkpoint", "missing.pt", "--output", "o.pt"], 2),
         (["enroll", "--data-root", ".", "--output", "c.pt", "--false-alarm-rate", "2"], 2),
         (["clips", "list", "--config", "missing.yaml"], 2),
     ],

@@ -138,9 +138,8 @@ def test_live_state_dedupes_and_ignores_progress_after_the_result() -> None:
 def test_history_filters_survives_reopening_and_ignores_duplicates(tmp_path: Path) -> None:
     path = tmp_path / "h.sqlite3"
     store = WeldStore(path)
-    first = result("cell1", 1, T0, context={"part_id": "P-17"}) if _has_context() else None
     rows = [
-        first or result("cell1", 1, T0),
+        result("cell1", 1, T0, context={"part_id": "P-17"}),
         result("cell1", 0, T0 + timedelta(days=1)),
         result("cell2", 1, T0 + timedelta(days=2)),
     ]
@@ -154,13 +153,9 @@ def test_history_filters_survives_reopening_and_ignores_duplicates(tmp_path: Pat
     assert store.count(WeldFilter(label=1)) == 2
     day2 = T0 + timedelta(days=1)
     assert store.count(WeldFilter(since=day2, until=day2 + timedelta(hours=23))) == 1
-    if first is not None:
-        assert [w.weld_id for w in store.welds(WeldFilter(part_id="P-17"))] == [rows[0].weld_id]
+    assert [w.weld_id for w in store.welds(WeldFilter(part_id="P-17"))] == [rows[0].weld_id]
+    assert store.count(WeldFilter(part_id="P-99")) == 0
     assert [w.result for w in store.welds(WeldFilter(flagged=True))] == [rows[2], rows[0]]
-
-
-def _has_context() -> bool:
-    return "context" in WeldResult.model_fields
 
 
 def test_retention_keeps_reviews_and_their_false_alarm_counts(tmp_path: Path) -> None:

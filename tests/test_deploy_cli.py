@@ -149,7 +149,7 @@ def test_scan_writes_rows_for_every_window_and_error_rows_for_bad_files(
     errors = {Path(r["file"]).stem: r["error"] for r in rows if r["status"] == "error"}
     assert set(errors) == set(bad)
     assert "no such file" in errors["missing"]
-    assert "corrupt" in errors["corrupt"]
+    assert "unreadable or not audio" in errors["corrupt"]
     assert "empty" in errors["empty"]
     assert "shorter than one window" in errors["short"]
     assert "NaN" in errors["nan"]
@@ -159,6 +159,27 @@ def test_scan_writes_rows_for_every_window_and_error_rows_for_bad_files(
     probs = model.window_probs(read_recording(real_file, 16000).samples[0].reshape(38, 16000))
     got = np.array([float(r["p_defect"]) for r in windows])
     np.testing.assert_allclose(got, probs, atol=1e-5)
+
+
+@pytest.mark.real_data
+def test_scan_of_folders_scores_their_audio_and_reports_an_empty_one(
+    artifact, recordings, tmp_path
+):
+    folder = recordings[0].flac.parent.parent  # a config folder: one subfolder per run
+    expected = sorted(str(p) for p in folder.rglob("*.flac"))
+    empty = tmp_path / "no_audio_here"
+    empty.mkdir()
+    (empty / "notes.txt").write_text("not audio")
+    out_dir = tmp_path / "scan"
+    out = weldmon(
+        "scan", "--model", str(artifact), "--output", str(out_dir), str(folder), str(empty)
+    )
+    assert out.returncode == 1, out.stderr  # the empty folder is a failure, reported
+    rows = read_csv(out_dir / "deploy_window_scan_results.csv")
+    assert sorted({r["file"] for r in rows if r["status"] == "ok"}) == expected
+    (error,) = [r for r in rows if r["status"] == "error"]
+    assert error["file"] == str(empty) and "a folder with no audio files" in error["error"]
+    assert "no_audio_here: a folder with no audio files" in out.stderr
 
 
 @pytest.mark.real_data

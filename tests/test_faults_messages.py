@@ -50,7 +50,7 @@ def test_missing_random_and_empty_inputs_each_get_a_plain_reason(
     messages = [json.loads(line)["message"] for line in done.stdout.splitlines()]
     assert messages == [
         f"{missing}: no such file",
-        f"{random_bytes}: not an audio file libsndfile can read (format not recognised)",
+        f"{random_bytes}: unreadable, not an audio format libsndfile knows",
         f"{empty}: a folder with no audio files (.aif, .aiff, .au, .caf, .flac, .mp3, .oga, "
         ".ogg, .opus, .w64, .wav) in it",
     ]

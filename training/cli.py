@@ -166,6 +166,7 @@ def _configure_export(p: argparse.ArgumentParser) -> None:
 def _run_export(args: argparse.Namespace) -> int:
     from deploy.contract import check_model_identity
     from deploy.errors import WeldmonError
+    from training.checkpoint import CheckpointError
     from training.export import export_checkpoint
 
     try:
@@ -179,6 +180,8 @@ def _run_export(args: argparse.Namespace) -> int:
         result = export_checkpoint(
             args.checkpoint, args.output, name=args.name, version=args.model_version
         )
+    except CheckpointError as exc:  # a missing or foreign file: bad input, nothing written
+        return fail(str(exc), EXIT_USAGE)
     except WeldmonError as exc:
         return fail(str(exc), EXIT_FAILURE)
     print(f"Exported deploy model: {result.path}")

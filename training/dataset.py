@@ -20,6 +20,7 @@ from pathlib import Path
 
 import soundfile as sf
 
+from deploy.audio import libsndfile_reason
 from deploy.dataset_layout import AUDIO_SUFFIX, GOOD_CODE, LABEL_CODES, TOP_FOLDERS
 from deploy.errors import WeldmonError
 
@@ -116,7 +117,7 @@ def _check_header(path: Path, sample_rate: int, min_samples: int) -> tuple[float
     try:
         info = sf.info(str(path))
     except (sf.LibsndfileError, RuntimeError, OSError) as exc:
-        return 0.0, f"unreadable or corrupt audio ({exc})"
+        return 0.0, libsndfile_reason(exc)
     if info.frames <= 0:
         return 0.0, "empty (no audio frames)"
     duration = info.frames / info.samplerate

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from types import TracebackType
 from typing import Self
@@ -20,37 +20,11 @@ from typing import Self
 import numpy as np
 import soundfile as sf
 
+from deploy.audio import libsndfile_reason, no_audio_in_folder
 from deploy.errors import AudioError
 from monitor.audio.blocks import AudioBlock, sanitize_nonfinite
 
 DEFAULT_FILE_BLOCK_S = 0.1  # same order as the capture block, so replay cuts audio like run
-# What a folder given to replay is searched for (libsndfile's common formats); a file named
-# explicitly is tried whatever its name, so a non-audio file gets an error record.
-AUDIO_SUFFIXES = frozenset(
-    {".flac", ".wav", ".ogg", ".oga", ".opus", ".mp3", ".aif", ".aiff", ".au", ".caf", ".w64"}
-)
-
-
-def expand_inputs(paths: Iterable[str | Path]) -> list[Path]:
-    """Files as given; folders replaced by the audio files under them (sorted, recursive). A
-    folder holding none stays in the list, so replay reports it instead of skipping it."""
-    out: list[Path] = []
-    for raw in paths:
-        path = Path(raw)
-        if path.is_dir():
-            found = sorted(p for p in path.rglob("*") if p.suffix.lower() in AUDIO_SUFFIXES)
-            out.extend(found or [path])
-        else:
-            out.append(path)
-    return out
-
-
-def _libsndfile_reason(error: str) -> str:
-    """libsndfile's reason in words a user can act on (its 'Format not recognised' comes with
-    advice about pipes, which is about its API, not about the file)."""
-    if "not recognised" in error or "possibly a pipe" in error:
-        return "not an audio file libsndfile can read (format not recognised)"
-    return f"unreadable or not audio ({error})"
 
 
 class FileStream:
@@ -61,16 +35,13 @@ class FileStream:
         self.epoch = epoch
         self.epoch_utc = epoch_utc
         if path.is_dir():
-            suffixes = ", ".join(sorted(AUDIO_SUFFIXES))
-            raise AudioError(f"{path}: a folder with no audio files ({suffixes}) in it")
+            raise AudioError(no_audio_in_folder(path))
         if not path.exists():
             raise AudioError(f"{path}: no such file")
         try:
             self._file = sf.SoundFile(str(path))
-        except sf.LibsndfileError as exc:
-            raise AudioError(f"{path}: {_libsndfile_reason(exc.error_string)}") from exc
-        except (RuntimeError, TypeError, ValueError) as exc:
-            raise AudioError(f"{path}: unreadable or not audio ({exc})") from exc
+        except (sf.LibsndfileError, RuntimeError, TypeError, ValueError) as exc:
+            raise AudioError(f"{path}: {libsndfile_reason(exc)}") from exc
         except OSError as exc:
             raise AudioError(f"{path}: cannot open ({exc.strerror or exc})") from exc
         self.sample_rate = int(self._file.samplerate)
