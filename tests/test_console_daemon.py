@@ -61,12 +61,16 @@ def test_the_overview_follows_a_live_daemon_and_plays_its_clips(
     sink = "console-cell"
     pulse.create_sink(sink, RATE, 1)
     daemon = WeldmonRun(config, pulse.subprocess_env(), tmp_path / "daemon.stderr")
+    player = None
     try:
         page.goto(f"{url}/")
         page.wait_for_selector("#live-state.live-on")
         page.wait_for_selector("section.group .badge-online", timeout=STARTUP_MS)
         daemon.wait_for_log("capture_opened", STARTUP_MS / 1000)
-        shift = shifts.build_shift([recordings[i].flac for i in SHIFT_RUNS], RATE)
+        # ~15 s of arc each: the crackle segmenter decides a start seconds into the arc, so a
+        # short weld would be over before the card could show it in progress.
+        arcs = [recordings[i].flac for i in SHIFT_RUNS]
+        shift = shifts.build_shift(arcs, RATE, cut_s=(3.0, 20.0))
         player = pulse.play_array(shift[:, None], RATE, sink)
         # While the first weld goes on: its card shows the rolling p_defect, and the banner.
         page.wait_for_selector("article[data-station='cell1'] .current meter", timeout=WELD_MS)
@@ -79,6 +83,9 @@ def test_the_overview_follows_a_live_daemon_and_plays_its_clips(
         )
         assert player.wait(shift.shape[0] / RATE + 30) == 0
     finally:
+        if player is not None and player.poll() is None:  # a failed wait: never leak it
+            player.kill()
+            player.wait()
         code = daemon.stop()
     assert code == 0, daemon.tail()
     page.wait_for_selector("section.group .badge-stopped", timeout=10_000)

@@ -247,10 +247,13 @@ def test_capture_resumes_after_the_sink_is_removed_and_recreated_and_the_cut_wel
     daemon = WeldmonRun(config, pulse.subprocess_env(), tmp_path / "daemon.log")
     cleanup.append(daemon)
     _start(daemon, collector)
-    first = pulse.play_array(as_frames(weld_clip(recordings[SHIFT_RUNS[0]].flac)), RATE_HZ, "lost")
+    # ~20 s of arc: the segmenter decides a start seconds into it (the crackle segmenter's
+    # look-back), and the sink must go while the arc still burns.
+    long_weld = weld_clip(recordings[SHIFT_RUNS[0]].flac, cut_s=(3.0, 25.0))
+    first = pulse.play_array(as_frames(long_weld), RATE_HZ, "lost")
     cleanup.append(first)
     collector.wait_for("weldmon/cell1/weld/start", 1, RESULT_TIMEOUT_S)
-    time.sleep(2.0)  # inside the arc (~5.5 s of it)
+    time.sleep(2.0)  # inside the arc
 
     pulse.remove_sink("lost")
     first.kill()
