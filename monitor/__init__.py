@@ -1,13 +1,15 @@
 """The real-time monitor daemon and offline replay, in rooms by stage of the data path.
 
-    monitor/   cli, daemon (wiring only), replay, reload, runtime, config, events (the wire
-               schema), backoff
+    monitor/   cli, daemon (wiring only), replay, reload, runtime, config, backoff
+      events/    the wire schema: outbound events, vocabularies, inbound messages, JSON Schema
       audio/     samples in: sound device, capture thread, ring buffer, frame-0 clock, files
       segment/   the segmenter factory and the monitor-only segmenters (trigger, file)
-      pipeline/  blocks -> stations -> resample -> segmenter -> windows -> inference -> tracker
+      pipeline/  blocks -> stations -> resample -> segmenter -> windows -> inference -> tracker,
+                 and the inbox that hands inbound messages to the running pipeline
       publish/   events out: outbox, MQTT publisher and settings, Home Assistant, commands
       ops/       health, metrics, systemd notify, logs, memory, status, defect clips
       watch/     the terminal view (a separate process: an MQTT client)
+      console/   the web console (a separate process: an MQTT client like watch)
 
 Import rules (tests/test_import_rules.py enforces them): the monitor never imports training;
 ``pipeline`` never imports ``publish``; the views (``watch``, ``console``) import only

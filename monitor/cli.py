@@ -150,8 +150,13 @@ def _replay_broker(args: argparse.Namespace, cfg):  # -> MqttConfig | None
 
 
 def _run_daemon(args: argparse.Namespace) -> int:
+    import asyncio
+
+    import structlog
+
     from deploy.errors import WeldmonError
-    from monitor.daemon import run_daemon
+    from monitor.daemon import Daemon
+    from monitor.publish.outbox import OutboxOpenError
     from monitor.runtime import load_model
 
     try:
@@ -159,7 +164,13 @@ def _run_daemon(args: argparse.Namespace) -> int:
         model = load_model(cfg)
     except WeldmonError as exc:
         return _fail("run", str(exc), EXIT_USAGE)
-    return run_daemon(cfg, model, Path(args.config))
+    try:  # a fresh event loop; SIGHUP and cmd/reload re-read --config
+        return asyncio.run(Daemon(cfg, model, Path(args.config)).run())
+    except WeldmonError as exc:
+        structlog.get_logger("monitor.daemon").error("daemon_failed", error=str(exc))
+        # A corrupt outbox fails before any weld, and a restart would meet the same file.
+        code = EXIT_USAGE if isinstance(exc, OutboxOpenError) else EXIT_FAILURE
+        return _fail("run", str(exc), code)
 
 
 def _run_devices(args: argparse.Namespace) -> int:

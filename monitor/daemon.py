@@ -14,35 +14,26 @@ from __future__ import annotations
 
 import asyncio
 import signal
-import sys
 import time
 from collections.abc import Coroutine
 from contextlib import AsyncExitStack
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import structlog
 
-from deploy.errors import WeldmonError
 from deploy.loader import DeployModel
 from monitor.audio.blocks import AudioBlock
 from monitor.audio.capture_thread import CaptureThread, Lost, Opened
 from monitor.config import MonitorConfig
-from monitor.events import (
-    DegradedReason,
-    EndReason,
-    ErrorCode,
-    ProcessReading,
-    Source,
-    WeldResult,
-)
+from monitor.events import DegradedReason, EndReason, ErrorCode, Source, WeldResult
 from monitor.ops.clips import ClipWriter
 from monitor.ops.notify import WatchdogGate
 from monitor.ops.status import Operations
 from monitor.pipeline.core import Pipeline
+from monitor.pipeline.inbox import PipelineInbox
 from monitor.pipeline.inference import InferenceWorker, ModelWorkers
 from monitor.publish.commands import CommandHandlers, CommandRouter
-from monitor.publish.outbox import OutboxOpenError
 from monitor.publish.publisher import MqttPublisher
 from monitor.reload import Reloader, prepare_reload, swap_in
 from monitor.runtime import (
@@ -55,7 +46,7 @@ from monitor.runtime import (
     tracker_options,
 )
 from monitor.segment.factory import RULES, require_live
-from weldmon.cli import EXIT_FAILURE, EXIT_OK, EXIT_USAGE
+from weldmon.cli import EXIT_OK
 
 log = structlog.get_logger(__name__)
 RELOAD_REFUSED = "model reload refused, old model kept: "  # + why, in the error event
@@ -87,22 +78,21 @@ class Daemon:
             cfg.clips, cfg.state_dir, model.sample_rate, self._clip_failed
         )
         self.events = EventRouter(listeners=[self.ops.on_event])
+        inbox = PipelineInbox(lambda: self.pipeline)
         handlers = CommandHandlers(
             reload=self.reloader.request,
-            trigger=self._trigger,
-            part=self._part,
+            trigger=inbox.trigger,
+            part=inbox.part,
             homeassistant_birth=self._rediscover,
             malformed=self.ops.metrics.malformed,
-            process=self._process,
+            process=inbox.process,
         )
-        ha, triggers = cfg.homeassistant, RULES[cfg.segmentation.mode].triggers
-        stations = self.settings.stations
         self.commands = CommandRouter(
             cfg.mqtt.topic_prefix,
-            ha,
-            stations,
+            cfg.homeassistant,
+            self.settings.stations,
             handlers,
-            triggers=triggers,
+            triggers=RULES[cfg.segmentation.mode].triggers,
             process=cfg.process.enabled,
         )
         self.stopping = asyncio.Event()
@@ -221,27 +211,7 @@ class Daemon:
         pipeline = self.pipeline  # read once: /healthz runs on the HTTP thread
         return pipeline.oldest_pending_at if pipeline is not None else None
 
-    # -- inbound MQTT and outbound events --------------------------------------------------------
-
-    def _trigger(
-        self, station: str, state: Literal["start", "stop"], at_utc: float, context: dict[str, str]
-    ) -> bool:
-        pipeline = self.pipeline
-        return pipeline is not None and pipeline.push_trigger(station, state, at_utc, context)
-
-    def _part(self, station: str, context: dict[str, str]) -> bool:
-        if self.pipeline is None:  # before the first audio: no station yet to hold it
-            return False
-        if self.pipeline.announce_part(station, context):
-            log.info("part_announced", station=station, context=context)
-            return True
-        return False
-
-    def _process(self, station: str, readings: list[ProcessReading], bad: int) -> None:
-        if self.pipeline is None:
-            log.debug("process_before_audio", station=station, samples=len(readings))
-            return
-        self.pipeline.push_process(station, readings, bad)
+    # -- Home Assistant and outbound events --------------------------------------------------------
 
     def _rediscover(self) -> None:
         if self.publisher is not None:
@@ -274,15 +244,3 @@ class Daemon:
             "reloads": (self.reloader.succeeded, self.reloader.failures),
             "clips": self.clips.stats() if self.clips else None,
         }
-
-
-def run_daemon(cfg: MonitorConfig, model: DeployModel, config_path: Path | None = None) -> int:
-    """Run the daemon in a fresh event loop; returns the exit code. `config_path` is re-read
-    on reload (None: reload re-reads the model only)."""
-    try:
-        return asyncio.run(Daemon(cfg, model, config_path).run())
-    except WeldmonError as exc:
-        log.error("daemon_failed", error=str(exc))
-        print(f"weldmon run: {exc}", file=sys.stderr)
-        # A corrupt outbox fails before any weld, and a restart would meet the same file.
-        return EXIT_USAGE if isinstance(exc, OutboxOpenError) else EXIT_FAILURE

@@ -28,7 +28,7 @@ from monitor.events import (
     status_payload_factory,
 )
 from monitor.ops.memory import pin_mmap_threshold
-from monitor.pipeline.core import PipelineSettings
+from monitor.pipeline.settings import PipelineSettings
 from monitor.pipeline.tracker import ModelInfo, StationThresholds, TrackerOptions
 from monitor.publish.interrupted import interrupted_message, report_interrupted
 from monitor.publish.outbox import Outbox

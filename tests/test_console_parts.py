@@ -14,6 +14,7 @@ from deploy.dataset_layout import ClipError
 from monitor.console.api import csv_lines, parse_filter
 from monitor.console.clipfiles import ClipFolders, UnsafePathError, inside
 from monitor.console.fleet import Fleet
+from monitor.console.records import Review, WeldFilter, WeldRow
 from monitor.console.security import (
     ConsoleSecurityError,
     CsrfGuard,
@@ -23,7 +24,7 @@ from monitor.console.security import (
     parse_listen,
     read_auth_file,
 )
-from monitor.console.store import Review, StoreError, WeldFilter, WeldRow, WeldStore
+from monitor.console.store import StoreError, WeldStore
 from monitor.console.topics import PrefixError, classify, parse_prefix
 from monitor.events import Source, WeldAlert, WeldProgress, WeldResult, new_weld_id
 from monitor.ops.clip_policy import ClipsConfig

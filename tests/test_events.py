@@ -31,8 +31,6 @@ from monitor.events import (
     WeldResult,
     WeldStart,
     format_utc,
-    mqtt_json_schema,
-    mqtt_json_schema_text,
     new_weld_id,
     parse_event,
     parse_status,
@@ -40,6 +38,7 @@ from monitor.events import (
     status_payload_factory,
     topic_for,
 )
+from monitor.events.schema import mqtt_json_schema, mqtt_json_schema_text
 from monitor.publish.commands import parse_part, parse_trigger, station_from_trigger_topic
 from monitor.publish.process_messages import parse_process
 

@@ -96,11 +96,12 @@ def test_export_writes_an_onnx_twin_with_the_same_metadata_and_verdicts(
         assert verdict.label == label and verdict.p_defect == pytest.approx(p, abs=1e-5)
 
 
-def test_export_of_a_missing_checkpoint_fails_with_exit_code_1(
+def test_export_of_a_missing_checkpoint_is_bad_input_exit_code_2(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     code = main(
         ["export", "--checkpoint", str(tmp_path / "nope.pt"), "--output", str(tmp_path / "o.pt")]
     )
-    assert code == 1
+    assert code == 2  # README: 2 = bad arguments, config or model; nothing was written
     assert re.search(r"nope\.pt: no such checkpoint", capsys.readouterr().err)
+    assert not (tmp_path / "o.pt").exists()

@@ -16,8 +16,9 @@ from deploy.loader import DeployModel, load_artifact
 from deploy.segment.gate import segment_recording
 from monitor.audio.blocks import AudioBlock
 from monitor.events import Event, SegmentationMode, Source, WeldResult, WeldStart
-from monitor.pipeline.core import Pipeline, PipelineSettings
+from monitor.pipeline.core import Pipeline
 from monitor.pipeline.inference import InferenceWorker
+from monitor.pipeline.settings import PipelineSettings
 from monitor.pipeline.tracker import ModelInfo, TrackerOptions
 
 torch.set_num_threads(1)

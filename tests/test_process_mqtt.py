@@ -20,8 +20,9 @@ from deploy.segment.modes import SegmentationMode
 from deploy.sensorlog import read_sensor_log
 from monitor.audio.blocks import AudioBlock
 from monitor.events import EndReason, Event, Source, WeldResult, format_utc, status_payload_factory
-from monitor.pipeline.core import Pipeline, PipelineSettings
+from monitor.pipeline.core import Pipeline
 from monitor.pipeline.inference import InferenceWorker
+from monitor.pipeline.settings import PipelineSettings
 from monitor.pipeline.tracker import ModelInfo, TrackerOptions
 from monitor.publish.commands import CommandHandlers, CommandRouter
 from monitor.publish.homeassistant import HomeAssistantConfig

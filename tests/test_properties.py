@@ -24,14 +24,8 @@ from hypothesis import strategies as st
 
 from deploy.pooling import topk_pool
 from monitor.config import MAX_STOP_TIMEOUT_S, ConfigError, MonitorConfig, parse_config
-from monitor.events import (
-    STATION_PATTERN,
-    Source,
-    WeldAlert,
-    WeldResult,
-    mqtt_json_schema,
-    parse_event,
-)
+from monitor.events import STATION_PATTERN, Source, WeldAlert, WeldResult, parse_event
+from monitor.events.schema import mqtt_json_schema
 from monitor.pipeline.tracker import ModelInfo, TrackerOptions, WeldTracker
 
 torch.set_num_threads(1)

@@ -36,9 +36,8 @@ from monitor.events import (
     parse_event,
     parse_status,
     status_payload_factory,
-    trigger_subscription,
-    trigger_topic,
 )
+from monitor.events.inbound import trigger_subscription, trigger_topic
 from monitor.publish.outbox import Outbox
 from monitor.publish.publisher import MqttPublisher
 from monitor.publish.settings import MqttConfig, TlsConfig

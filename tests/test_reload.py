@@ -24,8 +24,9 @@ from deploy.loader import DeployModel, load_artifact
 from monitor.audio.blocks import AudioBlock
 from monitor.config import load_config
 from monitor.events import Event, MalformedMessageError, Source, WeldResult, WeldStart
-from monitor.pipeline.core import Pipeline, PipelineSettings
+from monitor.pipeline.core import Pipeline
 from monitor.pipeline.inference import InferenceWorker
+from monitor.pipeline.settings import PipelineSettings
 from monitor.pipeline.tracker import ModelInfo, TrackerOptions
 from monitor.publish.commands import ReloadCommand, parse_reload_command, reload_topic
 from monitor.reload import Reloader, ReloadError, prepare_reload

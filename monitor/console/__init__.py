@@ -10,6 +10,7 @@ clip-promotion helpers and its own modules; never the pipeline, the publisher's 
 torch or training.
 
 Layers: ``topics`` (prefix patterns, pure) and ``fleet`` (live state, pure) <- ``ingest``
-(MQTT loop) -> ``store`` (SQLite); ``web`` (Starlette routes and pages) reads both;
-``security``, ``clipfiles`` and ``spectrogram`` are its helpers; ``cli`` wires it all.
+(MQTT loop) -> ``store`` (SQLite, rows as ``records``); ``state`` holds what one process
+shares; ``web`` (Starlette routes and pages) reads both; ``security``, ``clipfiles`` and
+``spectrogram`` are its helpers; ``cli`` wires it all.
 """

@@ -18,7 +18,8 @@ from collections.abc import Iterator, Mapping
 from datetime import date, datetime, time, timedelta
 
 from deploy.errors import WeldmonError
-from monitor.console.store import MAX_PAGE, WeldFilter, WeldRow
+from monitor.console.records import WeldFilter, WeldRow
+from monitor.console.store import MAX_PAGE
 
 DEFAULT_LIMIT = 500
 CSV_COLUMNS = (

@@ -39,6 +39,7 @@ from monitor.console.security import (
     parse_listen,
     read_auth_file,
 )
+from monitor.console.state import ConsoleState, seed_from_history
 from monitor.console.store import (
     DEFAULT_MAX_WELDS,
     DEFAULT_RETENTION_DAYS,
@@ -47,7 +48,7 @@ from monitor.console.store import (
     WeldStore,
 )
 from monitor.console.topics import PrefixError, PrefixPattern, parse_prefix
-from monitor.console.web import ConsoleState, create_app, seed_from_history
+from monitor.console.web import create_app
 from monitor.events import DEFAULT_TOPIC_PREFIX
 from monitor.publish.settings import DEFAULT_PORT, MqttConfig
 from weldmon.cli import EXIT_OK, EXIT_USAGE, Command

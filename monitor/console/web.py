@@ -9,9 +9,7 @@ sse-starlette for the event stream (keep-alive pings, client disconnects, shutdo
 from __future__ import annotations
 
 import asyncio
-import contextlib
 from collections.abc import AsyncIterator, Iterator
-from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
@@ -35,21 +33,17 @@ from starlette.staticfiles import StaticFiles
 
 from deploy.dataset_layout import GOOD_CODE, LABEL_CODES, ClipError
 from monitor.console.api import QueryError, csv_lines, parse_filter, welds_json
-from monitor.console.clipfiles import ClipFolders, ClipLookup, default_config_folder
-from monitor.console.fleet import Change, Fleet
-from monitor.console.ingest import Ingest
-from monitor.console.live import Hub
+from monitor.console.clipfiles import ClipLookup, default_config_folder
+from monitor.console.records import Review, WeldFilter
 from monitor.console.security import (
     BasicAuthMiddleware,
-    CsrfGuard,
     SecurityHeadersMiddleware,
 )
-from monitor.console.store import MAX_PAGE, ConsoleDb, Review, StoreError, WeldFilter, WeldStore
+from monitor.console.state import ConsoleState, refresh_false_alarms
+from monitor.console.store import MAX_PAGE, StoreError, WeldStore
 from monitor.console.views import (
     STATIC,
-    FragmentRenderer,
     extra_fields,
-    make_environment,
     window_chart,
 )
 from monitor.events import WeldResult
@@ -64,31 +58,6 @@ MAX_REVIEWER_CHARS = 64
 MAX_EXPORT_ROWS = 1_000_000
 
 log = structlog.get_logger(__name__)
-
-
-@dataclass
-class ConsoleState:
-    """Everything the routes share (one per console process)."""
-
-    fleet: Fleet
-    db: ConsoleDb
-    folders: ClipFolders
-    csrf: CsrfGuard
-    users: dict[str, str] | None = None
-    ingest: Ingest | None = None
-    started_at: datetime = field(default_factory=lambda: datetime.now(UTC))
-    review_lock: asyncio.Lock = field(default_factory=asyncio.Lock)
-    hub: Hub = field(init=False)
-    env: Any = field(init=False)
-    fragments: FragmentRenderer = field(init=False)
-
-    def __post_init__(self) -> None:
-        self.env = make_environment()
-        self.fragments = FragmentRenderer(self.env, self.fleet, {})
-        self.hub = Hub(self.fragments)
-
-    def changed(self, change: Change) -> None:
-        self.hub.changed(change)
 
 
 def _page(state: ConsoleState, request: Request, template: str, **ctx: Any) -> HTMLResponse:
@@ -386,21 +355,3 @@ def create_app(state: ConsoleState, allowed_hosts: list[str] | None = None) -> S
         Middleware(BasicAuthMiddleware, users=state.users),
     ]
     return Starlette(routes=routes, middleware=middleware)
-
-
-async def refresh_false_alarms(state: ConsoleState) -> None:
-    """Copy the per-station false-alarm counts from the history into the live cards."""
-    counts = await state.db.call(WeldStore.station_counts)
-    for change in state.fleet.set_false_alarms(
-        {(c.prefix, c.station): c.false_alarms for c in counts}
-    ):
-        state.changed(change)
-
-
-async def seed_from_history(state: ConsoleState, history: int) -> None:
-    """After a restart, show each known station's last verdicts."""
-    for prefix, station in await state.db.call(WeldStore.stations):
-        verdicts = await state.db.call(WeldStore.recent_verdicts, prefix, station, history)
-        state.fleet.seed(prefix, station, verdicts)
-    with contextlib.suppress(StoreError):
-        await refresh_false_alarms(state)

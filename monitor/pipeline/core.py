@@ -42,24 +42,21 @@ x 4 bytes (600 s at 16 kHz: 38 MB per station), only while a weld is open and a 
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict
 from typing import Literal
 
 import numpy as np
 import structlog
 
-from deploy.segment.crackle_params import CrackleParams
-from deploy.segment.current import CurrentParams
-from deploy.segment.gate import GateParams
-from deploy.segment.modes import SegmentationMode
 from deploy.segment.process import ProcessSample, ProcessTrack
 from deploy.segment.protocol import Boundary, Segmenter, process_blocks
 from monitor.audio.blocks import AudioBlock
-from monitor.audio.config import ChannelMode
-from monitor.events import DegradedReason, EndReason, ProcessReading, Source
+from monitor.events import DegradedReason, EndReason, Source
+from monitor.events.inbound import ProcessReading
 from monitor.pipeline.inference import InferenceWorker
 from monitor.pipeline.process_feed import ProcessFeed
 from monitor.pipeline.resample import StationChunk, StationResampler
+from monitor.pipeline.settings import PipelineCounters, PipelineSettings
 from monitor.pipeline.stations import StationSplitter
 from monitor.pipeline.tracker import TrackerOptions, WeldTracker, check_swappable
 from monitor.pipeline.verdicts import (
@@ -73,62 +70,14 @@ from monitor.pipeline.weld_facts import weld_facts
 from monitor.pipeline.windower import SampleHistory, WeldWindower
 from monitor.segment.factory import (
     RULES,
-    SegmentationConfig,
-    TriggerConfig,
     max_weld_s,
     new_segmenter,
 )
 from monitor.segment.triggers import DEFAULT_TRIGGER_MAX_WELD_S, TriggerSegmenter
 
 HISTORY_MARGIN_S = 5.0  # history beyond the segmenter's look-back: covers the largest block
-DEFAULT_MAX_IN_FLIGHT = 255  # windows awaiting inference before feed() waits
 
 log = structlog.get_logger(__name__)
-
-
-@dataclass(frozen=True)
-class PipelineSettings:
-    """How blocks become welds (from the config, or replay's command line)."""
-
-    stations: list[str]
-    channel_mode: ChannelMode
-    segmentation: SegmentationMode
-    gate: GateParams = field(default_factory=GateParams)
-    trigger_max_weld_s: float = DEFAULT_TRIGGER_MAX_WELD_S
-    progress: bool = True
-    max_in_flight: int = DEFAULT_MAX_IN_FLIGHT
-    crackle: CrackleParams = field(default_factory=CrackleParams)
-    current: CurrentParams = field(default_factory=CurrentParams)
-    process_clock_offset_s: float = 0.0  # added to each live process sample's time
-
-    @property
-    def segmenter(self) -> SegmentationConfig:
-        """What each station's segmenter is built from."""
-        trigger = TriggerConfig(max_weld_s=self.trigger_max_weld_s)
-        return SegmentationConfig(
-            mode=self.segmentation,
-            crackle=self.crackle,
-            gate=self.gate,
-            current=self.current,
-            trigger=trigger,
-        )
-
-
-@dataclass
-class PipelineCounters:
-    """Monotonic counters of one pipeline."""
-
-    blocks: int = 0
-    frames: int = 0
-    dropped_frames: int = 0  # reported by the source (overflow, ring full)
-    nonfinite_samples: int = 0  # NaN/Inf the source replaced by 0
-    welds_started: int = 0
-    triggers_ignored: int = 0  # trigger for an unknown station or before audio flows
-    weld_audio_truncated: int = 0  # welds whose kept audio hit the max_weld_s bound
-
-    def as_dict(self) -> dict[str, int]:
-        """The counters by name."""
-        return asdict(self)
 
 
 class _Station:

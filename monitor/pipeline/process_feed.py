@@ -18,7 +18,7 @@ from dataclasses import asdict, dataclass
 from deploy.segment.current import CurrentSegmenter
 from deploy.segment.process import ProcessSample, ProcessTrack
 from deploy.segment.protocol import Segmenter
-from monitor.events import ProcessReading
+from monitor.events.inbound import ProcessReading
 
 
 @dataclass

@@ -35,10 +35,12 @@ from monitor.events import (
     DEFAULT_TOPIC_PREFIX,
     STATION_PATTERN,
     MalformedMessageError,
+    first_errors,
+)
+from monitor.events.inbound import (
     PartMessage,
     ProcessReading,
     TriggerMessage,
-    first_errors,
     part_subscription,
     process_subscription,
     trigger_subscription,

@@ -1,9 +1,9 @@
 """Inbound process data: ``{prefix}/{station}/process`` payloads, parsed reading by reading.
 
 A payload is a JSON object ``{"samples": [reading, ...]}`` or one reading on its own (see
-``monitor.events.ProcessReading``). Each reading is validated alone, so one bad value costs
-that reading, not the batch; a payload that is not JSON, too long or neither form is
-malformed as a whole. Nothing here is ever fatal: the caller counts what was skipped.
+``monitor.events.inbound.ProcessReading``). Each reading is validated alone, so one bad
+value costs that reading, not the batch; a payload that is not JSON, too long or neither form
+is malformed as a whole. Nothing here is ever fatal: the caller counts what was skipped.
 """
 
 from __future__ import annotations
@@ -14,13 +14,8 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from monitor.events import (
-    DEFAULT_TOPIC_PREFIX,
-    MAX_PROCESS_SAMPLES,
-    STATION_PATTERN,
-    MalformedMessageError,
-    ProcessReading,
-)
+from monitor.events import DEFAULT_TOPIC_PREFIX, STATION_PATTERN, MalformedMessageError
+from monitor.events.inbound import MAX_PROCESS_SAMPLES, ProcessReading
 
 # 100 readings of a few fields each stay far under this; the bound keeps json.loads away
 # from pathological input.

@@ -2,23 +2,23 @@
 
 Outbound events are pydantic models discriminated on ``kind``; each carries enough to be
 understood alone (ids, times, model sha256, station, verdict numbers). Delivery is
-at-least-once, so consumers deduplicate on ``event_id``. The retained status message and the
-inbound trigger message live here too, with the topic, QoS and retain rules for each (inbound
-payloads are parsed by ``monitor.publish.commands``).
+at-least-once, so consumers deduplicate on ``event_id``. The retained status message lives
+here too, with the topic, QoS and retain rules for each, and the part-context types the
+inbound messages reuse. The room's other modules: `vocabulary` (the reason and code enums,
+imported from here), `inbound` (triggers, part announcements, process data) and `schema`
+(the JSON Schema of both directions).
 
+May import: deploy and its own room (the views and every room below them import it).
 ``python -m monitor.events`` prints the JSON Schema committed as ``docs/mqtt.schema.json``.
 """
 
 from __future__ import annotations
 
-import json
 import math
-import sys
 import uuid
 from collections.abc import Callable
 from datetime import UTC, datetime
-from enum import StrEnum
-from typing import Annotated, Any, Literal
+from typing import Annotated, Literal
 
 from pydantic import (
     AfterValidator,
@@ -35,6 +35,7 @@ from pydantic import (
 from deploy.contract import MODEL_NAME_PATTERN, MODEL_VERSION_PATTERN
 from deploy.errors import WeldmonError
 from deploy.segment.modes import SegmentationMode
+from monitor.events.vocabulary import DegradedReason, EndReason, ErrorCode, ThresholdSource
 
 # Bumped when a field is removed or changes meaning; adding an optional field does not bump it.
 SCHEMA_VERSION = 1
@@ -48,8 +49,6 @@ REASON_PATTERN = r"^[a-z][a-z0-9_]{0,63}$"
 
 QOS_AT_MOST_ONCE = 0  # progress: a lost update is replaced by the next window's
 QOS_AT_LEAST_ONCE = 1  # everything a consumer must not miss
-# Samples per inbound process message: 10 s at 10 samples/s, a gateway's batch at most.
-MAX_PROCESS_SAMPLES = 100
 # Events are never retained: a late subscriber must not see an old weld as new. Only the
 # status message is retained.
 EVENTS_RETAINED = False
@@ -107,57 +106,6 @@ Probability = Annotated[float, Field(ge=0.0, le=1.0)]
 StationName = Annotated[str, Field(pattern=STATION_PATTERN)]
 Sha256 = Annotated[str, Field(pattern=SHA256_PATTERN)]
 NonNegativeSeconds = Annotated[float, Field(ge=0.0)]
-
-
-# --- vocabularies: each declared once here, listed in full in the JSON Schema and docs/mqtt.md
-
-
-class EndReason(StrEnum):
-    """Why a weld ended."""
-
-    GATE = "gate"  # the arc gate saw the arc stop
-    CRACKLE = "crackle"  # the crackle segmenter heard the arc stop
-    CURRENT = "current"  # the welder's arc current stopped (process data)
-    TRIGGER = "trigger"  # a stop trigger arrived
-    FILE_END = "file_end"  # the replayed file ended
-    DEVICE_LOST = "device_lost"  # the sound device stopped delivering audio
-    SHUTDOWN = "shutdown"  # the daemon was stopped
-    MAX_LENGTH = "max_length"  # the segmenter cut the weld at its longest (max_weld_s)
-
-
-class DegradedReason(StrEnum):
-    """Why a verdict is less trustworthy than usual (see docs/mqtt.md)."""
-
-    DROPPED_AUDIO = "dropped_audio"  # frames of the weld were lost (dropped_frames says how many)
-    DEVICE_LOST = "device_lost"  # the device went away during the weld
-    INTERRUPTED = "interrupted"  # the daemon stopped during the weld
-    NONFINITE_SAMPLES = "nonfinite_samples"  # NaN/Inf samples were replaced by silence
-    TOO_SHORT = "too_short"  # shorter than one window: judged on nothing
-    INFERENCE_FAILED = "inference_failed"  # some windows could not be judged
-    UNREADABLE_AUDIO = "unreadable_audio"  # replay: the file broke off during the weld
-
-
-class ErrorCode(StrEnum):
-    """What an ``error`` event is about."""
-
-    DEVICE_LOST = "device_lost"  # the sound device stopped delivering audio
-    DEAD_MICROPHONE = "dead_microphone"  # an input channel delivered exact silence for long
-    RELOAD_FAILED = "reload_failed"  # a model reload was refused; the old model runs on
-    CLIP_FAILED = "clip_failed"  # a defect clip could not be written
-    HTTP_UNAVAILABLE = "http_unavailable"  # /metrics and /healthz could not be served
-    BAD_AUDIO = "bad_audio"  # replay: a file could not be read
-    NO_PROCESS_DATA = "no_process_data"  # replay in current mode: no usable sensor log
-    INTERRUPTED_WELDS = "interrupted_welds"  # welds a killed daemon left open got results
-    OUTBOX_DEGRADED = "outbox_degraded"  # the outbox cannot be written (events held in memory)
-    OPCUA_UNAVAILABLE = "opcua_unavailable"  # the OPC UA server could not start
-    OPCUA_FAILED = "opcua_failed"  # the running OPC UA server failed
-
-
-class ThresholdSource(StrEnum):
-    """Where the threshold that judged a weld came from."""
-
-    ARTIFACT = "artifact"  # the deploy artifact's own threshold
-    CONFIG = "config"  # the station's entry in audio.stations overrides it
 
 
 # Consumers keep working when a newer daemon adds a reason or a code: any snake_case word is
@@ -457,109 +405,7 @@ def parse_status(payload: bytes) -> StatusMessage:
         raise MalformedMessageError(f"not a weldmon status: {first_errors(exc)}") from exc
 
 
-# --- inbound trigger ----------------------------------------------------------------------------
-
-
-_CONTEXT_SCHEMA = {
-    "propertyNames": {"pattern": CONTEXT_KEY_PATTERN},
-    "maxProperties": MAX_CONTEXT_KEYS + 1,
-}
-
-
-class _ContextMessage(_Model):
-    # Flat on the wire: every key but the message's own fields is part context.
-    model_config = ConfigDict(
-        extra="allow", frozen=True, allow_inf_nan=False, json_schema_extra=_CONTEXT_SCHEMA
-    )
-    __pydantic_extra__: dict[ContextKey, ContextText] = Field(init=False)
-
-    @model_validator(mode="after")
-    def _bounded(self) -> _ContextMessage:
-        if len(self.context_fields()) > MAX_CONTEXT_KEYS:
-            raise ValueError(f"more than {MAX_CONTEXT_KEYS} context keys")
-        return self
-
-    def context_fields(self) -> dict[str, str]:
-        """The part context the message carries (may be empty)."""
-        return dict(self.model_extra or {})
-
-
-class TriggerMessage(_ContextMessage):
-    """An external weld start/stop on ``{prefix}/{station}/trigger``: JSON
-    ``{"state": "start"|"stop"}`` or the plain words ``start`` / ``stop``. A start may carry
-    part context beside ``state`` (``{"state": "start", "part_id": "A-1042", "program": "7",
-    "seam": "2", "operator": "jd"}``): string values, at most 16 keys; the weld's start,
-    alert and result events carry it as ``context``."""
-
-    state: Literal["start", "stop"]
-
-
-class PartMessage(_ContextMessage):
-    """The next part at a station, on ``{prefix}/{station}/part`` (e.g. a barcode scan): JSON
-    ``{"part_id": "A-1042", ...}`` (more context keys allowed, as in a trigger) or the plain
-    part id. The station's next weld start carries it (a trigger start's own keys win); a
-    later announcement replaces it. Never retained (a retained one is ignored)."""
-
-    part_id: ContextText = Field(min_length=1)
-
-    def context_fields(self) -> dict[str, str]:
-        return {"part_id": self.part_id, **super().context_fields()}
-
-
-def part_topic(station: str, prefix: str = DEFAULT_TOPIC_PREFIX) -> str:
-    """The inbound part announcement topic of one station."""
-    return f"{prefix}/{station}/part"
-
-
-def part_subscription(prefix: str = DEFAULT_TOPIC_PREFIX) -> str:
-    """The wildcard that matches every station's part topic."""
-    return f"{prefix}/+/part"
-
-
-def trigger_topic(station: str, prefix: str = DEFAULT_TOPIC_PREFIX) -> str:
-    """The inbound trigger topic of one station."""
-    return f"{prefix}/{station}/trigger"
-
-
-def trigger_subscription(prefix: str = DEFAULT_TOPIC_PREFIX) -> str:
-    """The wildcard that matches every station's trigger topic."""
-    return f"{prefix}/+/trigger"
-
-
-# --- inbound process data ---------------------------------------------------------------------
-
-
-class ProcessReading(BaseModel):
-    """One sample of the welder's process data. Fields the power source does not report are
-    left out; fields weldmon does not know are ignored (gateways add their own)."""
-
-    model_config = ConfigDict(extra="ignore", frozen=True, allow_inf_nan=False)
-
-    t: UtcTimestamp  # when the power source took the sample
-    current_a: float = Field(ge=-2000.0, le=2000.0)  # arc (primary weld) current
-    voltage_v: float | None = Field(None, ge=-200.0, le=200.0)  # arc (secondary) voltage
-    wire_feed_m_min: float | None = Field(None, ge=0.0, le=100.0)  # wire feed speed
-    wire_consumed_m: float | None = Field(None, ge=0.0)  # the source's cumulative wire counter
-
-
-class ProcessMessage(_Model):
-    """A batch of process samples on ``{prefix}/{station}/process`` (one reading on its own
-    is accepted too). Each reading is checked alone: a bad one is counted and skipped."""
-
-    samples: list[ProcessReading] = Field(min_length=1, max_length=MAX_PROCESS_SAMPLES)
-
-
-def process_topic(station: str, prefix: str = DEFAULT_TOPIC_PREFIX) -> str:
-    """The inbound process-data topic of one station."""
-    return f"{prefix}/{station}/process"
-
-
-def process_subscription(prefix: str = DEFAULT_TOPIC_PREFIX) -> str:
-    """The wildcard that matches every station's process-data topic."""
-    return f"{prefix}/+/process"
-
-
-# --- schema ---------------------------------------------------------------------------------------
+# --- validation messages ---------------------------------------------------------------------
 
 
 def first_errors(exc: ValidationError, limit: int = 3) -> str:
@@ -569,38 +415,3 @@ def first_errors(exc: ValidationError, limit: int = 3) -> str:
     ]
     more = exc.error_count() - limit
     return "; ".join(parts) + (f" (+{more} more)" if more > 0 else "")
-
-
-def mqtt_json_schema() -> dict[str, Any]:
-    """JSON Schema of every outbound event (a oneOf discriminated on ``kind``), with the
-    status and trigger messages under ``$defs``."""
-    template = "#/$defs/{model}"
-    schema = EVENT_ADAPTER.json_schema(ref_template=template)
-    defs = schema.setdefault("$defs", {})
-    for model in (StatusMessage, TriggerMessage, PartMessage, ProcessMessage):
-        sub = model.model_json_schema(ref_template=template)
-        defs.update(sub.pop("$defs", {}))
-        defs[model.__name__] = sub
-    return {
-        "$schema": "https://json-schema.org/draft/2020-12/schema",
-        "$id": "https://weldmon.invalid/mqtt.schema.json",
-        "title": "weldmon MQTT event",
-        "description": (
-            f"Events on {{prefix}}/{{station}}/weld/* and {{prefix}}/error, schema_version "
-            f"{SCHEMA_VERSION}. The retained {{prefix}}/status payload is $defs/StatusMessage; "
-            "inbound {prefix}/{station}/trigger payloads are $defs/TriggerMessage, "
-            "{prefix}/{station}/part payloads $defs/PartMessage, inbound "
-            "{prefix}/{station}/process payloads $defs/ProcessMessage (or one "
-            "$defs/ProcessReading)."
-        ),
-        **schema,
-    }
-
-
-def mqtt_json_schema_text() -> str:
-    """The schema as committed: sorted keys, two-space indent, trailing newline."""
-    return json.dumps(mqtt_json_schema(), indent=2, sort_keys=True) + "\n"
-
-
-if __name__ == "__main__":
-    sys.stdout.write(mqtt_json_schema_text())
