@@ -7,9 +7,11 @@ from pathlib import Path
 import numpy as np
 import soundfile as sf
 
+from deploy.audio import read_recording
 from training.config import load_config
 from training.dataset import index_dataset
 from training.synthetic import TINY_CONFIG_NAME, generate_synthetic_dataset, main
+from training.welds import find_welds
 
 
 def test_layout_indexes_like_the_real_dataset(tmp_path: Path) -> None:
@@ -45,3 +47,24 @@ def test_command_line_writes_a_tiny_config_that_loads(tmp_path: Path) -> None:
     assert main([str(tmp_path / "d"), "--configs-per-class", "2", "--runs-per-config", "1"]) == 0
     cfg = load_config(tmp_path / "d" / TINY_CONFIG_NAME)
     assert Path(cfg.data_root) == (tmp_path / "d").resolve() and cfg.epochs <= 3
+
+
+def test_with_idle_the_tiny_config_segments_one_weld_in_every_recording(tmp_path: Path) -> None:
+    out = tmp_path / "d"
+    args = [
+        "--configs-per-class",
+        "1",
+        "--runs-per-config",
+        "2",
+        "--duration",
+        "8",
+        "--idle",
+        "1.5",
+    ]
+    assert main([str(out), *args]) == 0
+    cfg = load_config(out / TINY_CONFIG_NAME)
+    recordings = sorted(out.rglob("*.flac"))
+    assert len(recordings) >= 4
+    for path in recordings:
+        mono = read_recording(path, cfg.sample_rate).samples[0]
+        assert len(find_welds(path, mono, cfg.sample_rate, cfg.segmentation)) == 1, path

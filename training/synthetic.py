@@ -209,7 +209,9 @@ def main(argv: list[str] | None = None) -> int:
         seed=args.seed,
     )
     config = args.out / TINY_CONFIG_NAME
-    values = tiny_config_values(args.out.resolve(), "auto" if args.idle else "file")
+    # Synthetic arcs are steady tones: the arc gate finds them, the crackle segmenter (the
+    # daemon's default, which `auto` falls back to without a sensor log) hears no crackle.
+    values = tiny_config_values(args.out.resolve(), "gate" if args.idle else "file")
     config.write_text(yaml.safe_dump(values, sort_keys=False))
     print(f"wrote {len(runs)} synthetic recordings under {args.out}")
     print(f"tiny training config: {config}")
@@ -220,7 +222,8 @@ def tiny_config_values(data_root: Path, segmentation: str = "file") -> dict[str,
     """A training config that learns the default synthetic set in seconds (tests, demo).
 
     The default set has no idle noise around its arcs, so nothing could segment it: its
-    recordings are judged whole (`file`); a set made with `idle_s` takes `auto` (the gate)."""
+    recordings are judged whole (`file`); a set made with `idle_s` takes `gate` (its arcs are
+    steady tones with no crackle for the daemon's default segmenter to hear)."""
     return {
         "data_root": str(data_root),
         "segmentation": segmentation,
