@@ -48,6 +48,7 @@ import numpy as np
 from deploy.segment.crackle_frames import FrameSmoother
 from deploy.segment.crackle_meter import POWER_FLOOR, CrackleMeter, crackle_meter
 from deploy.segment.crackle_params import CrackleParams
+from deploy.segment.framing import FrameGrid
 from deploy.segment.protocol import Boundary, Dropout, Frames, SegmentationError, Segmenter
 
 # Excess power is floored this far (as a fraction) under the frame's own power, so a frame
@@ -181,11 +182,7 @@ class CrackleSegmenter(Segmenter):
         self._pre_roll = round(params.pre_roll_s * sample_rate)
         self._candidate: deque[_Heard] = deque(maxlen=self._confirm_n + self._bridge_n + 2)
 
-        self._next_index: int | None = None
-        self._stream_start = 0
-        self._partial = np.zeros(0, dtype=np.float32)
-        self._partial_start = 0
-        self._frame_starts: list[int] = []  # starts of frames taken but not yet decided
+        self._grid = FrameGrid(self._frame_len)
         self._state = _State.IDLE
         self._floor: np.ndarray | None = None  # per-band noise floor (power)
         self._floor_db_now = np.zeros(self._meter.profile_bands)
@@ -196,12 +193,10 @@ class CrackleSegmenter(Segmenter):
         self._memory: deque[tuple[np.ndarray, np.ndarray, np.ndarray]] = deque(
             maxlen=params.memory_welds
         )  # (level, weights, floor dB) of the station's latest welds
-        self._closed = False
 
         self.discarded_bursts = 0  # candidates shorter than min_weld_s
         self.quiet_candidates = 0  # candidates taken for a neighbouring cell's weld
         self.forced_ends = 0  # welds cut at max_weld_s
-        self.gap_samples = 0  # samples missing between blocks
         self.silent_frames = 0  # frames whose crackle span held digital silence
 
     # -- public API -------------------------------------------------------------------------
@@ -223,44 +218,35 @@ class CrackleSegmenter(Segmenter):
         frames = self._candidate.maxlen + self._smoother.lookahead + 2  # type: ignore[operator]
         return self._pre_roll + frames * self._frame_len
 
+    @property
+    def gap_samples(self) -> int:
+        """Samples missing between blocks (the frame grid restarted after each gap)."""
+        return self._grid.gap_samples
+
     def take(self, samples: np.ndarray, start_index: int) -> Frames:
         """Buffer the block and return the whole frames it completes; their spectra, by
         ``meter``, go to ``decide`` before the next block."""
-        if self._closed:
-            raise SegmentationError("process() after close()")
-        x = np.asarray(samples, dtype=np.float32)
-        if x.ndim != 1:
-            raise SegmentationError(f"samples must be mono (1-D), got shape {x.shape}")
-        if not math.isfinite(x.sum(dtype=np.float64)):
-            raise SegmentationError(f"block at sample {start_index} holds NaN or Inf")
-        self._place(start_index)
-        self._next_index = start_index + x.size
-        buffered = np.concatenate((self._partial, x))
-        n_whole = buffered.size // self._frame_len * self._frame_len
-        first = self._partial_start
-        self._partial = buffered[n_whole:].copy()
-        self._partial_start = first + n_whole
-        self._frame_starts.extend(range(first, first + n_whole, self._frame_len))
-        return Frames(buffered[:n_whole], self._meter)
+        return Frames(self._grid.take(samples, start_index), self._meter)
 
     def decide(self, measured: np.ndarray) -> list[Boundary]:
         """The meter's rows for the frames ``take`` returned; the boundaries they complete."""
-        if measured.shape[0] != len(self._frame_starts):
+        grid = self._grid
+        if measured.shape[0] != len(grid.frame_starts):
             raise SegmentationError(
-                f"{measured.shape[0]} measurements for {len(self._frame_starts)} frames"
+                f"{measured.shape[0]} measurements for {len(grid.frame_starts)} frames"
             )
         if measured.shape[0] == 0:
             return []
-        starts, self._frame_starts = self._frame_starts, []
+        starts, grid.frame_starts = grid.frame_starts, []
         self._smoother.push(starts, measured)
         return self._step_ready(flush=False)
 
     def close(self, end_index: int) -> list[Boundary]:
         """The stream ends at ``end_index`` (one past its last sample): decides the frames
         still waiting for their look-ahead and closes an open weld or candidate there."""
-        if self._closed:
+        if self._grid.closed:
             return []
-        self._closed = True
+        self._grid.closed = True
         out = self._step_ready(flush=True)
         if self._state is _State.WELD:
             assert self._weld is not None
@@ -269,23 +255,6 @@ class CrackleSegmenter(Segmenter):
             self._close_candidate(out)
         self._state = _State.IDLE
         return out
-
-    # -- framing ----------------------------------------------------------------------------
-
-    def _place(self, start_index: int) -> None:
-        if self._next_index is None:
-            self._stream_start = self._partial_start = start_index
-            return
-        if start_index < self._next_index:
-            raise SegmentationError(
-                f"block starts at sample {start_index}, before the previous block's end "
-                f"({self._next_index}): blocks must be consecutive"
-            )
-        if start_index > self._next_index:
-            # Samples were lost upstream: drop the partial frame and restart the frame grid.
-            self.gap_samples += start_index - self._next_index
-            self._partial = np.zeros(0, dtype=np.float32)
-            self._partial_start = start_index
 
     def _step_ready(self, flush: bool) -> list[Boundary]:
         out: list[Boundary] = []
@@ -500,7 +469,7 @@ class CrackleSegmenter(Segmenter):
             tail_end=start.start + self._frame_len,
         )
         self._state = _State.WELD
-        out.append(Boundary("start", max(self._stream_start, start.start - self._pre_roll)))
+        out.append(Boundary("start", max(self._grid.stream_start, start.start - self._pre_roll)))
         for h in heard[first + 1 :]:
             self._weld_step(h, out, replay=True)
         self._candidate.clear()

@@ -44,6 +44,7 @@ from enum import Enum
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from deploy.segment.framing import FrameGrid
 from deploy.segment.levels import LEVEL_FLOOR_DB, band_meter
 from deploy.segment.protocol import (
     Boundary,
@@ -244,24 +245,18 @@ class GateSegmenter(Segmenter):
         self._candidate: deque[tuple[int, float]] = deque(maxlen=self._candidate_frames())
         self._weld_levels: deque[float] = deque(maxlen=max(1, round(params.ref_s / frame_s)))
 
-        self._next_index: int | None = None  # the sample index the next block must start at
-        self._stream_start = 0
-        self._partial = np.zeros(0, dtype=np.float32)
-        self._partial_start = 0
+        self._grid = FrameGrid(self._frame_len)
         # Frame powers waiting for their right-hand smoothing neighbours, and the left ones.
         self._powers: list[float] = []
-        self._frame_starts: list[int] = []
         self._left: deque[float] = deque(maxlen=self._half_smooth)
         self._left_quietest = math.inf  # smallest power in _left (kept with it)
 
         self._state = _State.IDLE
         self._first_on = 0  # first sample of the first on-frame of the current candidate/weld
         self._last_on_end = 0  # one past the last sample of the latest on-frame
-        self._closed = False
 
         self.discarded_bursts = 0  # candidates that never became a weld
         self.forced_ends = 0  # welds cut at max_weld_s
-        self.gap_samples = 0  # samples missing between blocks
         self.silent_frames = 0  # frames whose smoothing span held digital silence (no floor)
 
     # -- public API -------------------------------------------------------------------------
@@ -284,33 +279,22 @@ class GateSegmenter(Segmenter):
         """Current noise-floor estimate (dBFS in the gate's band), None before the first frame."""
         return self._floor_history.min() if self._floor_history else None
 
+    @property
+    def gap_samples(self) -> int:
+        """Samples missing between blocks (the frame grid restarted after each gap)."""
+        return self._grid.gap_samples
+
     def take(self, samples: np.ndarray, start_index: int) -> Frames:
         """Buffer the block and return the whole frames it completes (their band powers go
         to `decide` before the next block)."""
-        if self._closed:
-            raise SegmentationError("process() after close()")
-        x = np.asarray(samples, dtype=np.float32)
-        if x.ndim != 1:
-            raise SegmentationError(f"samples must be mono (1-D), got shape {x.shape}")
-        # A float64 sum of float32 samples cannot overflow, so it is finite exactly when every
-        # sample is: one pass instead of isfinite() and all().
-        if not math.isfinite(x.sum(dtype=np.float64)):
-            raise SegmentationError(f"block at sample {start_index} holds NaN or Inf")
-        self._place(start_index)
-        self._next_index = start_index + x.size
-        buffered = np.concatenate((self._partial, x))
-        n_whole = buffered.size // self._frame_len * self._frame_len
-        first_start = self._partial_start
-        self._partial = buffered[n_whole:].copy()
-        self._partial_start = first_start + n_whole
-        self._frame_starts.extend(range(first_start, first_start + n_whole, self._frame_len))
-        return Frames(buffered[:n_whole], self._meter)
+        return Frames(self._grid.take(samples, start_index), self._meter)
 
     def decide(self, measured: np.ndarray) -> list[Boundary]:
         """The band powers of the frames `take` returned; the boundaries they complete."""
-        if len(self._powers) + measured.size != len(self._frame_starts):
+        waiting = len(self._grid.frame_starts)
+        if len(self._powers) + measured.size != waiting:
             raise SegmentationError(
-                f"{measured.size} powers for {len(self._frame_starts) - len(self._powers)} frames"
+                f"{measured.size} powers for {waiting - len(self._powers)} frames"
             )
         if measured.size == 0:
             return []
@@ -320,9 +304,9 @@ class GateSegmenter(Segmenter):
     def close(self, end_index: int) -> list[Boundary]:
         """The stream ends at ``end_index`` (one past its last sample): decides the frames
         still waiting for smoothing neighbours and closes an open weld there."""
-        if self._closed:
+        if self._grid.closed:
             return []
-        self._closed = True
+        self._grid.closed = True
         boundaries = self._decide(flush=True)
         if self._state is _State.WELD:
             end = max(self._last_on_end, self._first_on)
@@ -336,21 +320,6 @@ class GateSegmenter(Segmenter):
         """Frames of candidate history kept: enough to find a start min_weld_s + a hang-over
         back (a dip inside the candidate) from the frame that confirms it."""
         return (self._min_weld + self._hangover) // self._frame_len + 2
-
-    def _place(self, start_index: int) -> None:
-        if self._next_index is None:
-            self._stream_start = self._partial_start = start_index
-            return
-        if start_index < self._next_index:
-            raise SegmentationError(
-                f"block starts at sample {start_index}, before the previous block's end "
-                f"({self._next_index}): blocks must be consecutive"
-            )
-        if start_index > self._next_index:
-            # Samples were lost upstream: drop the partial frame and restart the frame grid.
-            self.gap_samples += start_index - self._next_index
-            self._partial = np.zeros(0, dtype=np.float32)
-            self._partial_start = start_index
 
     def _decide(self, flush: bool) -> list[Boundary]:
         """Smooth every frame whose right-hand neighbours have arrived (all of them when
@@ -368,12 +337,12 @@ class GateSegmenter(Segmenter):
             smoothed = (sum(left) + sum(right)) / (len(left) + len(right))
             level_db = 10.0 * math.log10(max(smoothed, _FLOOR_POWER))
             silent = min(self._left_quietest, min(right)) < _SILENCE_POWER
-            self._step(level_db, self._frame_starts[k], silent, boundaries)
+            self._step(level_db, self._grid.frame_starts[k], silent, boundaries)
             if h:
                 left.append(powers[k])
                 self._left_quietest = min(left)
         del powers[:ready]
-        del self._frame_starts[:ready]
+        del self._grid.frame_starts[:ready]
         return boundaries
 
     def _step(self, level_db: float, frame_start: int, silent: bool, out: list[Boundary]) -> None:
@@ -442,7 +411,7 @@ class GateSegmenter(Segmenter):
         self._weld_levels.extend(recent)
         self._first_on = first
         self._state = _State.WELD
-        out.append(Boundary("start", max(self._stream_start, first - self._pre_roll)))
+        out.append(Boundary("start", max(self._grid.stream_start, first - self._pre_roll)))
 
 
 def segment_recording(
