@@ -27,6 +27,7 @@ import uvicorn
 import yaml
 from pydantic import ValidationError
 
+import monitor.publish.settings as settings
 from deploy.errors import WeldmonError
 from monitor.console.clipfiles import ClipFolders
 from monitor.console.fleet import DEFAULT_HISTORY, Fleet
@@ -50,7 +51,7 @@ from monitor.console.store import (
 from monitor.console.topics import PrefixError, PrefixPattern, parse_prefix
 from monitor.console.web import create_app
 from monitor.events import DEFAULT_TOPIC_PREFIX
-from monitor.publish.settings import DEFAULT_PORT, MqttConfig
+from monitor.publish.settings import MqttConfig
 from weldmon.cli import EXIT_OK, EXIT_USAGE, Command
 
 RETENTION_EVERY_S = 3600.0
@@ -84,19 +85,7 @@ class ConsoleOptions:
 
 def parse_broker(text: str) -> tuple[str, int]:
     """``HOST``, ``HOST:PORT`` or ``[IPv6]:PORT`` -> (host, port)."""
-    host, port_text = text, ""
-    if text.startswith("["):
-        host, _, rest = text[1:].partition("]")
-        port_text = rest.removeprefix(":")
-    elif text.count(":") == 1:
-        host, _, port_text = text.partition(":")
-    if not host:
-        raise ConsoleError(f"--broker: no host in {text!r}")
-    if not port_text:
-        return host, DEFAULT_PORT
-    if not port_text.isdigit() or not 1 <= int(port_text) <= 65535:
-        raise ConsoleError(f"--broker: port must be 1..65535, got {port_text!r}")
-    return host, int(port_text)
+    return settings.parse_broker(text, ConsoleError)
 
 
 def _mqtt_from_config(path: str) -> MqttConfig:
@@ -138,13 +127,6 @@ def _tls_context(cafile: str | None, cert: str | None, key: str | None, insecure
     return context
 
 
-def _read_secret(path: str) -> str:
-    try:
-        return Path(path).read_text().rstrip("\r\n")
-    except OSError as exc:
-        raise ConsoleError(f"--password-file: cannot read {path}: {exc.strerror or exc}") from exc
-
-
 def _client_id(args: argparse.Namespace, db: Path) -> str | None:
     if args.client_id == "":
         return None  # a random id and a clean session
@@ -168,7 +150,11 @@ def options_from_args(args: argparse.Namespace) -> ConsoleOptions:
     username = args.username or (mqtt.username if mqtt else None)
     if args.password_file and not username:
         raise ConsoleError("--password-file needs --username")
-    password = _read_secret(args.password_file) if args.password_file else None
+    password = (
+        settings.read_secret(args.password_file, "--password-file", ConsoleError)
+        if args.password_file
+        else None
+    )
     if password is None and mqtt is not None and mqtt.password is not None and not args.username:
         password = mqtt.password.get_secret_value()
     tls = None

@@ -32,6 +32,32 @@ class MqttConfigError(WeldmonError):
     """The ``mqtt:`` section names files that cannot be used (TLS certificates)."""
 
 
+def parse_broker(text: str, error: type[WeldmonError] = MqttConfigError) -> tuple[str, int]:
+    """A ``--broker`` value, ``HOST``, ``HOST:PORT`` or ``[IPv6]:PORT`` -> (host, port); a
+    bad one raises `error` (each command line tool passes its own)."""
+    host, port_text = text, ""
+    if text.startswith("["):
+        host, _, rest = text[1:].partition("]")
+        port_text = rest.removeprefix(":")
+    elif text.count(":") == 1:
+        host, _, port_text = text.partition(":")
+    if not host:
+        raise error(f"--broker: no host in {text!r}")
+    if not port_text:
+        return host, DEFAULT_PORT
+    if not port_text.isdigit() or not 1 <= int(port_text) <= 65535:
+        raise error(f"--broker: port must be 1..65535, got {port_text!r}")
+    return host, int(port_text)
+
+
+def read_secret(path: str, what: str, error: type[WeldmonError] = MqttConfigError) -> str:
+    """A password file's first line without its line end; unreadable raises `error`."""
+    try:
+        return Path(path).read_text().rstrip("\r\n")
+    except OSError as exc:
+        raise error(f"{what}: cannot read {path}: {exc.strerror or exc}") from exc
+
+
 def default_client_id() -> str:
     """``weldmon-{hostname}``, restricted to characters every broker accepts."""
     host = re.sub(r"[^A-Za-z0-9_-]", "-", socket.gethostname()) or "host"

@@ -22,16 +22,15 @@ import sys
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from pathlib import Path
 
 import aiomqtt
 from rich.console import Console
 from rich.live import Live
 
+import monitor.publish.settings as settings
 from deploy.errors import WeldmonError
 from monitor.backoff import backoff_delay
 from monitor.events import DEFAULT_TOPIC_PREFIX
-from monitor.publish.settings import DEFAULT_PORT
 from monitor.watch.state import (
     DEFAULT_HISTORY,
     WatchState,
@@ -74,19 +73,7 @@ class WatchOptions:
 
 def parse_broker(text: str) -> tuple[str, int]:
     """``HOST``, ``HOST:PORT`` or ``[IPv6]:PORT`` -> (host, port)."""
-    host, port_text = text, ""
-    if text.startswith("["):
-        host, _, rest = text[1:].partition("]")
-        port_text = rest.removeprefix(":")
-    elif text.count(":") == 1:
-        host, _, port_text = text.partition(":")
-    if not host:
-        raise WatchError(f"--broker: no host in {text!r}")
-    if not port_text:
-        return host, DEFAULT_PORT
-    if not port_text.isdigit() or not 1 <= int(port_text) <= 65535:
-        raise WatchError(f"--broker: port must be 1..65535, got {port_text!r}")
-    return host, int(port_text)
+    return settings.parse_broker(text, WatchError)
 
 
 def _utc_now() -> datetime:
@@ -177,19 +164,16 @@ async def watch_screen(options: WatchOptions, console: Console | None = None) ->
             await asyncio.gather(feed, return_exceptions=True)
 
 
-def _read_secret(path: str, what: str) -> str:
-    try:
-        return Path(path).read_text().rstrip("\r\n")
-    except OSError as exc:
-        raise WatchError(f"{what}: cannot read {path}: {exc.strerror or exc}") from exc
-
-
 def options_from_args(args: argparse.Namespace) -> WatchOptions:
     """Validate the command line into :class:`WatchOptions`; raises WatchError."""
     host, port = parse_broker(args.broker)
     if args.password_file and not args.username:
         raise WatchError("--password-file needs --username")
-    password = _read_secret(args.password_file, "--password-file") if args.password_file else None
+    password = (
+        settings.read_secret(args.password_file, "--password-file", WatchError)
+        if args.password_file
+        else None
+    )
     tls_context = None
     if args.tls or args.tls_ca:
         try:
