@@ -12,7 +12,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from deploy.segment.factory import default_segmenter
-from deploy.segment.protocol import Boundary, Dropout, SegmentationError, Segmenter
+from deploy.segment.protocol import Boundary, Dropout, Segmenter, pair_boundaries
 
 
 @dataclass(frozen=True)
@@ -26,22 +26,13 @@ class Weld:
 
 
 def welds_of(boundaries: list[Boundary]) -> list[Weld]:
-    """Consecutive start/end boundaries as welds."""
-    welds: list[Weld] = []
-    start: int | None = None
-    for b in boundaries:
-        if b.kind == "start":
-            if start is not None:
-                raise SegmentationError(f"start at {b.index} while a weld is open since {start}")
-            start = b.index
-        else:
-            if start is None:
-                raise SegmentationError(f"end at {b.index} without a start")
-            welds.append(Weld(start, b.index, b.dropouts, b.forced))
-            start = None
-    if start is not None:
-        raise SegmentationError(f"weld open since {start} has no end")
-    return welds
+    """Consecutive start/end boundaries as welds, with each end's dropouts and forced flag
+    (the pairing and its checks are `pair_boundaries`')."""
+    ends = [b for b in boundaries if b.kind == "end"]
+    return [
+        Weld(start, end, b.dropouts, b.forced)
+        for (start, end), b in zip(pair_boundaries(boundaries), ends, strict=True)
+    ]
 
 
 def segment_welds(
