@@ -31,6 +31,7 @@ from pathlib import Path
 from typing import Any
 
 from deploy.errors import WeldmonError
+from monitor.publish.settings import parse_host_port
 
 DEFAULT_PORT = 8080
 LOOPBACK_HOSTS = ("localhost", "127.0.0.1", "::1")
@@ -70,19 +71,8 @@ class ListenAddress:
 
 def parse_listen(text: str) -> ListenAddress:
     """``HOST:PORT``, ``[IPv6]:PORT`` or ``HOST`` (port 8080); port 0 picks a free one."""
-    host, port_text = text, ""
-    if text.startswith("["):
-        host, _, rest = text[1:].partition("]")
-        port_text = rest.removeprefix(":")
-    elif text.count(":") == 1:
-        host, _, port_text = text.partition(":")
-    if not host:
-        raise ConsoleSecurityError(f"--listen: no host in {text!r}")
-    if not port_text:
-        return ListenAddress(host, DEFAULT_PORT)
-    if not port_text.isdigit() or not 0 <= int(port_text) <= 65535:
-        raise ConsoleSecurityError(f"--listen: port must be 0..65535, got {port_text!r}")
-    return ListenAddress(host, int(port_text))
+    host, port = parse_host_port(text, "--listen", DEFAULT_PORT, ConsoleSecurityError, 0)
+    return ListenAddress(host, port)
 
 
 def is_loopback(host: str) -> bool:

@@ -32,9 +32,15 @@ class MqttConfigError(WeldmonError):
     """The ``mqtt:`` section names files that cannot be used (TLS certificates)."""
 
 
-def parse_broker(text: str, error: type[WeldmonError] = MqttConfigError) -> tuple[str, int]:
-    """A ``--broker`` value, ``HOST``, ``HOST:PORT`` or ``[IPv6]:PORT`` -> (host, port); a
-    bad one raises `error` (each command line tool passes its own)."""
+def parse_host_port(
+    text: str,
+    option: str,
+    default_port: int,
+    error: type[WeldmonError] = MqttConfigError,
+    min_port: int = 1,
+) -> tuple[str, int]:
+    """``HOST``, ``HOST:PORT`` or ``[IPv6]:PORT`` given to `option` -> (host, port); a bad
+    one raises `error` (each command line tool passes its own)."""
     host, port_text = text, ""
     if text.startswith("["):
         host, _, rest = text[1:].partition("]")
@@ -42,12 +48,17 @@ def parse_broker(text: str, error: type[WeldmonError] = MqttConfigError) -> tupl
     elif text.count(":") == 1:
         host, _, port_text = text.partition(":")
     if not host:
-        raise error(f"--broker: no host in {text!r}")
+        raise error(f"{option}: no host in {text!r}")
     if not port_text:
-        return host, DEFAULT_PORT
-    if not port_text.isdigit() or not 1 <= int(port_text) <= 65535:
-        raise error(f"--broker: port must be 1..65535, got {port_text!r}")
+        return host, default_port
+    if not port_text.isdigit() or not min_port <= int(port_text) <= 65535:
+        raise error(f"{option}: port must be {min_port}..65535, got {port_text!r}")
     return host, int(port_text)
+
+
+def parse_broker(text: str, error: type[WeldmonError] = MqttConfigError) -> tuple[str, int]:
+    """A ``--broker`` value -> (host, port), the MQTT port when none is given."""
+    return parse_host_port(text, "--broker", DEFAULT_PORT, error)
 
 
 def read_secret(path: str, what: str, error: type[WeldmonError] = MqttConfigError) -> str:
