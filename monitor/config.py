@@ -21,6 +21,7 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from deploy.alert_rule import DEFAULT_ALERT_WINDOWS
 from deploy.errors import WeldmonError
 from monitor.audio.config import AudioConfig
 from monitor.ops.clip_policy import ClipsConfig
@@ -81,6 +82,9 @@ class EventsConfig(_Section):
 
     progress: bool = True  # weld_progress after every window (QoS 0)
     window_probs: bool = False  # include every window's p_defect in the result
+    # the alert rule (deploy/alert_rule.py): this many consecutive windows confirmed inside
+    # the weld at the alert threshold raise weld_alert, and make the result a defect
+    alert_windows: int = Field(DEFAULT_ALERT_WINDOWS, ge=1, le=60)
     outbox_max_events: int = Field(DEFAULT_OUTBOX_MAX_EVENTS, ge=1)
 
 

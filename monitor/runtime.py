@@ -100,6 +100,7 @@ def tracker_options(
         segmentation=segmentation,
         include_window_probs=cfg.events.window_probs,
         overrides=overrides,
+        alert_windows=cfg.events.alert_windows,
     )
 
 

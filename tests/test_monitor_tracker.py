@@ -19,10 +19,14 @@ def _tracker(**kw: object) -> WeldTracker:
     return WeldTracker(options, "cell1", Source(type="device", name="mic"), 32_000, 1.7e9)
 
 
-def _feed(t: WeldTracker, probs: list[float]) -> list:
+def _feed(t: WeldTracker, probs: list[float], confirm: bool = True) -> list:
+    """Each window, then (``confirm``) the segmenter's word that the arc ran through it."""
     out = []
     for i, p in enumerate(probs):
-        out += t.add_window(i, p, t.start_index + (i + 1) * 16_000, progress=True)
+        end = t.start_index + (i + 1) * 16_000
+        out += t.add_window(i, p, end, progress=True)
+        if confirm:
+            out += t.confirm(end)
     return out
 
 
@@ -36,17 +40,62 @@ def test_progress_carries_the_deploy_pooling_of_the_windows_so_far() -> None:
         assert e.n_windows == i + 1
 
 
-def test_alert_is_sent_once_the_first_time_the_threshold_is_reached() -> None:
+def test_alert_is_sent_once_when_two_confirmed_windows_in_a_row_reach_the_threshold() -> None:
     t = _tracker()
-    events = _feed(t, [0.1, 0.9, 0.95, 0.2, 0.99])
+    events = _feed(t, [0.1, 0.9, 0.3, 0.9, 0.95, 0.2, 0.99, 0.99])
     alerts = [e for e in events if isinstance(e, WeldAlert)]
-    assert len(alerts) == 1
-    assert alerts[0].n_windows == 2
+    assert len(alerts) == 1  # one window over it (0.9 at 1) is no evidence yet
+    assert alerts[0].n_windows == 5 and alerts[0].alert_windows == 2
+    assert alerts[0].at.timestamp() == pytest.approx(1.7e9 + 2.0 + 5.0, abs=1e-3)
+
+
+def test_no_alert_rests_on_windows_the_segmenter_has_not_confirmed() -> None:
+    t = _tracker()
+    events = _feed(t, [0.1, 0.2, 0.9, 0.95], confirm=False)
+    assert not [e for e in events if isinstance(e, WeldAlert)]
+    # the arc is confirmed through window 2 only: window 3 may lie past the end
+    assert t.confirm(t.start_index + 3 * 16_000) == []
+    alerts = t.confirm(t.start_index + 4 * 16_000)
+    assert len(alerts) == 1 and alerts[0].n_windows == 4
+
+
+def test_the_arc_ending_before_the_run_means_no_alert_and_a_good_result() -> None:
+    # The field case: a window cut after the arc stopped scored high; the end, decided later,
+    # lies before it, so it was never evidence and the result over the weld says good.
+    t = _tracker()
+    events = _feed(t, [0.1, 0.2, 0.3], confirm=True)
+    events += _feed_more(t, [0.95, 0.97], confirm=False)
+    assert not [e for e in events if isinstance(e, WeldAlert)]
+    result = t.result(t.start_index + 3 * 16_000 + 100, "gate")
+    assert result.label == 0 and not result.alert_rule_met
+
+
+def _feed_more(t: WeldTracker, probs: list[float], confirm: bool) -> list:
+    out = []
+    for p in probs:
+        i = len(t.probs)
+        end = t.start_index + (i + 1) * 16_000
+        out += t.add_window(i, p, end, progress=True)
+        if confirm:
+            out += t.confirm(end)
+    return out
+
+
+def test_a_result_whose_windows_meet_the_alert_rule_is_a_defect() -> None:
+    # 60 windows: k = 3 of them, so two high windows pool under the threshold (0.6) ...
+    t = _tracker()
+    probs = [0.1] * 30 + [0.9, 0.9] + [0.1] * 28
+    events = _feed(t, probs)
+    assert len([e for e in events if isinstance(e, WeldAlert)]) == 1
+    result = t.result(t.start_index + 60 * 16_000, "gate")
+    assert result.p_defect < 0.6  # (0.9 + 0.9 + 0.1) / 3
+    # ... but the alert announced a defect, and the result says so
+    assert result.label == 1 and result.alert_rule_met
 
 
 def test_result_pools_only_the_whole_windows_before_the_end() -> None:
     t = _tracker()
-    _feed(t, [0.1, 0.2, 0.99])  # the third window reaches past the end decided later
+    _feed(t, [0.1, 0.2, 0.99], confirm=False)  # the third window reaches past the end decided later
     result = t.result(t.start_index + 2 * 16_000 + 500, "gate")
     assert result.n_windows == 2
     assert result.p_defect == pytest.approx(0.2, abs=1e-7)

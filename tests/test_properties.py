@@ -16,6 +16,7 @@ import json
 import math
 
 import jsonschema
+import numpy as np
 import pytest
 import torch
 import yaml
@@ -191,8 +192,14 @@ def test_a_result_from_any_window_probabilities_validates_and_pools_with_topk_po
         expected = float(topk_pool(torch.tensor(judged, dtype=torch.float32), ratio))
         # numpy and torch sum the k largest in different orders: a few float32 ulps apart.
         assert result.p_defect == pytest.approx(expected, abs=1e-6)
-        # The artifact's own rule: torch.ge(p, threshold) with p float32, i.e. in float32.
-        assert result.label == int(torch.tensor(result.p_defect) >= threshold)
+        # The artifact's own rule: torch.ge(p, threshold) with p float32, i.e. in float32,
+        # or the alert rule (2 windows in a row at the threshold) on the same windows.
+        run = any(
+            all(np.float32(q) >= np.float32(threshold) for q in judged[i : i + 2])
+            for i in range(len(judged) - 1)
+        )
+        assert result.alert_rule_met == run
+        assert result.label == int(torch.tensor(result.p_defect) >= threshold or run)
         assert result.window_p_max == max(judged)
         assert result.judged
     else:  # no verdict; too_short only when there was not one whole window

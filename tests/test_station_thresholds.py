@@ -83,13 +83,22 @@ def _tracker(options: TrackerOptions, station: str) -> WeldTracker:
     return WeldTracker(options, station, Source(type="device", name="t"), 0, 1_700_000_000.0)
 
 
+def _windows(weld: WeldTracker, probs: list[float]) -> list:
+    """Each window, confirmed inside the weld by the segmenter as it comes."""
+    out: list = []
+    for i, p in enumerate(probs):
+        out += weld.add_window(i, p, (i + 1) * 16_000, progress=True)
+        out += weld.confirm((i + 1) * 16_000)
+    return out
+
+
 def test_an_override_judges_its_station_and_no_other() -> None:
     options = TrackerOptions(
-        MODEL, "test", "gate", overrides={"b": StationThresholds.resolve(0.705, 0.9, 0.3)}
+        MODEL, "test", "gate", overrides={"b": StationThresholds.resolve(0.705, 0.9, 0.85)}
     )
     welds = {s: _tracker(options, s) for s in ("a", "b")}
-    events = {s: t.add_window(0, 0.8, 16_000, progress=True) for s, t in welds.items()}
-    results = {s: t.result(16_000, "gate") for s, t in welds.items()}
+    events = {s: _windows(t, [0.8, 0.8]) for s, t in welds.items()}
+    results = {s: t.result(32_000, "gate") for s, t in welds.items()}
     assert (results["a"].label, results["a"].threshold, results["a"].threshold_source) == (
         1,
         0.705,
@@ -100,25 +109,30 @@ def test_an_override_judges_its_station_and_no_other() -> None:
         0.9,
         CONFIG,
     )
-    alert_b = [e for e in events["b"] if isinstance(e, WeldAlert)]
-    assert alert_b and alert_b[0].alert_threshold == 0.3 and alert_b[0].threshold == 0.9
+    alert_a = [e for e in events["a"] if isinstance(e, WeldAlert)]
+    assert alert_a and alert_a[0].alert_threshold == 0.705 and alert_a[0].threshold == 0.705
+    assert not [e for e in events["b"] if isinstance(e, WeldAlert)]
     start_b = welds["b"].start_event()
     assert (start_b.threshold, start_b.alert_threshold, start_b.alert_threshold_source) == (
         0.9,
-        0.3,
+        0.85,
         CONFIG,
     )
     assert all(e.threshold_source == CONFIG for e in events["b"])
 
 
-def test_an_alert_below_the_verdict_fires_early_without_changing_the_label() -> None:
+def test_an_alert_below_the_verdict_fires_early_and_the_result_says_defect() -> None:
+    # A station's alert threshold under its decision threshold is a second, more sensitive
+    # defect rule: once it alerted, its result cannot say good (issue: alerts on good welds).
     options = TrackerOptions(
         MODEL, "test", "gate", overrides={"a": StationThresholds.resolve(0.705, None, 0.4)}
     )
     weld = _tracker(options, "a")
-    alerts = [e for e in weld.add_window(0, 0.5, 16_000, progress=False)]
-    assert len(alerts) == 1 and alerts[0].alert_threshold == 0.4
-    assert weld.result(16_000, "gate").label == 0  # 0.5 < the artifact's 0.705
+    alerts = [e for e in _windows(weld, [0.5, 0.5, 0.1]) if isinstance(e, WeldAlert)]
+    assert len(alerts) == 1 and alerts[0].alert_threshold == 0.4 and alerts[0].n_windows == 2
+    result = weld.result(48_000, "gate")
+    assert result.p_defect < 0.705  # the pool alone would say good ...
+    assert result.label == 1 and result.alert_rule_met  # ... the alert's evidence says defect
 
 
 # ---- reload -----------------------------------------------------------------------------------

@@ -219,6 +219,13 @@ class CrackleSegmenter(Segmenter):
         return self._pre_roll + frames * self._frame_len
 
     @property
+    def arc_confirmed_until(self) -> int:
+        """The end of the weld's latest frame at its own level: every end this segmenter
+        places (the tail, a fading end, a forced cut, the stream's close) lies at or after
+        it."""
+        return self._weld.last_on_end if self._weld is not None else 0
+
+    @property
     def gap_samples(self) -> int:
         """Samples missing between blocks (the frame grid restarted after each gap)."""
         return self._grid.gap_samples

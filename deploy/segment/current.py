@@ -124,6 +124,21 @@ class CurrentSegmenter(Segmenter):
         """How far behind the newest audio a start may be placed."""
         return self._lookback
 
+    @property
+    def arc_confirmed_until(self) -> int:
+        """The weld's latest arc sample the audio has reached (capped at a forced cut): its
+        end is placed at the arc's last sample, which only moves on; a queued end is known."""
+        if not self._open:
+            return 0
+        ends = [b.index for b in self._queue if b.kind == "end"]
+        if ends:
+            return max(ends[0], self._last_boundary)
+        arc = self._arc
+        if arc is None:
+            return self._last_boundary
+        last = min(arc.last, arc.first + self._max_weld, self._end or 0)
+        return max(last, self._last_boundary)
+
     def push(self, sample: ProcessSample) -> None:
         """One process sample (in time order; an older one is counted and skipped)."""
         if self._closed:

@@ -275,6 +275,12 @@ class GateSegmenter(Segmenter):
         return self._pre_roll + frames * self._frame_len
 
     @property
+    def arc_confirmed_until(self) -> int:
+        """The end of the weld's latest on-frame: its end (after the hang-over, forced or at
+        the stream's close) lies at or after it."""
+        return self._last_on_end if self._state is _State.WELD else 0
+
+    @property
     def noise_floor_db(self) -> float | None:
         """Current noise-floor estimate (dBFS in the gate's band), None before the first frame."""
         return self._floor_history.min() if self._floor_history else None

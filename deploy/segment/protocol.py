@@ -99,6 +99,14 @@ class Segmenter(Protocol):
         """How far before the end of the latest block a start boundary may still lie."""
         ...
 
+    @property
+    def arc_confirmed_until(self) -> int:
+        """While in a weld, the sample index up to which its arc is confirmed: the weld's end
+        boundary, whenever it comes, lies at or after it (0 outside a weld). A window of the
+        weld that ends by it is certain to be judged in the weld's result, so the early
+        alert rests only on such windows (`monitor.pipeline.tracker`)."""
+        ...
+
     def take(self, samples: np.ndarray, start_index: int) -> Frames:
         """Buffer the next block (mono float32, continuing the previous one) whose first
         sample is ``start_index``; returns the whole frames it completes (maybe none)."""

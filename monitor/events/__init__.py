@@ -249,8 +249,10 @@ class WeldProgress(_WeldEventBase):
 
 
 class WeldAlert(_WeldEventBase):
-    """The rolling p_defect first reached the alert threshold while the weld goes on (QoS 1);
-    ``threshold`` is the decision threshold, ``alert_threshold`` the one reached."""
+    """The alert rule first held while the weld goes on (QoS 1): ``alert_windows``
+    consecutive windows confirmed inside the weld reached ``alert_threshold``
+    (`deploy.alert_rule`); the weld's result will be a defect. ``threshold`` is the decision
+    threshold; ``p_defect`` and ``n_windows`` pool the confirmed windows so far."""
 
     kind: Literal["weld_alert"] = "weld_alert"
     p_defect: Probability
@@ -261,6 +263,8 @@ class WeldAlert(_WeldEventBase):
     n_windows: int = Field(ge=1)
     started_at: UtcTimestamp
     at: UtcTimestamp
+    # -- optional fields added within schema_version 1 (the alert rule) --
+    alert_windows: int | None = Field(default=None, ge=1)  # null from daemons before it
 
 
 class WeldResult(_WeldEventBase):
@@ -291,6 +295,14 @@ class WeldResult(_WeldEventBase):
     # False when not one window could be judged (shorter than a window, every window's audio
     # non-finite or its inference failed, the daemon died first): `label` is then no verdict.
     judged: bool = True
+    # -- optional fields added within schema_version 1 (alerts and uncertainty) --
+    # p_defect - threshold (positive: the defect side); null when not judged
+    margin: float | None = Field(default=None, ge=-1.0, le=1.0)
+    # "low" when p_defect lies in the artifact's out-of-fold uncertain zone around the
+    # threshold, "high" outside it; null when the artifact carries no calibration
+    confidence: Literal["high", "low"] | None = None
+    # the alert rule held on this weld's windows (so the label is defect, alert or not)
+    alert_rule_met: bool = False
 
     @model_validator(mode="after")
     def _consistent(self) -> WeldResult:
@@ -303,6 +315,8 @@ class WeldResult(_WeldEventBase):
             raise ValueError("ended_at is before started_at")
         if not self.judged and self.n_windows:
             raise ValueError(f"judged is false but {self.n_windows} windows were judged")
+        if self.alert_rule_met and self.label != 1:
+            raise ValueError("alert_rule_met is true but the label is not defect")
         if self.window_probs is not None and len(self.window_probs) != self.n_windows:
             raise ValueError(
                 f"window_probs has {len(self.window_probs)} entries, n_windows is {self.n_windows}"

@@ -377,6 +377,8 @@ class Pipeline:
         if st.weld is not None:
             windows = st.weld.windower.windows_until(st.history, chunk.end_index)
             await self._verdicts.submit(st.weld, windows)
+            assert st.segmenter is not None
+            await self._verdicts.confirm(st.weld, st.segmenter.arc_confirmed_until)
 
     async def _boundary(self, st: _Station, b: Boundary, end_reason: EndReason) -> None:
         if b.kind == "start":

@@ -1,13 +1,20 @@
 """One weld's verdict as its windows are judged: rolling p_defect, one alert, the result.
 
-After every window the rolling p_defect is `deploy.pooling.topk_pool_np` over the weld's
-window probabilities so far, with the artifact's `eval_pool_ratio` (the pooling every verdict
-uses, not a re-implementation), and the label is `deploy.model.decide` (p >= threshold in
-float32, as in the artifact). The final result
-pools exactly the whole windows inside [start, end): with the arc gate the end is decided a
-hang-over after the arc stopped, so a window cut meanwhile may reach past the end; it was
-reported in a progress event but is left out of the result, which therefore equals the
-artifact's `forward` on the weld's audio.
+After every window the rolling p_defect (progress events) is `deploy.pooling.topk_pool_np`
+over the weld's window probabilities so far, with the artifact's `eval_pool_ratio` (the
+pooling every verdict uses, not a re-implementation). The final result pools exactly the
+whole windows inside [start, end): the segmenter decides the end after the arc stopped, so a
+window cut meanwhile may reach past the end; it was reported in a progress event but is left
+out of the result, which therefore pools what the artifact's `forward` pools on the weld's
+audio.
+
+The early alert follows `deploy.alert_rule`: it rests only on windows the segmenter has
+confirmed inside the weld (`confirm`, from `Segmenter.arc_confirmed_until`), and fires when
+`alert_windows` consecutive ones reach the alert threshold. The result's label is defect when
+its pool reaches the decision threshold or that same rule holds on its windows, so no weld
+that raised an alert can result good, and no result is good while its windows met the rule.
+Each result also carries its margin to the threshold and, where the artifact has an
+out-of-fold calibration, a confidence (`deploy.confidence`).
 
 Pure bookkeeping: no I/O, no threads; the pipeline feeds it and publishes what it returns.
 """
@@ -21,10 +28,11 @@ from datetime import UTC, datetime
 
 import numpy as np
 
+from deploy.alert_rule import DEFAULT_ALERT_WINDOWS, AlertRule, AlertRun, weld_label
+from deploy.confidence import ConfidenceBand, margin
 from deploy.contract import LABEL_NAMES
 from deploy.errors import WeldmonError
 from deploy.loader import DeployModel
-from deploy.model import decide
 from deploy.pooling import topk_pool_np
 from deploy.segment.modes import SegmentationMode
 from deploy.windows import window_count
@@ -54,6 +62,8 @@ class ModelInfo:
     threshold: float
     name: str | None = None
     version: str | None = None
+    # the artifact's out-of-fold uncertain zone around its threshold; None: not calibrated
+    confidence_band: ConfidenceBand | None = None
 
     @classmethod
     def of(cls, model: DeployModel) -> ModelInfo:
@@ -66,6 +76,7 @@ class ModelInfo:
             model.threshold,
             model.model_name,
             model.model_version,
+            ConfidenceBand.from_metadata(model.metadata, model.threshold),
         )
 
     def event_fields(self) -> dict[str, str | None]:
@@ -125,6 +136,8 @@ class TrackerOptions:
     include_window_probs: bool = False
     # stations whose config overrides a threshold; the others are judged by the artifact's
     overrides: Mapping[str, StationThresholds] = field(default_factory=dict)
+    # the alert rule's run: this many consecutive confirmed windows at the alert threshold
+    alert_windows: int = DEFAULT_ALERT_WINDOWS
 
     def thresholds(self, station: str) -> StationThresholds:
         """The thresholds that judge `station`'s welds."""
@@ -179,12 +192,18 @@ class WeldTracker:
     dropped_frames: int = 0
     not_finite: set[int] = field(default_factory=set)  # windows left out: repaired audio
     context: dict[str, str] | None = None  # the part it belongs to (start, alert, result)
+    # the segmenter's word: the weld runs at least to this sample (its windows up to here
+    # are certain to be pooled by the result), see `confirm`
+    confirmed_until: int = 0
 
     def __post_init__(self) -> None:
         if not self.weld_id:
             self.weld_id = new_weld_id(self.station, self.started_at)
         # fixed at the start: a reload that changes them applies to the welds after this one
         self.limits = self.options.thresholds(self.station)
+        self.alert_rule = AlertRule(self.limits.alert, self.options.alert_windows)
+        self._alert_run = AlertRun(self.alert_rule)
+        self._alert_scanned = 0  # windows the alert rule has seen (confirmed ones only)
 
     @property
     def started_at(self) -> datetime:
@@ -247,46 +266,66 @@ class WeldTracker:
         self, index: int, prob: float | None, window_end: int, progress: bool
     ) -> list[WeldProgress | WeldAlert]:
         """Record window `index` (None: its inference failed); returns progress and, the first
-        time the rolling p_defect reaches the threshold, an alert."""
+        time the alert rule holds on the confirmed windows, an alert."""
         if index != len(self.probs):
             raise ValueError(f"window {index} out of order (expected {len(self.probs)})")
         if prob is None:
             self.probs.append(NOT_JUDGED)
             if index not in self.not_finite:  # repaired audio is left out, not a failure
                 self.degrade(DegradedReason.INFERENCE_FAILED)
-            return []
+            return self._check_alert()
         self.probs.append(prob)
-        judged = self._judged()
-        p = pool(judged, self.options.model.eval_pool_ratio)
-        m = self.options.model
-        elapsed = (window_end - self.start_index) / m.sample_rate
         out: list[WeldProgress | WeldAlert] = []
         if progress:
+            judged = self._judged()
+            m = self.options.model
             out.append(
                 WeldProgress(
                     **self._common(),
                     window_index=index,
                     window_p_defect=prob,
-                    p_defect=p,
+                    p_defect=pool(judged, m.eval_pool_ratio),
                     n_windows=len(judged),
-                    elapsed_s=elapsed,
+                    elapsed_s=(window_end - self.start_index) / m.sample_rate,
                 )
             )
-        if not self.alerted and decide(p, self.limits.alert):
-            self.alerted = True
-            out.append(
-                WeldAlert(
-                    **self._common(),
-                    p_defect=p,
-                    alert_threshold=self.limits.alert,
-                    alert_threshold_source=self.limits.alert_source,
-                    context=self.context,
-                    n_windows=len(judged),
-                    started_at=self.started_at,
-                    at=self._utc(window_end),
-                )
+        return out + self._check_alert()
+
+    def confirm(self, index: int) -> list[WeldAlert]:
+        """The segmenter confirmed the arc up to sample `index` (its end will lie at or after
+        it); returns the alert if the windows this confirms complete the alert rule."""
+        self.confirmed_until = max(self.confirmed_until, index)
+        return self._check_alert()
+
+    def _confirmed_windows(self) -> int:
+        """How many of the windows judged so far end by `confirmed_until`."""
+        inside = window_count(max(0, self.confirmed_until - self.start_index), self.chunk)
+        return min(inside, len(self.probs))
+
+    def _check_alert(self) -> list[WeldAlert]:
+        """Feed the newly confirmed windows to the alert rule; the alert, once."""
+        n = self._confirmed_windows()
+        for p in self.probs[self._alert_scanned : n]:
+            if not math.isnan(p):
+                self._alert_run.push(p)
+        self._alert_scanned = max(self._alert_scanned, n)
+        if self.alerted or not self._alert_run.met:
+            return []
+        self.alerted = True
+        evidence = self._judged(n)
+        return [
+            WeldAlert(
+                **self._common(),
+                p_defect=pool(evidence, self.options.model.eval_pool_ratio),
+                alert_threshold=self.limits.alert,
+                alert_threshold_source=self.limits.alert_source,
+                alert_windows=self.alert_rule.windows,
+                context=self.context,
+                n_windows=len(evidence),
+                started_at=self.started_at,
+                at=self._utc(self.start_index + n * self.chunk),
             )
-        return out
+        ]
 
     def result(
         self, end_index: int, end_reason: EndReason, facts: WeldFacts | None = None
@@ -296,14 +335,17 @@ class WeldTracker:
         m = self.options.model
         judged = self.judged_probs(end_index)
         reasons = set(self.degraded_reasons)
+        rule_met = False
         if not judged:  # no verdict: `judged` is false in the result
             if window_count(max(0, end_index - self.start_index), self.chunk) == 0:
                 reasons.add(DegradedReason.TOO_SHORT)
             p, label, p_max = 0.0, 0, 0.0
         else:
             p = pool(judged, m.eval_pool_ratio)
-            label = decide(p, self.limits.decision)
+            rule_met = self.alert_rule.met(judged)
+            label = weld_label(p, self.limits.decision, rule_met)
             p_max = float(np.max(judged))
+        band = m.confidence_band
         ended = max(end_index, self.start_index)
         return WeldResult(
             **{**self._common(), **self._fact_fields(facts)},
@@ -314,6 +356,9 @@ class WeldTracker:
             label_name=LABEL_NAMES[label],
             judged=bool(judged),
             p_defect=p,
+            margin=margin(p, self.limits.decision) if judged else None,
+            confidence=band.judge(p, self.limits.decision) if band and judged else None,
+            alert_rule_met=rule_met,
             n_windows=len(judged),
             window_p_max=p_max,
             window_probs=judged if self.options.include_window_probs else None,

@@ -1,9 +1,10 @@
 """The ordered half of the pipeline: from submitted windows to events, in the order they
 happened.
 
-The feed side (`monitor.pipeline.core`) puts three kinds of item into one bounded queue: a
+The feed side (`monitor.pipeline.core`) puts four kinds of item into one bounded queue: a
 weld's start, each window it submitted to the inference worker (with the future of its
-probability), and a weld's end. One consumer task takes them in order, awaits each window's
+probability), how far the segmenter has confirmed the weld's arc (the early alert rests only
+on windows inside it), and a weld's end. One consumer task takes them in order, awaits each window's
 probability, feeds the weld's tracker and emits what it returns, so a result is emitted only
 after every window before it was judged. Overload: the queue holds at most `max_in_flight`
 items; beyond that the feed side waits (back-pressure to the source).
@@ -50,6 +51,7 @@ class OpenWeld:
     tracker: WeldTracker
     windower: WeldWindower
     worker: InferenceWorker  # the model it started with judges all its windows
+    confirmed: int = 0  # the latest arc confirmation queued for its tracker
 
 
 @dataclass
@@ -67,8 +69,10 @@ _NOT_FINITE: Future[float] = Future()
 
 _WindowItem = tuple[Literal["window"], WeldTracker, Window, "Future[float] | None"]
 _EventItem = tuple[Literal["event"], Event]
+_ConfirmItem = tuple[Literal["confirm"], WeldTracker, int]
 # (end, weld, end index, reason, the weld's audio for the weld_audio hook or None, its facts)
 _EndItem = tuple[Literal["end"], OpenWeld, int, EndReason, np.ndarray | None, WeldFacts | None]
+_Item = _WindowItem | _EventItem | _ConfirmItem | _EndItem
 
 
 class VerdictQueue:
@@ -88,9 +92,7 @@ class VerdictQueue:
         self.counters = VerdictCounters()
         self._weld_audio = weld_audio
         self._on_window = on_window
-        self._items: asyncio.Queue[_WindowItem | _EventItem | _EndItem] = asyncio.Queue(
-            maxsize=max(1, max_in_flight)
-        )
+        self._items: asyncio.Queue[_Item] = asyncio.Queue(maxsize=max(1, max_in_flight))
         self._consumer: asyncio.Task[None] | None = None
         self._pending_since: collections.deque[float] = collections.deque()  # monotonic s
         self._users: dict[int, int] = {}  # id(worker) -> welds started on it, not yet ended
@@ -178,6 +180,13 @@ class VerdictQueue:
             self._pending_since.append(submitted)
             await self._items.put(("window", weld.tracker, w, future))
 
+    async def confirm(self, weld: OpenWeld, index: int) -> None:
+        """The segmenter confirmed the weld's arc up to sample `index` (queued only when it
+        moved on, after the windows submitted before it)."""
+        if index > weld.confirmed:
+            weld.confirmed = index
+            await self._items.put(("confirm", weld.tracker, index))
+
     async def ended(
         self,
         weld: OpenWeld,
@@ -210,9 +219,12 @@ class VerdictQueue:
             finally:
                 self._items.task_done()
 
-    async def _handle(self, item: _WindowItem | _EventItem | _EndItem) -> None:
+    async def _handle(self, item: _Item) -> None:
         if item[0] == "event":
             self.emit(item[1])
+        elif item[0] == "confirm":
+            for alert in item[1].confirm(item[2]):
+                self.emit(alert)
         elif item[0] == "window":
             _, tracker, window, future = item
             try:

@@ -30,6 +30,7 @@ class FileSegmenter(Segmenter):
 
     def __init__(self) -> None:
         self._start: int | None = None
+        self._end = 0  # one past the newest sample seen
         self._start_due = False  # the first block arrived; its start boundary is not out yet
         self._closed = False
 
@@ -43,6 +44,11 @@ class FileSegmenter(Segmenter):
         """A file weld starts at the first sample: nothing to look back at."""
         return 0
 
+    @property
+    def arc_confirmed_until(self) -> int:
+        """The weld ends with the stream: every sample seen so far is inside it."""
+        return self._end if self.in_weld else 0
+
     def take(self, samples: np.ndarray, start_index: int) -> Frames:
         """The first block opens the weld; nothing is measured."""
         if self._closed:
@@ -50,6 +56,7 @@ class FileSegmenter(Segmenter):
         if self._start is None:
             self._start = start_index
             self._start_due = True
+        self._end = start_index + int(np.asarray(samples).size)
         return NO_FRAMES
 
     def decide(self, measured: np.ndarray) -> list[Boundary]:
@@ -96,6 +103,14 @@ class TriggerSegmenter(Segmenter):
     def lookback_samples(self) -> int:
         """How far before the newest sample a start may lie."""
         return self._lookback
+
+    @property
+    def arc_confirmed_until(self) -> int:
+        """A stop trigger is placed at most the look-back before the newest sample (and not
+        before the start), so the weld runs at least to there."""
+        if self._start is None:
+            return 0
+        return max(self._start, self._end - self._lookback)
 
     def push(
         self, state: Literal["start", "stop"], index: int, context: dict[str, str] | None = None
