@@ -88,7 +88,9 @@ class Weld:
             at=self.started_at + timedelta(seconds=n),
         )
 
-    def result(self, p: float, n: int = 3, seconds: float = 3.0) -> WeldResult:
+    def result(
+        self, p: float, n: int = 3, seconds: float = 3.0, confidence: str | None = None
+    ) -> WeldResult:
         label = int(p >= THRESHOLD)
         return WeldResult(
             **self._common,
@@ -104,6 +106,8 @@ class Weld:
             degraded=False,
             dropped_frames=0,
             end_reason="gate",
+            margin=p - THRESHOLD,
+            confidence=confidence,
         )
 
 
@@ -234,6 +238,17 @@ def test_screen_shows_each_station_its_verdicts_and_the_alert():
     assert "station cell1" in text and "station cell2" in text
     assert "defect" in text and "good_weld" in text and "ALERT" in text
     assert a.weld_id in text and b.weld_id in text
+
+
+def test_screen_marks_a_low_confidence_verdict_and_no_other():
+    a, b, c = Weld("cell1"), Weld("cell2"), Weld("cell3")
+    state = feed(
+        fresh(), a.result(0.72, confidence="low"), b.result(0.1, confidence="high"), c.result(0.2)
+    )
+    text = screen_text(state)
+    assert text.count("low confidence") == 1
+    line = next(row for row in text.splitlines() if "low confidence" in row)
+    assert a.weld_id in line
 
 
 def test_screen_shows_the_current_weld_elapsed_time_and_p_defect():

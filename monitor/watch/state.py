@@ -67,6 +67,7 @@ class Verdict:
     duration_s: float
     alerted: bool
     degraded_reasons: tuple[str, ...] = ()
+    confidence: str | None = None  # "high" | "low"; None: the model has no calibration
 
 
 @dataclass(frozen=True)
@@ -228,6 +229,7 @@ def _apply_weld_event(
         duration_s=event.duration_s,
         alerted=bool(same and current is not None and current.alerted),
         degraded_reasons=tuple(event.degraded_reasons),
+        confidence=event.confidence,
     )
     return replace(
         station,

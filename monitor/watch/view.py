@@ -109,6 +109,8 @@ def _verdicts(verdicts: tuple[Verdict, ...]) -> RenderableType:
         flags = Text()
         if v.alerted:
             flags.append(" ALERT ", style=ALERT_STYLE)
+        if v.confidence == "low":  # inside the model's out-of-fold uncertain zone
+            flags.append(" low confidence ", style="bold yellow")
         if v.degraded_reasons:
             flags.append(" degraded: " + ",".join(v.degraded_reasons), style="yellow")
         table.add_row(
