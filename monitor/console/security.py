@@ -126,13 +126,19 @@ def check_exposure(listen: ListenAddress, users: dict[str, str] | None) -> None:
         )
 
 
+def host_header_name(host: str) -> str:
+    """``host`` as a Host header names it: an IPv6 literal in brackets (``[::1]``), which is
+    how browsers send it and how Starlette's TrustedHostMiddleware compares it."""
+    return f"[{host}]" if ":" in host and not host.startswith("[") else host
+
+
 def allowed_hosts(listen: ListenAddress, extra: list[str]) -> list[str]:
     """Host headers served: loopback names on loopback (DNS rebinding), else any (auth
     protects it) unless ``--allowed-host`` narrows it."""
     if extra:
-        return [*extra, *LOOPBACK_HOSTS]
+        return [host_header_name(h) for h in (*extra, *LOOPBACK_HOSTS)]
     if is_loopback(listen.host):
-        return sorted({listen.host, *LOOPBACK_HOSTS})
+        return sorted({host_header_name(h) for h in (listen.host, *LOOPBACK_HOSTS)})
     return ["*"]
 
 
@@ -212,6 +218,10 @@ class CsrfGuard:
 
     def problem(self, headers: dict[str, str], scheme: str, form_token: str | None) -> str | None:
         """Why a POST is refused (None: it is genuine). ``headers`` are lower-case keys."""
+        return self.header_problem(headers, scheme) or self.token_problem(form_token)
+
+    def header_problem(self, headers: dict[str, str], scheme: str) -> str | None:
+        """Why a POST is refused from its headers alone: checked before its body is read."""
         site = headers.get("sec-fetch-site")
         if site is not None and site != "same-origin":
             return f"cross-site request refused (Sec-Fetch-Site: {site})"
@@ -219,6 +229,10 @@ class CsrfGuard:
         host = headers.get("host", "")
         if origin is not None and origin != f"{scheme}://{host}":
             return f"cross-origin request refused (Origin: {origin})"
+        return None
+
+    def token_problem(self, form_token: str | None) -> str | None:
+        """Why a POST is refused for its form's token (None: the page's own token)."""
         if not form_token or not hmac.compare_digest(form_token.encode(), self.token.encode()):
             return "missing or wrong CSRF token (reload the page)"
         return None
