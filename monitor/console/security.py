@@ -31,6 +31,7 @@ from pathlib import Path
 from typing import Any
 
 from deploy.errors import WeldmonError
+from deploy.inputs import MAX_SECRET_BYTES, read_input_text
 from monitor.publish.settings import parse_host_port
 
 DEFAULT_PORT = 8080
@@ -92,13 +93,8 @@ def is_loopback(host: str) -> bool:
 
 def read_auth_file(path: Path) -> dict[str, str]:
     """``user:password`` lines (``#`` comments); the file must not be readable by others."""
-    try:
-        mode = path.stat().st_mode
-        text = path.read_text()
-    except OSError as exc:
-        raise ConsoleSecurityError(
-            f"--auth-file: cannot read {path}: {exc.strerror or exc}"
-        ) from exc
+    text = read_input_text(path, MAX_SECRET_BYTES, "--auth-file", ConsoleSecurityError)
+    mode = path.stat().st_mode
     if mode & 0o077:
         raise ConsoleSecurityError(
             f"--auth-file: {path} is readable by other users (mode {mode & 0o777:o}); chmod 600 it"
