@@ -245,3 +245,16 @@ def test_console_refuses_tls_files_that_are_not_pem(tmp_path: Path) -> None:
     assert not (tmp_path / "h.sqlite3").exists()  # refused before anything was opened
     done = run([*args, "--tls-cert", str(tmp_path), "--tls-key", str(key)], tmp_path)
     assert done.returncode == 2 and "a folder" in done.stderr, done.stderr[-2000:]
+
+
+def test_console_refuses_a_huge_config_or_auth_file_from_its_size(tmp_path: Path) -> None:
+    config = sparse(tmp_path / "monitor.yaml", GIB, b"mqtt:\n  host: localhost\n")
+    users = sparse(tmp_path / "users", GIB, b"ana:s3cret\n")
+    users.chmod(0o600)
+    db = ["--db", str(tmp_path / "h.sqlite3")]
+    done = run(["console", "--config", str(config), *db], tmp_path)
+    assert_refused(done, "console", "--config", "more than the 4.0 MB")
+    assert done.peak_kib < REFUSAL_PEAK_KIB, done.peak_kib
+    done = run(["console", "--broker", "127.0.0.1:1", "--auth-file", str(users), *db], tmp_path)
+    assert_refused(done, "console", "--auth-file", "more than the 64 KB")
+    assert done.peak_kib < REFUSAL_PEAK_KIB, done.peak_kib
