@@ -31,6 +31,7 @@ from deploy.contract import (
 from deploy.digest import file_sha256
 from deploy.errors import ArtifactError
 from deploy.frontend_params import FrontEndParams
+from deploy.inputs import MAX_ARTIFACT_BYTES, check_input_file
 
 ONNX_SUFFIX = ".onnx"
 LEGACY_NOTE = (
@@ -149,8 +150,16 @@ def artifact_info(path: str | Path) -> dict[str, Any]:
     """Everything an artifact says about itself, as one JSON-ready dict; ArtifactError for a
     file that is not a deploy artifact."""
     path = Path(path)
-    if not path.is_file():
+    if not path.exists():
         raise ArtifactError(f"{path}: no such file")
+    check_input_file(path, MAX_ARTIFACT_BYTES, "", ArtifactError)
+    try:
+        return _info(path)
+    except OSError as exc:  # a file that stat() could see but not read (EACCES, EIO)
+        raise ArtifactError(f"{path}: cannot read ({exc.strerror or exc})") from exc
+
+
+def _info(path: Path) -> dict[str, Any]:
     sha = file_sha256(path)
     if path.suffix == ONNX_SUFFIX:
         meta = _read_onnx(path)

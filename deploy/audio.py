@@ -14,6 +14,11 @@ import soxr
 from deploy.errors import AudioError
 
 RESAMPLE_QUALITY = "HQ"  # soxr's high quality: transparent for 16-bit audio, fast enough offline
+# A recording is decoded whole, as float32 (4 bytes a sample), and resampled into a copy, so
+# its length is checked from the header first: 2**26 samples (frames x channels, 256 MiB
+# decoded) is 70 min of 16 kHz mono or 23 min of 48 kHz mono; the welds recorded here last
+# under a minute. Longer audio (a whole shift): `weldmon replay`, which streams it.
+MAX_DECODED_SAMPLES = 2**26
 
 
 @dataclass(frozen=True)
@@ -82,15 +87,37 @@ def libsndfile_reason(exc: Exception) -> str:
     return f"unreadable or not audio ({error})"
 
 
-def read_recording(path: str | Path, target_rate: int) -> Recording:
-    """Decode `path` to float32 [C, N] at `target_rate`; refuse empty or non-finite audio."""
+def check_readable(path: Path) -> None:
+    """Open and read a byte the way Python does, so that a refusal gets the system's words
+    ("Permission denied"); libsndfile reports every such failure as "System error."."""
+    try:
+        with path.open("rb") as fh:
+            fh.read(1)
+    except OSError as exc:
+        raise AudioError(f"{path}: cannot read ({exc.strerror or exc})") from exc
+
+
+def read_recording(
+    path: str | Path, target_rate: int, max_samples: int = MAX_DECODED_SAMPLES
+) -> Recording:
+    """Decode `path` to float32 [C, N] at `target_rate`; refuse empty or non-finite audio,
+    and audio longer than `max_samples` (frames x channels) before decoding any of it."""
     path = Path(path)
     if not path.exists():
         raise AudioError(f"{path}: no such file")
     if path.is_dir():
         raise AudioError(no_audio_in_folder(path))
+    check_readable(path)
     try:
-        frames, rate = sf.read(str(path), dtype="float32", always_2d=True)
+        with sf.SoundFile(str(path)) as audio:
+            samples, rate = audio.frames * audio.channels, audio.samplerate
+            if samples > max_samples:
+                raise AudioError(
+                    f"{path}: {audio.frames / rate:.0f} s of {audio.channels}-channel audio "
+                    f"({samples} samples) is more than the {max_samples} read at once; split "
+                    "it, or stream it with `weldmon replay`"
+                )
+            frames = audio.read(dtype="float32", always_2d=True)
     except (sf.LibsndfileError, RuntimeError, TypeError, ValueError) as exc:
         raise AudioError(f"{path}: {libsndfile_reason(exc)}") from exc
     except OSError as exc:

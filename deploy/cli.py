@@ -161,6 +161,18 @@ def _configure_convert(parser: argparse.ArgumentParser) -> None:
     )
 
 
+def _unwritable(output: Path) -> str | None:
+    """Why a file cannot be created at ``output`` (None: it can): tried with a scratch file
+    beside it, as the export's own temporary file will be."""
+    import tempfile
+
+    try:
+        with tempfile.NamedTemporaryFile(dir=output.parent, prefix=f".{output.name}."):
+            return None
+    except OSError as exc:
+        return exc.strerror or str(exc)
+
+
 def _run_convert(args: argparse.Namespace) -> int:
     from deploy.errors import ArtifactError
 
@@ -170,6 +182,10 @@ def _run_convert(args: argparse.Namespace) -> int:
         return EXIT_USAGE
     if output.resolve() == args.model.resolve():
         print("weldmon convert: --output would overwrite --model", file=sys.stderr)
+        return EXIT_USAGE
+    problem = _unwritable(output)
+    if problem is not None:  # before the conversion: its work must not be lost at the end
+        print(f"weldmon convert: --output: cannot write {output} ({problem})", file=sys.stderr)
         return EXIT_USAGE
     try:
         from deploy.convert import convert_artifact
@@ -189,6 +205,9 @@ def _run_convert(args: argparse.Namespace) -> int:
     except ArtifactError as exc:
         print(f"weldmon convert: {exc}", file=sys.stderr)
         return EXIT_USAGE
+    except OSError as exc:  # the folder was checked; the disk can still fill up
+        print(f"weldmon convert: cannot write {output}: {exc.strerror or exc}", file=sys.stderr)
+        return EXIT_FAILURE
     print(f"Converted deploy model: {result.onnx.path}")
     print(f"sha256={result.onnx.sha256}")
     print(

@@ -29,6 +29,7 @@ from deploy.digest import file_sha256
 from deploy.errors import ArtifactError
 from deploy.export import onnx_metadata
 from deploy.frontend import FrontEndParams
+from deploy.inputs import MAX_ARTIFACT_BYTES, check_input_file
 from deploy.onnx_export import EXPORT_TOLERANCE, OnnxExport, export_onnx, probe_windows
 from deploy.onnx_model import load_onnx
 from deploy.torchscript_model import TorchScriptModel, read_torchscript
@@ -90,6 +91,7 @@ def legacy_metadata(module: torch.jit.ScriptModule) -> dict[str, Any]:
 def convert_artifact(source: Path, output: Path) -> Conversion:
     """Write the ONNX twin of the `.pt` deploy artifact `source` to `output` (+ `.sha256`)."""
     source = Path(source)
+    check_input_file(source, MAX_ARTIFACT_BYTES, "", ArtifactError)
     module, meta = read_torchscript(source)
     sha = file_sha256(source)
     named = (meta.get("model") or {}).get("kind")

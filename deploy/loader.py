@@ -20,8 +20,9 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
-from deploy.digest import bytes_sha256, sha256_matches
+from deploy.digest import bytes_sha256, check_sha256_pin, sha256_matches
 from deploy.errors import ArtifactError
+from deploy.inputs import MAX_ARTIFACT_BYTES, read_input_bytes
 from deploy.model import DEFAULT_BATCH_WINDOWS, DeployModel, Verdict
 
 __all__ = [
@@ -49,11 +50,8 @@ def _convert_hint(path: Path) -> str:
 
 
 def _read(path: Path) -> tuple[bytes, str]:
-    """The file's bytes and their sha256, from one read."""
-    try:
-        data = path.read_bytes()
-    except OSError as exc:
-        raise ArtifactError(f"{path}: cannot read ({exc.strerror or exc})") from exc
+    """The file's bytes and their sha256, from one read (its size checked first)."""
+    data = read_input_bytes(path, MAX_ARTIFACT_BYTES, "", ArtifactError)
     return data, bytes_sha256(data)
 
 
@@ -107,7 +105,8 @@ def load_artifact(
     path = Path(path)
     if backend not in BACKENDS:
         raise ArtifactError(f"unknown inference backend {backend!r}; choose one of {BACKENDS}")
-    if not path.is_file():
+    check_sha256_pin(expected_sha256)
+    if not path.exists():
         raise ArtifactError(f"{path}: no such file")
     data, sha = _read(path)
     if not sha256_matches(sha, expected_sha256):

@@ -132,15 +132,15 @@ def check_out_dir(out_dir: Path) -> None:
         if target.exists() and (target is out_dir) != target.is_dir():
             kind = "a file" if target is out_dir else "a folder"
             raise ReportError(
-                f"--out: {target} is {kind}; the scan writes {CSV_NAME} and "
+                f"--output: {target} is {kind}; the scan writes {CSV_NAME} and "
                 f"{JSON_NAME} into a folder"
             )
     try:
         out_dir.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
-        raise ReportError(f"--out: cannot create {out_dir} ({exc.strerror or exc})") from exc
+        raise ReportError(f"--output: cannot create {out_dir} ({exc.strerror or exc})") from exc
     if not os.access(out_dir, os.W_OK | os.X_OK):
-        raise ReportError(f"--out: {out_dir} is not writable")
+        raise ReportError(f"--output: {out_dir} is not writable")
 
 
 def write_report(report: ScanReport, model: DeployModel, out_dir: Path) -> tuple[Path, Path]:

@@ -23,6 +23,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from deploy.alert_rule import DEFAULT_ALERT_WINDOWS
 from deploy.errors import WeldmonError
+from deploy.inputs import MAX_CONFIG_BYTES, read_input_text
 from monitor.audio.config import AudioConfig
 from monitor.ops.clip_policy import ClipsConfig
 from monitor.ops.health import HttpConfig
@@ -239,10 +240,7 @@ def load_config(
     """Read and validate `path`; relative paths in it resolve against the file's folder.
     `create_state`: see `parse_config`."""
     path = Path(path)
-    try:
-        text = path.read_text()
-    except OSError as exc:
-        raise ConfigError(f"{path}: cannot read config ({exc.strerror or exc})") from exc
+    text = read_input_text(path, MAX_CONFIG_BYTES, "", ConfigError)
     loader = _StrictLoader(text)
     try:
         data = loader.get_single_data()

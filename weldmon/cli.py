@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import os
 import sys
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -138,8 +139,20 @@ def main(argv: Sequence[str] | None = None, *, package: str | None = None) -> in
     _running.append(name)
     try:
         return command.run(parser.parse_args(rest))
+    except BrokenPipeError:
+        return _reader_went_away()
     finally:
         _running.pop()
+
+
+def _reader_went_away() -> int:
+    """stdout's reader closed the pipe (`weldmon model info M | head`): stop quietly, as
+    other command-line tools do, and point stdout at /dev/null so that Python's flush at
+    exit does not raise (and print) the same error again."""
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, sys.stdout.fileno())
+    os.close(devnull)
+    return EXIT_FAILURE
 
 
 if __name__ == "__main__":

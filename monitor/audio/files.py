@@ -20,7 +20,7 @@ from typing import Self
 import numpy as np
 import soundfile as sf
 
-from deploy.audio import libsndfile_reason, no_audio_in_folder
+from deploy.audio import check_readable, libsndfile_reason, no_audio_in_folder
 from deploy.errors import AudioError
 from monitor.audio.blocks import AudioBlock, sanitize_nonfinite
 
@@ -38,6 +38,7 @@ class FileStream:
             raise AudioError(no_audio_in_folder(path))
         if not path.exists():
             raise AudioError(f"{path}: no such file")
+        check_readable(path)  # "Permission denied", not libsndfile's "System error."
         try:
             self._file = sf.SoundFile(str(path))
         except (sf.LibsndfileError, RuntimeError, TypeError, ValueError) as exc:

@@ -15,13 +15,21 @@ import csv
 import io
 import json
 from collections.abc import Iterator, Mapping
-from datetime import date, datetime, time, timedelta
+from datetime import UTC, date, datetime, time, timedelta
 
 from deploy.errors import WeldmonError
 from monitor.console.records import WeldFilter, WeldRow
 from monitor.console.store import MAX_PAGE
 
 DEFAULT_LIMIT = 500
+# SQLite's OFFSET is a signed 64-bit integer; a larger one would not reach the database as a
+# number at all. No history comes near it (--max-welds keeps it to a few hundred thousand).
+MAX_OFFSET = 2**63 - 1
+# Where a filter time falls outside what datetime can hold once moved to UTC
+# (9999-12-31 as an inclusive "until", 0001-01-01 in a zone east of UTC), it means "no bound
+# on this side": the earliest or latest time there is.
+EARLIEST = datetime.min.replace(tzinfo=UTC)
+LATEST = datetime.max.replace(tzinfo=UTC)
 CSV_COLUMNS = (
     "prefix",
     "station",
@@ -62,18 +70,23 @@ def _bool(name: str, text: str) -> bool:
 
 
 def _time(name: str, text: str, end_of_day: bool) -> datetime:
+    """The filter time in UTC; clamped to EARLIEST/LATEST where it falls off the calendar."""
     try:
         if len(text) == 10:
             day = date.fromisoformat(text)
             if end_of_day:
+                if day == date.max:
+                    return LATEST
                 day += timedelta(days=1)
-            return datetime.combine(day, time()).astimezone()
-        value = datetime.fromisoformat(text)
+            value = datetime.combine(day, time())
+        else:
+            value = datetime.fromisoformat(text)
     except ValueError as exc:
         raise QueryError(f"{name}: expected YYYY-MM-DD or an ISO 8601 time, got {text!r}") from exc
-    if value.tzinfo is None:
-        value = value.astimezone()
-    return value
+    try:
+        return (value if value.tzinfo else value.astimezone()).astimezone(UTC)
+    except (OverflowError, OSError, ValueError):  # year 0 or 10000; OSError: mktime
+        return EARLIEST if value.year < date.max.year // 2 else LATEST
 
 
 def parse_filter(query: Mapping[str, str]) -> tuple[WeldFilter, int, int]:
@@ -93,8 +106,8 @@ def parse_filter(query: Mapping[str, str]) -> tuple[WeldFilter, int, int]:
         offset = int(query.get("offset") or 0)
     except ValueError as exc:
         raise QueryError("limit and offset must be whole numbers") from exc
-    if not 1 <= limit <= MAX_PAGE or offset < 0:
-        raise QueryError(f"limit must be 1..{MAX_PAGE} and offset at least 0")
+    if not 1 <= limit <= MAX_PAGE or not 0 <= offset <= MAX_OFFSET:
+        raise QueryError(f"limit must be 1..{MAX_PAGE} and offset 0..{MAX_OFFSET}")
     filters = WeldFilter(
         prefix=prefix,
         station=station,

@@ -29,6 +29,7 @@ from pydantic import ValidationError
 
 import monitor.publish.settings as settings
 from deploy.errors import WeldmonError
+from deploy.inputs import MAX_CONFIG_BYTES, check_input_file, read_input_text
 from monitor.console.clipfiles import ClipFolders
 from monitor.console.fleet import DEFAULT_HISTORY, Fleet
 from monitor.console.ingest import BrokerOptions, Ingest
@@ -91,7 +92,10 @@ def parse_broker(text: str) -> tuple[str, int]:
 def _mqtt_from_config(path: str) -> MqttConfig:
     """The ``mqtt:`` section of a monitor config (broker, credentials, TLS, prefix)."""
     try:
-        data = yaml.safe_load(Path(path).read_text()) or {}
+        data = (
+            yaml.safe_load(read_input_text(Path(path), MAX_CONFIG_BYTES, "--config", ConsoleError))
+            or {}
+        )
         section = data.get("mqtt", {}) if isinstance(data, dict) else None
         if not isinstance(section, dict):
             raise ConsoleError(f"--config {path}: no mqtt: mapping")
@@ -125,6 +129,22 @@ def _tls_context(cafile: str | None, cert: str | None, key: str | None, insecure
         raise ConsoleError(f"TLS: cannot load certificates: {exc}") from exc
     context.check_hostname = not insecure  # as the daemon: still verifies the chain
     return context
+
+
+def _check_server_tls(cert: str, key: str) -> None:
+    """Load the HTTPS certificate and key as uvicorn will, so that files that are missing,
+    not PEM or not a pair are refused before anything starts (not with uvicorn's traceback)."""
+    for name, path in (("--tls-cert", cert), ("--tls-key", key)):
+        check_input_file(Path(path), MAX_CONFIG_BYTES, name, ConsoleError)
+    try:
+        ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER).load_cert_chain(cert, key)
+    except ssl.SSLError as exc:
+        raise ConsoleError(
+            f"--tls-cert {cert} / --tls-key {key}: not a PEM certificate and its private key "
+            f"({exc.reason or exc})"
+        ) from exc
+    except OSError as exc:
+        raise ConsoleError(f"--tls-cert/--tls-key: cannot read ({exc.strerror or exc})") from exc
 
 
 def _client_id(args: argparse.Namespace, db: Path) -> str | None:
@@ -175,6 +195,8 @@ def options_from_args(args: argparse.Namespace) -> ConsoleOptions:
     check_exposure(listen, users)
     if (args.tls_cert is None) != (args.tls_key is None):
         raise ConsoleError("--tls-cert and --tls-key go together")
+    if args.tls_cert is not None:
+        _check_server_tls(args.tls_cert, args.tls_key)
     if args.retention_days <= 0 or args.max_welds < 1 or args.history < 1:
         raise ConsoleError("--retention-days, --max-welds and --history must be positive")
     db = Path(args.db)

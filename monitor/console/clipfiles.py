@@ -7,8 +7,11 @@ served or moved only when its fully resolved path (symlinks followed) lies insid
 
 Where a weld's clip is looked for, in order:
 
-1. the result's ``clip_path``, if it resolves inside ``--clips`` (the console runs on the
-   monitor box, or sees its clips folder at the same path);
+1. the result's ``clip_path``, if it resolves inside ``--clips`` to the weld's own clip,
+   ``<weld_id>/<weld_id>.flac`` (the console runs on the monitor box, or sees its clips
+   folder at the same path). A result may not claim another weld's clip: a ``clip_path``
+   naming a file of another weld id is refused (counted), or reviewing this weld would move
+   the other weld's clip into the dataset;
 2. the clip layout under ``--clips``: ``unreviewed/<station>/<weld_id>/<weld_id>.flac``
    (the console sees the folder at another path, e.g. a read-only mount).
 
@@ -39,6 +42,20 @@ class UnsafePathError(ClipError):
 def is_safe_name(text: str) -> bool:
     """One plain path component (no '/', no '..', no leading '.')."""
     return bool(re.fullmatch(SAFE_NAME_PATTERN, text)) and ".." not in text
+
+
+def check_config_folder(name: str) -> None:
+    """Refuse (UnsafePathError) a dataset config folder that is not one plain name."""
+    if not re.fullmatch(CONFIG_FOLDER_PATTERN, name) or ".." in name:
+        raise UnsafePathError(
+            f"config folder must be one plain name (letters, digits, '_', '.', '-'; "
+            f"at most 128), got {name!r}"
+        )
+
+
+def is_own_clip(audio: Path, weld_id: str) -> bool:
+    """Whether ``audio`` is the clip layout's file of ``weld_id``: ``<weld_id>/<weld_id>.flac``."""
+    return audio.suffix == AUDIO_SUFFIX and audio.stem == weld_id == audio.parent.name
 
 
 def inside(root: Path, candidate: Path) -> Path:
@@ -88,11 +105,15 @@ class ClipFolders:
         if clip_path:
             try:
                 candidate = inside(self.clips, Path(clip_path))
-                if candidate.suffix == AUDIO_SUFFIX and candidate.is_file():
-                    return ClipLookup(candidate, "clip_path")
             except UnsafePathError:
                 self.counters["clip_path_refused"] += 1
                 refused = f"clip_path {clip_path!r} is outside the clips folder: refused"
+            else:
+                if not is_own_clip(candidate, weld_id):
+                    self.counters["clip_path_refused"] += 1
+                    refused = f"clip_path {clip_path!r} is not this weld's clip: refused"
+                elif candidate.is_file():
+                    return ClipLookup(candidate, "clip_path")
         if not re.fullmatch(STATION_PATTERN, station) or not is_safe_name(weld_id):
             self.counters["unsafe_name_refused"] += 1
             return ClipLookup(None, "none", refused or "unsafe station or weld id: refused")
@@ -112,8 +133,7 @@ class ClipFolders:
             raise ClipError("the console was started without --dataset: nowhere to put clips")
         if self.clips is None:
             raise ClipError("the console was started without --clips")
-        if not re.fullmatch(CONFIG_FOLDER_PATTERN, config_folder) or ".." in config_folder:
-            raise UnsafePathError(f"config folder must be one plain name, got {config_folder!r}")
+        check_config_folder(config_folder)
         resolved = inside(self.clips, audio)
         folder = resolved.parent
         if folder == self.clips.resolve() or resolved.stem != folder.name:

@@ -31,6 +31,7 @@ from pathlib import Path
 from typing import Any
 
 from deploy.errors import WeldmonError
+from deploy.inputs import MAX_SECRET_BYTES, read_input_text
 from monitor.publish.settings import parse_host_port
 
 DEFAULT_PORT = 8080
@@ -92,13 +93,8 @@ def is_loopback(host: str) -> bool:
 
 def read_auth_file(path: Path) -> dict[str, str]:
     """``user:password`` lines (``#`` comments); the file must not be readable by others."""
-    try:
-        mode = path.stat().st_mode
-        text = path.read_text()
-    except OSError as exc:
-        raise ConsoleSecurityError(
-            f"--auth-file: cannot read {path}: {exc.strerror or exc}"
-        ) from exc
+    text = read_input_text(path, MAX_SECRET_BYTES, "--auth-file", ConsoleSecurityError)
+    mode = path.stat().st_mode
     if mode & 0o077:
         raise ConsoleSecurityError(
             f"--auth-file: {path} is readable by other users (mode {mode & 0o777:o}); chmod 600 it"
@@ -126,13 +122,19 @@ def check_exposure(listen: ListenAddress, users: dict[str, str] | None) -> None:
         )
 
 
+def host_header_name(host: str) -> str:
+    """``host`` as a Host header names it: an IPv6 literal in brackets (``[::1]``), which is
+    how browsers send it and how Starlette's TrustedHostMiddleware compares it."""
+    return f"[{host}]" if ":" in host and not host.startswith("[") else host
+
+
 def allowed_hosts(listen: ListenAddress, extra: list[str]) -> list[str]:
     """Host headers served: loopback names on loopback (DNS rebinding), else any (auth
     protects it) unless ``--allowed-host`` narrows it."""
     if extra:
-        return [*extra, *LOOPBACK_HOSTS]
+        return [host_header_name(h) for h in (*extra, *LOOPBACK_HOSTS)]
     if is_loopback(listen.host):
-        return sorted({listen.host, *LOOPBACK_HOSTS})
+        return sorted({host_header_name(h) for h in (listen.host, *LOOPBACK_HOSTS)})
     return ["*"]
 
 
@@ -212,6 +214,10 @@ class CsrfGuard:
 
     def problem(self, headers: dict[str, str], scheme: str, form_token: str | None) -> str | None:
         """Why a POST is refused (None: it is genuine). ``headers`` are lower-case keys."""
+        return self.header_problem(headers, scheme) or self.token_problem(form_token)
+
+    def header_problem(self, headers: dict[str, str], scheme: str) -> str | None:
+        """Why a POST is refused from its headers alone: checked before its body is read."""
         site = headers.get("sec-fetch-site")
         if site is not None and site != "same-origin":
             return f"cross-site request refused (Sec-Fetch-Site: {site})"
@@ -219,6 +225,10 @@ class CsrfGuard:
         host = headers.get("host", "")
         if origin is not None and origin != f"{scheme}://{host}":
             return f"cross-origin request refused (Origin: {origin})"
+        return None
+
+    def token_problem(self, form_token: str | None) -> str | None:
+        """Why a POST is refused for its form's token (None: the page's own token)."""
         if not form_token or not hmac.compare_digest(form_token.encode(), self.token.encode()):
             return "missing or wrong CSRF token (reload the page)"
         return None

@@ -18,6 +18,7 @@ import jinja2
 
 from monitor.console.fleet import Change, Fleet, StationLive
 from monitor.console.live import Fragment
+from monitor.console.urls import weld_url
 from monitor.events import WeldResult
 
 TEMPLATES = Path(__file__).with_name("templates")
@@ -164,6 +165,7 @@ def make_environment() -> jinja2.Environment:
     )
     env.filters["local"] = local
     env.filters["short_sha"] = short_sha
+    env.filters["weld_url"] = weld_url  # weld ids are one encoded path segment
     env.globals["zone_name"] = zone_name
     return env
 

@@ -33,7 +33,13 @@ from starlette.staticfiles import StaticFiles
 
 from deploy.dataset_layout import GOOD_CODE, LABEL_CODES, ClipError
 from monitor.console.api import QueryError, csv_lines, parse_filter, welds_json
-from monitor.console.clipfiles import ClipLookup, default_config_folder
+from monitor.console.clipfiles import (
+    ClipLookup,
+    UnsafePathError,
+    check_config_folder,
+    default_config_folder,
+)
+from monitor.console.forms import FormError, check_form_headers, read_form
 from monitor.console.records import Review, WeldFilter
 from monitor.console.security import (
     BasicAuthMiddleware,
@@ -41,6 +47,7 @@ from monitor.console.security import (
 )
 from monitor.console.state import ConsoleState, refresh_false_alarms
 from monitor.console.store import MAX_PAGE, StoreError, WeldStore
+from monitor.console.urls import weld_path, weld_url
 from monitor.console.views import (
     STATIC,
     extra_fields,
@@ -129,8 +136,8 @@ def create_app(state: ConsoleState, allowed_hosts: list[str] | None = None) -> S
         dataset_path = row.review.dataset_path if row.review else None
         return state.folders.find_clip(r.station, r.weld_id, r.clip_path, dataset_path)
 
-    async def detail(request: Request) -> Response:
-        row = await _weld_or_404(request.path_params["weld_id"])
+    async def detail(request: Request, weld_id: str) -> Response:
+        row = await _weld_or_404(weld_id)
         if row is None:
             return _error("no such weld in the history", 404)
         clip = _clip(row)
@@ -151,8 +158,8 @@ def create_app(state: ConsoleState, allowed_hosts: list[str] | None = None) -> S
             has_dataset=state.folders.dataset is not None,
         )
 
-    async def audio(request: Request) -> Response:
-        row = await _weld_or_404(request.path_params["weld_id"])
+    async def audio(request: Request, weld_id: str) -> Response:
+        row = await _weld_or_404(weld_id)
         if row is None:
             return _error("no such weld in the history", 404)
         clip = _clip(row)
@@ -160,8 +167,8 @@ def create_app(state: ConsoleState, allowed_hosts: list[str] | None = None) -> S
             return _error(clip.refused or "this weld has no clip", 404)
         return FileResponse(clip.path, media_type="audio/flac")
 
-    async def spectrogram(request: Request) -> Response:
-        row = await _weld_or_404(request.path_params["weld_id"])
+    async def spectrogram(request: Request, weld_id: str) -> Response:
+        row = await _weld_or_404(weld_id)
         if row is None:
             return _error("no such weld in the history", 404)
         clip = _clip(row)
@@ -176,18 +183,24 @@ def create_app(state: ConsoleState, allowed_hosts: list[str] | None = None) -> S
             return _error(str(exc), 422)
         return Response(png, media_type="image/png", headers={"cache-control": "max-age=3600"})
 
-    async def review(request: Request) -> Response:
-        weld_id = request.path_params["weld_id"]
-        form = await request.form()
-        token = form.get("csrf_token")
+    async def review(request: Request, weld_id: str) -> Response:
+        # Everything the headers can tell is checked before the body is read, and the body
+        # is read only up to a bound (monitor.console.forms).
         headers = {k.lower(): v for k, v in request.headers.items()}
-        problem = state.csrf.problem(
-            headers, request.url.scheme, token if isinstance(token, str) else None
-        )
+        problem = state.csrf.header_problem(headers, request.url.scheme)
         if problem is not None:
             log.warning("console_review_refused", weld_id=weld_id, why=problem)
             return _error(problem, 403)
-        fields = {k: v for k, v in form.items() if isinstance(v, str)}
+        try:
+            check_form_headers(headers)
+            fields = await read_form(request)
+        except FormError as exc:
+            log.warning("console_review_refused", weld_id=weld_id, why=str(exc))
+            return _error(str(exc), exc.status)
+        problem = state.csrf.token_problem(fields.get("csrf_token"))
+        if problem is not None:
+            log.warning("console_review_refused", weld_id=weld_id, why=problem)
+            return _error(problem, 403)
         async with state.review_lock:
             return await _review(request, weld_id, fields)
 
@@ -220,6 +233,10 @@ def create_app(state: ConsoleState, allowed_hosts: list[str] | None = None) -> S
                 row.prefix, r.station, r.started_at.astimezone()
             )
             try:
+                check_config_folder(folder)
+            except UnsafePathError as exc:  # the browser's input: a bad request, not a conflict
+                return _error(str(exc), 400)
+            try:
                 dataset_path = await asyncio.to_thread(
                     state.folders.promote, clip.path, folder, code
                 )
@@ -246,7 +263,7 @@ def create_app(state: ConsoleState, allowed_hosts: list[str] | None = None) -> S
             return _error(f"{exc} (clip now at {dataset_path})", 409)
         log.info("console_review", weld_id=weld_id, verdict=verdict, code=code, to=dataset_path)
         await refresh_false_alarms(state)
-        return RedirectResponse(f"/welds/{weld_id}", status_code=303)
+        return RedirectResponse(weld_url(weld_id), status_code=303)
 
     async def review_page(request: Request) -> Response:
         queue = await state.db.call(
@@ -288,8 +305,8 @@ def create_app(state: ConsoleState, allowed_hosts: list[str] | None = None) -> S
             headers={"content-disposition": f'attachment; filename="welds-{stamp}.csv"'},
         )
 
-    async def api_weld(request: Request) -> Response:
-        row = await _weld_or_404(request.path_params["weld_id"])
+    async def api_weld(request: Request, weld_id: str) -> Response:
+        row = await _weld_or_404(weld_id)
         if row is None:
             return JSONResponse({"error": "no such weld"}, status_code=404)
         clip = _clip(row)
@@ -332,18 +349,34 @@ def create_app(state: ConsoleState, allowed_hosts: list[str] | None = None) -> S
     async def no_icon(request: Request) -> Response:
         return Response(status_code=204)  # browsers ask on every page; a 404 would log noise
 
+    # A weld's pages: the id is read from the raw path (monitor.console.urls), so any id,
+    # '/' and '?' included, reaches its own pages.
+    weld_pages = {"": detail, "audio": audio, "spectrogram.png": spectrogram, "review": review}
+
+    async def weld(request: Request) -> Response:
+        found = weld_path(request.scope, "/welds/")
+        handler = weld_pages.get(found[1]) if found else None
+        if found is None or handler is None:
+            return _error("no such page", 404)
+        if (handler is review) != (request.method == "POST"):
+            return _error(f"{request.method} not allowed here", 405)
+        return await handler(request, found[0])
+
+    async def api_weld_route(request: Request) -> Response:
+        found = weld_path(request.scope, "/api/welds/")
+        if found is None or found[1]:
+            return JSONResponse({"error": "no such page"}, status_code=404)
+        return await api_weld(request, found[0])
+
     routes = [
         Route("/", overview),
         Route("/events", events),
         Route("/welds", history),
-        Route("/welds/{weld_id}", detail),
-        Route("/welds/{weld_id}/audio", audio),
-        Route("/welds/{weld_id}/spectrogram.png", spectrogram),
-        Route("/welds/{weld_id}/review", review, methods=["POST"]),
+        Route("/welds/{rest:path}", weld, methods=["GET", "POST"]),
         Route("/review", review_page),
         Route("/api/welds", api_welds),
         Route("/api/welds.csv", api_welds_csv),
-        Route("/api/welds/{weld_id}", api_weld),
+        Route("/api/welds/{rest:path}", api_weld_route),
         Route("/api/stats", api_stats),
         Route("/healthz", healthz),
         Route("/favicon.ico", no_icon),

@@ -15,6 +15,7 @@ from typing import Self
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
 
 from deploy.errors import WeldmonError
+from deploy.inputs import MAX_SECRET_BYTES, read_input_text
 from monitor.events import DEFAULT_TOPIC_PREFIX
 
 DEFAULT_PORT = 1883  # IANA MQTT over TCP
@@ -62,11 +63,9 @@ def parse_broker(text: str, error: type[WeldmonError] = MqttConfigError) -> tupl
 
 
 def read_secret(path: str, what: str, error: type[WeldmonError] = MqttConfigError) -> str:
-    """A password file's first line without its line end; unreadable raises `error`."""
-    try:
-        return Path(path).read_text().rstrip("\r\n")
-    except OSError as exc:
-        raise error(f"{what}: cannot read {path}: {exc.strerror or exc}") from exc
+    """A password file's first line without its line end; unreadable (or far larger than a
+    password file: a wrong file) raises `error`."""
+    return read_input_text(Path(path), MAX_SECRET_BYTES, what, error).rstrip("\r\n")
 
 
 def default_client_id() -> str:
