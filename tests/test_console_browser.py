@@ -5,8 +5,9 @@ the console as a subprocess with a real SQLite history.
 One plant for the module: two daemons (``plant1/line3`` with station cell1, ``plant1/line4``
 with cell2), followed with ``--prefix plant1/+``. The overview is open in the browser while
 the replays publish, so the time from each result reaching the broker to it being on the
-page is measured. Clips are written for the replayed welds with the daemon's own clip store
-(replay keeps no clips); the dataset they are promoted into is a temporary folder.
+page is measured. The replays keep every weld's clip (``--clips DIR --clip-policy all``, the
+daemon's clip store) in the folder the console serves; the dataset they are promoted into
+is a temporary folder.
 """
 
 from __future__ import annotations
@@ -23,10 +24,7 @@ import httpx
 import pytest
 import yaml
 
-from deploy.audio import read_recording
-from monitor.events import WeldResult, new_event_id, new_weld_id, parse_event, topic_for
-from monitor.ops.clip_policy import ClipsConfig
-from monitor.ops.clips import ClipStore
+from monitor.events import new_event_id, new_weld_id, parse_event, topic_for
 from tests.support.broker import MosquittoBroker, MqttCollector
 from tests.support.console import ConsoleRun, console_args, save_screenshot
 from training.dataset import index_dataset
@@ -38,6 +36,7 @@ RATE = 16_000  # the model's rate: clips are stored at it
 LINES = {"plant1/line3": ("cell1", [4, 17]), "plant1/line4": ("cell2", [6])}
 OVERVIEW_LIMIT_S = 2.0  # the issue: a result is on the overview within 2 s of publishing
 REPLAY_TIMEOUT_S = 300
+SPECTROGRAM_ONLY_HEIGHT_PX = 300  # monitor.console.spectrogram FIGSIZE_IN x DPI
 # Records, in the page, when each weld's row first appears (the console's own script swaps
 # server-rendered fragments in; this only watches the DOM).
 OBSERVER_JS = """() => {
@@ -95,7 +94,7 @@ def _replay_config(folder: Path, model: Path, broker: MosquittoBroker, prefix: s
     return config
 
 
-def _replay(config: Path, files: list[Path]) -> list[dict]:
+def _replay(config: Path, files: list[Path], clips: Path) -> list[dict]:
     done = subprocess.run(
         [
             sys.executable,
@@ -109,6 +108,10 @@ def _replay(config: Path, files: list[Path]) -> list[dict]:
             "file",
             "--no-progress",
             "--publish",  # replay reaches the broker only when asked (its events: replay=true)
+            "--clips",
+            str(clips),
+            "--clip-policy",
+            "all",
             *map(str, files),
         ],
         capture_output=True,
@@ -153,7 +156,7 @@ def plant(
         expected = 0
         for prefix, (station, rows) in LINES.items():
             config = _replay_config(tmp / station, compat_artifact, broker, prefix, station)
-            printed = _replay(config, [recordings[i].flac for i in rows])
+            printed = _replay(config, [recordings[i].flac for i in rows], clips_root / "clips")
             expected += len(printed)
         collector.wait_for("plant1/+/+/weld/result", expected, 30)
         messages = collector.matching("plant1/+/+/weld/result")
@@ -240,22 +243,18 @@ def test_history_filters_by_station_and_exports_csv(plant: Plant) -> None:
     assert len(csv_text) == 2 and ",cell2," in csv_text[1]
 
 
-def _write_clip(plant: Plant, result: dict, recordings: list) -> Path:
-    event = parse_event(json.dumps(result).encode())
-    assert isinstance(event, WeldResult)
-    source = Path(event.source.name)
-    samples = read_recording(source, RATE).samples[0]
-    store = ClipStore(plant.clips_root, ClipsConfig(policy="all"))
-    path = store.write(event, samples, RATE)
-    assert path is not None
-    return path
+def _replayed_clip(plant: Plant, result: dict) -> Path:
+    """The clip `weldmon replay --clips` kept for the weld, where its result says."""
+    clip = Path(result["clip_path"])
+    assert clip.is_relative_to(plant.clips_root / "clips") and clip.is_file()
+    return clip
 
 
 def test_the_detail_page_plays_the_clip_and_a_review_promotes_it(
     plant: Plant, recordings: list
 ) -> None:
     result = plant.results[0]
-    clip = _write_clip(plant, result, recordings)
+    clip = _replayed_clip(plant, result)
     duration = result["duration_s"]
     page = plant.page
     page.goto(f"{plant.url}/welds/{result['weld_id']}")
@@ -275,6 +274,15 @@ def test_the_detail_page_plays_the_clip_and_a_review_promotes_it(
         " return i && i.complete && i.naturalWidth > 0; }",
         timeout=30_000,
     )
+    # The window scores are drawn above the spectrogram, on its time axis (a taller image).
+    size = page.evaluate(
+        "() => { const i = document.querySelector('img.spectrogram');"
+        " return [i.naturalWidth, i.naturalHeight]; }"
+    )
+    assert size[1] > SPECTROGRAM_ONLY_HEIGHT_PX, size
+    # The defect type is chosen on purpose: nothing is preselected.
+    assert page.input_value("select[name=label_code]") == ""
+    assert result["model_sha256"][:12] in page.inner_text("#model")
     page.fill("#reviewer", "Ana Lima")
     page.select_option("select[name=label_code]", "07")
     save_screenshot(page, "detail")
@@ -304,7 +312,7 @@ def test_a_false_alarm_goes_to_good_weld_and_is_counted_per_station(
     judged_defect = [r for r in plant.results[1:] if r["label"] == 1]
     assert judged_defect, "the replayed rows must include a weld the artifact calls a defect"
     result = judged_defect[0]
-    _write_clip(plant, result, recordings)
+    _replayed_clip(plant, result)
     row = f"tr[data-station='{_prefix_of(result)}/{result['station']}'] td.false-alarms"
     page = plant.page
     page.goto(f"{plant.url}/review")
@@ -337,7 +345,7 @@ def _prefix_of(result: dict) -> str:
 
 def test_a_cross_site_post_is_refused_by_the_browser_path(plant: Plant, recordings: list) -> None:
     result = next(r for r in plant.results[::-1] if not _reviewed(plant, r))
-    clip = _write_clip(plant, result, recordings)
+    clip = _replayed_clip(plant, result)
     target = f"{plant.url}/welds/{result['weld_id']}/review"
     page = plant.page
     # The real token, from the console's own page: the refusal must not rest on it alone.

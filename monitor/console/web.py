@@ -33,7 +33,7 @@ from starlette.staticfiles import StaticFiles
 
 from deploy.dataset_layout import GOOD_CODE, LABEL_CODES, ClipError
 from monitor.console.api import QueryError, csv_lines, parse_filter, welds_json
-from monitor.console.clipfiles import ClipLookup, default_config_folder
+from monitor.console.clipfiles import ClipLookup, default_config_folder, sidecar_window_probs
 from monitor.console.records import Review, WeldFilter
 from monitor.console.security import (
     BasicAuthMiddleware,
@@ -44,7 +44,10 @@ from monitor.console.store import MAX_PAGE, StoreError, WeldStore
 from monitor.console.views import (
     STATIC,
     extra_fields,
+    process_rows,
+    verdict_quality,
     window_chart,
+    window_length,
 )
 from monitor.events import WeldResult
 from weldmon import __version__
@@ -129,6 +132,11 @@ def create_app(state: ConsoleState, allowed_hosts: list[str] | None = None) -> S
         dataset_path = row.review.dataset_path if row.review else None
         return state.folders.find_clip(r.station, r.weld_id, r.clip_path, dataset_path)
 
+    def _probs(row, clip: ClipLookup) -> list[float] | None:
+        if row.result.window_probs:
+            return list(row.result.window_probs)
+        return sidecar_window_probs(clip.path) if clip.path is not None else None
+
     async def detail(request: Request) -> Response:
         row = await _weld_or_404(request.path_params["weld_id"])
         if row is None:
@@ -141,8 +149,10 @@ def create_app(state: ConsoleState, allowed_hosts: list[str] | None = None) -> S
             row=row,
             r=row.result,
             clip=clip,
-            chart=window_chart(row.result, row.window_s),
+            chart=window_chart(row.result, row.window_s, _probs(row, clip)),
             extras=extra_fields(row.result),
+            process=process_rows(row.result),
+            quality=verdict_quality(row.result),
             defect_codes=DEFECT_CODES,
             config_folder=default_config_folder(
                 row.prefix, row.result.station, row.result.started_at.astimezone()
@@ -168,10 +178,16 @@ def create_app(state: ConsoleState, allowed_hosts: list[str] | None = None) -> S
         if clip.path is None:
             return _error(clip.refused or "this weld has no clip", 404)
         # Imported here: matplotlib costs ~30 MB and ~0.5 s, paid when a clip is first viewed.
-        from monitor.console.spectrogram import spectrogram_png
+        from monitor.console.spectrogram import WindowScores, spectrogram_png
 
+        r: WeldResult = row.result
+        probs = _probs(row, clip)
+        scores = None
+        if probs:
+            length = window_length(r, row.window_s, len(probs))
+            scores = WindowScores(tuple(probs), length, r.threshold)
         try:
-            png = await asyncio.to_thread(spectrogram_png, clip.path)
+            png = await asyncio.to_thread(spectrogram_png, clip.path, scores)
         except ClipError as exc:
             return _error(str(exc), 422)
         return Response(png, media_type="image/png", headers={"cache-control": "max-age=3600"})
@@ -200,6 +216,8 @@ def create_app(state: ConsoleState, allowed_hosts: list[str] | None = None) -> S
         verdict = form.get("verdict", "")
         if verdict == "defect":
             code = form.get("label_code", "")
+            if not code:
+                return _error("choose the defect type before 'Confirmed defect'", 400)
             if code not in DEFECT_CODES:
                 return _error(f"unknown defect type {code!r}", 400)
         elif verdict == "good":
