@@ -13,6 +13,7 @@ is a temporary folder.
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
 import time
@@ -204,8 +205,9 @@ def test_every_result_reaches_the_overview_within_2_s_of_publishing(plant: Plant
         assert section.count() == 1
         card = section.locator(f"article[data-station='{station}']")
         assert card.locator("tr[data-weld]").count() == len(rows)
-        # replay --publish never touches a daemon's retained status
-        assert section.locator(".badge").inner_text() == "UNKNOWN"
+        # replay --publish never touches a daemon's retained status: shown as a replay
+        # (was UNKNOWN, like a daemon that never said its state; changed on purpose, issue 23)
+        assert section.locator(".badge").inner_text() == "REPLAY"
         assert card.locator(".tag-replay").count() == len(rows)
     save_screenshot(page, "overview")
 
@@ -232,6 +234,12 @@ def test_history_filters_by_station_and_exports_csv(plant: Plant) -> None:
     page.goto(f"{plant.url}/welds")
     assert page.locator("table.history tbody tr[data-weld]").count() == 3
     save_screenshot(page, "history")
+    # Dates are typed and shown as ISO (YYYY-MM-DD), whatever the browser's locale.
+    since = page.locator("input[name=since]")
+    assert since.get_attribute("type") == "text"
+    assert since.get_attribute("placeholder") == "YYYY-MM-DD"
+    ended = page.locator("table.history tbody tr[data-weld] td").first.inner_text()
+    assert re.fullmatch(r"\d{4}-\d{2}-\d{2} \d{2}:\d{2}:\d{2}", ended), ended
     page.select_option("select[name=station]", "plant1/line4|cell2")
     page.click("form.filters button[type=submit]")
     page.wait_for_url("**/welds?*")
@@ -401,3 +409,12 @@ def test_a_clip_path_outside_the_clips_folder_is_refused(plant: Plant, recording
     assert page.locator("#clip-audio").count() == 0
     stats = httpx.get(f"{plant.url}/api/stats").json()
     assert stats["clips"]["clip_path_refused"] >= 1
+
+
+def test_every_page_links_the_glossary_of_terms(plant: Plant) -> None:
+    page = plant.page
+    page.goto(f"{plant.url}/welds")
+    page.click("#glossary-link")
+    page.wait_for_url("**/glossary")
+    text = page.inner_text("body")
+    assert "MIL (multiple-instance learning)" in text and "TUNED-ON" in text

@@ -118,7 +118,7 @@ def _configure_cv(p: argparse.ArgumentParser) -> None:
         "--data-root", type=Path, help="dataset root (overrides data_root in the config)"
     )
     add_output_argument(p, type=Path, help="output folder (default: runs/cv-<stamp>)")
-    p.add_argument("--no-progress", action="store_true")
+    p.add_argument("--no-progress", action="store_true", help="no progress bars on stderr")
 
 
 def _run_cv(args: argparse.Namespace) -> int:
@@ -292,7 +292,7 @@ def _configure_sweep(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--promote", metavar="NAME", help="freeze run NAME (runs the sweep first if needed)"
     )
-    p.add_argument("--no-progress", action="store_true")
+    p.add_argument("--no-progress", action="store_true", help="no progress bars on stderr")
 
 
 def _run_sweep(args: argparse.Namespace) -> int:

@@ -307,7 +307,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
         "--allowed-host",
         action="append",
         metavar="NAME",
-        help="Host header to serve (repeatable; default: loopback names on "
+        help="a Host header to serve (repeatable; default: loopback names on "
         "loopback, any name otherwise)",
     )
     web.add_argument("--tls-cert", metavar="FILE", help="serve HTTPS with this certificate")

@@ -32,6 +32,9 @@ from monitor.events import (
 DEFAULT_HISTORY = 5  # verdicts per station card
 DEDUPE_WINDOW = 4096  # event ids remembered: a whole plant's events during a long reconnect
 ERRORS_KEPT = 5  # daemon error events kept per prefix for the banner
+# Weld ids per station remembered as alerted until their result: the next weld may start
+# before the previous result arrives (inference lags the audio), so `current` is not enough.
+ALERTED_KEPT = 32
 ConnectionState = Literal["connecting", "connected", "disconnected"]
 WeldEvent = WeldStart | WeldProgress | WeldAlert | WeldResult
 
@@ -90,7 +93,10 @@ class StationLive:
     verdicts: collections.deque[Verdict] = field(default_factory=collections.deque)
     welds: int = 0  # since the console started
     defects: int = 0
-    alerts: int = 0
+    alerted_welds: int = 0  # finished welds that alerted (each has an ALERT badge)
+    alerted_ids: collections.deque[str] = field(
+        default_factory=lambda: collections.deque(maxlen=ALERTED_KEPT)
+    )
     false_alarms: int = 0  # reviewed "good" although judged defect or alerted (all time)
 
     @property
@@ -98,10 +104,18 @@ class StationLive:
         """A stable id for HTML elements and SSE messages."""
         return dom_key(self.prefix, self.name)
 
+    @property
+    def alerts(self) -> int:
+        """Welds that alerted, the running one included: one per ALERT badge, however many
+        alert messages a weld's redeliveries brought."""
+        running = self.current is not None and self.current.alerted
+        return self.alerted_welds + int(running)
+
     def add_verdict(self, verdict: Verdict) -> None:
-        self.verdicts.appendleft(verdict)
-        while len(self.verdicts) > self.history:
-            self.verdicts.pop()
+        """Keep the newest `history` verdicts, newest first by when each weld ended (results
+        arrive out of order: redelivery, several replays, history seeded after a restart)."""
+        ordered = sorted([*self.verdicts, verdict], key=lambda v: v.ended_at, reverse=True)
+        self.verdicts = collections.deque(ordered[: self.history])
 
 
 @dataclass
@@ -115,6 +129,8 @@ class PrefixLive:
         default_factory=lambda: collections.deque(maxlen=ERRORS_KEPT)
     )
     malformed: int = 0
+    replayed: bool = False  # a result from `weldmon replay --publish` arrived here
+    live: bool = False  # a result from a live daemon arrived here
 
     @property
     def key(self) -> str:
@@ -122,8 +138,12 @@ class PrefixLive:
 
     @property
     def state(self) -> str:
-        """online / offline / stopped from the retained status, ``unknown`` without one."""
-        return self.status.state if self.status is not None else "unknown"
+        """online / offline / stopped from the retained status; without one, ``replay``
+        when only `weldmon replay --publish` published here (it never sets a status), else
+        ``unknown``."""
+        if self.status is not None:
+            return self.status.state
+        return "replay" if self.replayed and not self.live else "unknown"
 
 
 @dataclass
@@ -251,7 +271,8 @@ class Fleet:
         current = station.current
         same = current is not None and current.weld_id == event.weld_id
         facts = ResultFacts(
-            alerted=bool(same and current is not None and current.alerted),
+            alerted=event.weld_id in station.alerted_ids
+            or bool(same and current is not None and current.alerted),
             window_s=current.window_s if same and current is not None else None,
         )
         if finished:
@@ -268,10 +289,12 @@ class Fleet:
         elif isinstance(event, WeldAlert):
             weld = self._current_for(station, event.weld_id, event.started_at, event.threshold)
             weld.p_defect, weld.n_windows, weld.alerted = event.p_defect, event.n_windows, True
+            if event.weld_id not in station.alerted_ids:
+                station.alerted_ids.append(event.weld_id)
             weld.part_id = weld.part_id or part_id_of(event)
-            station.alerts += 1
         else:
-            self._finish(station, event, facts.alerted)
+            if self._finish(station, event, facts.alerted):
+                change = Change("group", prefix)
         return change, facts
 
     def _current_for(
@@ -281,12 +304,19 @@ class Fleet:
             station.current = CurrentWeld(weld_id, started_at, threshold)
         return station.current
 
-    def _finish(self, station: StationLive, event: WeldResult, alerted: bool) -> None:
+    def _finish(self, station: StationLive, event: WeldResult, alerted: bool) -> bool:
+        """Record the verdict; True when the daemon's badge changed with it (replay)."""
+        group = self.groups[station.prefix]
+        was = group.state
+        group.replayed |= event.replay
+        group.live |= not event.replay
         station.add_verdict(verdict_of(event, alerted))
         if station.current is not None and station.current.weld_id == event.weld_id:
             station.current = None
         station.welds += 1
         station.defects += event.label
+        station.alerted_welds += int(alerted)
+        return group.state != was
 
     def seed(self, prefix: str, station_name: str, verdicts: list[Verdict]) -> None:
         """Show verdicts from the history after a restart (newest first)."""

@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncIterator, Iterator
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 import structlog
@@ -59,6 +60,10 @@ SSE_PING_S = 15  # keeps proxies from closing an idle stream
 MAX_NOTE_CHARS = 500
 MAX_REVIEWER_CHARS = 64
 MAX_EXPORT_ROWS = 1_000_000
+
+# The terms the pages use, in plain words (MIL, top-k, p_defect, margin...): the source
+# tree's docs/glossary.md (the console runs from an editable install or a checkout).
+GLOSSARY = Path(__file__).resolve().parents[2] / "docs" / "glossary.md"
 
 log = structlog.get_logger(__name__)
 
@@ -344,6 +349,13 @@ def create_app(state: ConsoleState, allowed_hosts: list[str] | None = None) -> S
             }
         )
 
+    async def glossary(request: Request) -> Response:
+        try:
+            text = GLOSSARY.read_text()
+        except OSError:
+            return _error("the glossary is docs/glossary.md in weldmon's source", 404)
+        return PlainTextResponse(text, media_type="text/plain; charset=utf-8")
+
     async def healthz(request: Request) -> Response:
         return PlainTextResponse("ok\n")
 
@@ -363,6 +375,7 @@ def create_app(state: ConsoleState, allowed_hosts: list[str] | None = None) -> S
         Route("/api/welds.csv", api_welds_csv),
         Route("/api/welds/{weld_id}", api_weld),
         Route("/api/stats", api_stats),
+        Route("/glossary", glossary),
         Route("/healthz", healthz),
         Route("/favicon.ico", no_icon),
         Mount("/static", StaticFiles(directory=STATIC), name="static"),
