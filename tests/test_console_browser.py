@@ -418,3 +418,22 @@ def test_every_page_links_the_glossary_of_terms(plant: Plant) -> None:
     page.wait_for_url("**/glossary")
     text = page.inner_text("body")
     assert "MIL (multiple-instance learning)" in text and "TUNED-ON" in text
+
+
+def test_the_trends_page_counts_each_stations_replayed_welds(plant: Plant) -> None:
+    page = plant.page
+    page.goto(f"{plant.url}/trends")
+    for prefix, (station, rows) in LINES.items():
+        section = page.locator(f"section.trend[data-station='{prefix}/{station}']")
+        assert section.count() == 1
+        welds = [int(t) for t in section.locator("td.welds").all_inner_texts()]
+        # Every weld of the station in the history: the replayed ones (and, if it ran
+        # first, the crafted result of the clip-path test).
+        query = {"prefix": prefix, "station": station}
+        held = httpx.get(f"{plant.url}/api/welds", params=query).json()["count"]
+        assert sum(welds) == held >= len(rows)
+        assert section.locator("svg.trend-chart rect.bar").count() == len(welds)
+    save_screenshot(page, "trends")
+    page.goto(f"{plant.url}/trends?by=shift&days=2")
+    assert page.locator("section.trend").count() == len(LINES)
+    assert httpx.get(f"{plant.url}/trends", params={"by": "week"}).status_code == 400

@@ -275,6 +275,17 @@ class WeldStore:
     def recent_verdicts(self, prefix: str, station: str, n: int) -> list[Verdict]:
         return [row.verdict() for row in self.welds(WeldFilter(prefix=prefix, station=station), n)]
 
+    def trend_rows(self, since: datetime) -> list[tuple[str, str, str, int, int, str | None]]:
+        """(prefix, station, ended_at, label, alerted, review verdict or None) of every weld
+        that ended at or after ``since``, oldest first (the trends page buckets them)."""
+        rows = self._db.execute(
+            "SELECT w.prefix, w.station, w.ended_at, w.label, w.alerted, r.verdict"
+            " FROM welds w LEFT JOIN reviews r ON r.weld_id = w.weld_id"
+            " WHERE w.ended_at >= ? ORDER BY w.ended_at",
+            (format_utc(since),),
+        ).fetchall()
+        return [(str(p), str(s), str(e), int(lb), int(a), v) for p, s, e, lb, a, v in rows]
+
     def station_counts(self) -> list[StationCounts]:
         """Welds, flagged, reviewed, confirmed and false alarms per station (all history)."""
         rows = self._db.execute(

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator, Iterator
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -42,6 +42,7 @@ from monitor.console.security import (
 )
 from monitor.console.state import ConsoleState, refresh_false_alarms
 from monitor.console.store import MAX_PAGE, StoreError, WeldStore
+from monitor.console.trends import DEFAULT_DAYS, MAX_DAYS, PERIODS, trend_chart, trends
 from monitor.console.views import (
     STATIC,
     extra_fields,
@@ -349,6 +350,29 @@ def create_app(state: ConsoleState, allowed_hosts: list[str] | None = None) -> S
             }
         )
 
+    async def trends_page(request: Request) -> Response:
+        period = request.query_params.get("by", "day")
+        days_text = request.query_params.get("days", str(DEFAULT_DAYS))
+        if period not in PERIODS:
+            return _error(f"by must be one of {', '.join(PERIODS)}, got {period!r}", 400)
+        if not days_text.isdigit() or not 1 <= int(days_text) <= MAX_DAYS:
+            return _error(f"days must be a whole number from 1 to {MAX_DAYS}", 400)
+        days = int(days_text)
+        since = datetime.now(UTC) - timedelta(days=days)
+        rows = await state.db.call(WeldStore.trend_rows, since)
+        stations = trends(rows, period)  # type: ignore[arg-type]  # checked against PERIODS
+        charts = {t.key: trend_chart(t.buckets) for t in stations}
+        return _page(
+            state,
+            request,
+            "trends.html",
+            stations=stations,
+            charts=charts,
+            period=period,
+            days=days,
+            periods=PERIODS,
+        )
+
     async def glossary(request: Request) -> Response:
         try:
             text = GLOSSARY.read_text()
@@ -375,6 +399,7 @@ def create_app(state: ConsoleState, allowed_hosts: list[str] | None = None) -> S
         Route("/api/welds.csv", api_welds_csv),
         Route("/api/welds/{weld_id}", api_weld),
         Route("/api/stats", api_stats),
+        Route("/trends", trends_page),
         Route("/glossary", glossary),
         Route("/healthz", healthz),
         Route("/favicon.ico", no_icon),
