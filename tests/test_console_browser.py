@@ -19,13 +19,23 @@ import sys
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from datetime import timedelta
 from pathlib import Path
 
 import httpx
 import pytest
 import yaml
 
-from monitor.events import new_event_id, new_weld_id, parse_event, topic_for
+from monitor.events import (
+    ErrorEvent,
+    WeldAlert,
+    WeldResult,
+    WeldStart,
+    new_event_id,
+    new_weld_id,
+    parse_event,
+    topic_for,
+)
 from tests.support.broker import MosquittoBroker, MqttCollector
 from tests.support.console import ConsoleRun, console_args, save_screenshot
 from training.dataset import index_dataset
@@ -437,3 +447,42 @@ def test_the_trends_page_counts_each_stations_replayed_welds(plant: Plant) -> No
     page.goto(f"{plant.url}/trends?by=shift&days=2")
     assert page.locator("section.trend").count() == len(LINES)
     assert httpx.get(f"{plant.url}/trends", params={"by": "week"}).status_code == 400
+
+
+def test_mute_silences_a_stations_alert_banner_and_health_errors_are_red(plant: Plant) -> None:
+    template = parse_event(json.dumps(plant.results[0]).encode())
+    assert isinstance(template, WeldResult)
+    prefix, station = _prefix_of(plant.results[0]), template.station
+    same = {k: getattr(template, k) for k in ("daemon_version", "model_sha256", "source")}
+    started = template.ended_at + timedelta(minutes=5)
+    weld_id = new_weld_id(station, started)
+    start = WeldStart(**same, station=station, weld_id=weld_id, started_at=started,
+                      segmentation="file", threshold=template.threshold)  # fmt: skip
+    alert = WeldAlert(**same, station=station, weld_id=weld_id, p_defect=0.95,
+                      threshold=template.threshold, n_windows=3, started_at=started,
+                      at=started + timedelta(seconds=3))  # fmt: skip
+    page = plant.page
+    page.goto(f"{plant.url}/")
+    page.wait_for_selector("#live-state.live-on")
+    for event in (start, alert):
+        plant.collector.publish(topic_for(event, prefix), event.to_json())
+    banner = page.locator(".banner-alert", has_text=f"{prefix}/{station}")
+    banner.wait_for(timeout=10_000)
+    save_screenshot(page, "alert")
+    card = page.locator(f"section.group:has-text('{prefix}') article[data-station='{station}']")
+    card.locator("button.mute-button").click()
+    page.wait_for_url(f"{plant.url}/")
+    banner.wait_for(state="detached", timeout=10_000)
+    assert card.locator(".tag-muted").count() == 1
+    assert card.locator(".current .tag-alert").count() == 1  # the weld still says ALERT
+    # Device lost on the other line: a red HEALTH banner (that station is not muted).
+    other_prefix, (other, _) = next((p, v) for p, v in LINES.items() if p != prefix)
+    lost = ErrorEvent(**same, code="device_lost", message="the sound device stopped",
+                      station=other)  # fmt: skip
+    plant.collector.publish(topic_for(lost, other_prefix), lost.to_json())
+    page.locator(".banner-health", has_text="device_lost").wait_for(timeout=10_000)
+    # Reloaded, the card still says muted; unmuted, the running weld's banner is back.
+    page.reload()
+    card.locator("button.mute-button", has_text="unmute").click()
+    page.wait_for_url(f"{plant.url}/")
+    banner.wait_for(timeout=10_000)

@@ -35,6 +35,7 @@ ERRORS_KEPT = 5  # daemon error events kept per prefix for the banner
 # Weld ids per station remembered as alerted until their result: the next weld may start
 # before the previous result arrives (inference lags the audio), so `current` is not enough.
 ALERTED_KEPT = 32
+COMMAND_LINE_MUTE = "--mute"  # muted_by of stations muted on the command line (fixed)
 ConnectionState = Literal["connecting", "connected", "disconnected"]
 WeldEvent = WeldStart | WeldProgress | WeldAlert | WeldResult
 
@@ -62,6 +63,7 @@ class CurrentWeld:
     elapsed_s: float = 0.0
     window_s: float | None = None  # one window's length, from progress (elapsed / windows)
     alerted: bool = False
+    banner: bool = False  # its alert raised the banner (not muted, not within the cooldown)
     part_id: str | None = None
 
 
@@ -98,11 +100,20 @@ class StationLive:
         default_factory=lambda: collections.deque(maxlen=ALERTED_KEPT)
     )
     false_alarms: int = 0  # reviewed "good" although judged defect or alerted (all time)
+    # Alerting hygiene: a muted station's alerts raise no banner (its cards still say ALERT);
+    # muted_by names who muted it ("--mute" for the command line's, fixed while it runs).
+    muted_by: str | None = None
+    last_banner_at: datetime | None = None  # when its last alert raised the banner
+    silenced: int = 0  # alerts that raised no banner (muted or within the cooldown)
 
     @property
     def key(self) -> str:
         """A stable id for HTML elements and SSE messages."""
         return dom_key(self.prefix, self.name)
+
+    @property
+    def muted(self) -> bool:
+        return self.muted_by is not None
 
     @property
     def alerts(self) -> int:
@@ -184,9 +195,14 @@ def dom_key(*parts: str) -> str:
 class Fleet:
     """The live state of every followed daemon."""
 
-    def __init__(self, broker: str, history: int = DEFAULT_HISTORY) -> None:
+    def __init__(
+        self, broker: str, history: int = DEFAULT_HISTORY, alert_cooldown_s: float = 0.0
+    ) -> None:
         self.connection = Connection(broker=broker)
         self.history = history
+        # After a station's alert banner, its next alerts within this many seconds (of alert
+        # time, from the daemon's clock) raise none: a run of bad welds is one banner.
+        self.alert_cooldown_s = alert_cooldown_s
         self.groups: dict[str, PrefixLive] = {}
         self.malformed = 0
         self.last_malformed: str | None = None
@@ -288,7 +304,10 @@ class Fleet:
             weld.window_s = event.elapsed_s / (event.window_index + 1)
         elif isinstance(event, WeldAlert):
             weld = self._current_for(station, event.weld_id, event.started_at, event.threshold)
+            first = not weld.alerted
             weld.p_defect, weld.n_windows, weld.alerted = event.p_defect, event.n_windows, True
+            if first:
+                weld.banner = self._banner_due(station, event.at)
             if event.weld_id not in station.alerted_ids:
                 station.alerted_ids.append(event.weld_id)
             weld.part_id = weld.part_id or part_id_of(event)
@@ -333,14 +352,31 @@ class Fleet:
                 changes.append(Change("station", prefix, name))
         return changes
 
+    def _banner_due(self, station: StationLive, at: datetime) -> bool:
+        last = station.last_banner_at
+        cooling = last is not None and (at - last).total_seconds() < self.alert_cooldown_s
+        if station.muted or cooling:
+            station.silenced += 1
+            return False
+        station.last_banner_at = at
+        return True
+
+    def set_muted(self, prefix: str, name: str, muted_by: str | None) -> Change:
+        """Mute the station (``muted_by``: who) or unmute it (None); its banner follows."""
+        station, new = self.station(prefix, name)
+        station.muted_by = muted_by
+        return Change("group", prefix) if new else Change("station", prefix, name)
+
     def active_alerts(self) -> list[tuple[StationLive, CurrentWeld]]:
-        """Stations whose running weld has alerted (the banner)."""
+        """Stations whose running weld has alerted and raised the banner (not muted, not
+        within the station's cooldown)."""
         out = []
         for group in self.sorted_groups():
             for name in sorted(group.stations):
                 station = group.stations[name]
-                if station.current is not None and station.current.alerted:
-                    out.append((station, station.current))
+                weld = station.current
+                if weld is not None and weld.alerted and weld.banner and not station.muted:
+                    out.append((station, weld))
         return out
 
 

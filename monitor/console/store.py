@@ -89,6 +89,13 @@ CREATE TABLE IF NOT EXISTS reviews (
     dataset_path TEXT,
     note TEXT
 );
+CREATE TABLE IF NOT EXISTS mutes (
+    prefix TEXT NOT NULL,
+    station TEXT NOT NULL,
+    muted_by TEXT NOT NULL,
+    muted_at TEXT NOT NULL,
+    PRIMARY KEY (prefix, station)
+);
 """
 
 T = TypeVar("T")
@@ -218,6 +225,23 @@ class WeldStore:
             )
         except sqlite3.IntegrityError as exc:
             raise StoreError(f"weld {review.weld_id} is already reviewed") from exc
+
+    def set_mute(self, prefix: str, station: str, muted_by: str | None, at: datetime) -> None:
+        """Mute a station's alert banner (kept across restarts), or unmute it (None)."""
+        if muted_by is None:
+            self._db.execute(
+                "DELETE FROM mutes WHERE prefix = ? AND station = ?", (prefix, station)
+            )
+        else:
+            self._db.execute(
+                "INSERT OR REPLACE INTO mutes VALUES (?,?,?,?)",
+                (prefix, station, muted_by, format_utc(at)),
+            )
+
+    def mutes(self) -> list[tuple[str, str, str]]:
+        """(prefix, station, muted_by) of every muted station."""
+        rows = self._db.execute("SELECT prefix, station, muted_by FROM mutes").fetchall()
+        return [(str(p), str(s), str(b)) for p, s, b in rows]
 
     def apply_retention(self, now: datetime) -> int:
         """Delete welds past the age and count limits (oldest first); returns how many."""

@@ -23,6 +23,9 @@ from monitor.events import WeldResult
 TEMPLATES = Path(__file__).with_name("templates")
 STATIC = Path(__file__).with_name("static")
 SHA_SHORT = 12
+# Error codes that mean the daemon cannot judge or cannot deliver: a red HEALTH banner (the
+# rest, such as a refused reload or a clip not written, are warnings).
+HEALTH_CODES = frozenset({"device_lost", "dead_microphone", "outbox_degraded"})
 CHART_WIDTH = 720  # px of the window-probability chart
 CHART_HEIGHT = 160
 CHART_PAD = 28
@@ -223,6 +226,7 @@ def make_environment() -> jinja2.Environment:
     env.filters["local"] = local
     env.filters["short_sha"] = short_sha
     env.globals["zone_name"] = zone_name
+    env.globals["health_codes"] = HEALTH_CODES
     return env
 
 

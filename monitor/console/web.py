@@ -35,6 +35,7 @@ from starlette.staticfiles import StaticFiles
 from deploy.dataset_layout import GOOD_CODE, LABEL_CODES, ClipError
 from monitor.console.api import QueryError, csv_lines, parse_filter, welds_json
 from monitor.console.clipfiles import ClipLookup, default_config_folder, sidecar_window_probs
+from monitor.console.fleet import COMMAND_LINE_MUTE
 from monitor.console.records import Review, WeldFilter
 from monitor.console.security import (
     BasicAuthMiddleware,
@@ -272,6 +273,34 @@ def create_app(state: ConsoleState, allowed_hosts: list[str] | None = None) -> S
         await refresh_false_alarms(state)
         return RedirectResponse(f"/welds/{weld_id}", status_code=303)
 
+    async def mute(request: Request) -> Response:
+        form = await request.form()
+        token = form.get("csrf_token")
+        headers = {k.lower(): v for k, v in request.headers.items()}
+        problem = state.csrf.problem(
+            headers, request.url.scheme, token if isinstance(token, str) else None
+        )
+        if problem is not None:
+            return _error(problem, 403)
+        fields = {k: v for k, v in form.items() if isinstance(v, str)}
+        prefix, name, action = (fields.get(k, "") for k in ("prefix", "station", "action"))
+        group = state.fleet.groups.get(prefix)
+        station = group.stations.get(name) if group is not None else None
+        if station is None:
+            return _error("no such station on the overview", 404)
+        if action not in ("mute", "unmute"):
+            return _error("action must be 'mute' or 'unmute'", 400)
+        if station.muted_by == COMMAND_LINE_MUTE:
+            return _error("muted by the console's --mute: restart without it to unmute", 409)
+        who = request.scope.get("user_name") or "console" if action == "mute" else None
+        try:
+            await state.db.call(WeldStore.set_mute, prefix, name, who, datetime.now(UTC))
+        except StoreError as exc:
+            return _error(f"the mute could not be kept: {exc}", 409)
+        log.info("console_mute", prefix=prefix, station=name, muted_by=who)
+        state.changed(state.fleet.set_muted(prefix, name, who))
+        return RedirectResponse("/", status_code=303)
+
     async def review_page(request: Request) -> Response:
         queue = await state.db.call(
             WeldStore.welds, WeldFilter(reviewed=False, flagged=True), QUEUE_LIMIT, 0
@@ -395,6 +424,7 @@ def create_app(state: ConsoleState, allowed_hosts: list[str] | None = None) -> S
         Route("/welds/{weld_id}/spectrogram.png", spectrogram),
         Route("/welds/{weld_id}/review", review, methods=["POST"]),
         Route("/review", review_page),
+        Route("/stations/mute", mute, methods=["POST"]),
         Route("/api/welds", api_welds),
         Route("/api/welds.csv", api_welds_csv),
         Route("/api/welds/{weld_id}", api_weld),
