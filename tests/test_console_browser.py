@@ -486,3 +486,15 @@ def test_mute_silences_a_stations_alert_banner_and_health_errors_are_red(plant: 
     card.locator("button.mute-button", has_text="unmute").click()
     page.wait_for_url(f"{plant.url}/")
     banner.wait_for(timeout=10_000)
+
+
+def test_the_system_page_lists_each_daemon_and_the_consoles_own_health(plant: Plant) -> None:
+    page = plant.page
+    page.goto(f"{plant.url}/system")
+    for prefix in LINES:
+        row = page.locator(f"#daemons tr[data-prefix='{prefix}']")
+        assert row.count() == 1
+        assert row.locator(".badge").inner_text() == "REPLAY"  # replay sets no status
+        assert plant.results[0]["model_sha256"][:12] in row.locator("td.model").inner_text()
+    assert "connected" in page.inner_text("#console-health")
+    save_screenshot(page, "system")

@@ -142,6 +142,7 @@ class PrefixLive:
     malformed: int = 0
     replayed: bool = False  # a result from `weldmon replay --publish` arrived here
     live: bool = False  # a result from a live daemon arrived here
+    last_result: WeldResult | None = None  # the newest-ending result (the system page)
 
     @property
     def key(self) -> str:
@@ -329,6 +330,8 @@ class Fleet:
         was = group.state
         group.replayed |= event.replay
         group.live |= not event.replay
+        if group.last_result is None or event.ended_at >= group.last_result.ended_at:
+            group.last_result = event
         station.add_verdict(verdict_of(event, alerted))
         if station.current is not None and station.current.weld_id == event.weld_id:
             station.current = None

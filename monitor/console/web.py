@@ -10,8 +10,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator, Iterator
-from datetime import UTC, datetime, timedelta
-from pathlib import Path
+from datetime import UTC, datetime
 from typing import Any
 
 import structlog
@@ -35,7 +34,7 @@ from starlette.staticfiles import StaticFiles
 from deploy.dataset_layout import GOOD_CODE, LABEL_CODES, ClipError
 from monitor.console.api import QueryError, csv_lines, parse_filter, welds_json
 from monitor.console.clipfiles import ClipLookup, default_config_folder, sidecar_window_probs
-from monitor.console.fleet import COMMAND_LINE_MUTE
+from monitor.console.pages import operations_routes
 from monitor.console.records import Review, WeldFilter
 from monitor.console.security import (
     BasicAuthMiddleware,
@@ -43,7 +42,6 @@ from monitor.console.security import (
 )
 from monitor.console.state import ConsoleState, refresh_false_alarms
 from monitor.console.store import MAX_PAGE, StoreError, WeldStore
-from monitor.console.trends import DEFAULT_DAYS, MAX_DAYS, PERIODS, trend_chart, trends
 from monitor.console.views import (
     STATIC,
     extra_fields,
@@ -62,10 +60,6 @@ SSE_PING_S = 15  # keeps proxies from closing an idle stream
 MAX_NOTE_CHARS = 500
 MAX_REVIEWER_CHARS = 64
 MAX_EXPORT_ROWS = 1_000_000
-
-# The terms the pages use, in plain words (MIL, top-k, p_defect, margin...): the source
-# tree's docs/glossary.md (the console runs from an editable install or a checkout).
-GLOSSARY = Path(__file__).resolve().parents[2] / "docs" / "glossary.md"
 
 log = structlog.get_logger(__name__)
 
@@ -273,34 +267,6 @@ def create_app(state: ConsoleState, allowed_hosts: list[str] | None = None) -> S
         await refresh_false_alarms(state)
         return RedirectResponse(f"/welds/{weld_id}", status_code=303)
 
-    async def mute(request: Request) -> Response:
-        form = await request.form()
-        token = form.get("csrf_token")
-        headers = {k.lower(): v for k, v in request.headers.items()}
-        problem = state.csrf.problem(
-            headers, request.url.scheme, token if isinstance(token, str) else None
-        )
-        if problem is not None:
-            return _error(problem, 403)
-        fields = {k: v for k, v in form.items() if isinstance(v, str)}
-        prefix, name, action = (fields.get(k, "") for k in ("prefix", "station", "action"))
-        group = state.fleet.groups.get(prefix)
-        station = group.stations.get(name) if group is not None else None
-        if station is None:
-            return _error("no such station on the overview", 404)
-        if action not in ("mute", "unmute"):
-            return _error("action must be 'mute' or 'unmute'", 400)
-        if station.muted_by == COMMAND_LINE_MUTE:
-            return _error("muted by the console's --mute: restart without it to unmute", 409)
-        who = request.scope.get("user_name") or "console" if action == "mute" else None
-        try:
-            await state.db.call(WeldStore.set_mute, prefix, name, who, datetime.now(UTC))
-        except StoreError as exc:
-            return _error(f"the mute could not be kept: {exc}", 409)
-        log.info("console_mute", prefix=prefix, station=name, muted_by=who)
-        state.changed(state.fleet.set_muted(prefix, name, who))
-        return RedirectResponse("/", status_code=303)
-
     async def review_page(request: Request) -> Response:
         queue = await state.db.call(
             WeldStore.welds, WeldFilter(reviewed=False, flagged=True), QUEUE_LIMIT, 0
@@ -379,36 +345,6 @@ def create_app(state: ConsoleState, allowed_hosts: list[str] | None = None) -> S
             }
         )
 
-    async def trends_page(request: Request) -> Response:
-        period = request.query_params.get("by", "day")
-        days_text = request.query_params.get("days", str(DEFAULT_DAYS))
-        if period not in PERIODS:
-            return _error(f"by must be one of {', '.join(PERIODS)}, got {period!r}", 400)
-        if not days_text.isdigit() or not 1 <= int(days_text) <= MAX_DAYS:
-            return _error(f"days must be a whole number from 1 to {MAX_DAYS}", 400)
-        days = int(days_text)
-        since = datetime.now(UTC) - timedelta(days=days)
-        rows = await state.db.call(WeldStore.trend_rows, since)
-        stations = trends(rows, period)  # type: ignore[arg-type]  # checked against PERIODS
-        charts = {t.key: trend_chart(t.buckets) for t in stations}
-        return _page(
-            state,
-            request,
-            "trends.html",
-            stations=stations,
-            charts=charts,
-            period=period,
-            days=days,
-            periods=PERIODS,
-        )
-
-    async def glossary(request: Request) -> Response:
-        try:
-            text = GLOSSARY.read_text()
-        except OSError:
-            return _error("the glossary is docs/glossary.md in weldmon's source", 404)
-        return PlainTextResponse(text, media_type="text/plain; charset=utf-8")
-
     async def healthz(request: Request) -> Response:
         return PlainTextResponse("ok\n")
 
@@ -424,13 +360,11 @@ def create_app(state: ConsoleState, allowed_hosts: list[str] | None = None) -> S
         Route("/welds/{weld_id}/spectrogram.png", spectrogram),
         Route("/welds/{weld_id}/review", review, methods=["POST"]),
         Route("/review", review_page),
-        Route("/stations/mute", mute, methods=["POST"]),
         Route("/api/welds", api_welds),
         Route("/api/welds.csv", api_welds_csv),
         Route("/api/welds/{weld_id}", api_weld),
         Route("/api/stats", api_stats),
-        Route("/trends", trends_page),
-        Route("/glossary", glossary),
+        *operations_routes(state, _page, _error),
         Route("/healthz", healthz),
         Route("/favicon.ico", no_icon),
         Mount("/static", StaticFiles(directory=STATIC), name="static"),
