@@ -498,3 +498,19 @@ def test_the_system_page_lists_each_daemon_and_the_consoles_own_health(plant: Pl
         assert plant.results[0]["model_sha256"][:12] in row.locator("td.model").inner_text()
     assert "connected" in page.inner_text("#console-health")
     save_screenshot(page, "system")
+
+
+def test_lists_show_a_spectrogram_thumbnail_of_each_clipped_weld(plant: Plant) -> None:
+    page = plant.page
+    for path, rows in (("/welds", "table.history tbody tr[data-weld]"), ("/", "tr[data-weld]")):
+        page.goto(f"{plant.url}{path}")
+        clipped = [r["weld_id"] for r in plant.results if _reviewed(plant, r) is False]
+        assert clipped, "some replayed clip is still unreviewed"
+        row = page.locator(f"{rows}[data-weld='{clipped[0]}']")
+        row.locator("img.thumbnail").wait_for()
+        page.wait_for_function(
+            "(id) => [...document.querySelectorAll(`[data-weld='${id}'] img.thumbnail`)]"
+            ".every((i) => i.complete && i.naturalWidth === 120)",
+            arg=clipped[0],
+            timeout=15_000,
+        )

@@ -82,6 +82,7 @@ class Verdict:
     degraded_reasons: tuple[str, ...] = ()
     part_id: str | None = None
     replay: bool = False  # published by `weldmon replay --publish`, not a live weld
+    clip: bool = False  # the result names a clip (the card shows its thumbnail)
 
 
 @dataclass
@@ -397,4 +398,5 @@ def verdict_of(event: WeldResult, alerted: bool) -> Verdict:
         degraded_reasons=tuple(event.degraded_reasons),
         part_id=part_id_of(event),
         replay=event.replay,
+        clip=event.clip_path is not None,
     )

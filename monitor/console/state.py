@@ -40,7 +40,11 @@ class ConsoleState:
     def __post_init__(self) -> None:
         self.env = make_environment()
         # The cards' mute buttons post forms: fragments carry the page's CSRF token too.
-        self.fragments = FragmentRenderer(self.env, self.fleet, {"csrf_token": self.csrf.token})
+        self.fragments = FragmentRenderer(
+            self.env,
+            self.fleet,
+            {"csrf_token": self.csrf.token, "thumbnails": self.folders.clips is not None},
+        )
         self.hub = Hub(self.fragments)
 
     def changed(self, change: Change) -> None:

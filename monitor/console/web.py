@@ -71,6 +71,7 @@ def _page(state: ConsoleState, request: Request, template: str, **ctx: Any) -> H
         user=request.scope.get("user_name"),
         version=__version__,
         active=template.removesuffix(".html"),
+        thumbnails=state.folders.clips is not None,
         **ctx,
     )
     return HTMLResponse(html)
@@ -117,6 +118,7 @@ def create_app(state: ConsoleState, allowed_hosts: list[str] | None = None) -> S
             request,
             "history.html",
             rows=rows,
+            clipped={row.result.weld_id for row in rows if _clip(row).path is not None},
             total=total,
             offset=offset,
             page=HISTORY_PAGE,
@@ -189,6 +191,21 @@ def create_app(state: ConsoleState, allowed_hosts: list[str] | None = None) -> S
             scores = WindowScores(tuple(probs), length, r.threshold)
         try:
             png = await asyncio.to_thread(spectrogram_png, clip.path, scores)
+        except ClipError as exc:
+            return _error(str(exc), 422)
+        return Response(png, media_type="image/png", headers={"cache-control": "max-age=3600"})
+
+    async def thumbnail(request: Request) -> Response:
+        row = await _weld_or_404(request.path_params["weld_id"])
+        if row is None:
+            return _error("no such weld in the history", 404)
+        clip = _clip(row)
+        if clip.path is None:
+            return _error(clip.refused or "this weld has no clip", 404)
+        from monitor.console.spectrogram import thumbnail_png  # matplotlib: lazily, as above
+
+        try:
+            png = await asyncio.to_thread(thumbnail_png, clip.path)
         except ClipError as exc:
             return _error(str(exc), 422)
         return Response(png, media_type="image/png", headers={"cache-control": "max-age=3600"})
@@ -358,6 +375,7 @@ def create_app(state: ConsoleState, allowed_hosts: list[str] | None = None) -> S
         Route("/welds/{weld_id}", detail),
         Route("/welds/{weld_id}/audio", audio),
         Route("/welds/{weld_id}/spectrogram.png", spectrogram),
+        Route("/welds/{weld_id}/thumbnail.png", thumbnail),
         Route("/welds/{weld_id}/review", review, methods=["POST"]),
         Route("/review", review_page),
         Route("/api/welds", api_welds),
