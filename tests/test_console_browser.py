@@ -419,6 +419,14 @@ def test_a_clip_path_outside_the_clips_folder_is_refused(plant: Plant, recording
     assert page.locator("#clip-audio").count() == 0
     stats = httpx.get(f"{plant.url}/api/stats").json()
     assert stats["clips"]["clip_path_refused"] >= 1
+    # Its card row names a clip the console refuses: no broken thumbnail is drawn.
+    page.goto(f"{plant.url}/")
+    page.wait_for_function(
+        "(id) => { const i = document.querySelector(`[data-weld='${id}'] img.thumbnail`);"
+        " return i && i.complete && getComputedStyle(i).visibility === 'hidden'; }",
+        arg=event.weld_id,
+        timeout=10_000,
+    )
 
 
 def test_every_page_links_the_glossary_of_terms(plant: Plant) -> None:

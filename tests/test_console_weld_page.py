@@ -5,6 +5,8 @@ with the window scores on its time axis (real clips written by the daemon's clip
 from __future__ import annotations
 
 import io
+import subprocess
+import sys
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -14,6 +16,7 @@ from PIL import Image
 
 from monitor.console.clipfiles import sidecar_window_probs
 from monitor.console.spectrogram import WindowScores, spectrogram_png
+from monitor.console.thumbnail import THUMB_PX
 from monitor.console.views import process_rows, verdict_quality, window_chart
 from monitor.events import DropoutSummary, ProcessRecord, Source, WeldResult, new_weld_id
 from monitor.ops.clip_policy import ClipsConfig
@@ -102,3 +105,15 @@ def test_the_spectrogram_carries_the_window_scores_on_its_time_axis(
     image = Image.open(io.BytesIO(spectrogram_png(audio, scores)))
     # 9 x 3 in at 100 dpi alone; the scores add a panel above on the same x axis
     assert image.size == ((900, 420) if scored else (900, 300))
+
+
+def test_the_thumbnail_is_small_and_needs_no_matplotlib(tmp_path: Path) -> None:
+    audio = _clip(tmp_path, _result())
+    code = (
+        "import sys; from pathlib import Path; from monitor.console.thumbnail import thumbnail_png;"
+        f"png = thumbnail_png(Path({str(audio)!r})); sys.stdout.buffer.write(png);"
+        "assert 'matplotlib' not in sys.modules"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, check=False)
+    assert done.returncode == 0, done.stderr.decode()[-1000:]
+    assert Image.open(io.BytesIO(done.stdout)).size == THUMB_PX

@@ -20,10 +20,9 @@ from pathlib import Path
 
 import numpy as np
 import soundfile as sf
-from matplotlib import colormaps, mlab
+from matplotlib import mlab
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
-from PIL import Image
 
 from deploy.dataset_layout import ClipError
 
@@ -39,9 +38,6 @@ SCORE_ROWS = (1, 2.4)  # height ratio: scores, spectrogram
 DPI = 100
 CACHE_SIZE = 32  # rendered images kept (about 60 KB each)
 MAX_SECONDS = 600.0  # longer clips are drawn from their first 10 minutes
-THUMB_PX = (120, 32)  # width, height of a list row's thumbnail
-THUMB_COLUMNS = 240  # spectrogram columns computed for a thumbnail (2 per pixel)
-THUMB_CACHE_SIZE = 256  # thumbnails kept (about 3 KB each): a history page and the cards
 
 _lock = threading.Lock()
 
@@ -119,34 +115,6 @@ def _read_mono(path: Path) -> tuple[np.ndarray, int]:
     if mono.size < NFFT:
         mono = np.pad(mono, (0, NFFT - mono.size))
     return mono, int(rate)
-
-
-def thumbnail_png(path: Path) -> bytes:
-    """A small spectrogram (``THUMB_PX``, no axes) for list rows; cached per file version.
-    Raises ClipError."""
-    try:
-        stat = path.stat()
-    except OSError as exc:
-        raise ClipError(f"{path}: cannot read the clip: {exc.strerror or exc}") from exc
-    return _thumbnail(path, stat.st_mtime_ns, stat.st_size)
-
-
-@functools.lru_cache(maxsize=THUMB_CACHE_SIZE)
-def _thumbnail(path: Path, mtime_ns: int, size: int) -> bytes:
-    del mtime_ns, size  # cache key only
-    mono, rate = _read_mono(path)
-    hop = max(NFFT - OVERLAP, -(-mono.size // THUMB_COLUMNS))
-    with _lock:
-        power, _, _ = mlab.specgram(mono, NFFT=NFFT, Fs=rate, noverlap=max(NFFT - hop, 0))
-        cmap = colormaps["magma"]
-    db = 10.0 * np.log10(np.maximum(power, 1e-20))
-    top = float(db.max())
-    level = np.clip((db - (top - DYNAMIC_RANGE_DB)) / DYNAMIC_RANGE_DB, 0.0, 1.0)
-    rgb = (cmap(level[::-1])[..., :3] * 255).astype(np.uint8)  # low frequencies at the bottom
-    image = Image.fromarray(rgb).resize(THUMB_PX, Image.Resampling.BILINEAR)
-    out = io.BytesIO()
-    image.save(out, format="PNG", optimize=True)
-    return out.getvalue()
 
 
 def _draw_scores(ax, scores: WindowScores, end_s: float) -> None:  # ax: matplotlib Axes

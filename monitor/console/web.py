@@ -202,7 +202,7 @@ def create_app(state: ConsoleState, allowed_hosts: list[str] | None = None) -> S
         clip = _clip(row)
         if clip.path is None:
             return _error(clip.refused or "this weld has no clip", 404)
-        from monitor.console.spectrogram import thumbnail_png  # matplotlib: lazily, as above
+        from monitor.console.thumbnail import thumbnail_png  # no matplotlib: cheap, see there
 
         try:
             png = await asyncio.to_thread(thumbnail_png, clip.path)
