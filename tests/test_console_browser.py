@@ -287,6 +287,11 @@ def test_the_detail_page_plays_the_clip_and_a_review_promotes_it(
     )
     assert audio["error"] is None and audio["ready"] >= 1, audio
     assert audio["duration"] == pytest.approx(duration, abs=0.05)
+    # Clips can be exported: the download link serves the same FLAC.
+    with page.expect_download() as download:
+        page.click("#clip-download")
+    saved = download.value.path()
+    assert saved is not None and Path(saved).read_bytes() == clip.read_bytes()
     page.wait_for_function(
         "() => { const i = document.querySelector('img.spectrogram');"
         " return i && i.complete && i.naturalWidth > 0; }",

@@ -61,3 +61,16 @@ def test_the_glossary_explains_every_term_and_is_linked_from_the_readme() -> Non
         assert any(term in d for d in defined), f"the glossary does not define {term}"
     assert "docs/glossary.md" in GLOSSARY_HELP
     assert "(docs/glossary.md)" in (ROOT / "README.md").read_text()
+
+
+@pytest.mark.parametrize("name", list(REGISTRY))
+def test_every_help_opens_with_one_capitalised_sentence(
+    name: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    with pytest.raises(SystemExit):
+        main([name, "--help"])
+    text = capsys.readouterr().out
+    # usage lines, a blank line, then the description paragraph
+    description = text.split("\n\n", 2)[1].replace("\n", " ")
+    assert description[0].isupper(), description
+    assert description.rstrip().endswith((".", ")")), description

@@ -104,6 +104,16 @@ def add_output_argument(
     parser.add_argument("--output", "--out", *older, dest=dest, **kwargs)
 
 
+def sentence(text: str) -> str:
+    """A command's description as one sentence (capital first, full stop last), whichever
+    package wrote it: every ``--help`` opens the same way."""
+    text = text.strip()
+    if not text:
+        return text
+    text = text[0].upper() + text[1:]
+    return text if text.endswith((".", "!", "?", ")")) else f"{text}."
+
+
 def _top_parser(names: Sequence[str]) -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="weldmon",
@@ -135,7 +145,7 @@ def main(argv: Sequence[str] | None = None, *, package: str | None = None) -> in
     example = EXAMPLES[name].replace("weldmon ", f"{prog.rsplit(' ', 1)[0]} ", 1)
     parser = argparse.ArgumentParser(
         prog=prog,
-        description=command.description or REGISTRY[name][1],
+        description=sentence(command.description or REGISTRY[name][1]),
         epilog=f"example:\n  {example}\n\n{EXIT_CODES_HELP}\n{GLOSSARY_HELP}",
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
