@@ -4,6 +4,7 @@ same paragraph ends `weldmon evaluate`'s output."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import re
 import subprocess
@@ -14,7 +15,7 @@ import pytest
 
 from training.evaluate import EvaluationResult, FileResult
 from training.metrics import wilson_interval
-from training.report import checks
+from training.report import _modes, checks
 from training.summary import MIN_WELDS_PER_CLASS, summary_facts, summary_paragraph
 
 TIMEOUT_S = 600
@@ -124,3 +125,19 @@ def test_the_report_on_the_shared_recordings_opens_with_its_facts_in_plain_words
     assert re.search(r"<h1>[^<]*</h1>\s*<p id=\"summary\"", body)
     assert body.index("<h2>weld mode") < body.index("<h2>file mode")
     assert done.stdout.rstrip().endswith(text)
+
+
+def test_a_degenerate_file_mode_under_a_sound_weld_mode_is_said_in_the_paragraph() -> None:
+    n = MIN_WELDS_PER_CLASS + 5
+    welds = _rows(n, 0, n, 0)
+    files = [dataclasses.replace(r, weld=-1, label=1, p_defect=0.9) for r in welds]
+    result = _result(welds, HELD_OUT)
+    result.files, result.metrics = files, {"TOTAL_FILES": len(files)}
+    found = checks(result)
+    facts = summary_facts(result, found["warnings"])
+    assert facts.trust == "yes"  # weld mode, what the daemon judges, is sound
+    text = summary_paragraph(facts)
+    assert "File mode (whole recordings), further down, says nothing useful" in text
+    assert f"every one of the {2 * n} verdicts is defect" in text
+    # Weld mode leads the report, file mode follows.
+    assert [name.split(" (")[0] for name, *_ in _modes(result)] == ["weld mode", "file mode"]
