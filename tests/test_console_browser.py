@@ -527,3 +527,18 @@ def test_lists_show_a_spectrogram_thumbnail_of_each_clipped_weld(plant: Plant) -
             arg=clipped[0],
             timeout=15_000,
         )
+
+
+def test_a_defect_review_without_a_chosen_type_is_refused_and_moves_nothing(
+    plant: Plant,
+) -> None:
+    result = next(r for r in plant.results[::-1] if not _reviewed(plant, r))
+    clip = _replayed_clip(plant, result)
+    page = plant.page
+    page.goto(f"{plant.url}/welds/{result['weld_id']}")
+    page.fill("#reviewer", "Ana Lima")
+    with page.expect_response(f"**/welds/{result['weld_id']}/review") as answer:
+        page.click("#confirm-defect")  # the type is still "choose the defect type…"
+    assert answer.value.status == 400
+    assert "choose the defect type" in answer.value.text()
+    assert clip.exists() and not _reviewed(plant, result)
