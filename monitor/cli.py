@@ -51,6 +51,19 @@ def _configure_replay(parser: argparse.ArgumentParser) -> None:
         help="one weld per file, the arc's crackle, the arc gate, or the arc current from the "
         "run's sensor log beside each file (default: the config's mode; trigger -> file)",
     )
+    parser.add_argument(
+        "--clips",
+        type=Path,
+        metavar="DIR",
+        help="keep the judged welds' clips in DIR, in the daemon's clip layout, for review in "
+        "`weldmon console --clips DIR` (which welds and how many: the config's clips section)",
+    )
+    parser.add_argument(
+        "--clip-policy",
+        choices=("defect", "all"),
+        help="with --clips: keep the clips of welds judged defect, or of all welds "
+        "(default: the config's clips.policy, defect unless set)",
+    )
     parser.add_argument("--no-progress", action="store_true", help="no progress bar on stderr")
 
 
@@ -85,6 +98,7 @@ def _run_replay(args: argparse.Namespace) -> int:
     try:
         cfg = _replay_config(args)
         publish = _replay_broker(args, cfg)
+        clips = _replay_clips(args, cfg)
         files = expand_inputs(args.inputs)
         if not files:
             return _fail("replay", f"no audio files found in {args.inputs}", EXIT_USAGE)
@@ -101,6 +115,8 @@ def _run_replay(args: argparse.Namespace) -> int:
                 realtime=args.realtime,
                 progress=False if args.no_progress else None,
                 publish=publish,
+                clips_dir=args.clips,
+                clips=clips,
             )
         )
     except KeyboardInterrupt:  # Ctrl-C: the lines already printed are whole results
@@ -147,6 +163,24 @@ def _replay_broker(args: argparse.Namespace, cfg):  # -> MqttConfig | None
     elif args.config is None:
         raise ConfigError("--publish without --config needs --broker HOST[:PORT]")
     return mqtt
+
+
+def _replay_clips(args: argparse.Namespace, cfg):  # -> ClipsConfig | None
+    from monitor.config import ConfigError
+
+    if args.clips is None:
+        if args.clip_policy is not None:
+            raise ConfigError("--clip-policy is only used with --clips DIR")
+        return None
+    policy = args.clip_policy or cfg.clips.policy
+    if policy == "none":
+        raise ConfigError(
+            "--clips with the config's clips.policy none would keep nothing: "
+            "give --clip-policy defect or all"
+        )
+    if args.clips.exists() and not args.clips.is_dir():
+        raise ConfigError(f"--clips: {args.clips} is not a folder")
+    return cfg.clips.model_copy(update={"policy": policy})
 
 
 def _run_daemon(args: argparse.Namespace) -> int:

@@ -16,17 +16,24 @@ carry ``source.start_s`` / ``source.end_s``: where the weld lies in its file.
 Replay never touches a live daemon's MQTT state: it connects only when asked (`publish`),
 then with a client id of its own, without the outbox and without the retained status or a
 will (`monitor.runtime.replay_link`); every event it makes carries ``replay: true``.
+
+Clips: asked for (`clips_dir`, ``--clips DIR``), replay keeps the judged welds' audio the way
+the daemon does (`monitor.ops.clips`, the config's ``clips:`` policy and retention), in the
+daemon's clip layout under that folder, and every result names its clip (``clip_path``), so
+`weldmon console --clips DIR` plays, draws and promotes replayed welds like live ones. Replay
+waits for the clip writer rather than skipping clips (it has no live deadline).
 """
 
 from __future__ import annotations
 
 import contextlib
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TextIO
 
+import numpy as np
 import structlog
 from tqdm import tqdm
 
@@ -52,10 +59,13 @@ from monitor.events import (
     Source,
     WeldResult,
 )
+from monitor.ops.clip_policy import ClipsConfig
+from monitor.ops.clips import ClipStore, ClipWriter
 from monitor.pipeline.core import Pipeline
 from monitor.pipeline.inference import InferenceWorker
 from monitor.pipeline.stations import StationLayoutError
 from monitor.pipeline.tracker import TrackerOptions
+from monitor.pipeline.verdicts import WeldAudioHook
 from monitor.publish.settings import MqttConfig
 from monitor.runtime import (
     EventRouter,
@@ -78,6 +88,7 @@ class ReplaySummary:
     welds: int = 0
     defects: int = 0
     degraded: int = 0
+    clips: int | None = None  # clips written (with --clips; None without)
     failed_paths: list[str] = field(default_factory=list)
 
     def line(self) -> str:
@@ -86,6 +97,7 @@ class ReplaySummary:
             f"weldmon replay: {self.files} file(s), {self.files_failed} failed, "
             f"{self.welds} weld(s), "
             f"{self.defects} defect(s), {self.degraded} degraded"
+            + (f", {self.clips} clip(s) kept" if self.clips is not None else "")
         )
 
 
@@ -117,9 +129,12 @@ async def replay_files(
     out: TextIO | None = None,
     progress: bool | None = None,
     publish: MqttConfig | None = None,
+    clips_dir: Path | None = None,
+    clips: ClipsConfig | None = None,
 ) -> ReplaySummary:
     """Replay `files` in order through one pipeline per file; returns the summary. With
-    `publish`, events also go to that broker (see the module docstring)."""
+    `publish`, events also go to that broker; with `clips_dir`, the welds' clips are kept
+    there by the `clips` settings (default: the config's); see the module docstring."""
     mode = RULES[SegmentationMode(segmentation or cfg.segmentation.mode)].replay_as
     out = sys.stdout if out is None else out  # looked up late: tests and callers redirect it
     summary = ReplaySummary()
@@ -135,6 +150,10 @@ async def replay_files(
     )
     async with link as publisher:
         router = EventRouter(publisher, [_StdoutResults(out, summary)], replay=True)
+        writer = None
+        if clips_dir is not None:
+            store = ClipStore.in_folder(clips_dir, clips or cfg.clips)
+            writer = ClipWriter(store, model.sample_rate, _clip_failed(router, options))
         with (
             worker,
             tqdm(
@@ -146,7 +165,7 @@ async def replay_files(
                 code = ErrorCode.BAD_AUDIO
                 try:
                     problem = await _replay_one(
-                        cfg, mode, options, worker, router, source, pacer, path
+                        cfg, mode, options, worker, router, source, pacer, path, writer
                     )
                 except NoProcessDataError as exc:
                     problem, code = str(exc), ErrorCode.NO_PROCESS_DATA
@@ -156,7 +175,29 @@ async def replay_files(
                     origin = Source(type="file", name=str(path))
                     router(error_event(options.model, code, problem, source=origin))
                 bar.update(1)
+        if writer is not None:  # before the link closes: a failed clip is an error event
+            await writer.close(CLIPS_CLOSE_TIMEOUT_S)
+            summary.clips = writer.counters["scheduled"] - writer.counters["failed"]
     return summary
+
+
+CLIPS_CLOSE_TIMEOUT_S = 60.0  # the last clips' writes; each is one weld's FLAC (<= max_weld_s)
+
+
+def _clip_failed(router: EventRouter, options: TrackerOptions) -> Callable[[WeldResult, str], None]:
+    def report(result: WeldResult, message: str) -> None:
+        fields = {"station": result.station, "weld_id": result.weld_id}
+        router(error_event(options.model, ErrorCode.CLIP_FAILED, message, **fields))
+
+    return report
+
+
+def _replay_clip_hook(writer: ClipWriter) -> WeldAudioHook:
+    # The sidecar keeps the result as published: marked as a replay like every event here.
+    def keep(result: WeldResult, samples: np.ndarray, probs: list[float]) -> WeldResult:
+        return writer(result.model_copy(update={"replay": True}), samples, probs)
+
+    return keep
 
 
 async def _replay_one(
@@ -168,6 +209,7 @@ async def _replay_one(
     source: FileSource,
     pacer: Pacer,
     path: Path,
+    clips: ClipWriter | None = None,
 ) -> str | None:
     """One file; returns the problem (for the error record) or None."""
     try:
@@ -181,7 +223,16 @@ async def _replay_one(
         settings = pipeline_settings(cfg, mode, stations)
         origin = Source(type="file", name=str(path))
         try:
-            pipeline = Pipeline(settings, options, worker, router, stream.sample_rate)
+            hook = _replay_clip_hook(clips) if clips is not None else None
+            pipeline = Pipeline(
+                settings,
+                options,
+                worker,
+                router,
+                stream.sample_rate,
+                weld_audio=hook,
+                weld_audio_bound_s=stream.frames / stream.sample_rate,
+            )
             pipeline.splitter.check_channels(stream.channels)
         except StationLayoutError as exc:
             return f"{path}: {exc}"
@@ -194,6 +245,8 @@ async def _replay_one(
             pacer.start()
             try:
                 for block in stream.blocks():
+                    if clips is not None:
+                        await clips.make_room()
                     await pipeline.feed(block, origin)
                     await pacer.wait(block.end_frame / block.sample_rate)
             except AudioError as exc:

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # One command, end to end, on a fresh machine with no sound card and no broker:
-#   1. set up (system packages, .venv, torch, weldmon),
+#   1. set up (system packages, .venv, torch, weldmon with the train and console extras),
 #   2. generate a small synthetic labelled dataset (python -m training.synthetic),
 #   3. train the MIL CNN on it for a minute (weldmon train) and export the deploy artifact
 #      (weldmon export),
@@ -9,13 +9,14 @@
 #      each weld's result is printed as one JSON line as soon as the weld ends; when a Mosquitto
 #      broker answers on 127.0.0.1:1883, every event is published there too
 #      (mosquitto_sub -t 'weldmon/#' -v to watch),
-#   6. end with a table: each weld's true label beside the monitor's verdict.
+#   6. end with a table: each weld's true label beside the monitor's verdict,
+#   7. and say how to open the web console on this shift (the venv has the console extra).
 # DEMO_REALTIME=1 replays the shift at real-time pace (about 95 s) instead of full speed.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 bash scripts/system-deps.sh
-bash scripts/venv.sh train
+bash scripts/venv.sh train,console
 py=.venv/bin/python
 weldmon=.venv/bin/weldmon
 
@@ -68,3 +69,19 @@ $weldmon replay --config "$work/monitor.yaml" "${realtime[@]}" "$work/shift.flac
 
 echo "== each weld's truth beside the monitor's verdict" >&2
 $py scripts/demo_table.py "$work/shift.truth.csv" "$work/results.jsonl"
+
+cat >&2 <<TEXT
+
+== the web console on this shift (docs/console.md)
+1. start it (it listens on 127.0.0.1:8080 and follows the broker):
+     $weldmon console --broker 127.0.0.1:1883 --db $work/console.sqlite3 \\
+       --clips $work/clips --dataset $work/reviewed
+2. in another terminal, replay the shift into it, keeping every weld's clip for review:
+     $weldmon replay --config $work/monitor.yaml --publish --broker 127.0.0.1:1883 \\
+       --clips $work/clips --clip-policy all $work/shift.flac
+3. open http://127.0.0.1:8080/ : each weld's page plays its clip over its spectrogram, and a
+   review moves the clip into $work/reviewed (the training dataset layout).
+TEXT
+if [ "$mqtt_enabled" != true ]; then
+  echo "(no broker answered on 127.0.0.1:1883: start one first, e.g. mosquitto -p 1883)" >&2
+fi

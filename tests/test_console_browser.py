@@ -5,28 +5,37 @@ the console as a subprocess with a real SQLite history.
 One plant for the module: two daemons (``plant1/line3`` with station cell1, ``plant1/line4``
 with cell2), followed with ``--prefix plant1/+``. The overview is open in the browser while
 the replays publish, so the time from each result reaching the broker to it being on the
-page is measured. Clips are written for the replayed welds with the daemon's own clip store
-(replay keeps no clips); the dataset they are promoted into is a temporary folder.
+page is measured. The replays keep every weld's clip (``--clips DIR --clip-policy all``, the
+daemon's clip store) in the folder the console serves; the dataset they are promoted into
+is a temporary folder.
 """
 
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from datetime import timedelta
 from pathlib import Path
 
 import httpx
 import pytest
 import yaml
 
-from deploy.audio import read_recording
-from monitor.events import WeldResult, new_event_id, new_weld_id, parse_event, topic_for
-from monitor.ops.clip_policy import ClipsConfig
-from monitor.ops.clips import ClipStore
+from monitor.events import (
+    ErrorEvent,
+    WeldAlert,
+    WeldResult,
+    WeldStart,
+    new_event_id,
+    new_weld_id,
+    parse_event,
+    topic_for,
+)
 from tests.support.broker import MosquittoBroker, MqttCollector
 from tests.support.console import ConsoleRun, console_args, save_screenshot
 from training.dataset import index_dataset
@@ -38,6 +47,7 @@ RATE = 16_000  # the model's rate: clips are stored at it
 LINES = {"plant1/line3": ("cell1", [4, 17]), "plant1/line4": ("cell2", [6])}
 OVERVIEW_LIMIT_S = 2.0  # the issue: a result is on the overview within 2 s of publishing
 REPLAY_TIMEOUT_S = 300
+SPECTROGRAM_ONLY_HEIGHT_PX = 300  # monitor.console.spectrogram FIGSIZE_IN x DPI
 # Records, in the page, when each weld's row first appears (the console's own script swaps
 # server-rendered fragments in; this only watches the DOM).
 OBSERVER_JS = """() => {
@@ -95,7 +105,7 @@ def _replay_config(folder: Path, model: Path, broker: MosquittoBroker, prefix: s
     return config
 
 
-def _replay(config: Path, files: list[Path]) -> list[dict]:
+def _replay(config: Path, files: list[Path], clips: Path) -> list[dict]:
     done = subprocess.run(
         [
             sys.executable,
@@ -109,6 +119,10 @@ def _replay(config: Path, files: list[Path]) -> list[dict]:
             "file",
             "--no-progress",
             "--publish",  # replay reaches the broker only when asked (its events: replay=true)
+            "--clips",
+            str(clips),
+            "--clip-policy",
+            "all",
             *map(str, files),
         ],
         capture_output=True,
@@ -153,7 +167,7 @@ def plant(
         expected = 0
         for prefix, (station, rows) in LINES.items():
             config = _replay_config(tmp / station, compat_artifact, broker, prefix, station)
-            printed = _replay(config, [recordings[i].flac for i in rows])
+            printed = _replay(config, [recordings[i].flac for i in rows], clips_root / "clips")
             expected += len(printed)
         collector.wait_for("plant1/+/+/weld/result", expected, 30)
         messages = collector.matching("plant1/+/+/weld/result")
@@ -201,8 +215,9 @@ def test_every_result_reaches_the_overview_within_2_s_of_publishing(plant: Plant
         assert section.count() == 1
         card = section.locator(f"article[data-station='{station}']")
         assert card.locator("tr[data-weld]").count() == len(rows)
-        # replay --publish never touches a daemon's retained status
-        assert section.locator(".badge").inner_text() == "UNKNOWN"
+        # replay --publish never touches a daemon's retained status: shown as a replay
+        # (was UNKNOWN, like a daemon that never said its state; changed on purpose, issue 23)
+        assert section.locator(".badge").inner_text() == "REPLAY"
         assert card.locator(".tag-replay").count() == len(rows)
     save_screenshot(page, "overview")
 
@@ -229,6 +244,12 @@ def test_history_filters_by_station_and_exports_csv(plant: Plant) -> None:
     page.goto(f"{plant.url}/welds")
     assert page.locator("table.history tbody tr[data-weld]").count() == 3
     save_screenshot(page, "history")
+    # Dates are typed and shown as ISO (YYYY-MM-DD), whatever the browser's locale.
+    since = page.locator("input[name=since]")
+    assert since.get_attribute("type") == "text"
+    assert since.get_attribute("placeholder") == "YYYY-MM-DD"
+    ended = page.locator("table.history tbody tr[data-weld] td").first.inner_text()
+    assert re.fullmatch(r"\d{4}-\d{2}-\d{2} \d{2}:\d{2}:\d{2}", ended), ended
     page.select_option("select[name=station]", "plant1/line4|cell2")
     page.click("form.filters button[type=submit]")
     page.wait_for_url("**/welds?*")
@@ -240,22 +261,18 @@ def test_history_filters_by_station_and_exports_csv(plant: Plant) -> None:
     assert len(csv_text) == 2 and ",cell2," in csv_text[1]
 
 
-def _write_clip(plant: Plant, result: dict, recordings: list) -> Path:
-    event = parse_event(json.dumps(result).encode())
-    assert isinstance(event, WeldResult)
-    source = Path(event.source.name)
-    samples = read_recording(source, RATE).samples[0]
-    store = ClipStore(plant.clips_root, ClipsConfig(policy="all"))
-    path = store.write(event, samples, RATE)
-    assert path is not None
-    return path
+def _replayed_clip(plant: Plant, result: dict) -> Path:
+    """The clip `weldmon replay --clips` kept for the weld, where its result says."""
+    clip = Path(result["clip_path"])
+    assert clip.is_relative_to(plant.clips_root / "clips") and clip.is_file()
+    return clip
 
 
 def test_the_detail_page_plays_the_clip_and_a_review_promotes_it(
     plant: Plant, recordings: list
 ) -> None:
     result = plant.results[0]
-    clip = _write_clip(plant, result, recordings)
+    clip = _replayed_clip(plant, result)
     duration = result["duration_s"]
     page = plant.page
     page.goto(f"{plant.url}/welds/{result['weld_id']}")
@@ -270,11 +287,25 @@ def test_the_detail_page_plays_the_clip_and_a_review_promotes_it(
     )
     assert audio["error"] is None and audio["ready"] >= 1, audio
     assert audio["duration"] == pytest.approx(duration, abs=0.05)
+    # Clips can be exported: the download link serves the same FLAC.
+    with page.expect_download() as download:
+        page.click("#clip-download")
+    saved = download.value.path()
+    assert saved is not None and Path(saved).read_bytes() == clip.read_bytes()
     page.wait_for_function(
         "() => { const i = document.querySelector('img.spectrogram');"
         " return i && i.complete && i.naturalWidth > 0; }",
         timeout=30_000,
     )
+    # The window scores are drawn above the spectrogram, on its time axis (a taller image).
+    size = page.evaluate(
+        "() => { const i = document.querySelector('img.spectrogram');"
+        " return [i.naturalWidth, i.naturalHeight]; }"
+    )
+    assert size[1] > SPECTROGRAM_ONLY_HEIGHT_PX, size
+    # The defect type is chosen on purpose: nothing is preselected.
+    assert page.input_value("select[name=label_code]") == ""
+    assert result["model_sha256"][:12] in page.inner_text("#model")
     page.fill("#reviewer", "Ana Lima")
     page.select_option("select[name=label_code]", "07")
     save_screenshot(page, "detail")
@@ -304,7 +335,7 @@ def test_a_false_alarm_goes_to_good_weld_and_is_counted_per_station(
     judged_defect = [r for r in plant.results[1:] if r["label"] == 1]
     assert judged_defect, "the replayed rows must include a weld the artifact calls a defect"
     result = judged_defect[0]
-    _write_clip(plant, result, recordings)
+    _replayed_clip(plant, result)
     row = f"tr[data-station='{_prefix_of(result)}/{result['station']}'] td.false-alarms"
     page = plant.page
     page.goto(f"{plant.url}/review")
@@ -337,7 +368,7 @@ def _prefix_of(result: dict) -> str:
 
 def test_a_cross_site_post_is_refused_by_the_browser_path(plant: Plant, recordings: list) -> None:
     result = next(r for r in plant.results[::-1] if not _reviewed(plant, r))
-    clip = _write_clip(plant, result, recordings)
+    clip = _replayed_clip(plant, result)
     target = f"{plant.url}/welds/{result['weld_id']}/review"
     page = plant.page
     # The real token, from the console's own page: the refusal must not rest on it alone.
@@ -393,3 +424,121 @@ def test_a_clip_path_outside_the_clips_folder_is_refused(plant: Plant, recording
     assert page.locator("#clip-audio").count() == 0
     stats = httpx.get(f"{plant.url}/api/stats").json()
     assert stats["clips"]["clip_path_refused"] >= 1
+    # Its card row names a clip the console refuses: no broken thumbnail is drawn.
+    page.goto(f"{plant.url}/")
+    page.wait_for_function(
+        "(id) => { const i = document.querySelector(`[data-weld='${id}'] img.thumbnail`);"
+        " return i && i.complete && getComputedStyle(i).visibility === 'hidden'; }",
+        arg=event.weld_id,
+        timeout=10_000,
+    )
+
+
+def test_every_page_links_the_glossary_of_terms(plant: Plant) -> None:
+    page = plant.page
+    page.goto(f"{plant.url}/welds")
+    page.click("#glossary-link")
+    page.wait_for_url("**/glossary")
+    text = page.inner_text("body")
+    assert "MIL (multiple-instance learning)" in text and "TUNED-ON" in text
+
+
+def test_the_trends_page_counts_each_stations_replayed_welds(plant: Plant) -> None:
+    page = plant.page
+    page.goto(f"{plant.url}/trends")
+    for prefix, (station, rows) in LINES.items():
+        section = page.locator(f"section.trend[data-station='{prefix}/{station}']")
+        assert section.count() == 1
+        welds = [int(t) for t in section.locator("td.welds").all_inner_texts()]
+        # Every weld of the station in the history: the replayed ones (and, if it ran
+        # first, the crafted result of the clip-path test).
+        query = {"prefix": prefix, "station": station}
+        held = httpx.get(f"{plant.url}/api/welds", params=query).json()["count"]
+        assert sum(welds) == held >= len(rows)
+        assert section.locator("svg.trend-chart rect.bar").count() == len(welds)
+    save_screenshot(page, "trends")
+    page.goto(f"{plant.url}/trends?by=shift&days=2")
+    assert page.locator("section.trend").count() == len(LINES)
+    assert httpx.get(f"{plant.url}/trends", params={"by": "week"}).status_code == 400
+
+
+def test_mute_silences_a_stations_alert_banner_and_health_errors_are_red(plant: Plant) -> None:
+    template = parse_event(json.dumps(plant.results[0]).encode())
+    assert isinstance(template, WeldResult)
+    prefix, station = _prefix_of(plant.results[0]), template.station
+    same = {k: getattr(template, k) for k in ("daemon_version", "model_sha256", "source")}
+    started = template.ended_at + timedelta(minutes=5)
+    weld_id = new_weld_id(station, started)
+    start = WeldStart(**same, station=station, weld_id=weld_id, started_at=started,
+                      segmentation="file", threshold=template.threshold)  # fmt: skip
+    alert = WeldAlert(**same, station=station, weld_id=weld_id, p_defect=0.95,
+                      threshold=template.threshold, n_windows=3, started_at=started,
+                      at=started + timedelta(seconds=3))  # fmt: skip
+    page = plant.page
+    page.goto(f"{plant.url}/")
+    page.wait_for_selector("#live-state.live-on")
+    for event in (start, alert):
+        plant.collector.publish(topic_for(event, prefix), event.to_json())
+    banner = page.locator(".banner-alert", has_text=f"{prefix}/{station}")
+    banner.wait_for(timeout=10_000)
+    save_screenshot(page, "alert")
+    card = page.locator(f"section.group:has-text('{prefix}') article[data-station='{station}']")
+    card.locator("button.mute-button").click()
+    page.wait_for_url(f"{plant.url}/")
+    banner.wait_for(state="detached", timeout=10_000)
+    assert card.locator(".tag-muted").count() == 1
+    assert card.locator(".current .tag-alert").count() == 1  # the weld still says ALERT
+    # Device lost on the other line: a red HEALTH banner (that station is not muted).
+    other_prefix, (other, _) = next((p, v) for p, v in LINES.items() if p != prefix)
+    lost = ErrorEvent(**same, code="device_lost", message="the sound device stopped",
+                      station=other)  # fmt: skip
+    plant.collector.publish(topic_for(lost, other_prefix), lost.to_json())
+    page.locator(".banner-health", has_text="device_lost").wait_for(timeout=10_000)
+    # Reloaded, the card still says muted; unmuted, the running weld's banner is back.
+    page.reload()
+    card.locator("button.mute-button", has_text="unmute").click()
+    page.wait_for_url(f"{plant.url}/")
+    banner.wait_for(timeout=10_000)
+
+
+def test_the_system_page_lists_each_daemon_and_the_consoles_own_health(plant: Plant) -> None:
+    page = plant.page
+    page.goto(f"{plant.url}/system")
+    for prefix in LINES:
+        row = page.locator(f"#daemons tr[data-prefix='{prefix}']")
+        assert row.count() == 1
+        assert row.locator(".badge").inner_text() == "REPLAY"  # replay sets no status
+        assert plant.results[0]["model_sha256"][:12] in row.locator("td.model").inner_text()
+    assert "connected" in page.inner_text("#console-health")
+    save_screenshot(page, "system")
+
+
+def test_lists_show_a_spectrogram_thumbnail_of_each_clipped_weld(plant: Plant) -> None:
+    page = plant.page
+    for path, rows in (("/welds", "table.history tbody tr[data-weld]"), ("/", "tr[data-weld]")):
+        page.goto(f"{plant.url}{path}")
+        clipped = [r["weld_id"] for r in plant.results if _reviewed(plant, r) is False]
+        assert clipped, "some replayed clip is still unreviewed"
+        row = page.locator(f"{rows}[data-weld='{clipped[0]}']")
+        row.locator("img.thumbnail").wait_for()
+        page.wait_for_function(
+            "(id) => [...document.querySelectorAll(`[data-weld='${id}'] img.thumbnail`)]"
+            ".every((i) => i.complete && i.naturalWidth === 120)",
+            arg=clipped[0],
+            timeout=15_000,
+        )
+
+
+def test_a_defect_review_without_a_chosen_type_is_refused_and_moves_nothing(
+    plant: Plant,
+) -> None:
+    result = next(r for r in plant.results[::-1] if not _reviewed(plant, r))
+    clip = _replayed_clip(plant, result)
+    page = plant.page
+    page.goto(f"{plant.url}/welds/{result['weld_id']}")
+    page.fill("#reviewer", "Ana Lima")
+    with page.expect_response(f"**/welds/{result['weld_id']}/review") as answer:
+        page.click("#confirm-defect")  # the type is still "choose the defect type…"
+    assert answer.value.status == 400
+    assert "choose the defect type" in answer.value.text()
+    assert clip.exists() and not _reviewed(plant, result)

@@ -118,7 +118,7 @@ def _configure_cv(p: argparse.ArgumentParser) -> None:
         "--data-root", type=Path, help="dataset root (overrides data_root in the config)"
     )
     add_output_argument(p, type=Path, help="output folder (default: runs/cv-<stamp>)")
-    p.add_argument("--no-progress", action="store_true")
+    p.add_argument("--no-progress", action="store_true", help="no progress bars on stderr")
 
 
 def _run_cv(args: argparse.Namespace) -> int:
@@ -265,13 +265,16 @@ def _run_evaluate(args: argparse.Namespace) -> int:
     print("\n".join(format_metrics(result.metrics)))
     print("\n".join(format_metrics(result.weld_metrics, WELD_PREFIX)))
     html = write_report(result, args.output)
-    for warning in checks(result)["warnings"]:
+    checks_found = checks(result)
+    for warning in checks_found["warnings"]:
         print(f"weldmon evaluate: warning: {warning}", file=sys.stderr)
     for bad in {f.path: f for f in result.errors + result.welds if f.error}.values():
         # Some reasons come from the dataset index without the file ("missing audio file").
         where = "" if bad.path and bad.path in bad.error else f"{bad.path}: "
         print(f"weldmon evaluate: {where}{bad.error}", file=sys.stderr)
     print(f"report: {html}")
+    # Last, where a reader's eye lands: the report's opening paragraph, in plain words.
+    print(f"\n{checks_found['summary_text']}")
     failed = result.errors or any(w.error for w in result.welds)
     return EXIT_FAILURE if failed else EXIT_OK
 
@@ -289,7 +292,7 @@ def _configure_sweep(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--promote", metavar="NAME", help="freeze run NAME (runs the sweep first if needed)"
     )
-    p.add_argument("--no-progress", action="store_true")
+    p.add_argument("--no-progress", action="store_true", help="no progress bars on stderr")
 
 
 def _run_sweep(args: argparse.Namespace) -> int:

@@ -1,8 +1,10 @@
 """Write an evaluation to a folder: per-file and per-weld CSV/JSON, metrics, plots, one HTML.
 
-The HTML page is meant to be trusted or distrusted at a glance: provenance (data root,
-split, date, command, version, artifact) first, then the warnings (evaluated files the
-artifact was trained or tuned on; degenerate models), then per mode the figures, the
+The HTML page is meant to be trusted or distrusted at a glance: one paragraph in plain words
+first (`training.summary`: what was judged, how many welds, how good with its interval,
+whether to trust it), then provenance (data root, split, date, command, version, artifact),
+the warnings (evaluated files the artifact was trained or tuned on; degenerate models), then
+per mode, weld mode (what the daemon judges) before file mode, the figures, the
 per-class counts with 95 % intervals, the plots (ROC, PR, reliability, threshold vs
 precision/recall, confusion, worst errors) and the full per-file (or per-weld) table.
 """
@@ -22,6 +24,7 @@ import numpy as np
 from training import plots
 from training.evaluate import EvaluationResult, FileResult, format_metrics
 from training.metrics import curve_points, reliability, threshold_curves
+from training.summary import summary_facts, summary_paragraph
 from training.trust import class_counts, degenerate_flags, overlap_warnings, provenance
 
 WORST_ERRORS_SHOWN = 6  # window timelines drawn for the most confidently wrong files
@@ -43,14 +46,15 @@ def _json_value(v: Any) -> Any:
 
 
 def _modes(result: EvaluationResult) -> list[tuple[str, str, list[FileResult], dict]]:
-    """(name, file prefix, rows, metrics) of each mode that ran."""
+    """(name, file prefix, rows, metrics) of each mode that ran: weld mode first, since it
+    is what the daemon judges."""
     out = []
-    if result.metrics:
-        out.append(("file mode (whole recording, the artifact's forward)", "", result.files,
-                    result.metrics))  # fmt: skip
     if result.weld_metrics:
         out.append((f"weld mode (segmentation {result.segmentation}: what the daemon judges)",
                     "weld_", result.welds, result.weld_metrics))  # fmt: skip
+    if result.metrics:
+        out.append(("file mode (whole recording, the artifact's forward)", "", result.files,
+                    result.metrics))  # fmt: skip
     return out
 
 
@@ -61,6 +65,9 @@ def checks(result: EvaluationResult) -> dict[str, Any]:
     for name, prefix, mode_rows, _ in _modes(result):
         out["warnings"] += [f"{name.split(' (')[0]}: {w}" for w in degenerate_flags(mode_rows)]
         out[f"{prefix}class_counts"] = class_counts(mode_rows)
+    facts = summary_facts(result, out["warnings"])
+    out["summary"] = facts.as_dict()
+    out["summary_text"] = summary_paragraph(facts, result.segmentation)
     return out
 
 
@@ -102,7 +109,7 @@ def write_report(
         _section(result, name, prefix, rows, m, found, folder)
         for name, prefix, rows, m in _modes(result)
     ]
-    return _html(result, folder, prov, found["warnings"], sections)
+    return _html(result, folder, prov, found["warnings"], sections, found["summary_text"])
 
 
 def _write_rows(rows: Sequence[FileResult], folder: Path, stem: str) -> None:
@@ -239,6 +246,7 @@ def _html(
     prov: dict[str, Any],
     warnings: list[str],
     sections: list[str],
+    summary: str,
 ) -> Path:
     esc = html.escape
     warn = (
@@ -250,8 +258,9 @@ def _html(
 <html><head><meta charset="utf-8"><title>weldmon evaluation</title>
 <style>body{{font-family:sans-serif;margin:2em}}table{{border-collapse:collapse;margin:4px 0}}
 td,th{{border:1px solid #ccc;padding:2px 8px}}figure{{display:inline-block;margin:8px}}
-.warn{{color:#a00;font-weight:bold}}</style></head>
+.warn{{color:#a00;font-weight:bold}}.summary{{font-size:1.15em;max-width:60em}}</style></head>
 <body><h1>weldmon evaluation</h1>
+<p id="summary" class="summary">{esc(summary)}</p>
 <h2>Provenance</h2>{_table(["", ""], [[k, v] for k, v in prov.items()])}
 <h2>Warnings</h2><ul>{warn}</ul>
 <h2>Model</h2>{_table(["", ""], [[k, v] for k, v in result.model.items()])}

@@ -78,6 +78,10 @@ EXIT_OK = 0
 EXIT_FAILURE = 1  # the command ran but something failed (e.g. some files could not be read)
 EXIT_USAGE = 2  # bad arguments or configuration: nothing was done
 EXIT_CODES_HELP = "exit codes: 0 ok, 1 something failed, 2 bad arguments, config or model"
+GLOSSARY_HELP = (
+    "terms (MIL, top-k, p_defect, ECE, PR_AUC, TUNED-ON, mode A/B, ONNX twin, kurtosis...): "
+    "docs/glossary.md"
+)
 
 _running: list[str] = []  # the subcommand `main` is running (for `fail`'s prefix)
 
@@ -101,10 +105,21 @@ def add_output_argument(
     parser.add_argument("--output", "--out", *older, dest=dest, **kwargs)
 
 
+def sentence(text: str) -> str:
+    """A command's description as one sentence (capital first, full stop last), whichever
+    package wrote it: every ``--help`` opens the same way."""
+    text = text.strip()
+    if not text:
+        return text
+    text = text[0].upper() + text[1:]
+    return text if text.endswith((".", "!", "?", ")")) else f"{text}."
+
+
 def _top_parser(names: Sequence[str]) -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="weldmon",
         description="Acoustic weld-defect monitor: train, export, judge and monitor welds.",
+        epilog=GLOSSARY_HELP,
     )
     parser.add_argument("--version", action="version", version=f"weldmon {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
@@ -131,8 +146,8 @@ def main(argv: Sequence[str] | None = None, *, package: str | None = None) -> in
     example = EXAMPLES[name].replace("weldmon ", f"{prog.rsplit(' ', 1)[0]} ", 1)
     parser = argparse.ArgumentParser(
         prog=prog,
-        description=command.description or REGISTRY[name][1],
-        epilog=f"example:\n  {example}\n\n{EXIT_CODES_HELP}",
+        description=sentence(command.description or REGISTRY[name][1]),
+        epilog=f"example:\n  {example}\n\n{EXIT_CODES_HELP}\n{GLOSSARY_HELP}",
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     command.configure(parser)

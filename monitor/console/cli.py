@@ -14,6 +14,8 @@ import argparse
 import asyncio
 import contextlib
 import hashlib
+import math
+import re
 import signal
 import socket
 import ssl
@@ -31,7 +33,7 @@ import monitor.publish.settings as settings
 from deploy.errors import WeldmonError
 from deploy.inputs import MAX_CONFIG_BYTES, check_input_file, read_input_text
 from monitor.console.clipfiles import ClipFolders
-from monitor.console.fleet import DEFAULT_HISTORY, Fleet
+from monitor.console.fleet import COMMAND_LINE_MUTE, DEFAULT_HISTORY, Fleet
 from monitor.console.ingest import BrokerOptions, Ingest
 from monitor.console.security import (
     CsrfGuard,
@@ -51,7 +53,7 @@ from monitor.console.store import (
 )
 from monitor.console.topics import PrefixError, PrefixPattern, parse_prefix
 from monitor.console.web import create_app
-from monitor.events import DEFAULT_TOPIC_PREFIX
+from monitor.events import DEFAULT_TOPIC_PREFIX, STATION_PATTERN
 from monitor.publish.settings import MqttConfig
 from weldmon.cli import EXIT_OK, EXIT_USAGE, Command
 
@@ -82,6 +84,16 @@ class ConsoleOptions:
     history: int
     tls_cert: Path | None
     tls_key: Path | None
+    mutes: tuple[tuple[str, str], ...] = ()  # (prefix, station) muted by --mute
+    alert_cooldown_s: float = 0.0
+
+
+def parse_station(text: str) -> tuple[str, str]:
+    """``PREFIX/STATION`` (the prefix may hold '/') -> (prefix, station)."""
+    prefix, _, station = text.rpartition("/")
+    if not prefix or not re.fullmatch(STATION_PATTERN, station):
+        raise ConsoleError(f"--mute: give PREFIX/STATION (e.g. plant1/line3/cell1), got {text!r}")
+    return prefix, station
 
 
 def parse_broker(text: str) -> tuple[str, int]:
@@ -199,6 +211,9 @@ def options_from_args(args: argparse.Namespace) -> ConsoleOptions:
         _check_server_tls(args.tls_cert, args.tls_key)
     if args.retention_days <= 0 or args.max_welds < 1 or args.history < 1:
         raise ConsoleError("--retention-days, --max-welds and --history must be positive")
+    if not math.isfinite(args.alert_cooldown) or args.alert_cooldown < 0:
+        raise ConsoleError("--alert-cooldown must be a number of seconds, 0 or more")
+    mutes = tuple(dict.fromkeys(parse_station(t) for t in args.mute or []))
     db = Path(args.db)
     for name, folder in (("--clips", args.clips), ("--dataset", args.dataset)):
         if folder is not None and Path(folder).exists() and not Path(folder).is_dir():
@@ -217,6 +232,8 @@ def options_from_args(args: argparse.Namespace) -> ConsoleOptions:
         history=args.history,
         tls_cert=Path(args.tls_cert) if args.tls_cert else None,
         tls_key=Path(args.tls_key) if args.tls_key else None,
+        mutes=mutes,
+        alert_cooldown_s=args.alert_cooldown,
     )
 
 
@@ -246,7 +263,9 @@ async def _retention(db: ConsoleDb) -> None:
 async def serve(options: ConsoleOptions, sock: socket.socket, store: WeldStore) -> None:
     """Run the console until uvicorn is asked to stop (Ctrl-C, SIGTERM)."""
     db = ConsoleDb(store)
-    fleet = Fleet(options.broker.label, options.history)
+    fleet = Fleet(options.broker.label, options.history, options.alert_cooldown_s)
+    for prefix, station in options.mutes:
+        fleet.set_muted(prefix, station, COMMAND_LINE_MUTE)
     for pattern in options.patterns:
         if not pattern.wildcard:
             fleet.group(pattern.text)  # shown as "no status yet" before anything arrives
@@ -329,7 +348,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
         "--allowed-host",
         action="append",
         metavar="NAME",
-        help="Host header to serve (repeatable; default: loopback names on "
+        help="a Host header to serve (repeatable; default: loopback names on "
         "loopback, any name otherwise)",
     )
     web.add_argument("--tls-cert", metavar="FILE", help="serve HTTPS with this certificate")
@@ -357,6 +376,22 @@ def configure(parser: argparse.ArgumentParser) -> None:
         type=int,
         default=DEFAULT_MAX_WELDS,
         help="welds kept at most (default %(default)s)",
+    )
+    alerts = parser.add_argument_group("alerts")
+    alerts.add_argument(
+        "--mute",
+        action="append",
+        metavar="PREFIX/STATION",
+        help="no alert banner for this station (repeatable; its welds still say ALERT; more "
+        "stations can be muted on the overview)",
+    )
+    alerts.add_argument(
+        "--alert-cooldown",
+        type=float,
+        default=0.0,
+        metavar="SECONDS",
+        help="after a station's alert banner, its alerts within this many seconds raise "
+        "none (default %(default)s: every alert)",
     )
     data.add_argument(
         "--history",

@@ -21,12 +21,21 @@ the layout is tried.
 
 from __future__ import annotations
 
+import json
+import math
 import re
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
 
-from deploy.dataset_layout import AUDIO_SUFFIX, ClipError, clip_audio_path, promote_clip, top_folder
+from deploy.dataset_layout import (
+    AUDIO_SUFFIX,
+    SIDECAR_SUFFIX,
+    ClipError,
+    clip_audio_path,
+    promote_clip,
+    top_folder,
+)
 from monitor.events import STATION_PATTERN
 
 # A weld id as the daemon makes it ({station}-{stamp}-{hex}), and nothing that could be a
@@ -143,6 +152,22 @@ class ClipFolders:
         self.dataset.mkdir(parents=True, exist_ok=True)
         moved = promote_clip(folder, self.dataset, config_folder, label_code)
         return str(inside(self.dataset, moved).relative_to(self.dataset.resolve()))
+
+
+def sidecar_window_probs(audio: Path) -> list[float] | None:
+    """Every window's p_defect from the sidecar beside a clip (found by `find_clip`, so
+    inside a served folder), or None if it has none or cannot be read: the daemon keeps them
+    there even when its events leave ``window_probs`` out."""
+    try:
+        data = json.loads(audio.with_suffix(SIDECAR_SUFFIX).read_text())
+        probs = data.get("window_probs")
+    except (OSError, ValueError, AttributeError):
+        return None
+    if not isinstance(probs, list) or not probs:
+        return None
+    if not all(isinstance(p, int | float) and math.isfinite(p) and 0 <= p <= 1 for p in probs):
+        return None
+    return [float(p) for p in probs]
 
 
 def default_config_folder(prefix: str, station: str, started_at: datetime) -> str:

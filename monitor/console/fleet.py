@@ -32,6 +32,10 @@ from monitor.events import (
 DEFAULT_HISTORY = 5  # verdicts per station card
 DEDUPE_WINDOW = 4096  # event ids remembered: a whole plant's events during a long reconnect
 ERRORS_KEPT = 5  # daemon error events kept per prefix for the banner
+# Weld ids per station remembered as alerted until their result: the next weld may start
+# before the previous result arrives (inference lags the audio), so `current` is not enough.
+ALERTED_KEPT = 32
+COMMAND_LINE_MUTE = "--mute"  # muted_by of stations muted on the command line (fixed)
 ConnectionState = Literal["connecting", "connected", "disconnected"]
 WeldEvent = WeldStart | WeldProgress | WeldAlert | WeldResult
 
@@ -59,6 +63,7 @@ class CurrentWeld:
     elapsed_s: float = 0.0
     window_s: float | None = None  # one window's length, from progress (elapsed / windows)
     alerted: bool = False
+    banner: bool = False  # its alert raised the banner (not muted, not within the cooldown)
     part_id: str | None = None
 
 
@@ -77,6 +82,7 @@ class Verdict:
     degraded_reasons: tuple[str, ...] = ()
     part_id: str | None = None
     replay: bool = False  # published by `weldmon replay --publish`, not a live weld
+    clip: bool = False  # the result names a clip (the card shows its thumbnail)
 
 
 @dataclass
@@ -90,18 +96,38 @@ class StationLive:
     verdicts: collections.deque[Verdict] = field(default_factory=collections.deque)
     welds: int = 0  # since the console started
     defects: int = 0
-    alerts: int = 0
+    alerted_welds: int = 0  # finished welds that alerted (each has an ALERT badge)
+    alerted_ids: collections.deque[str] = field(
+        default_factory=lambda: collections.deque(maxlen=ALERTED_KEPT)
+    )
     false_alarms: int = 0  # reviewed "good" although judged defect or alerted (all time)
+    # Alerting hygiene: a muted station's alerts raise no banner (its cards still say ALERT);
+    # muted_by names who muted it ("--mute" for the command line's, fixed while it runs).
+    muted_by: str | None = None
+    last_banner_at: datetime | None = None  # when its last alert raised the banner
+    silenced: int = 0  # alerts that raised no banner (muted or within the cooldown)
 
     @property
     def key(self) -> str:
         """A stable id for HTML elements and SSE messages."""
         return dom_key(self.prefix, self.name)
 
+    @property
+    def muted(self) -> bool:
+        return self.muted_by is not None
+
+    @property
+    def alerts(self) -> int:
+        """Welds that alerted, the running one included: one per ALERT badge, however many
+        alert messages a weld's redeliveries brought."""
+        running = self.current is not None and self.current.alerted
+        return self.alerted_welds + int(running)
+
     def add_verdict(self, verdict: Verdict) -> None:
-        self.verdicts.appendleft(verdict)
-        while len(self.verdicts) > self.history:
-            self.verdicts.pop()
+        """Keep the newest `history` verdicts, newest first by when each weld ended (results
+        arrive out of order: redelivery, several replays, history seeded after a restart)."""
+        ordered = sorted([*self.verdicts, verdict], key=lambda v: v.ended_at, reverse=True)
+        self.verdicts = collections.deque(ordered[: self.history])
 
 
 @dataclass
@@ -115,6 +141,9 @@ class PrefixLive:
         default_factory=lambda: collections.deque(maxlen=ERRORS_KEPT)
     )
     malformed: int = 0
+    replayed: bool = False  # a result from `weldmon replay --publish` arrived here
+    live: bool = False  # a result from a live daemon arrived here
+    last_result: WeldResult | None = None  # the newest-ending result (the system page)
 
     @property
     def key(self) -> str:
@@ -122,8 +151,12 @@ class PrefixLive:
 
     @property
     def state(self) -> str:
-        """online / offline / stopped from the retained status, ``unknown`` without one."""
-        return self.status.state if self.status is not None else "unknown"
+        """online / offline / stopped from the retained status; without one, ``replay``
+        when only `weldmon replay --publish` published here (it never sets a status), else
+        ``unknown``."""
+        if self.status is not None:
+            return self.status.state
+        return "replay" if self.replayed and not self.live else "unknown"
 
 
 @dataclass
@@ -164,9 +197,14 @@ def dom_key(*parts: str) -> str:
 class Fleet:
     """The live state of every followed daemon."""
 
-    def __init__(self, broker: str, history: int = DEFAULT_HISTORY) -> None:
+    def __init__(
+        self, broker: str, history: int = DEFAULT_HISTORY, alert_cooldown_s: float = 0.0
+    ) -> None:
         self.connection = Connection(broker=broker)
         self.history = history
+        # After a station's alert banner, its next alerts within this many seconds (of alert
+        # time, from the daemon's clock) raise none: a run of bad welds is one banner.
+        self.alert_cooldown_s = alert_cooldown_s
         self.groups: dict[str, PrefixLive] = {}
         self.malformed = 0
         self.last_malformed: str | None = None
@@ -251,7 +289,8 @@ class Fleet:
         current = station.current
         same = current is not None and current.weld_id == event.weld_id
         facts = ResultFacts(
-            alerted=bool(same and current is not None and current.alerted),
+            alerted=event.weld_id in station.alerted_ids
+            or bool(same and current is not None and current.alerted),
             window_s=current.window_s if same and current is not None else None,
         )
         if finished:
@@ -267,11 +306,16 @@ class Fleet:
             weld.window_s = event.elapsed_s / (event.window_index + 1)
         elif isinstance(event, WeldAlert):
             weld = self._current_for(station, event.weld_id, event.started_at, event.threshold)
+            first = not weld.alerted
             weld.p_defect, weld.n_windows, weld.alerted = event.p_defect, event.n_windows, True
+            if first:
+                weld.banner = self._banner_due(station, event.at)
+            if event.weld_id not in station.alerted_ids:
+                station.alerted_ids.append(event.weld_id)
             weld.part_id = weld.part_id or part_id_of(event)
-            station.alerts += 1
         else:
-            self._finish(station, event, facts.alerted)
+            if self._finish(station, event, facts.alerted):
+                change = Change("group", prefix)
         return change, facts
 
     def _current_for(
@@ -281,12 +325,21 @@ class Fleet:
             station.current = CurrentWeld(weld_id, started_at, threshold)
         return station.current
 
-    def _finish(self, station: StationLive, event: WeldResult, alerted: bool) -> None:
+    def _finish(self, station: StationLive, event: WeldResult, alerted: bool) -> bool:
+        """Record the verdict; True when the daemon's badge changed with it (replay)."""
+        group = self.groups[station.prefix]
+        was = group.state
+        group.replayed |= event.replay
+        group.live |= not event.replay
+        if group.last_result is None or event.ended_at >= group.last_result.ended_at:
+            group.last_result = event
         station.add_verdict(verdict_of(event, alerted))
         if station.current is not None and station.current.weld_id == event.weld_id:
             station.current = None
         station.welds += 1
         station.defects += event.label
+        station.alerted_welds += int(alerted)
+        return group.state != was
 
     def seed(self, prefix: str, station_name: str, verdicts: list[Verdict]) -> None:
         """Show verdicts from the history after a restart (newest first)."""
@@ -303,14 +356,31 @@ class Fleet:
                 changes.append(Change("station", prefix, name))
         return changes
 
+    def _banner_due(self, station: StationLive, at: datetime) -> bool:
+        last = station.last_banner_at
+        cooling = last is not None and (at - last).total_seconds() < self.alert_cooldown_s
+        if station.muted or cooling:
+            station.silenced += 1
+            return False
+        station.last_banner_at = at
+        return True
+
+    def set_muted(self, prefix: str, name: str, muted_by: str | None) -> Change:
+        """Mute the station (``muted_by``: who) or unmute it (None); its banner follows."""
+        station, new = self.station(prefix, name)
+        station.muted_by = muted_by
+        return Change("group", prefix) if new else Change("station", prefix, name)
+
     def active_alerts(self) -> list[tuple[StationLive, CurrentWeld]]:
-        """Stations whose running weld has alerted (the banner)."""
+        """Stations whose running weld has alerted and raised the banner (not muted, not
+        within the station's cooldown)."""
         out = []
         for group in self.sorted_groups():
             for name in sorted(group.stations):
                 station = group.stations[name]
-                if station.current is not None and station.current.alerted:
-                    out.append((station, station.current))
+                weld = station.current
+                if weld is not None and weld.alerted and weld.banner and not station.muted:
+                    out.append((station, weld))
         return out
 
 
@@ -328,4 +398,5 @@ def verdict_of(event: WeldResult, alerted: bool) -> Verdict:
         degraded_reasons=tuple(event.degraded_reasons),
         part_id=part_id_of(event),
         replay=event.replay,
+        clip=event.clip_path is not None,
     )

@@ -13,7 +13,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from monitor.console.clipfiles import ClipFolders
-from monitor.console.fleet import Change, Fleet
+from monitor.console.fleet import COMMAND_LINE_MUTE, Change, Fleet
 from monitor.console.ingest import Ingest
 from monitor.console.live import Hub
 from monitor.console.security import CsrfGuard
@@ -39,7 +39,12 @@ class ConsoleState:
 
     def __post_init__(self) -> None:
         self.env = make_environment()
-        self.fragments = FragmentRenderer(self.env, self.fleet, {})
+        # The cards' mute buttons post forms: fragments carry the page's CSRF token too.
+        self.fragments = FragmentRenderer(
+            self.env,
+            self.fleet,
+            {"csrf_token": self.csrf.token, "thumbnails": self.folders.clips is not None},
+        )
         self.hub = Hub(self.fragments)
 
     def changed(self, change: Change) -> None:
@@ -56,9 +61,14 @@ async def refresh_false_alarms(state: ConsoleState) -> None:
 
 
 async def seed_from_history(state: ConsoleState, history: int) -> None:
-    """After a restart, show each known station's last verdicts."""
+    """After a restart, show each known station's last verdicts and its mute."""
     for prefix, station in await state.db.call(WeldStore.stations):
         verdicts = await state.db.call(WeldStore.recent_verdicts, prefix, station, history)
         state.fleet.seed(prefix, station, verdicts)
+    for prefix, station, muted_by in await state.db.call(WeldStore.mutes):
+        known = state.fleet.groups.get(prefix)
+        current = known.stations.get(station) if known else None
+        if current is None or current.muted_by != COMMAND_LINE_MUTE:  # --mute stays fixed
+            state.fleet.set_muted(prefix, station, muted_by)
     with contextlib.suppress(StoreError):
         await refresh_false_alarms(state)

@@ -89,6 +89,13 @@ CREATE TABLE IF NOT EXISTS reviews (
     dataset_path TEXT,
     note TEXT
 );
+CREATE TABLE IF NOT EXISTS mutes (
+    prefix TEXT NOT NULL,
+    station TEXT NOT NULL,
+    muted_by TEXT NOT NULL,
+    muted_at TEXT NOT NULL,
+    PRIMARY KEY (prefix, station)
+);
 """
 
 T = TypeVar("T")
@@ -219,6 +226,23 @@ class WeldStore:
         except sqlite3.IntegrityError as exc:
             raise StoreError(f"weld {review.weld_id} is already reviewed") from exc
 
+    def set_mute(self, prefix: str, station: str, muted_by: str | None, at: datetime) -> None:
+        """Mute a station's alert banner (kept across restarts), or unmute it (None)."""
+        if muted_by is None:
+            self._db.execute(
+                "DELETE FROM mutes WHERE prefix = ? AND station = ?", (prefix, station)
+            )
+        else:
+            self._db.execute(
+                "INSERT OR REPLACE INTO mutes VALUES (?,?,?,?)",
+                (prefix, station, muted_by, format_utc(at)),
+            )
+
+    def mutes(self) -> list[tuple[str, str, str]]:
+        """(prefix, station, muted_by) of every muted station."""
+        rows = self._db.execute("SELECT prefix, station, muted_by FROM mutes").fetchall()
+        return [(str(p), str(s), str(b)) for p, s, b in rows]
+
     def apply_retention(self, now: datetime) -> int:
         """Delete welds past the age and count limits (oldest first); returns how many."""
         cutoff = format_utc(now - timedelta(days=self.retention_days))
@@ -274,6 +298,17 @@ class WeldStore:
 
     def recent_verdicts(self, prefix: str, station: str, n: int) -> list[Verdict]:
         return [row.verdict() for row in self.welds(WeldFilter(prefix=prefix, station=station), n)]
+
+    def trend_rows(self, since: datetime) -> list[tuple[str, str, str, int, int, str | None]]:
+        """(prefix, station, ended_at, label, alerted, review verdict or None) of every weld
+        that ended at or after ``since``, oldest first (the trends page buckets them)."""
+        rows = self._db.execute(
+            "SELECT w.prefix, w.station, w.ended_at, w.label, w.alerted, r.verdict"
+            " FROM welds w LEFT JOIN reviews r ON r.weld_id = w.weld_id"
+            " WHERE w.ended_at >= ? ORDER BY w.ended_at",
+            (format_utc(since),),
+        ).fetchall()
+        return [(str(p), str(s), str(e), int(lb), int(a), v) for p, s, e, lb, a, v in rows]
 
     def station_counts(self) -> list[StationCounts]:
         """Welds, flagged, reviewed, confirmed and false alarms per station (all history)."""

@@ -24,6 +24,9 @@ from monitor.events import WeldResult
 TEMPLATES = Path(__file__).with_name("templates")
 STATIC = Path(__file__).with_name("static")
 SHA_SHORT = 12
+# Error codes that mean the daemon cannot judge or cannot deliver: a red HEALTH banner (the
+# rest, such as a refused reload or a clip not written, are warnings).
+HEALTH_CODES = frozenset({"device_lost", "dead_microphone", "outbox_degraded"})
 CHART_WIDTH = 720  # px of the window-probability chart
 CHART_HEIGHT = 160
 CHART_PAD = 28
@@ -58,6 +61,12 @@ CORE_FIELDS = frozenset(
         "model_name",
         "model_version",
         "replay",
+        # shown in their own tables (process_rows, context) or in the verdict (quality)
+        "process",
+        "dropouts",
+        "context",
+        "margin",
+        "confidence",
     }
 )
 
@@ -92,6 +101,49 @@ def extra_fields(result: WeldResult) -> list[tuple[str, str]]:
     return out
 
 
+def verdict_quality(result: WeldResult) -> tuple[float | None, str | None]:
+    """The result's ``margin`` (p_defect - threshold) and ``confidence`` ("high" | "low"),
+    each None when the daemon does not send it (older daemons)."""
+    data = json.loads(result.to_json())
+    margin, confidence = data.get("margin"), data.get("confidence")
+    margin = float(margin) if isinstance(margin, int | float) else None
+    return margin, confidence if isinstance(confidence, str) else None
+
+
+def _number(value: float | None, unit: str, digits: int) -> str:
+    return "not reported" if value is None else f"{value:.{digits}f} {unit}".rstrip()
+
+
+def _spread(mean: float | None, std: float | None, unit: str) -> str:
+    if mean is None:
+        return "not reported"
+    return f"{mean:.1f} ± {std:.1f} {unit}" if std is not None else f"{mean:.1f} {unit}"
+
+
+def process_rows(result: WeldResult) -> list[tuple[str, str]]:
+    """The weld's process record and arc dropouts as (quantity, value with unit) rows, at
+    the precision the sensors carry (a welder's current to 0.1 A, not to 15 digits)."""
+    rows = []
+    p = result.process
+    if p is not None:
+        rows += [
+            ("arc time", _number(p.arc_s, "s", 1)),
+            ("current (mean ± sd, arc burning)", _spread(p.current_mean_a, p.current_std_a, "A")),
+            ("voltage (mean ± sd, arc burning)", _spread(p.voltage_mean_v, p.voltage_std_v, "V")),
+            ("arc energy", _number(p.energy_kj, "kJ", 2)),
+            ("wire consumed", _number(p.wire_consumed_m, "m", 2)),
+            ("process samples in the weld", str(p.samples)),
+        ]
+    d = p.dropouts if p is not None else result.dropouts
+    if d is not None:
+        what = "current dropouts" if p is not None else "arc dropouts (heard)"
+        text = f"{d.count}" + (
+            f" (longest {d.longest_s:.2f} s, {d.total_s:.2f} s in all)" if d.count else ""
+        )
+        rows.append((what, text))
+    return rows
+
+
 @dataclass(frozen=True)
 class ChartBar:
     x: float
@@ -117,13 +169,22 @@ class Chart:
     ticks: list[tuple[float, str]]
 
 
-def window_chart(result: WeldResult, window_s: float | None) -> Chart | None:
-    """Bars of every window's p_defect along the weld, with the threshold line."""
-    probs = result.window_probs
+def window_length(result: WeldResult, window_s: float | None, n_windows: int) -> float:
+    """One window's length in seconds: from the progress events when the console saw them,
+    else estimated from the weld's length (windows are cut from the weld's start)."""
+    return window_s if window_s else result.duration_s / max(n_windows, 1)
+
+
+def window_chart(
+    result: WeldResult, window_s: float | None, probs: list[float] | None = None
+) -> Chart | None:
+    """Bars of every window's p_defect along the weld, with the threshold line; `probs`
+    default to the result's own (the clip's sidecar has them when the result has not)."""
+    probs = probs or result.window_probs
     if not probs:
         return None
     estimated = window_s is None
-    length = window_s if window_s else result.duration_s / max(len(probs), 1)
+    length = window_length(result, window_s, len(probs))
     inner_w = CHART_WIDTH - 2 * CHART_PAD
     inner_h = CHART_HEIGHT - 2 * CHART_PAD
     slot = inner_w / len(probs)
@@ -167,6 +228,7 @@ def make_environment() -> jinja2.Environment:
     env.filters["short_sha"] = short_sha
     env.filters["weld_url"] = weld_url  # weld ids are one encoded path segment
     env.globals["zone_name"] = zone_name
+    env.globals["health_codes"] = HEALTH_CODES
     return env
 
 

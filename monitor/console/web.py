@@ -38,8 +38,10 @@ from monitor.console.clipfiles import (
     UnsafePathError,
     check_config_folder,
     default_config_folder,
+    sidecar_window_probs,
 )
 from monitor.console.forms import FormError, check_form_headers, read_form
+from monitor.console.pages import operations_routes
 from monitor.console.records import Review, WeldFilter
 from monitor.console.security import (
     BasicAuthMiddleware,
@@ -51,7 +53,10 @@ from monitor.console.urls import weld_path, weld_url
 from monitor.console.views import (
     STATIC,
     extra_fields,
+    process_rows,
+    verdict_quality,
     window_chart,
+    window_length,
 )
 from monitor.events import WeldResult
 from weldmon import __version__
@@ -74,6 +79,7 @@ def _page(state: ConsoleState, request: Request, template: str, **ctx: Any) -> H
         user=request.scope.get("user_name"),
         version=__version__,
         active=template.removesuffix(".html"),
+        thumbnails=state.folders.clips is not None,
         **ctx,
     )
     return HTMLResponse(html)
@@ -120,6 +126,7 @@ def create_app(state: ConsoleState, allowed_hosts: list[str] | None = None) -> S
             request,
             "history.html",
             rows=rows,
+            clipped={row.result.weld_id for row in rows if _clip(row).path is not None},
             total=total,
             offset=offset,
             page=HISTORY_PAGE,
@@ -136,6 +143,11 @@ def create_app(state: ConsoleState, allowed_hosts: list[str] | None = None) -> S
         dataset_path = row.review.dataset_path if row.review else None
         return state.folders.find_clip(r.station, r.weld_id, r.clip_path, dataset_path)
 
+    def _probs(row, clip: ClipLookup) -> list[float] | None:
+        if row.result.window_probs:
+            return list(row.result.window_probs)
+        return sidecar_window_probs(clip.path) if clip.path is not None else None
+
     async def detail(request: Request, weld_id: str) -> Response:
         row = await _weld_or_404(weld_id)
         if row is None:
@@ -148,8 +160,10 @@ def create_app(state: ConsoleState, allowed_hosts: list[str] | None = None) -> S
             row=row,
             r=row.result,
             clip=clip,
-            chart=window_chart(row.result, row.window_s),
+            chart=window_chart(row.result, row.window_s, _probs(row, clip)),
             extras=extra_fields(row.result),
+            process=process_rows(row.result),
+            quality=verdict_quality(row.result),
             defect_codes=DEFECT_CODES,
             config_folder=default_config_folder(
                 row.prefix, row.result.station, row.result.started_at.astimezone()
@@ -175,10 +189,31 @@ def create_app(state: ConsoleState, allowed_hosts: list[str] | None = None) -> S
         if clip.path is None:
             return _error(clip.refused or "this weld has no clip", 404)
         # Imported here: matplotlib costs ~30 MB and ~0.5 s, paid when a clip is first viewed.
-        from monitor.console.spectrogram import spectrogram_png
+        from monitor.console.spectrogram import WindowScores, spectrogram_png
+
+        r: WeldResult = row.result
+        probs = _probs(row, clip)
+        scores = None
+        if probs:
+            length = window_length(r, row.window_s, len(probs))
+            scores = WindowScores(tuple(probs), length, r.threshold)
+        try:
+            png = await asyncio.to_thread(spectrogram_png, clip.path, scores)
+        except ClipError as exc:
+            return _error(str(exc), 422)
+        return Response(png, media_type="image/png", headers={"cache-control": "max-age=3600"})
+
+    async def thumbnail(request: Request, weld_id: str) -> Response:
+        row = await _weld_or_404(weld_id)
+        if row is None:
+            return _error("no such weld in the history", 404)
+        clip = _clip(row)
+        if clip.path is None:
+            return _error(clip.refused or "this weld has no clip", 404)
+        from monitor.console.thumbnail import thumbnail_png  # no matplotlib: cheap, see there
 
         try:
-            png = await asyncio.to_thread(spectrogram_png, clip.path)
+            png = await asyncio.to_thread(thumbnail_png, clip.path)
         except ClipError as exc:
             return _error(str(exc), 422)
         return Response(png, media_type="image/png", headers={"cache-control": "max-age=3600"})
@@ -213,6 +248,8 @@ def create_app(state: ConsoleState, allowed_hosts: list[str] | None = None) -> S
         verdict = form.get("verdict", "")
         if verdict == "defect":
             code = form.get("label_code", "")
+            if not code:
+                return _error("choose the defect type before 'Confirmed defect'", 400)
             if code not in DEFECT_CODES:
                 return _error(f"unknown defect type {code!r}", 400)
         elif verdict == "good":
@@ -351,7 +388,13 @@ def create_app(state: ConsoleState, allowed_hosts: list[str] | None = None) -> S
 
     # A weld's pages: the id is read from the raw path (monitor.console.urls), so any id,
     # '/' and '?' included, reaches its own pages.
-    weld_pages = {"": detail, "audio": audio, "spectrogram.png": spectrogram, "review": review}
+    weld_pages = {
+        "": detail,
+        "audio": audio,
+        "spectrogram.png": spectrogram,
+        "thumbnail.png": thumbnail,
+        "review": review,
+    }
 
     async def weld(request: Request) -> Response:
         found = weld_path(request.scope, "/welds/")
@@ -378,6 +421,7 @@ def create_app(state: ConsoleState, allowed_hosts: list[str] | None = None) -> S
         Route("/api/welds.csv", api_welds_csv),
         Route("/api/welds/{rest:path}", api_weld_route),
         Route("/api/stats", api_stats),
+        *operations_routes(state, _page, _error),
         Route("/healthz", healthz),
         Route("/favicon.ico", no_icon),
         Mount("/static", StaticFiles(directory=STATIC), name="static"),

@@ -123,6 +123,14 @@ class ClipStore:
             "stale_tmp_removed": 0,
         }
 
+    @classmethod
+    def in_folder(cls, clips_dir: Path, settings: ClipsConfig) -> ClipStore:
+        """A store whose clips folder is ``clips_dir`` itself rather than
+        ``<state_dir>/clips`` (``weldmon replay --clips DIR``, which has no state_dir)."""
+        store = cls(clips_dir, settings)
+        store.clips_dir = Path(clips_dir)
+        return store
+
     def write(
         self,
         result: WeldResult,
@@ -375,6 +383,13 @@ class ClipWriter:
             self._on_error(result, f"clip {result.clip_path} not written: {exc}")
         else:
             log.info("clip_written", weld_id=result.weld_id, path=result.clip_path)
+
+    async def make_room(self) -> None:
+        """Wait until at most half the backlog is pending, so the next welds' clips are not
+        skipped. For replay, which reads files faster than clips are written and has no
+        live deadline; the daemon never waits here (a slow disk must not delay verdicts)."""
+        while len(self._pending) >= MAX_PENDING_CLIPS // 2:
+            await asyncio.wait(set(self._pending), return_when=asyncio.FIRST_COMPLETED)
 
     async def close(self, timeout_s: float) -> None:
         """Wait up to `timeout_s` for the writes in flight, then release the thread."""

@@ -108,8 +108,12 @@ class Pipeline:
         *,
         weld_audio: WeldAudioHook | None = None,
         on_window: WindowLatencyHook | None = None,
+        weld_audio_bound_s: float | None = None,
     ) -> None:
+        """`weld_audio_bound_s`: the most audio a weld's clip keeps when the segmenter sets
+        no bound of its own (one weld per file: replay passes the file's length)."""
         self.settings = settings
+        self._weld_audio_bound_s = weld_audio_bound_s
         self.options = options
         self.worker = worker
         self.emit = emit
@@ -300,8 +304,11 @@ class Pipeline:
         return new_segmenter(self.settings.segmenter, self.model_rate)
 
     def _max_weld_samples(self) -> int:
-        # One weld per file (inf) is replay's mode, which keeps no weld audio.
-        bound = max_weld_s(self.settings.segmenter) * self.model_rate + self.chunk
+        # One weld per file (inf) is replay's mode: the file's length, which replay passes.
+        seconds = max_weld_s(self.settings.segmenter)
+        if not math.isfinite(seconds) and self._weld_audio_bound_s is not None:
+            seconds = self._weld_audio_bound_s
+        bound = seconds * self.model_rate + self.chunk
         return int(bound) if math.isfinite(bound) else 0
 
     def _default_end_reason(self) -> EndReason:

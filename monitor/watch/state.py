@@ -53,6 +53,7 @@ class CurrentWeld:
     n_windows: int = 0
     elapsed_s: float = 0.0  # from the daemon's sample clock, at the last progress
     alerted: bool = False
+    replay: bool = False  # its events came from `weldmon replay --publish`, not a live weld
 
 
 @dataclass(frozen=True)
@@ -68,6 +69,7 @@ class Verdict:
     alerted: bool
     degraded_reasons: tuple[str, ...] = ()
     confidence: str | None = None  # "high" | "low"; None: the model has no calibration
+    replay: bool = False  # published by `weldmon replay --publish` from a recording
 
 
 @dataclass(frozen=True)
@@ -182,13 +184,17 @@ def _apply_weld_event(
     if isinstance(event, WeldStart):
         return replace(
             station,
-            current=CurrentWeld(event.weld_id, event.started_at, now, event.threshold),
+            current=CurrentWeld(
+                event.weld_id, event.started_at, now, event.threshold, replay=event.replay
+            ),
         )
     if isinstance(event, WeldProgress):
         base = (
             current
             if same and current is not None
-            else CurrentWeld(event.weld_id, event.emitted_at, now, event.threshold)
+            else CurrentWeld(
+                event.weld_id, event.emitted_at, now, event.threshold, replay=event.replay
+            )
         )
         return replace(
             station,
@@ -205,7 +211,9 @@ def _apply_weld_event(
         base = (
             current
             if same and current is not None
-            else CurrentWeld(event.weld_id, event.started_at, now, event.threshold)
+            else CurrentWeld(
+                event.weld_id, event.started_at, now, event.threshold, replay=event.replay
+            )
         )
         return replace(
             station,
@@ -230,6 +238,7 @@ def _apply_weld_event(
         alerted=bool(same and current is not None and current.alerted),
         degraded_reasons=tuple(event.degraded_reasons),
         confidence=event.confidence,
+        replay=event.replay,
     )
     return replace(
         station,

@@ -24,6 +24,7 @@ TIME_FORMAT = "%H:%M:%S"  # operator's local time of day; the date is rarely in 
 STATUS_STYLE = {"online": "bold green", "offline": "bold red", "stopped": "bold yellow"}
 CONNECTION_STYLE = {"connected": "green", "connecting": "yellow", "disconnected": "bold red"}
 ALERT_STYLE = "bold white on red"
+REPLAY_STYLE = "bold white on blue"
 DEFECT_STYLE = "bold red"
 GOOD_STYLE = "green"
 
@@ -86,6 +87,8 @@ def _current(weld: CurrentWeld | None, state: WatchState, now: datetime) -> Rend
     )
     p_text = "p --" if p is None else f"p {p:.3f}"
     line = Text(f"welding {elapsed:5.1f} s", style="bold")
+    if weld.replay:
+        line.append(" REPLAY ", style=REPLAY_STYLE)
     line.append(f"  weld {weld.weld_id}", style="dim")
     grid = Table.grid(padding=(0, 1))
     row: list[RenderableType] = [
@@ -107,6 +110,8 @@ def _verdicts(verdicts: tuple[Verdict, ...]) -> RenderableType:
     for v in verdicts:
         defect = v.label_name == "defect"
         flags = Text()
+        if v.replay:  # from a recording: never mistaken for the line's own weld
+            flags.append(" REPLAY ", style=REPLAY_STYLE)
         if v.alerted:
             flags.append(" ALERT ", style=ALERT_STYLE)
         if v.confidence == "low":  # inside the model's out-of-fold uncertain zone

@@ -38,6 +38,15 @@
     state.remove();
   }
 
+  // A thumbnail whose clip the console cannot serve (refused or deleted since) is hidden
+  // rather than drawn as a broken image; error events do not bubble, hence the capture.
+  document.addEventListener("error", (event) => {
+    const img = event.target;
+    if (img instanceof HTMLImageElement && img.classList.contains("thumbnail")) {
+      img.style.visibility = "hidden";
+    }
+  }, true);
+
   // The reviewer's name is remembered in this browser only.
   const reviewer = document.getElementById("reviewer");
   if (reviewer && window.localStorage) {
