@@ -22,6 +22,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from deploy.errors import WeldmonError
+from deploy.textfile import read_text_file
 from monitor.audio.config import AudioConfig
 from monitor.ops.clip_policy import ClipsConfig
 from monitor.ops.health import HttpConfig
@@ -236,7 +237,7 @@ def load_config(
     `create_state`: see `parse_config`."""
     path = Path(path)
     try:
-        text = path.read_text()
+        text = read_text_file(path, ConfigError)
     except OSError as exc:
         raise ConfigError(f"{path}: cannot read config ({exc.strerror or exc})") from exc
     loader = _StrictLoader(text)

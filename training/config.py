@@ -24,6 +24,7 @@ from deploy.backbone import BackboneParams
 from deploy.contract import MODEL_NAME_PATTERN, MODEL_VERSION_PATTERN
 from deploy.errors import WeldmonError
 from deploy.frontend import FrontEndParams
+from deploy.textfile import read_text_file
 from training.augment import AugmentParams
 
 
@@ -292,7 +293,7 @@ def make_config(values: dict[str, Any], source: str = "config") -> TrainConfig:
 def read_mapping(path: Path) -> dict[str, Any]:
     """Read a YAML or JSON file that must hold a mapping."""
     try:
-        text = Path(path).read_text()
+        text = read_text_file(path, ConfigError)
     except OSError as exc:
         raise ConfigError(f"{path}: cannot read ({exc.strerror or exc})") from exc
     try:

@@ -29,6 +29,7 @@ from pydantic import ValidationError
 
 import monitor.publish.settings as settings
 from deploy.errors import WeldmonError
+from deploy.textfile import read_text_file
 from monitor.console.clipfiles import ClipFolders
 from monitor.console.fleet import DEFAULT_HISTORY, Fleet
 from monitor.console.ingest import BrokerOptions, Ingest
@@ -91,7 +92,7 @@ def parse_broker(text: str) -> tuple[str, int]:
 def _mqtt_from_config(path: str) -> MqttConfig:
     """The ``mqtt:`` section of a monitor config (broker, credentials, TLS, prefix)."""
     try:
-        data = yaml.safe_load(Path(path).read_text()) or {}
+        data = yaml.safe_load(read_text_file(path, ConsoleError, "--config")) or {}
         section = data.get("mqtt", {}) if isinstance(data, dict) else None
         if not isinstance(section, dict):
             raise ConsoleError(f"--config {path}: no mqtt: mapping")

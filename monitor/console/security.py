@@ -31,6 +31,7 @@ from pathlib import Path
 from typing import Any
 
 from deploy.errors import WeldmonError
+from deploy.textfile import read_text_file
 from monitor.publish.settings import parse_host_port
 
 DEFAULT_PORT = 8080
@@ -94,7 +95,7 @@ def read_auth_file(path: Path) -> dict[str, str]:
     """``user:password`` lines (``#`` comments); the file must not be readable by others."""
     try:
         mode = path.stat().st_mode
-        text = path.read_text()
+        text = read_text_file(path, ConsoleSecurityError, "--auth-file")
     except OSError as exc:
         raise ConsoleSecurityError(
             f"--auth-file: cannot read {path}: {exc.strerror or exc}"

@@ -15,6 +15,7 @@ from typing import Self
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
 
 from deploy.errors import WeldmonError
+from deploy.textfile import read_text_file
 from monitor.events import DEFAULT_TOPIC_PREFIX
 
 DEFAULT_PORT = 1883  # IANA MQTT over TCP
@@ -64,9 +65,10 @@ def parse_broker(text: str, error: type[WeldmonError] = MqttConfigError) -> tupl
 def read_secret(path: str, what: str, error: type[WeldmonError] = MqttConfigError) -> str:
     """A password file's first line without its line end; unreadable raises `error`."""
     try:
-        return Path(path).read_text().rstrip("\r\n")
+        text = read_text_file(path, error, what)
     except OSError as exc:
         raise error(f"{what}: cannot read {path}: {exc.strerror or exc}") from exc
+    return text.rstrip("\r\n")
 
 
 def default_client_id() -> str:
