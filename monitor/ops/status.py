@@ -199,6 +199,10 @@ class DaemonState(Protocol):
         """The components' counters for the stats log line."""
         ...
 
+    def pipeline_counts(self) -> dict[str, int]:
+        """The pipeline's running totals by name (`Pipeline.counts`), {} while none runs."""
+        ...
+
 
 class Operations:
     """The operator-facing side of the daemon: metrics, systemd notify, the status line."""
@@ -306,6 +310,7 @@ class Operations:
             await asyncio.sleep(TICK_S)
             capture = state.capture
             copy_totals(self.metrics, capture.counters() if capture else None, state.publisher)
+            self.metrics.pipeline_totals(state.pipeline_counts())
             now = time.monotonic()
             if not state.ready and capture is not None and capture.waiting_for_device:
                 self.notifier.extend_timeout(BOOT_EXTEND_S)
