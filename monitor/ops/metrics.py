@@ -154,6 +154,10 @@ class Metrics:
         self.outbox_write_failures = counter(
             "outbox_write_failures", "outbox writes that failed (each retried from memory)"
         )
+        self.outbox_reopened = counter(
+            "outbox_reopened",
+            "times the outbox file was found deleted or replaced and made anew (rows kept)",
+        )
         self.inbound_ignored = counter(
             "inbound_ignored",
             "inbound MQTT messages ignored: retained copies, empty payloads",

@@ -109,6 +109,8 @@ def copy_totals(
         if publisher.outbox is not None:
             metrics.advance_to(metrics.outbox_over_bound, publisher.outbox.counters.over_bound)
         metrics.advance_to(metrics.outbox_write_failures, publisher.spool.counters.write_failures)
+        if publisher.outbox is not None:
+            metrics.advance_to(metrics.outbox_reopened, publisher.outbox.counters.reopened)
         ignored = metrics.inbound_ignored
         metrics.advance_to(ignored.labels(reason="retained"), publisher.counters.ignored_retained)
         metrics.advance_to(ignored.labels(reason="empty"), publisher.counters.ignored_empty)
@@ -309,6 +311,8 @@ class Operations:
         while True:
             await asyncio.sleep(TICK_S)
             capture = state.capture
+            if state.publisher is not None:
+                state.publisher.spool.check_outbox_file()
             copy_totals(self.metrics, capture.counters() if capture else None, state.publisher)
             self.metrics.pipeline_totals(state.pipeline_counts())
             now = time.monotonic()
