@@ -197,8 +197,11 @@ class Outbox:
         """Before a write (lock held): if the file at `path` is not the one open (deleted,
         or replaced), carry every row over into a new file there (`outbox_file`); raises
         OutboxError when that fails (the caller keeps the event in memory and retries)."""
-        if self._carried is None and file_identity(self.path) == self._identity:
-            return
+        try:
+            if self._carried is None and file_identity(self.path) == self._identity:
+                return
+        except OSError as exc:  # not "no such file": the folder cannot be read
+            raise OutboxError(f"cannot check outbox {self.path}: {exc}") from exc
         try:
             if self._carried is None:
                 self._carried = read_rows(self._db)
