@@ -3,6 +3,11 @@ and never read past a bound, so a wrong or huge file costs a message, not gigaby
 memory. Every refusal names the file and the reason in the words the system gives
 ("Permission denied", "Is a directory"), raised as the caller's own error type.
 
+Text files (configs, credentials, auth files) are also checked byte by byte: one saved in
+another encoding (a Latin-1 comment such as ``# für Halle``) or one that is not text at all
+(NUL bytes) is a bad input, not a crash, named with the line, column and byte that is wrong,
+so every command exits 2 with the same clear message.
+
 The bounds are generous on purpose: they stop a wrong file (a recording, a disk image, a
 log) given where a small one belongs, never a real one.
 """
@@ -66,11 +71,34 @@ def read_input_bytes(path: Path, limit: int, what: str, error: type[WeldmonError
     return data
 
 
-def read_input_text(path: Path, limit: int, what: str, error: type[WeldmonError]) -> str:
-    """``path`` as UTF-8 text (see :func:`read_input_bytes`)."""
-    data = read_input_bytes(path, limit, what, error)
+UTF8_BOM = b"\xef\xbb\xbf"  # editors on Windows write it; harmless, so skipped
+
+
+def _where(data: bytes, offset: int) -> str:
+    line = data.count(b"\n", 0, offset) + 1
+    column = offset - (data.rfind(b"\n", 0, offset) + 1) + 1
+    return f"line {line}, column {column}"
+
+
+def decode_text(data: bytes, name: str, error: type[WeldmonError]) -> str:
+    """`data` as UTF-8 text (a leading BOM dropped); raises `error` naming `name` and where
+    the first NUL byte or invalid UTF-8 sequence is."""
+    if data.startswith(UTF8_BOM):
+        data = data[len(UTF8_BOM) :]
+    nul = data.find(b"\0")
+    if nul >= 0:
+        raise error(f"{name}: not a text file: NUL byte at {_where(data, nul)}")
     try:
         return data.decode("utf-8")
     except UnicodeDecodeError as exc:
-        lead = f"{what}: {path}" if what else str(path)
-        raise error(f"{lead}: not UTF-8 text (byte {exc.start}): is it the right file?") from exc
+        bad = data[exc.start : exc.end]
+        raise error(
+            f"{name}: not UTF-8 at {_where(data, exc.start)} (byte {bad.hex(' ', 1)}); "
+            "save the file as UTF-8"
+        ) from None
+
+
+def read_input_text(path: Path, limit: int, what: str, error: type[WeldmonError]) -> str:
+    """``path`` as UTF-8 text (see :func:`read_input_bytes` and :func:`decode_text`)."""
+    data = read_input_bytes(path, limit, what, error)
+    return decode_text(data, f"{what}: {path}" if what else str(path), error)

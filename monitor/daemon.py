@@ -78,7 +78,7 @@ class Daemon:
             cfg.clips, cfg.state_dir, model.sample_rate, self._clip_failed
         )
         self.events = EventRouter(listeners=[self.ops.on_event])
-        inbox = PipelineInbox(lambda: self.pipeline)
+        inbox = self.inbox = PipelineInbox(lambda: self.pipeline)
         handlers = CommandHandlers(
             reload=self.reloader.request,
             trigger=inbox.trigger,
@@ -234,6 +234,12 @@ class Daemon:
         """Return once no weld started on `worker` waits for its result (a retiring worker)."""
         if self.pipeline is not None:
             await self.pipeline.wait_unused(worker)
+
+    def pipeline_counts(self) -> dict[str, int]:
+        """The running pipeline's counters (none before the first audio) and what the inbox
+        dropped before there was one."""
+        pipeline = self.pipeline
+        return {**(pipeline.counts() if pipeline else {}), **self.inbox.counts()}
 
     def stats(self) -> dict[str, object]:
         """The counters of the daemon's own parts, for the stats log line."""

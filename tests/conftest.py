@@ -8,6 +8,7 @@ pytest_plugins = [
     "tests.support.pulse",
     "tests.support.console",
     "tests.support.base_venv",
+    "tests.support.disks",
 ]
 
 # Hypothesis's per-example deadline (200 ms) times the machine, not the code: on a loaded

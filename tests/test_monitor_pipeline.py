@@ -91,7 +91,7 @@ def test_trigger_for_an_unknown_station_is_ignored_and_counted(
     async def script(p: Pipeline) -> None:
         await p.feed(next(_blocks(0.1)), SOURCE)
         assert not p.push_trigger("other", "start", EPOCH_UTC)
-        counted.append(p.counters.triggers_ignored)
+        counted.append(p.counts()["triggers_ignored_unknown_station"])
 
     assert _results(_run(model, worker, "trigger", script)) == []
     assert counted == [1]

@@ -12,7 +12,12 @@ from deploy.windows import cut_windows
 from monitor.pipeline.resample import ResampleError, StationResampler
 from monitor.pipeline.stations import StationLayoutError, StationSplitter
 from monitor.pipeline.windower import HistoryError, SampleHistory, WeldWindower
-from monitor.segment.triggers import FileSegmenter, TriggerSegmenter
+from monitor.segment.triggers import (
+    MAX_PENDING_TRIGGERS,
+    FileSegmenter,
+    TriggerIgnored,
+    TriggerSegmenter,
+)
 
 torch.set_num_threads(1)
 RNG = np.random.default_rng(5)
@@ -154,6 +159,19 @@ def test_trigger_stop_without_start_is_ignored_and_counted() -> None:
     seg.push("stop", 10)
     assert seg.process(np.zeros(100, np.float32), 0) == []
     assert seg.ignored_triggers == 1
+
+
+def test_trigger_flood_beyond_the_queue_is_refused_and_counted_by_reason() -> None:
+    seg = TriggerSegmenter(16_000, max_weld_s=100)
+    taken = [seg.push("stop", 10 + k) for k in range(MAX_PENDING_TRIGGERS + 1)]
+    assert taken == [True] * MAX_PENDING_TRIGGERS + [False]
+    seg.process(np.zeros(16_000, np.float32), 0)
+    assert seg.take_ignored() == {
+        TriggerIgnored.QUEUE_FULL: 1,
+        TriggerIgnored.STOP_WHILE_IDLE: MAX_PENDING_TRIGGERS,
+    }
+    assert seg.take_ignored() == {}  # each counted once
+    assert seg.ignored_triggers == MAX_PENDING_TRIGGERS + 1
 
 
 def test_trigger_weld_is_cut_at_max_length() -> None:

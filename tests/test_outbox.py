@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 from structlog.testing import capture_logs
 
-from monitor.publish.outbox import Outbox, OutboxError
+from monitor.publish.outbox import NewMessage, Outbox, OutboxError
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 
@@ -106,7 +106,32 @@ def test_counters_are_exposed_as_a_dict_for_metrics(tmp_path: Path) -> None:
             "acked": 1,
             "duplicates": 0,
             "over_bound": 0,
+            "reopened": 0,
         }
+
+
+def test_a_deleted_file_is_made_anew_with_every_waiting_row_and_open_weld(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "o.db"
+    with Outbox(path, max_events=10) as outbox:
+        first = NewMessage("t/start", b"s", 1, False, "e1", opens_weld="w1")
+        outbox.store([first, NewMessage("t/result", b"r", 1, False, "e2")])
+        acked = outbox.store([NewMessage("t/x", b"x", 1, False, "e3")])[0]
+        outbox.ack(acked)
+        for f in tmp_path.glob("o.db*"):
+            f.unlink()  # what an operator's rm does under the running daemon
+        [new_seq] = outbox.store([NewMessage("t/later", b"l", 1, False, "e4")])
+        assert outbox.counters.reopened == 1
+        assert outbox.depth == 3
+    with Outbox(path, max_events=10) as reopened:  # the next process reads the new file
+        assert [(r.seq, r.event_id) for r in reopened.pending(10)] == [
+            (1, "e1"),
+            (2, "e2"),
+            (new_seq, "e4"),
+        ]
+        assert new_seq > acked, "a number once given out is never reused"
+        assert [w.weld_id for w in reopened.open_welds()] == ["w1"]
 
 
 def test_a_non_positive_bound_is_rejected(tmp_path: Path) -> None:

@@ -9,7 +9,10 @@ import pytest
 
 from deploy.segment.current import CurrentParams, CurrentSegmenter
 from deploy.segment.process import (
+    KEEP_MARGIN_S,
     MAX_HOLD_S,
+    MAX_SAMPLES_PER_S,
+    TRIM_BATCH,
     ProcessSample,
     ProcessTrack,
     current_dropouts,
@@ -81,6 +84,17 @@ def test_track_forgets_what_no_weld_can_need() -> None:
     # keep_s + KEEP_MARGIN_S = 31 s are needed; it trims in batches of a few hundred samples
     assert len(track) < 31 * 10 + 300
     assert track.between(0, 4999 * 1600 - 70 * RATE) == []
+
+
+def test_track_holds_at_most_its_cap_and_counts_what_it_drops() -> None:
+    # A flood: 100,000 readings inside 7 s, far more than any power source sends.
+    track = ProcessTrack(RATE, keep_s=10.0)
+    for k in range(100_000):
+        assert track.push(ProcessSample(k, 100.0))
+    assert track.max_samples == (10 + KEEP_MARGIN_S) * MAX_SAMPLES_PER_S
+    assert track.max_samples <= len(track) <= track.max_samples + TRIM_BATCH
+    assert track.over_cap == 100_000 - len(track)
+    assert track.latest_index == 99_999  # the newest are kept
 
 
 # -- the summary -------------------------------------------------------------------------------

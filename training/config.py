@@ -24,6 +24,7 @@ from deploy.backbone import BackboneParams
 from deploy.contract import MODEL_NAME_PATTERN, MODEL_VERSION_PATTERN
 from deploy.errors import WeldmonError
 from deploy.frontend import FrontEndParams
+from deploy.inputs import MAX_CONFIG_BYTES, read_input_text
 from training.augment import AugmentParams
 
 
@@ -291,10 +292,7 @@ def make_config(values: dict[str, Any], source: str = "config") -> TrainConfig:
 
 def read_mapping(path: Path) -> dict[str, Any]:
     """Read a YAML or JSON file that must hold a mapping."""
-    try:
-        text = Path(path).read_text()
-    except OSError as exc:
-        raise ConfigError(f"{path}: cannot read ({exc.strerror or exc})") from exc
+    text = read_input_text(Path(path), MAX_CONFIG_BYTES, "", ConfigError)
     try:
         raw = json.loads(text) if Path(path).suffix == ".json" else yaml.safe_load(text)
     except (json.JSONDecodeError, yaml.YAMLError) as exc:

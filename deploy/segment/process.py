@@ -37,6 +37,13 @@ MAX_HOLD_S = 0.5
 # Samples kept per station beyond the longest weld (s): the summary of a weld that just
 # ended needs all of its samples.
 KEEP_MARGIN_S = 30.0
+# Samples kept per second of that span, at most: power sources report about ten a second, so
+# five times that is headroom, and a flood (a gateway replaying its buffer, a probe) costs a
+# bounded list instead of memory that grows with the message rate. The oldest go first,
+# counted in ``over_cap``.
+MAX_SAMPLES_PER_S = 50
+# Trim in batches: list deletes from the front are O(n).
+TRIM_BATCH = 256
 
 
 @dataclass(frozen=True, slots=True)
@@ -93,15 +100,18 @@ class ProcessTrack:
 
     ``push`` skips (and counts in ``bad_samples``) a sample that is not usable or not after
     the previous one: the track is never reordered, so a late duplicate cannot rewrite a weld
-    already summarised."""
+    already summarised. It holds at most MAX_SAMPLES_PER_S per second of its span; beyond
+    that the oldest are dropped and counted in ``over_cap``."""
 
     def __init__(self, sample_rate: int, keep_s: float) -> None:
         self.sample_rate = sample_rate
         self._keep = round((keep_s + KEEP_MARGIN_S) * sample_rate)
+        self.max_samples = round((keep_s + KEEP_MARGIN_S) * MAX_SAMPLES_PER_S)
         self._samples: list[ProcessSample] = []
         self._indices: list[int] = []
         self.bad_samples = 0
         self.received = 0
+        self.over_cap = 0  # dropped while still inside the span: more than the cap held
 
     def __len__(self) -> int:
         return len(self._samples)
@@ -119,8 +129,10 @@ class ProcessTrack:
             return False
         self._samples.append(sample)
         self._indices.append(sample.index)
-        drop = bisect_left(self._indices, sample.index - self._keep)
-        if drop > 256:  # trim in batches: list deletes from the front are O(n)
+        expired = bisect_left(self._indices, sample.index - self._keep)
+        drop = max(expired, len(self._indices) - self.max_samples)
+        if drop > TRIM_BATCH:
+            self.over_cap += drop - expired
             del self._samples[:drop]
             del self._indices[:drop]
         return True

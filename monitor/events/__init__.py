@@ -80,7 +80,12 @@ def utc_now() -> datetime:
 def _require_aware(value: datetime) -> datetime:
     if value.tzinfo is None or value.utcoffset() is None:
         raise ValueError("timestamp must carry a timezone (UTC with 'Z' on the wire)")
-    return _to_utc_ms(value)
+    try:
+        return _to_utc_ms(value)
+    except OverflowError as exc:
+        # e.g. 9999-12-31T23:59:59-05:00: in UTC past year 9999. A ValueError makes it one bad
+        # value (pydantic reports it), not an exception that loses the whole message.
+        raise ValueError(f"timestamp out of range in UTC: {exc}") from exc
 
 
 # Aware datetime in Python, "YYYY-mm-ddTHH:MM:SS.fffZ" on the wire.

@@ -34,6 +34,20 @@ INFERENCE_LATENCY_BUCKETS_S = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.
 # inbound MQTT messages the daemon parses
 MALFORMED_KINDS = ("trigger", "command", "part", "process")
 INBOUND_IGNORED_REASONS = ("retained", "empty")  # inbound messages never acted on
+# Why a process reading was not used (the pipeline's ``process_samples_<reason>`` counters):
+# unusable or not after the last, dated too far ahead of the clock, for an unknown station,
+# before the first audio, or dropped from a track that held its cap.
+PROCESS_SKIP_REASONS = ("bad", "ahead", "ignored", "no_audio", "over_cap")
+# Why a trigger made no boundary: monitor.segment.triggers.TriggerIgnored's values (ops may
+# not import the segmenters; a test checks the two lists agree).
+TRIGGER_IGNORED_REASONS = (
+    "queue_full",
+    "start_in_weld",
+    "stop_while_idle",
+    "stream_end",
+    "unknown_station",
+    "no_audio",
+)
 WELD_LABELS = get_args(WeldResult.model_fields["label_name"].annotation)  # good_weld, defect
 
 
@@ -140,6 +154,10 @@ class Metrics:
         self.outbox_write_failures = counter(
             "outbox_write_failures", "outbox writes that failed (each retried from memory)"
         )
+        self.outbox_reopened = counter(
+            "outbox_reopened",
+            "times the outbox file was found deleted or replaced and made anew (rows kept)",
+        )
         self.inbound_ignored = counter(
             "inbound_ignored",
             "inbound MQTT messages ignored: retained copies, empty payloads",
@@ -152,6 +170,19 @@ class Metrics:
         )
         for kind in MALFORMED_KINDS:
             self.malformed_messages.labels(kind=kind)  # export 0 before the first one
+        self.process_samples = counter(
+            "process_samples", "welder process readings placed on a station's clock"
+        )
+        self.process_samples_skipped = counter(
+            "process_samples_skipped", "welder process readings not used, by reason", ("reason",)
+        )
+        for reason in PROCESS_SKIP_REASONS:
+            self.process_samples_skipped.labels(reason=reason)
+        self.triggers_ignored = counter(
+            "triggers_ignored", "weld triggers that made no boundary, by reason", ("reason",)
+        )
+        for reason in TRIGGER_IGNORED_REASONS:
+            self.triggers_ignored.labels(reason=reason)
         self.watchdog_withheld = counter(
             "watchdog_pings_withheld", "watchdog pings withheld because the pipeline stalled"
         )
@@ -236,6 +267,17 @@ class Metrics:
         """The model now in use (None: none loaded)."""
         self.model_loaded.set(0 if sha256 is None else 1)
         self.info.info({"version": __version__, "model_sha256": sha256 or ""})
+
+    def pipeline_totals(self, counts: dict[str, int]) -> None:
+        """Raise the process-data and trigger counters to the pipeline's running totals
+        (`counts` by the pipeline's counter names; missing ones are 0)."""
+        self.advance_to(self.process_samples, counts.get("process_samples", 0))
+        for reason in PROCESS_SKIP_REASONS:
+            total = counts.get(f"process_samples_{reason}", 0)
+            self.advance_to(self.process_samples_skipped.labels(reason=reason), total)
+        for reason in TRIGGER_IGNORED_REASONS:
+            total = counts.get(f"triggers_ignored_{reason}", 0)
+            self.advance_to(self.triggers_ignored.labels(reason=reason), total)
 
     def advance_to(self, counter: Counter, total: float) -> None:
         """Raise `counter` to a component's running `total` (pass a labelled child as

@@ -109,6 +109,8 @@ def copy_totals(
         if publisher.outbox is not None:
             metrics.advance_to(metrics.outbox_over_bound, publisher.outbox.counters.over_bound)
         metrics.advance_to(metrics.outbox_write_failures, publisher.spool.counters.write_failures)
+        if publisher.outbox is not None:
+            metrics.advance_to(metrics.outbox_reopened, publisher.outbox.counters.reopened)
         ignored = metrics.inbound_ignored
         metrics.advance_to(ignored.labels(reason="retained"), publisher.counters.ignored_retained)
         metrics.advance_to(ignored.labels(reason="empty"), publisher.counters.ignored_empty)
@@ -197,6 +199,10 @@ class DaemonState(Protocol):
 
     def stats(self) -> dict[str, object]:
         """The components' counters for the stats log line."""
+        ...
+
+    def pipeline_counts(self) -> dict[str, int]:
+        """The pipeline's running totals by name (`Pipeline.counts`), {} while none runs."""
         ...
 
 
@@ -305,7 +311,10 @@ class Operations:
         while True:
             await asyncio.sleep(TICK_S)
             capture = state.capture
+            if state.publisher is not None:
+                state.publisher.spool.check_outbox_file()
             copy_totals(self.metrics, capture.counters() if capture else None, state.publisher)
+            self.metrics.pipeline_totals(state.pipeline_counts())
             now = time.monotonic()
             if not state.ready and capture is not None and capture.waiting_for_device:
                 self.notifier.extend_timeout(BOOT_EXTEND_S)

@@ -7,6 +7,7 @@ Owns the stages in order: station split (`stations`), resampling to the model ra
 made of and counts). It hands events to a sink it is given; its inbox (`inbox`) hands
 inbound triggers, parts and process data to the running pipeline.
 
-May import: deploy, ``monitor.events``, ``monitor.audio`` (blocks), ``monitor.segment`` and
-its own room. Never ``monitor.publish``: where events go is the caller's business.
+May import: deploy, ``monitor.events``, ``monitor.audio`` (blocks), ``monitor.segment``,
+``monitor.backoff`` (rate-limited logging of what it drops) and its own room. Never
+``monitor.publish``: where events go is the caller's business.
 """

@@ -42,6 +42,7 @@ x 4 bytes (600 s at 16 kHz: 38 MB per station), only while a weld is open and a 
 from __future__ import annotations
 
 import math
+from collections import Counter
 from dataclasses import asdict
 from typing import Literal
 
@@ -59,6 +60,7 @@ from monitor.pipeline.resample import StationChunk, StationResampler
 from monitor.pipeline.settings import PipelineCounters, PipelineSettings
 from monitor.pipeline.stations import StationSplitter
 from monitor.pipeline.tracker import TrackerOptions, WeldTracker, check_swappable
+from monitor.pipeline.trigger_drops import TriggerDrops
 from monitor.pipeline.verdicts import (
     EventSink,
     OpenWeld,
@@ -73,7 +75,11 @@ from monitor.segment.factory import (
     max_weld_s,
     new_segmenter,
 )
-from monitor.segment.triggers import DEFAULT_TRIGGER_MAX_WELD_S, TriggerSegmenter
+from monitor.segment.triggers import (
+    DEFAULT_TRIGGER_MAX_WELD_S,
+    TriggerIgnored,
+    TriggerSegmenter,
+)
 
 HISTORY_MARGIN_S = 5.0  # history beyond the segmenter's look-back: covers the largest block
 
@@ -141,6 +147,7 @@ class Pipeline:
         self._keeps_audio = weld_audio is not None
         self._epoch: int | None = None  # the stream epoch the stations are in, None between
         self._process = ProcessFeed(self.model_rate, settings.process_clock_offset_s)
+        self._trigger_drops = TriggerDrops()
 
     # -- lifecycle ---------------------------------------------------------------------------
 
@@ -160,6 +167,7 @@ class Pipeline:
         return {
             **self.counters.as_dict(),
             **self._process.counters.as_dict(),
+            **self._trigger_drops.as_dict(),
             **asdict(self._verdicts.counters),
         }
 
@@ -257,9 +265,10 @@ class Pipeline:
         for st in self._stations:
             if st.name == station and isinstance(st.segmenter, TriggerSegmenter):
                 index = round((at_utc - st.epoch_utc) * self.model_rate)
-                st.segmenter.push(state, index, context)
-                return True
-        self.counters.triggers_ignored += 1
+                taken = st.segmenter.push(state, index, context)
+                self._trigger_drops.collect(st.name, st.segmenter)
+                return taken
+        self._trigger_drops.count(station, Counter([TriggerIgnored.UNKNOWN_STATION]))
         return False
 
     def announce_part(self, station: str, context: dict[str, str]) -> bool:
@@ -289,6 +298,7 @@ class Pipeline:
         if st is None or st.process is None:
             counters.process_samples_ignored += len(readings)
             return 0
+        readings = self._process.not_ahead(station, readings)
         return self._process.push(
             st.process, st.segmenter, self._process.placed(readings, st.epoch_utc)
         )
@@ -349,6 +359,7 @@ class Pipeline:
             st.weld.tracker.degrade(degraded_reason)
         for b in st.segmenter.close(st.history.end_index):
             await self._boundary(st, b, end_reason)
+        self._trigger_drops.collect(st.name, st.segmenter)
         st.segmenter = None
 
     async def _advance(
@@ -378,6 +389,7 @@ class Pipeline:
         end_reason: EndReason,
     ) -> None:
         """Open and close welds at `boundaries` and cut the open weld's windows."""
+        self._trigger_drops.collect(st.name, st.segmenter)
         for b in boundaries:
             reason = EndReason.MAX_LENGTH if b.forced else end_reason
             await self._boundary(st, b, reason)

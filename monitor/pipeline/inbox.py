@@ -14,6 +14,7 @@ import structlog
 
 from monitor.events.inbound import ProcessReading
 from monitor.pipeline.core import Pipeline
+from monitor.segment.triggers import TriggerIgnored
 
 log = structlog.get_logger(__name__)
 
@@ -23,13 +24,25 @@ class PipelineInbox:
 
     def __init__(self, current: Callable[[], Pipeline | None]) -> None:
         self.current = current
+        self.triggers_no_audio = 0  # triggers dropped: no pipeline (no station clock) yet
+        self.process_samples_no_audio = 0  # process readings dropped for the same reason
+
+    def counts(self) -> dict[str, int]:
+        """What the inbox dropped itself, by the pipeline's counter names."""
+        return {
+            f"triggers_ignored_{TriggerIgnored.NO_AUDIO}": self.triggers_no_audio,
+            "process_samples_no_audio": self.process_samples_no_audio,
+        }
 
     def trigger(
         self, station: str, state: Literal["start", "stop"], at_utc: float, context: dict[str, str]
     ) -> bool:
         """A weld starts or stops at `at_utc`; False when it was ignored."""
         pipeline = self.current()
-        return pipeline is not None and pipeline.push_trigger(station, state, at_utc, context)
+        if pipeline is None:
+            self.triggers_no_audio += 1
+            return False
+        return pipeline.push_trigger(station, state, at_utc, context)
 
     def part(self, station: str, context: dict[str, str]) -> bool:
         """The station's next part; False before the first audio or for an unknown station."""
@@ -45,6 +58,7 @@ class PipelineInbox:
         """The welder's process readings (`bad` were skipped); dropped before the first audio."""
         pipeline = self.current()
         if pipeline is None:
+            self.process_samples_no_audio += len(readings)
             log.debug("process_before_audio", station=station, samples=len(readings))
             return
         pipeline.push_process(station, readings, bad)

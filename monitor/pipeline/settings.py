@@ -54,7 +54,6 @@ class PipelineCounters:
     dropped_frames: int = 0  # reported by the source (overflow, ring full)
     nonfinite_samples: int = 0  # NaN/Inf the source replaced by 0
     welds_started: int = 0
-    triggers_ignored: int = 0  # trigger for an unknown station or before audio flows
     weld_audio_truncated: int = 0  # welds whose kept audio hit the max_weld_s bound
 
     def as_dict(self) -> dict[str, int]:

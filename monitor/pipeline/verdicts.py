@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import asyncio
 import collections
-import contextlib
 import math
 import time
 from collections.abc import Callable
@@ -107,8 +106,14 @@ class VerdictQueue:
         await self.drain()
         if self._consumer is not None:
             self._consumer.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
+            try:
                 await self._consumer
+            except asyncio.CancelledError:
+                # The consumer's own end is expected; a cancel of the task closing us (Ctrl-C
+                # in replay: asyncio.run cancels its main task) must go on to the caller.
+                task = asyncio.current_task()
+                if task is not None and task.cancelling():
+                    raise
 
     async def __aenter__(self) -> Self:
         self.start()

@@ -93,7 +93,8 @@ def parse_reload_command(payload: bytes) -> ReloadCommand:
         return ReloadCommand()
     try:
         data = json.loads(text)
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+    except (UnicodeDecodeError, ValueError, RecursionError) as exc:
+        # RecursionError: 1 KiB of '[' nests deeper than json.loads recurses
         raise MalformedMessageError(f"not 'reload' or a JSON object: {exc}") from exc
     if not isinstance(data, dict):
         raise MalformedMessageError(f"expected a JSON object, got {type(data).__name__}")

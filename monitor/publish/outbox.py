@@ -44,6 +44,7 @@ from typing import Self
 import structlog
 
 from deploy.errors import WeldmonError
+from monitor.publish.outbox_file import CarriedRows, file_identity, read_rows, write_rows
 
 SCHEMA_USER_VERSION = 2  # PRAGMA user_version of the table layout below (2: open_welds)
 LEGACY_PRIORITY = 1  # the priority column's value in every row (the column is unused)
@@ -134,6 +135,7 @@ class OutboxCounters:
     acked: int = 0
     duplicates: int = 0  # add() of an event_id already stored: kept once
     over_bound: int = 0  # adds that grew the box past max_events (nothing is dropped)
+    reopened: int = 0  # times the file was found deleted or replaced and made anew
 
     def as_dict(self) -> dict[str, int]:
         """The counters by name, for a metrics exporter."""
@@ -156,28 +158,82 @@ class Outbox:
         self.counters = OutboxCounters()
         self._lock = threading.Lock()
         try:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-            # isolation_level=None: we issue BEGIN/COMMIT ourselves, one transaction per call.
-            self._db = sqlite3.connect(
-                self.path, timeout=BUSY_TIMEOUT_S, isolation_level=None, check_same_thread=False
-            )
-            mode = self._db.execute("PRAGMA journal_mode=WAL").fetchone()[0]
-            if mode != "wal":
-                raise OutboxError(f"{self.path}: cannot enable WAL (journal_mode is {mode})")
-            self._db.execute("PRAGMA synchronous=FULL")
-            self._db.executescript(_SCHEMA)
-            # Written only when it differs: a write needs the lock, and another process may
-            # hold it while we start (reads still work in WAL mode).
-            if self._db.execute("PRAGMA user_version").fetchone()[0] != SCHEMA_USER_VERSION:
-                self._db.execute(f"PRAGMA user_version={SCHEMA_USER_VERSION}")
-            self._depth = self._db.execute("SELECT COUNT(*) FROM outbox").fetchone()[0]
+            self._db = self._connect()
         except (sqlite3.Error, OSError) as exc:
-            with contextlib.suppress(Exception):
-                self._db.close()
             raise OutboxOpenError(
                 f"cannot open outbox {self.path}: {exc} (if it is corrupt, move it aside; "
                 "the events in it are then not published)"
             ) from exc
+        self._identity = file_identity(self.path)
+        self._carried: CarriedRows | None = None  # read from a lost file, not yet rewritten
+        self.last_reopen: str | None = None  # what the latest reopen did, for the operator
+
+    def _connect(self) -> sqlite3.Connection:
+        """Open (or create) the database at `path` in WAL mode with the schema; sets the
+        depth."""
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        # isolation_level=None: we issue BEGIN/COMMIT ourselves, one transaction per call.
+        db = sqlite3.connect(
+            self.path, timeout=BUSY_TIMEOUT_S, isolation_level=None, check_same_thread=False
+        )
+        try:
+            mode = db.execute("PRAGMA journal_mode=WAL").fetchone()[0]
+            if mode != "wal":
+                raise OutboxError(f"{self.path}: cannot enable WAL (journal_mode is {mode})")
+            db.execute("PRAGMA synchronous=FULL")
+            db.executescript(_SCHEMA)
+            # Written only when it differs: a write needs the lock, and another process may
+            # hold it while we start (reads still work in WAL mode).
+            if db.execute("PRAGMA user_version").fetchone()[0] != SCHEMA_USER_VERSION:
+                db.execute(f"PRAGMA user_version={SCHEMA_USER_VERSION}")
+            self._depth = db.execute("SELECT COUNT(*) FROM outbox").fetchone()[0]
+        except BaseException:
+            with contextlib.suppress(Exception):
+                db.close()
+            raise
+        return db
+
+    def _follow_file(self) -> None:
+        """Before a write (lock held): if the file at `path` is not the one open (deleted,
+        or replaced), carry every row over into a new file there (`outbox_file`); raises
+        OutboxError when that fails (the caller keeps the event in memory and retries)."""
+        try:
+            if self._carried is None and file_identity(self.path) == self._identity:
+                return
+        except OSError as exc:  # not "no such file": the folder cannot be read
+            raise OutboxError(f"cannot check outbox {self.path}: {exc}") from exc
+        try:
+            if self._carried is None:
+                self._carried = read_rows(self._db)
+                with contextlib.suppress(sqlite3.Error):
+                    self._db.close()  # removes the old file's -wal and -shm beside the path
+            self._db = self._connect()
+            with self._transaction():
+                write_rows(self._db, self._carried)
+            self._depth = self._db.execute("SELECT COUNT(*) FROM outbox").fetchone()[0]
+        except (sqlite3.Error, OSError) as exc:
+            raise OutboxError(f"outbox {self.path} was deleted or replaced: {exc}") from exc
+        carried, self._carried = self._carried, None
+        self._identity = file_identity(self.path)
+        self.counters.reopened += 1
+        self.last_reopen = (
+            f"outbox file {self.path} was deleted or replaced while open; opened a new one and "
+            f"wrote the {len(carried.outbox)} waiting events and {len(carried.open_welds)} "
+            "open welds back into it"
+        )
+        log.error(
+            "outbox_reopened",
+            path=str(self.path),
+            events=len(carried.outbox),
+            open_welds=len(carried.open_welds),
+        )
+
+    def check_file(self) -> None:
+        """Follow a deleted or replaced file now, not only at the next write (the daemon
+        calls this every second, so rows stored before an idle spell are not left in an
+        unlinked file); OutboxError when that fails."""
+        with self._lock:
+            self._follow_file()
 
     # -- writing ---------------------------------------------------------------------------
 
@@ -199,10 +255,12 @@ class Outbox:
     def store(self, messages: Sequence[NewMessage], acked: Iterable[int] = ()) -> list[int]:
         """In one transaction: remove the rows `acked` names and add `messages` in order;
         returns their sequence numbers (as `add` would). All or nothing."""
-        with self._lock, self._transaction():
-            for seq in acked:
-                self._delete(seq)
-            return [self._insert(m) for m in messages]
+        with self._lock:
+            self._follow_file()
+            with self._transaction():
+                for seq in acked:
+                    self._delete(seq)
+                return [self._insert(m) for m in messages]
 
     def _insert(self, new: NewMessage) -> int:
         row = self._db.execute(
@@ -256,6 +314,7 @@ class Outbox:
         fsync (WAL with synchronous=NORMAL): one write per window costs no disk flush, and
         survives the process dying; a power loss may lose the latest windows."""
         with self._lock:
+            self._follow_file()
             try:
                 self._db.execute("PRAGMA synchronous=NORMAL")
                 try:
@@ -270,6 +329,15 @@ class Outbox:
                     self._db.execute("PRAGMA synchronous=FULL")
             except sqlite3.Error as exc:
                 raise OutboxError(f"cannot write outbox {self.path}: {exc}") from exc
+
+    def check_writable(self) -> None:
+        """Write to the file and commit with an fsync; OutboxError if the disk refuses. An
+        empty transaction commits even on a read-only disk, so only a real write (the schema
+        version, unchanged) proves the outbox writable again."""
+        with self._lock:
+            self._follow_file()
+            with self._transaction():
+                self._db.execute(f"PRAGMA user_version={SCHEMA_USER_VERSION}")
 
     def forget_weld(self, weld_id: str) -> None:
         """Drop an open weld that can never get a result (its stored start is unusable)."""
@@ -290,8 +358,10 @@ class Outbox:
 
     def ack(self, seq: int) -> None:
         """Remove a message the broker has acknowledged (unknown seq: no-op)."""
-        with self._lock, self._transaction():
-            self._delete(seq)
+        with self._lock:
+            self._follow_file()
+            with self._transaction():
+                self._delete(seq)
 
     def _delete(self, seq: int) -> None:
         deleted = self._db.execute("DELETE FROM outbox WHERE seq = ?", (seq,)).rowcount

@@ -122,6 +122,7 @@ class Spool:
         self._acks: set[int] = set()  # rows delivered whose delete has not been written yet
         self._retry_wanted: asyncio.Event | None = None
         self._retrying = False
+        self._reopens_seen = 0  # outbox.counters.reopened already reported
 
     # -- state --------------------------------------------------------------------------------
 
@@ -173,8 +174,31 @@ class Spool:
                 return
             except OutboxError as exc:
                 self._failed(exc)
+            finally:
+                self._report_reopen()
         self._held.append(HeldEvent(message))
         self.counters.held += 1
+
+    def check_outbox_file(self) -> None:
+        """Follow a deleted or replaced outbox file now rather than at the next write (the
+        daemon calls this every second; a stat, no write)."""
+        if self.outbox is None or self.degraded:
+            return
+        try:
+            self.outbox.check_file()
+        except OutboxError as exc:
+            self._failed(exc)
+        self._report_reopen()
+
+    def _report_reopen(self) -> None:
+        """Say it when the outbox had to make its file anew: degraded (the error event)
+        and at once writable again, every waiting event being in the new file."""
+        if self.outbox is None or self.outbox.counters.reopened == self._reopens_seen:
+            return
+        self._reopens_seen = self.outbox.counters.reopened
+        if self._on_state is not None:
+            self._on_state(True, self.outbox.last_reopen or "outbox file was replaced")
+            self._on_state(False, "outbox file made anew; every waiting event is in it")
 
     def note_progress(self, progress: WeldProgress) -> None:
         """Record an open weld's verdict so far in the outbox (best effort: skipped while
@@ -191,6 +215,7 @@ class Spool:
             )
         except OutboxError as exc:
             self._failed(exc)
+        self._report_reopen()
 
     def pending(self, limit: int) -> list[SpoolItem]:
         """Up to `limit` events to publish, oldest first: rows, then held events."""
@@ -234,6 +259,8 @@ class Spool:
                 return
             except OutboxError as exc:
                 self._failed(exc)
+            finally:
+                self._report_reopen()
         self._acks.add(seq)
 
     def _discard(self, held: HeldEvent) -> None:
@@ -287,9 +314,7 @@ class Spool:
         self._retrying = True
         try:
             write = asyncio.to_thread(
-                outbox.store,
-                [_with_time(h) for h in snapshot],
-                sorted(acks),
+                _store_or_probe, outbox, [_with_time(h) for h in snapshot], sorted(acks)
             )
             seqs = await (write if timeout_s is None else asyncio.wait_for(write, timeout_s))
         except (OutboxError, TimeoutError) as exc:
@@ -298,6 +323,7 @@ class Spool:
             return False
         finally:
             self._retrying = False
+        self._report_reopen()
         self._acks -= acks
         for held, seq in zip(snapshot, seqs, strict=True):
             held.seq = seq
@@ -335,6 +361,16 @@ class Spool:
                 payload=m.payload.decode(errors="replace"),
                 why=self.last_error or "no outbox (published from memory only)",
             )
+
+
+def _store_or_probe(outbox: Outbox, messages: list[NewMessage], acks: list[int]) -> list[int]:
+    """Store `messages` and `acks`; with nothing to store, prove the outbox writable: held
+    events delivered from memory leave nothing to write, and an empty commit succeeds on a
+    read-only disk, which counted as recovered and degraded again at the next event."""
+    if not messages and not acks:
+        outbox.check_writable()
+        return []
+    return outbox.store(messages, acks)
 
 
 def _with_time(held: HeldEvent) -> NewMessage:

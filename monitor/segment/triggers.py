@@ -11,7 +11,8 @@ belongs to them has been read from the device).
 
 from __future__ import annotations
 
-from collections import deque
+from collections import Counter, deque
+from enum import StrEnum
 from typing import Literal
 
 import numpy as np
@@ -23,6 +24,17 @@ from deploy.segment.protocol import NO_FRAMES, Boundary, Frames, SegmentationErr
 TRIGGER_LOOKBACK_S = 2.0
 DEFAULT_TRIGGER_MAX_WELD_S = 600.0  # a lost "stop" message cannot hold a weld open forever
 MAX_PENDING_TRIGGERS = 64  # a flood of triggers is not a weld; the excess is counted, dropped
+
+
+class TriggerIgnored(StrEnum):
+    """Why a trigger made no boundary (the ``reason`` of ``weldmon_triggers_ignored_total``)."""
+
+    QUEUE_FULL = "queue_full"  # MAX_PENDING_TRIGGERS were already waiting for the audio
+    START_IN_WELD = "start_in_weld"  # a start while a weld was open
+    STOP_WHILE_IDLE = "stop_while_idle"  # a stop with no weld open
+    STREAM_END = "stream_end"  # still waiting for its audio when the stream ended
+    UNKNOWN_STATION = "unknown_station"  # no trigger-mode station of that name (pipeline)
+    NO_AUDIO = "no_audio"  # before the first audio block: no station clock yet (daemon)
 
 
 class FileSegmenter(Segmenter):
@@ -91,13 +103,29 @@ class TriggerSegmenter(Segmenter):
         self._end = 0  # one past the newest sample seen
         self._last_boundary = 0
         self._closed = False
-        self.ignored_triggers = 0  # start while in a weld, stop while idle, or overflow
+        self.ignored: Counter[TriggerIgnored] = Counter()  # by reason, since construction
+        self._unreported: Counter[TriggerIgnored] = Counter()  # not yet taken (take_ignored)
         self.forced_ends = 0  # welds cut at max_weld_s
 
     @property
     def in_weld(self) -> bool:
         """True between a start and its end."""
         return self._start is not None
+
+    @property
+    def ignored_triggers(self) -> int:
+        """Triggers ignored so far, whatever the reason."""
+        return self.ignored.total()
+
+    def take_ignored(self) -> Counter[TriggerIgnored]:
+        """The triggers ignored since the last call, by reason (the pipeline counts and logs
+        them)."""
+        taken, self._unreported = self._unreported, Counter()
+        return taken
+
+    def _ignore(self, reason: TriggerIgnored, count: int = 1) -> None:
+        self.ignored[reason] += count
+        self._unreported[reason] += count
 
     @property
     def lookback_samples(self) -> int:
@@ -114,13 +142,15 @@ class TriggerSegmenter(Segmenter):
 
     def push(
         self, state: Literal["start", "stop"], index: int, context: dict[str, str] | None = None
-    ) -> None:
+    ) -> bool:
         """A trigger that belongs at sample `index`; applied when the audio gets there. A
-        start's `context` (the part it names) goes with the start boundary it makes."""
+        start's `context` (the part it names) goes with the start boundary it makes. False
+        (and counted) when MAX_PENDING_TRIGGERS already wait."""
         if len(self._pending) >= MAX_PENDING_TRIGGERS:
-            self.ignored_triggers += 1
-            return
+            self._ignore(TriggerIgnored.QUEUE_FULL)
+            return False
         self._pending.append((state, index, dict(context or {})))
+        return True
 
     def take_start_context(self) -> dict[str, str]:
         """The context of the oldest start boundary not yet asked about (the pipeline asks
@@ -157,7 +187,8 @@ class TriggerSegmenter(Segmenter):
         out: list[Boundary] = []
         if self._start is not None:
             self._finish(end_index, out)
-        self.ignored_triggers += len(self._pending)
+        if self._pending:
+            self._ignore(TriggerIgnored.STREAM_END, len(self._pending))
         self._pending.clear()
         return out
 
@@ -166,13 +197,13 @@ class TriggerSegmenter(Segmenter):
         index = min(max(index, oldest), self._end)
         if state == "start":
             if self._start is not None:
-                self.ignored_triggers += 1
+                self._ignore(TriggerIgnored.START_IN_WELD)
                 return
             self._start = self._last_boundary = index
             self._start_contexts.append(context)
             out.append(Boundary("start", index))
         elif self._start is None:
-            self.ignored_triggers += 1
+            self._ignore(TriggerIgnored.STOP_WHILE_IDLE)
         else:
             self._finish(index, out)
 

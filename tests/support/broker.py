@@ -10,6 +10,7 @@ binary skips the tests that need it; with CI=true it fails them.
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import socket
 import subprocess
@@ -124,10 +125,17 @@ class MosquittoBroker:
         port: the port to listen on (default: a free one).
         tls: serve TLS only (clients need ``tls_files.ca_file``).
         password: require ``username`` / ``password``; anonymous clients are refused.
+        acl: the text of a Mosquitto ``acl_file`` (needs `password`); each ``user`` it names
+            gets an account with the test password.
     """
 
     def __init__(
-        self, tmp_dir: Path, port: int | None = None, tls: bool = False, password: bool = False
+        self,
+        tmp_dir: Path,
+        port: int | None = None,
+        tls: bool = False,
+        password: bool = False,
+        acl: str | None = None,
     ) -> None:
         self.binary = require_mosquitto()
         self.dir = Path(tmp_dir)
@@ -140,6 +148,9 @@ class MosquittoBroker:
         self.log_path = self.dir / "mosquitto.log"
         self.config_path = self.dir / "mosquitto.conf"
         self._process: subprocess.Popen[bytes] | None = None
+        if acl is not None and not password:
+            raise ValueError("an ACL needs password=True: it grants by username")
+        self.acl = acl
         self._write_config(password)
 
     @property
@@ -165,6 +176,12 @@ class MosquittoBroker:
             passwd_bin = shutil.which("mosquitto_passwd") or "mosquitto_passwd"
             _run([passwd_bin, "-b", "-c", str(passwd), TEST_USERNAME, TEST_PASSWORD], self.dir)
             lines += ["allow_anonymous false", f"password_file {passwd}"]
+            if self.acl is not None:
+                for user in re.findall(r"^user\s+(\S+)", self.acl, flags=re.MULTILINE):
+                    _run([passwd_bin, "-b", str(passwd), user, TEST_PASSWORD], self.dir)
+                acl_path = self.dir / "acl"
+                acl_path.write_text(self.acl)
+                lines.append(f"acl_file {acl_path}")
         else:
             lines.append("allow_anonymous true")
         if self.tls_files is not None:
@@ -253,6 +270,7 @@ class MqttCollector:
         client_id: str = "",
         clean_session: bool = True,
         qos: int = 1,
+        username: str | None = None,
     ) -> None:
         self.broker = broker
         self.topics = topics
@@ -264,7 +282,8 @@ class MqttCollector:
         )
         self._client.reconnect_delay_set(min_delay=0.05, max_delay=0.5)  # seconds
         if broker.username is not None:
-            self._client.username_pw_set(broker.username, broker.password)
+            # another account of the broker's (an ACL's user) shares the test password
+            self._client.username_pw_set(username or broker.username, broker.password)
         if broker.ca_file is not None:
             self._client.tls_set(ca_certs=str(broker.ca_file))
         self._qos = qos

@@ -150,7 +150,10 @@ RULES: tuple[Forbid | AllowOnly, ...] = (
     AllowOnly("monitor.backoff", ()),
     AllowOnly("monitor.audio", ("deploy", "monitor.events", "monitor.backoff")),
     AllowOnly("monitor.segment", ("deploy", "monitor.events")),
-    AllowOnly("monitor.pipeline", ("deploy", "monitor.events", "monitor.audio", "monitor.segment")),
+    AllowOnly(
+        "monitor.pipeline",
+        ("deploy", "monitor.events", "monitor.audio", "monitor.segment", "monitor.backoff"),
+    ),
     AllowOnly("monitor.publish", ("deploy", "monitor.events", "monitor.backoff", "weldmon")),
     AllowOnly(
         "monitor.ops",
