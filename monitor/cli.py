@@ -157,15 +157,16 @@ def _run_daemon(args: argparse.Namespace) -> int:
     from deploy.errors import WeldmonError
     from monitor.daemon import Daemon
     from monitor.publish.outbox import OutboxOpenError
-    from monitor.runtime import load_model
+    from monitor.runtime import load_model, load_shadow
 
     try:
         cfg = _load(args.config)
         model = load_model(cfg)
+        shadow = load_shadow(cfg, model)
     except WeldmonError as exc:
         return _fail("run", str(exc), EXIT_USAGE)
     try:  # a fresh event loop; SIGHUP and cmd/reload re-read --config
-        return asyncio.run(Daemon(cfg, model, Path(args.config)).run())
+        return asyncio.run(Daemon(cfg, model, Path(args.config), shadow).run())
     except WeldmonError as exc:
         structlog.get_logger("monitor.daemon").error("daemon_failed", error=str(exc))
         # A corrupt outbox fails before any weld, and a restart would meet the same file.

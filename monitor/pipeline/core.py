@@ -64,6 +64,7 @@ from monitor.pipeline.verdicts import (
     OpenWeld,
     VerdictQueue,
     WeldAudioHook,
+    WeldObserver,
     WindowLatencyHook,
 )
 from monitor.pipeline.weld_facts import weld_facts
@@ -108,6 +109,7 @@ class Pipeline:
         *,
         weld_audio: WeldAudioHook | None = None,
         on_window: WindowLatencyHook | None = None,
+        observer: WeldObserver | None = None,
     ) -> None:
         self.settings = settings
         self.options = options
@@ -133,6 +135,7 @@ class Pipeline:
             progress=settings.progress,
             weld_audio=weld_audio,
             on_window=on_window,
+            observer=observer,
         )
         self._keeps_audio = weld_audio is not None
         self._epoch: int | None = None  # the stream epoch the stations are in, None between
