@@ -1,0 +1,137 @@
+"""A shadow model in `weldmon run`, end to end: a PulseAudio null sink as the device, a real
+Mosquitto the test stops and restarts, a production and a candidate artifact, a shift built
+from the real recordings. Every weld gets its production result and a shadow result with the
+same weld_id; with the broker away no production verdict is lost (shadow ones may be)."""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from tests.support.artifacts import export_untrained
+from tests.support.broker import MosquittoBroker, MqttCollector, ReceivedMessage
+from tests.support.daemon import WeldmonRun, write_monitor_config
+from tests.support.pulse import PulseAudio
+from tests.support.shifts import RATE_HZ, as_frames, build_shift
+
+STARTUP_TIMEOUT_S = 90.0  # daemon start on a loaded 2-core box (torch import, two models)
+RESULT_TIMEOUT_S = 30.0  # a weld's result after its audio was played
+PLAYBACK_START_S = 1.0  # PulseAudio's ALSA plugin delivers its first block after ~0.5-1.5 s
+MQTT_RECONNECT_S = (0.2, 1.0)  # short back-off so the test does not wait out the 60 s cap
+SHIFT_RUNS = [4, 6, 17, 5]  # welds with safely idle heads (tests/support/shifts.py)
+RESULTS = "weldmon/+/weld/result"
+SHADOW_RESULTS = "weldmon/+/shadow/result"
+
+pytestmark = [pytest.mark.audio, pytest.mark.broker, pytest.mark.real_data, pytest.mark.slow]
+
+
+@pytest.fixture
+def models(tmp_path: Path) -> dict[str, Path]:
+    return {
+        "production": export_untrained(tmp_path / "production", seed=7).path,
+        "candidate": export_untrained(tmp_path / "candidate", seed=11).path,
+    }
+
+
+@pytest.fixture
+def cleanup() -> list:
+    """Daemons and players a test started; killed after it whatever happened."""
+    started: list = []
+    yield started
+    for thing in started:
+        if isinstance(thing, WeldmonRun):
+            thing.kill()
+        elif thing.poll() is None:
+            thing.kill()
+            thing.wait()
+
+
+def _unique(messages: list[ReceivedMessage]) -> dict[str, dict]:
+    """Payloads by event_id: delivery is at-least-once, consumers deduplicate on it."""
+    out: dict[str, dict] = {}
+    for m in messages:
+        out.setdefault(json.loads(m.payload)["event_id"], json.loads(m.payload))
+    return out
+
+
+def _by_weld(collector: MqttCollector, topics: str) -> dict[str, dict]:
+    return {p["weld_id"]: p for p in _unique(collector.matching(topics)).values()}
+
+
+def _online(m: ReceivedMessage) -> bool:
+    live = m.topic == "weldmon/status" and not m.retain  # not a retained, possibly old one
+    return live and json.loads(m.payload)["state"] == "online"
+
+
+def test_every_weld_gets_a_shadow_result_and_a_broker_outage_loses_no_production_verdict(
+    pulse: PulseAudio,
+    mosquitto: MosquittoBroker,
+    mqtt_subscriber,
+    recordings: list,
+    models: dict[str, Path],
+    tmp_path: Path,
+    cleanup: list,
+) -> None:
+    shift = build_shift([recordings[i].flac for i in SHIFT_RUNS])
+    pulse.create_sink("shadowcell", RATE_HZ, 1)
+    config = write_monitor_config(
+        tmp_path,
+        models["production"],
+        mosquitto,
+        shadow={"path": str(models["candidate"])},
+        mqtt={
+            "client_id": "weldmon-shadow",
+            "reconnect_min_s": MQTT_RECONNECT_S[0],
+            "reconnect_max_s": MQTT_RECONNECT_S[1],
+        },
+    )
+    collector = mqtt_subscriber(mosquitto, ["weldmon/#"], client_id="line-pc", clean_session=False)
+    daemon = WeldmonRun(config, pulse.subprocess_env(), tmp_path / "daemon.log")
+    cleanup.append(daemon)
+    daemon.wait_for_log("capture_opened", STARTUP_TIMEOUT_S)
+    collector.wait_until(lambda ms: any(_online(m) for m in ms), STARTUP_TIMEOUT_S)
+    time.sleep(PLAYBACK_START_S)
+    player = pulse.play_array(as_frames(shift), RATE_HZ, "shadowcell")
+    cleanup.append(player)
+
+    collector.wait_for(SHADOW_RESULTS, 1, RESULT_TIMEOUT_S)  # the first weld, both verdicts
+    before_outage = set(_by_weld(collector, SHADOW_RESULTS))
+    mosquitto.stop()
+    daemon.wait_for_log("weld_result", 2 * RESULT_TIMEOUT_S, count=3)  # two during the outage
+    mosquitto.start()
+    assert player.wait(shift.shape[0] / RATE_HZ + RESULT_TIMEOUT_S) == 0
+    logged = daemon.wait_for_log("weld_result", RESULT_TIMEOUT_S, count=len(SHIFT_RUNS))
+    welds = {r["weld_id"] for r in logged}
+    collector.wait_until(lambda _: set(_by_weld(collector, RESULTS)) >= welds, RESULT_TIMEOUT_S)
+    shadow_logged = daemon.wait_for_log("shadow_result", RESULT_TIMEOUT_S, count=len(welds))
+    # a shadow verdict made once the broker is back arrives: wait for the last weld's
+    collector.wait_until(
+        lambda _: logged[-1]["weld_id"] in _by_weld(collector, SHADOW_RESULTS), RESULT_TIMEOUT_S
+    )
+    code = daemon.stop()
+
+    assert code == 0, daemon.tail()
+    assert len(welds) == len(SHIFT_RUNS)
+    production = _by_weld(collector, RESULTS)
+    assert set(production) == welds, "no production verdict may be lost"
+    assert {r["weld_id"] for r in shadow_logged} == welds, "every weld judged in shadow"
+    shadows = _by_weld(collector, SHADOW_RESULTS)
+    assert before_outage | {logged[-1]["weld_id"]} <= set(shadows) <= welds
+    candidate_sha = shadows[logged[-1]["weld_id"]]["model_sha256"]
+    for weld_id, shadow in shadows.items():
+        assert shadow["shadow"] is True and shadow["kind"] == "shadow_result"
+        assert shadow["model_sha256"] == candidate_sha != production[weld_id]["model_sha256"]
+        assert shadow["production_model_sha256"] == production[weld_id]["model_sha256"]
+        assert shadow["production_p_defect"] == production[weld_id]["p_defect"]
+        assert shadow["agree"] == (shadow["label"] == production[weld_id]["label"])
+    shadow_messages = collector.matching(SHADOW_RESULTS)
+    assert not any(m.retain for m in shadow_messages)
+    assert {m.topic for m in shadow_messages} == {"weldmon/cell1/shadow/result"}
+    assert not any(
+        json.loads(m.payload).get("shadow") for m in collector.matching("weldmon/+/weld/#")
+    ), "a shadow verdict never rides a production topic"
+    assert np.isfinite([s["p_defect"] for s in shadows.values()]).all()
