@@ -319,6 +319,18 @@ def _run_config(args: argparse.Namespace) -> int:
     return run(args)
 
 
+def _configure_model(parser: argparse.ArgumentParser) -> None:
+    from monitor.model_cli import configure
+
+    configure(parser)
+
+
+def _run_model(args: argparse.Namespace) -> int:
+    from monitor.model_cli import run
+
+    return run(args)
+
+
 COMMANDS: dict[str, Command] = {
     "run": Command(_configure_run, _run_daemon, "run the real-time monitor daemon"),
     "replay": Command(
@@ -338,5 +350,10 @@ COMMANDS: dict[str, Command] = {
     ),
     "config": Command(
         _configure_config, _run_config, "check a monitor config, or print the example one"
+    ),
+    "model": Command(
+        _configure_model,
+        _run_model,
+        "Inspect a deploy artifact, or promote / roll back a running daemon's model.",
     ),
 }

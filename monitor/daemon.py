@@ -30,7 +30,14 @@ from monitor.audio.blocks import AudioBlock
 from monitor.audio.capture_thread import CaptureThread, Lost, Opened
 from monitor.config import MonitorConfig, ShadowConfig
 from monitor.events import DegradedReason, EndReason, ErrorCode, Source, WeldResult
-from monitor.events.shadow import SHADOW_QOS, SHADOW_RETAINED, ShadowResult, shadow_topic
+from monitor.events.shadow import (
+    SHADOW_QOS,
+    SHADOW_RETAINED,
+    ModelChange,
+    ShadowResult,
+    model_change_topic,
+    shadow_topic,
+)
 from monitor.ops.clips import ClipWriter
 from monitor.ops.notify import WatchdogGate
 from monitor.ops.status import Operations
@@ -38,6 +45,7 @@ from monitor.pipeline.core import Pipeline
 from monitor.pipeline.inbox import PipelineInbox
 from monitor.pipeline.inference import InferenceWorker, ModelWorkers
 from monitor.pipeline.shadow import ShadowJudge
+from monitor.promote import ModelLifecycle
 from monitor.publish.commands import CommandHandlers, CommandRouter
 from monitor.publish.publisher import MqttPublisher
 from monitor.reload import Reloader, prepare_reload, swap_in
@@ -88,6 +96,7 @@ class Daemon:
             lambda plan: swap_in(self, plan),
             lambda why: self._error(ErrorCode.RELOAD_FAILED, RELOAD_REFUSED + why),
         )
+        self.lifecycle = ModelLifecycle(self, self._model_changed)  # promote / rollback
         self.clips = ClipWriter.for_config(
             cfg.clips, cfg.state_dir, model.sample_rate, self._clip_failed
         )
@@ -100,6 +109,7 @@ class Daemon:
             homeassistant_birth=self._rediscover,
             malformed=self.ops.metrics.malformed,
             process=inbox.process,
+            model=self.lifecycle.request,
         )
         self.commands = CommandRouter(
             cfg.mqtt.topic_prefix,
@@ -153,6 +163,7 @@ class Daemon:
             if self.clips is not None:  # closes after the pipeline: the last results keep clips
                 stack.push_async_callback(self.clips.close, cfg.stop_timeout_s / 4)
             stack.push_async_callback(self.reloader.close)
+            stack.push_async_callback(self.lifecycle.close)
             stack.push_async_callback(
                 self._close_pipeline, EndReason.SHUTDOWN, DegradedReason.INTERRUPTED
             )
@@ -263,6 +274,11 @@ class Daemon:
         if not await publisher.publish_now(topic, payload, qos=SHADOW_QOS, retain=SHADOW_RETAINED):
             self.shadow_results_lost += 1  # by design: only production verdicts are durable
             log.warning("shadow_result_lost", weld_id=result.weld_id, station=result.station)
+
+    def _model_changed(self, change: ModelChange) -> None:
+        if self.publisher is not None:  # durable, like a verdict: the change is an audit fact
+            topic = model_change_topic(self.cfg.mqtt.topic_prefix)
+            self.publisher.send_message(topic, change.to_json(), change.event_id)
 
     def _clip_failed(self, result: WeldResult, message: str) -> None:
         self._error(ErrorCode.CLIP_FAILED, message, station=result.station, weld_id=result.weld_id)

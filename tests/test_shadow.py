@@ -18,13 +18,21 @@ from deploy.frontend import FrontEndParams
 from deploy.loader import DeployModel, load_artifact
 from monitor.audio.blocks import AudioBlock
 from monitor.config import ConfigError, parse_config
-from monitor.events import Event, Source, WeldResult
-from monitor.events.shadow import ShadowResult, parse_shadow_result, shadow_topic
+from monitor.events import Event, MalformedMessageError, Source, WeldResult
+from monitor.events.shadow import (
+    ModelCommand,
+    ShadowResult,
+    parse_model_command,
+    parse_shadow_result,
+    shadow_topic,
+)
 from monitor.pipeline.core import Pipeline
 from monitor.pipeline.inference import InferenceWorker
 from monitor.pipeline.settings import PipelineSettings
 from monitor.pipeline.shadow import ShadowJudge
 from monitor.pipeline.tracker import ModelInfo, TrackerOptions
+from monitor.publish.commands import CommandHandlers, CommandRouter
+from monitor.publish.homeassistant import HomeAssistantConfig
 from monitor.runtime import StartupError, load_shadow
 from tests.support.artifacts import export_untrained, untrained_classifier
 
@@ -236,3 +244,42 @@ def test_a_missing_shadow_file_is_named_with_every_other_config_problem(tmp_path
 
 def test_shadow_results_have_a_topic_of_their_own() -> None:
     assert shadow_topic("weldmon", "cell1") == "weldmon/cell1/shadow/result"
+
+
+# -- promote / rollback commands -----------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "payload",
+    [b"", b"{}", b'{"by": "alice", "request_id": "r1"}', b'{"figures": {"agreement": 0.93}}'],
+)
+def test_model_commands_accept_the_documented_forms(payload: bytes) -> None:
+    assert isinstance(parse_model_command(payload), ModelCommand)
+
+
+@pytest.mark.parametrize(
+    "payload", [b"promote", b"[1]", b'{"path": "x.pt"}', b'{"expect_sha256": "abc"}', b"{" * 9000]
+)
+def test_model_commands_refuse_anything_else(payload: bytes) -> None:
+    with pytest.raises(MalformedMessageError):
+        parse_model_command(payload)
+
+
+def test_promote_and_rollback_reach_their_handler_and_a_bad_one_is_counted() -> None:
+    got: list[tuple[str, ModelCommand]] = []
+    malformed: list[str] = []
+    handlers = CommandHandlers(
+        reload=lambda origin: None,
+        trigger=lambda *a: True,
+        part=lambda *a: True,
+        homeassistant_birth=lambda: None,
+        malformed=malformed.append,
+        model=lambda action, command: got.append((action, command)),
+    )
+    router = CommandRouter("plant", HomeAssistantConfig(), ["cell1"], handlers, triggers=False)
+    assert {"plant/cmd/promote", "plant/cmd/rollback"} <= set(router.subscriptions)
+    router("plant/cmd/promote", b'{"by": "alice"}')
+    router("plant/cmd/rollback", b"")
+    router("plant/cmd/promote", b"now")
+    assert [(a, c.by) for a, c in got] == [("promote", "alice"), ("rollback", "unknown")]
+    assert malformed == ["command"]

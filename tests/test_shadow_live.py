@@ -6,15 +6,19 @@ same weld_id; with the broker away no production verdict is lost (shadow ones ma
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 import time
 from pathlib import Path
 
 import numpy as np
 import pytest
+import yaml
 
+from monitor.promote import AUDIT_FILE
 from tests.support.artifacts import export_untrained
 from tests.support.broker import MosquittoBroker, MqttCollector, ReceivedMessage
-from tests.support.daemon import WeldmonRun, write_monitor_config
+from tests.support.daemon import REPO_ROOT, WeldmonRun, write_monitor_config
 from tests.support.pulse import PulseAudio
 from tests.support.shifts import RATE_HZ, as_frames, build_shift
 
@@ -25,6 +29,7 @@ MQTT_RECONNECT_S = (0.2, 1.0)  # short back-off so the test does not wait out th
 SHIFT_RUNS = [4, 6, 17, 5]  # welds with safely idle heads (tests/support/shifts.py)
 RESULTS = "weldmon/+/weld/result"
 SHADOW_RESULTS = "weldmon/+/shadow/result"
+CLI_TIMEOUT_S = 120.0  # `weldmon model promote`: its own start, the daemon's load and answer
 
 pytestmark = [pytest.mark.audio, pytest.mark.broker, pytest.mark.real_data, pytest.mark.slow]
 
@@ -135,3 +140,88 @@ def test_every_weld_gets_a_shadow_result_and_a_broker_outage_loses_no_production
         json.loads(m.payload).get("shadow") for m in collector.matching("weldmon/+/weld/#")
     ), "a shadow verdict never rides a production topic"
     assert np.isfinite([s["p_defect"] for s in shadows.values()]).all()
+
+
+def _weldmon(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-m", "weldmon.cli", *args],
+        capture_output=True,
+        text=True,
+        timeout=CLI_TIMEOUT_S,
+        cwd=REPO_ROOT,
+    )
+
+
+def _play_one_weld(pulse: PulseAudio, flac: Path, collector: MqttCollector, count: int) -> dict:
+    """Play one weld into the sink; its production result (the `count`-th one)."""
+    weld = build_shift([flac])
+    player = pulse.play_array(as_frames(weld), RATE_HZ, "promotecell")
+    assert player.wait(weld.shape[0] / RATE_HZ + RESULT_TIMEOUT_S) == 0
+    collector.wait_for(RESULTS, count, RESULT_TIMEOUT_S)
+    return json.loads(collector.matching(RESULTS)[count - 1].payload)
+
+
+def test_promote_swaps_the_models_between_welds_and_rollback_restores_the_previous_sha256(
+    pulse: PulseAudio,
+    mosquitto: MosquittoBroker,
+    mqtt_subscriber,
+    recordings: list,
+    models: dict[str, Path],
+    tmp_path: Path,
+    cleanup: list,
+) -> None:
+    pulse.create_sink("promotecell", RATE_HZ, 1)
+    config = write_monitor_config(
+        tmp_path,
+        models["production"],
+        mosquitto,
+        shadow={"path": str(models["candidate"])},
+        mqtt={"client_id": "weldmon-promote"},
+    )
+    collector = mqtt_subscriber(mosquitto, ["weldmon/#"])
+    daemon = WeldmonRun(config, pulse.subprocess_env(), tmp_path / "daemon.log")
+    cleanup.append(daemon)
+    daemon.wait_for_log("capture_opened", STARTUP_TIMEOUT_S)
+    collector.wait_until(lambda ms: any(_online(m) for m in ms), STARTUP_TIMEOUT_S)
+    time.sleep(PLAYBACK_START_S)
+
+    first = _play_one_weld(pulse, recordings[SHIFT_RUNS[0]].flac, collector, 1)
+    collector.wait_for(SHADOW_RESULTS, 1, RESULT_TIMEOUT_S)
+    shadow = json.loads(collector.matching(SHADOW_RESULTS)[0].payload)
+    production_sha, candidate_sha = first["model_sha256"], shadow["model_sha256"]
+    assert shadow["weld_id"] == first["weld_id"]
+
+    promoted = _weldmon("model", "promote", "--daemon", str(config), "--by", "tester")
+    assert promoted.returncode == 0, promoted.stderr + daemon.tail()
+    change = json.loads(promoted.stdout)
+    assert change["outcome"] == "applied" and change["by"] == "tester"
+    assert (change["sha256_before"], change["sha256_after"]) == (production_sha, candidate_sha)
+    on_disk = yaml.safe_load(config.read_text())
+    assert on_disk["model"]["sha256"] == candidate_sha and on_disk["shadow"] is None
+    second = _play_one_weld(pulse, recordings[SHIFT_RUNS[1]].flac, collector, 2)
+    assert second["model_sha256"] == candidate_sha, "welds after the promote use the candidate"
+
+    rolled = _weldmon("model", "rollback", "--daemon", str(config), "--by", "tester")
+    assert rolled.returncode == 0, rolled.stderr + daemon.tail()
+    assert json.loads(rolled.stdout)["sha256_after"] == production_sha
+    assert yaml.safe_load(config.read_text())["model"]["sha256"] == production_sha
+    third = _play_one_weld(pulse, recordings[SHIFT_RUNS[2]].flac, collector, 3)
+    assert third["model_sha256"] == production_sha
+
+    again = _weldmon("model", "rollback", "--daemon", str(config))
+    assert again.returncode == 1 and "no previous model" in again.stderr
+    code = daemon.stop()
+
+    assert code == 0, daemon.tail()
+    audit = [
+        json.loads(line) for line in (tmp_path / "state" / AUDIT_FILE).read_text().splitlines()
+    ]
+    assert [(a["action"], a["outcome"]) for a in audit] == [
+        ("promote", "applied"),
+        ("rollback", "applied"),
+        ("rollback", "refused"),
+    ]
+    assert audit[0]["sha256_before"] == production_sha and "daemon_agreement" in audit[0]["figures"]
+    changes = [json.loads(m.payload) for m in collector.matching("weldmon/model/change")]
+    assert [c["outcome"] for c in changes] == ["applied", "applied", "refused"]
+    assert len(collector.matching(SHADOW_RESULTS)) == 1, "no shadow once it was promoted"

@@ -1,4 +1,6 @@
-"""The shadow model's verdict: ``shadow_result`` on ``{prefix}/{station}/shadow/result``.
+"""The model's life at a cell on the wire: the shadow model's verdict (``shadow_result`` on
+``{prefix}/{station}/shadow/result``), the promote / rollback commands (``{prefix}/cmd/promote``,
+``{prefix}/cmd/rollback``) and their outcome (``model_change`` on ``{prefix}/model/change``).
 
 A shadow model (config section ``shadow``) judges the same windows of every weld as the
 production model, after it; its verdict carries the same ``weld_id`` as the production
@@ -9,9 +11,10 @@ be lost while the broker is away; a production verdict may not), never an alert.
 
 from __future__ import annotations
 
-from typing import Literal
+import json
+from typing import Any, Literal
 
-from pydantic import Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from monitor.events import (
     QOS_AT_LEAST_ONCE,
@@ -20,8 +23,10 @@ from monitor.events import (
     Probability,
     Sha256,
     UtcTimestamp,
+    _EventBase,
     _WeldEventBase,
     first_errors,
+    utc_now,
 )
 from monitor.events.vocabulary import EndReason
 
@@ -82,3 +87,82 @@ def parse_shadow_result(payload: bytes) -> ShadowResult:
         return ShadowResult.model_validate_json(payload)
     except ValidationError as exc:
         raise MalformedMessageError(f"not a shadow result: {first_errors(exc)}") from exc
+
+
+# --- promote and roll back ---------------------------------------------------------------------
+
+ModelAction = Literal["promote", "rollback"]
+MODEL_ACTIONS: tuple[ModelAction, ...] = ("promote", "rollback")
+MAX_MODEL_COMMAND_BYTES = 8192  # a command is a small JSON object (figures included)
+MAX_FIGURES = 32  # comparison figures a command may carry into the audit line
+
+
+class ModelCommand(BaseModel):
+    """``{prefix}/cmd/promote`` or ``{prefix}/cmd/rollback``: who asks, and optionally which
+    candidate they mean (a promote is refused when the shadow model in service is another)
+    and the comparison figures they decided on (kept in the audit line and the event)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
+
+    request_id: str | None = Field(None, min_length=1, max_length=128)
+    by: str = Field("unknown", min_length=1, max_length=128)  # the person or tool asking
+    expect_sha256: Sha256 | None = None
+    figures: dict[str, float | int | str | None] = Field(
+        default_factory=dict, max_length=MAX_FIGURES
+    )
+
+
+def parse_model_command(payload: bytes) -> ModelCommand:
+    """Parse a promote / rollback command (empty: all defaults); raises MalformedMessageError."""
+    if len(payload) > MAX_MODEL_COMMAND_BYTES:
+        raise MalformedMessageError(f"command payload longer than {MAX_MODEL_COMMAND_BYTES} B")
+    text = payload.strip()
+    if not text:
+        return ModelCommand()
+    try:
+        data: Any = json.loads(text)
+    except (UnicodeDecodeError, ValueError, RecursionError) as exc:
+        raise MalformedMessageError(f"not a JSON object: {exc}") from exc
+    try:
+        return ModelCommand.model_validate(data)
+    except ValidationError as exc:
+        raise MalformedMessageError(f"bad model command: {first_errors(exc)}") from exc
+
+
+def model_command_topic(prefix: str, action: ModelAction) -> str:
+    """``{prefix}/cmd/promote`` or ``{prefix}/cmd/rollback``."""
+    return f"{prefix}/cmd/{action}"
+
+
+class ModelChange(_EventBase):
+    """The outcome of a promote or rollback on ``{prefix}/model/change`` (QoS 1, through the
+    outbox). ``model_sha256`` names the production model after it; a refused change names
+    the one still in service and says why."""
+
+    kind: Literal["model_change"] = "model_change"
+    action: Literal["promote", "rollback"]
+    outcome: Literal["applied", "refused"]
+    reason: str | None = Field(None, max_length=2000)  # why it was refused
+    request_id: str | None = None
+    by: str = Field(min_length=1, max_length=128)
+    at: UtcTimestamp = Field(default_factory=utc_now)
+    sha256_before: Sha256
+    sha256_after: Sha256
+    path_after: str | None = None  # the production artifact's file after the change
+    shadow_sha256_after: Sha256 | None = None
+    # the daemon's own running comparison of the shadow against production, and the figures
+    # the command carried (the console's, against the reviews)
+    figures: dict[str, float | int | str | None] = Field(default_factory=dict)
+
+
+def model_change_topic(prefix: str) -> str:
+    """Where promote / rollback outcomes are published."""
+    return f"{prefix}/model/change"
+
+
+def parse_model_change(payload: bytes) -> ModelChange:
+    """Parse a ``model_change`` payload; raises MalformedMessageError."""
+    try:
+        return ModelChange.model_validate_json(payload)
+    except ValidationError as exc:
+        raise MalformedMessageError(f"not a model change: {first_errors(exc)}") from exc

@@ -87,6 +87,31 @@ class ShadowCounters:
 
 
 @dataclass
+class Comparison:
+    """The shadow against production on the welds both judged completely, since the current
+    shadow model was loaded: what a promotion's audit line records."""
+
+    welds: int = 0  # complete shadow results with both verdicts
+    agreed: int = 0
+    shadow_defect_only: int = 0  # the shadow says defect, production good
+    production_defect_only: int = 0  # production says defect, the shadow good
+
+    def add(self, result: ShadowResult) -> None:
+        """Count one shadow result (incomplete ones and missing verdicts are left out)."""
+        if not result.complete or result.agree is None:
+            return
+        self.welds += 1
+        self.agreed += int(result.agree)
+        self.shadow_defect_only += int(result.label == 1 and result.production_label == 0)
+        self.production_defect_only += int(result.label == 0 and result.production_label == 1)
+
+    def figures(self) -> dict[str, float | int | None]:
+        """The counts and the agreement share (None before any weld)."""
+        share = self.agreed / self.welds if self.welds else None
+        return {**asdict(self), "agreement": share}
+
+
+@dataclass
 class _ShadowWeld:
     tracker: WeldTracker
     worker: ShadowWorker
@@ -104,6 +129,7 @@ class ShadowJudge:
         self.queue_windows = queue_windows
         self.timeout_s = timeout_s
         self.counters = ShadowCounters()
+        self.comparison = Comparison()
         self.worker: ShadowWorker | None = None
         self.options: TrackerOptions | None = None
         self._welds: dict[str, _ShadowWeld] = {}
@@ -140,6 +166,7 @@ class ShadowJudge:
             self.worker = ShadowWorker(model, self.queue_windows)
             self.worker.start()
             self.options = options
+        self.comparison = Comparison()  # figures belong to one candidate
         if old is not None and not self._users.get(old):
             self._retire(old)
 
@@ -219,8 +246,11 @@ class ShadowJudge:
         try:
             failed = await self._collect(weld)
             shadow = weld.tracker.result(end_index, result.end_reason)
+            verdict = _shadow_result(shadow, result, weld.skipped, failed)
             self.counters.results += 1
-            self.sink(_shadow_result(shadow, result, weld.skipped, failed))
+            if verdict.model_sha256 == self.sha256:  # not a weld of a replaced candidate
+                self.comparison.add(verdict)
+            self.sink(verdict)
         except Exception as exc:  # a shadow fault never reaches production
             self._fault("result", exc)
         finally:
