@@ -34,6 +34,7 @@ from starlette.staticfiles import StaticFiles
 from deploy.dataset_layout import GOOD_CODE, LABEL_CODES, ClipError
 from monitor.console.api import QueryError, csv_lines, parse_filter, welds_json
 from monitor.console.clipfiles import ClipLookup, default_config_folder
+from monitor.console.compare import compare_routes
 from monitor.console.records import Review, WeldFilter
 from monitor.console.security import (
     BasicAuthMiddleware,
@@ -348,6 +349,7 @@ def create_app(state: ConsoleState, allowed_hosts: list[str] | None = None) -> S
         Route("/healthz", healthz),
         Route("/favicon.ico", no_icon),
         Mount("/static", StaticFiles(directory=STATIC), name="static"),
+        *compare_routes(state, _page, _error),
     ]
     middleware = [
         Middleware(TrustedHostMiddleware, allowed_hosts=allowed_hosts or ["*"]),
