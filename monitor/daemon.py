@@ -40,6 +40,7 @@ from monitor.events.shadow import (
 )
 from monitor.ops.clips import ClipWriter
 from monitor.ops.notify import WatchdogGate
+from monitor.ops.shadow_metrics import register_shadow_metrics
 from monitor.ops.status import Operations
 from monitor.pipeline.core import Pipeline
 from monitor.pipeline.inbox import PipelineInbox
@@ -153,6 +154,7 @@ class Daemon:
             self.events.publisher = self.publisher = await stack.enter_async_context(link)
             report_interrupted_welds(self.publisher, self.events, self._report)
             self.ops.bind_gauges(self.workers.queue_depth, self.publisher)
+            register_shadow_metrics(self.ops.metrics.registry, self.shadow_totals)
             if http_error is not None:
                 self._error(ErrorCode.HTTP_UNAVAILABLE, http_error)
             if cfg.opcua.enabled:
@@ -289,6 +291,20 @@ class Daemon:
         """Return once no weld started on `worker` waits for its result (a retiring worker)."""
         if self.pipeline is not None:
             await self.pipeline.wait_unused(worker)
+
+    def shadow_totals(self) -> dict[str, float]:
+        """The shadow's and production's inference totals (/metrics, on the HTTP thread)."""
+        shadow, counters = self.shadow, self.shadow.counters
+        return {
+            "shadow_cpu_seconds": shadow.cpu_s,
+            "shadow_windows": counters.windows,
+            "shadow_windows_skipped": counters.windows_skipped,
+            "shadow_windows_failed": counters.windows_failed,
+            "shadow_results": counters.results,
+            "shadow_results_lost": self.shadow_results_lost,
+            "inference_cpu_seconds": self.workers.cpu_s(),
+            "shadow_loaded": float(shadow.sha256 is not None),
+        }
 
     def stats(self) -> dict[str, object]:
         """The counters of the daemon's own parts, for the stats log line."""

@@ -19,6 +19,7 @@ from monitor.promote import AUDIT_FILE
 from tests.support.artifacts import export_untrained
 from tests.support.broker import MosquittoBroker, MqttCollector, ReceivedMessage
 from tests.support.daemon import REPO_ROOT, WeldmonRun, write_monitor_config
+from tests.support.http import metrics
 from tests.support.pulse import PulseAudio
 from tests.support.shifts import RATE_HZ, as_frames, build_shift
 
@@ -97,6 +98,7 @@ def test_every_weld_gets_a_shadow_result_and_a_broker_outage_loses_no_production
     collector = mqtt_subscriber(mosquitto, ["weldmon/#"], client_id="line-pc", clean_session=False)
     daemon = WeldmonRun(config, pulse.subprocess_env(), tmp_path / "daemon.log")
     cleanup.append(daemon)
+    port = daemon.wait_for_log("http_listening", STARTUP_TIMEOUT_S)[0]["port"]
     daemon.wait_for_log("capture_opened", STARTUP_TIMEOUT_S)
     collector.wait_until(lambda ms: any(_online(m) for m in ms), STARTUP_TIMEOUT_S)
     time.sleep(PLAYBACK_START_S)
@@ -117,6 +119,7 @@ def test_every_weld_gets_a_shadow_result_and_a_broker_outage_loses_no_production
     collector.wait_until(
         lambda _: logged[-1]["weld_id"] in _by_weld(collector, SHADOW_RESULTS), RESULT_TIMEOUT_S
     )
+    scraped = metrics(port)
     code = daemon.stop()
 
     assert code == 0, daemon.tail()
@@ -140,6 +143,14 @@ def test_every_weld_gets_a_shadow_result_and_a_broker_outage_loses_no_production
         json.loads(m.payload).get("shadow") for m in collector.matching("weldmon/+/weld/#")
     ), "a shadow verdict never rides a production topic"
     assert np.isfinite([s["p_defect"] for s in shadows.values()]).all()
+    # the shadow's cost on /metrics, apart from production's
+    assert scraped["weldmon_shadow_loaded"] == 1.0
+    assert scraped["weldmon_shadow_results_total"] == len(welds)
+    assert scraped["weldmon_shadow_windows_total"] > 0
+    assert scraped["weldmon_shadow_cpu_seconds_total"] > 0.0
+    assert scraped["weldmon_inference_cpu_seconds_total"] > 0.0
+    # a verdict whose PUBACK was lost counts as lost yet may have arrived
+    assert scraped["weldmon_shadow_results_lost_total"] >= len(welds) - len(shadows)
 
 
 def _weldmon(*args: str) -> subprocess.CompletedProcess:

@@ -25,12 +25,10 @@ from __future__ import annotations
 import asyncio
 import os
 import threading
-import time
 from collections.abc import Callable
 from concurrent.futures import Future
 from dataclasses import asdict, dataclass, field
 
-import numpy as np
 import structlog
 
 from deploy.loader import DeployModel
@@ -55,7 +53,6 @@ class ShadowWorker(InferenceWorker):
     def __init__(self, model: DeployModel, queue_windows: int) -> None:
         super().__init__(model, SHADOW_MAX_BATCH_WINDOWS, queue_windows)
         self._thread.name = "weldmon-shadow"
-        self.cpu_s = 0.0  # CPU time of the shadow thread (s), updated after every batch
 
     def _run(self) -> None:
         try:
@@ -64,10 +61,6 @@ class ShadowWorker(InferenceWorker):
         except OSError as exc:  # not fatal: the shadow then competes at production's priority
             log.warning("shadow_priority_unchanged", error=str(exc))
         super()._run()
-
-    def _judge(self, batch: list[tuple[np.ndarray, Future[float]]]) -> None:
-        super()._judge(batch)
-        self.cpu_s = time.thread_time()  # this runs on the shadow thread: its own CPU time
 
 
 @dataclass
@@ -135,6 +128,7 @@ class ShadowJudge:
         self._welds: dict[str, _ShadowWeld] = {}
         self._users: dict[ShadowWorker, int] = {}
         self._tasks: set[asyncio.Task[object]] = set()
+        self._retired_cpu_s = 0.0  # CPU seconds of the stopped workers
 
     @property
     def sha256(self) -> str | None:
@@ -143,8 +137,9 @@ class ShadowJudge:
 
     @property
     def cpu_s(self) -> float:
-        """CPU seconds the shadow's current worker thread has used."""
-        return self.worker.cpu_s if self.worker is not None else 0.0
+        """CPU seconds every shadow worker thread of this daemon has used (monotonic)."""
+        live = {*self._users, *([self.worker] if self.worker is not None else [])}
+        return self._retired_cpu_s + sum(w.counters.cpu_s for w in live)
 
     def use(
         self,
@@ -235,10 +230,13 @@ class ShadowJudge:
         for weld in self._welds.values():  # never ended: the pipeline closed without a result
             self._release(weld.worker)
         self._welds.clear()
+        while self._tasks:  # the workers those releases retired
+            await asyncio.gather(*list(self._tasks), return_exceptions=True)
         workers = {*self._users, *([self.worker] if self.worker is not None else [])}
+        self._users.clear()
         self.worker = None
         for worker in workers:
-            await asyncio.to_thread(worker.stop)
+            await self._stop(worker)
 
     # -- internals -----------------------------------------------------------------------------
 
@@ -288,9 +286,13 @@ class ShadowJudge:
             self._retire(worker)
 
     def _retire(self, worker: ShadowWorker) -> None:
-        task = asyncio.get_running_loop().create_task(asyncio.to_thread(worker.stop))
+        task = asyncio.get_running_loop().create_task(self._stop(worker))
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
+
+    async def _stop(self, worker: ShadowWorker) -> None:
+        await asyncio.to_thread(worker.stop)
+        self._retired_cpu_s += worker.counters.cpu_s
         log.info("shadow_model_released", windows=worker.counters.windows)
 
     def _fault(self, where: str, exc: Exception) -> None:
