@@ -37,7 +37,14 @@ from typing import Any, Protocol
 import structlog
 
 from deploy.errors import WeldmonError
-from monitor.config_edit import ConfigWriteError, commit, discard, stage, with_section
+from monitor.config_edit import (
+    ConfigWriteError,
+    commit,
+    discard,
+    stage,
+    with_section,
+    write_atomically,
+)
 from monitor.events.shadow import ModelAction, ModelChange, ModelCommand
 from monitor.reload import ModelHost, Reloader, ReloadError, prepare_reload, swap_in
 from weldmon import __version__
@@ -169,8 +176,8 @@ class ModelLifecycle:
     def _record_previous(self, previous: PreviousModel | None) -> None:
         data = {"previous": previous.__dict__ if previous is not None else None}
         try:
-            self._history_path().write_text(json.dumps(data) + "\n")
-        except OSError as exc:  # the change stands; only the next rollback is lost
+            write_atomically(self._history_path(), json.dumps(data) + "\n")
+        except ConfigWriteError as exc:  # the change stands; only the next rollback is lost
             log.error("model_history_unwritable", path=str(self._history_path()), error=str(exc))
 
     def _comparison(self) -> dict[str, Any]:
