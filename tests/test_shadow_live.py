@@ -15,6 +15,7 @@ import numpy as np
 import pytest
 import yaml
 
+from monitor.config_edit import NEW_SUFFIX
 from monitor.promote import AUDIT_FILE
 from tests.support.artifacts import export_untrained
 from tests.support.broker import MosquittoBroker, MqttCollector, ReceivedMessage
@@ -22,6 +23,7 @@ from tests.support.daemon import REPO_ROOT, WeldmonRun, write_monitor_config
 from tests.support.http import metrics
 from tests.support.pulse import PulseAudio
 from tests.support.shifts import RATE_HZ, as_frames, build_shift
+from tests.support.syscall_refusals import require_tool
 
 STARTUP_TIMEOUT_S = 90.0  # daemon start on a loaded 2-core box (torch import, two models)
 RESULT_TIMEOUT_S = 30.0  # a weld's result after its audio was played
@@ -236,3 +238,45 @@ def test_promote_swaps_the_models_between_welds_and_rollback_restores_the_previo
     changes = [json.loads(m.payload) for m in collector.matching("weldmon/model/change")]
     assert [c["outcome"] for c in changes] == ["applied", "applied", "refused"]
     assert len(collector.matching(SHADOW_RESULTS)) == 1, "no shadow once it was promoted"
+
+
+def test_a_promote_the_config_cannot_follow_is_refused_and_changes_nothing(
+    pulse: PulseAudio,
+    mosquitto: MosquittoBroker,
+    mqtt_subscriber,
+    models: dict[str, Path],
+    tmp_path: Path,
+    cleanup: list,
+) -> None:
+    pulse.create_sink("readonlycell", RATE_HZ, 1)
+    config = write_monitor_config(
+        tmp_path,
+        models["production"],
+        mosquitto,
+        shadow={"path": str(models["candidate"])},
+        mqtt={"client_id": "weldmon-readonly"},
+    )
+    collector = mqtt_subscriber(mosquitto, ["weldmon/#"])
+    # Writing the new config beside the old one fails as on a read-only /etc (ProtectSystem=
+    # strict): the kernel's EROFS, injected by strace for that one file.
+    staged = config.with_name(config.name + NEW_SUFFIX)
+    read_only = [require_tool("strace", "strace"), "-f", "-qq", "--seccomp-bpf", "-P"]
+    read_only += [str(staged), "-e", "trace=openat", "-e", "inject=openat:error=EROFS"]
+    read_only += ["-o", "/dev/null"]
+    daemon = WeldmonRun(config, pulse.subprocess_env(), tmp_path / "daemon.log", wrapper=read_only)
+    cleanup.append(daemon)
+    collector.wait_until(lambda ms: any(_online(m) for m in ms), STARTUP_TIMEOUT_S)
+    before = config.read_bytes()
+
+    refused = _weldmon("model", "promote", "--daemon", str(config), "--by", "tester")
+    code = daemon.stop()
+
+    assert refused.returncode == 1, refused.stderr + daemon.tail()
+    assert "Read-only file system" in refused.stderr and "nothing was changed" in refused.stderr
+    change = json.loads(refused.stdout)
+    assert change["outcome"] == "refused" and change["sha256_after"] == change["sha256_before"]
+    assert change["shadow_sha256_after"] is not None, "the shadow keeps running"
+    assert config.read_bytes() == before and not staged.exists()
+    (audit,) = (tmp_path / "state" / AUDIT_FILE).read_text().splitlines()
+    assert json.loads(audit)["reason"] == change["reason"]
+    assert code == 0, daemon.tail()
