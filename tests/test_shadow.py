@@ -12,12 +12,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+import yaml
 
 from deploy.export import export_artifact
 from deploy.frontend import FrontEndParams
 from deploy.loader import DeployModel, load_artifact
 from monitor.audio.blocks import AudioBlock
-from monitor.config import ConfigError, parse_config
+from monitor.config import ConfigError, load_config, parse_config
 from monitor.events import Event, MalformedMessageError, Source, WeldResult
 from monitor.events.shadow import (
     ModelCommand,
@@ -33,6 +34,7 @@ from monitor.pipeline.shadow import ShadowJudge
 from monitor.pipeline.tracker import ModelInfo, TrackerOptions
 from monitor.publish.commands import CommandHandlers, CommandRouter
 from monitor.publish.homeassistant import HomeAssistantConfig
+from monitor.reload import ReloadError, prepare_reload
 from monitor.runtime import StartupError, load_shadow
 from tests.support.artifacts import export_untrained, untrained_classifier
 
@@ -283,3 +285,48 @@ def test_promote_and_rollback_reach_their_handler_and_a_bad_one_is_counted() -> 
     router("plant/cmd/promote", b"now")
     assert [(a, c.by) for a, c in got] == [("promote", "alice"), ("rollback", "unknown")]
     assert malformed == ["command"]
+
+
+# -- reload ----------------------------------------------------------------------------------
+
+
+def _write(tmp_path: Path, production: Path, shadow: Path | None) -> Path:
+    path = tmp_path / "monitor.yaml"
+    data = {"model": {"path": str(production)}, "state_dir": str(tmp_path)}
+    path.write_text(yaml.safe_dump({**data, "shadow": {"path": str(shadow)} if shadow else None}))
+    return path
+
+
+def test_a_reload_loads_the_shadow_the_config_now_names_and_drops_a_removed_one(
+    artifacts: dict[str, Path], tmp_path: Path
+) -> None:
+    path = _write(tmp_path, artifacts["production"], None)
+    running, production = load_config(path), load_artifact(artifacts["production"])
+    _write(tmp_path, artifacts["production"], artifacts["candidate"])
+    plan = prepare_reload(path, running, production)
+    assert (
+        plan.shadow is not None
+        and plan.shadow.sha256 == load_artifact(artifacts["candidate"]).sha256
+    )
+    assert plan.cfg.shadow is not None and plan.needs_restart == ()
+    _write(tmp_path, artifacts["production"], None)
+    assert prepare_reload(path, plan.cfg, production).shadow is None
+
+
+def test_a_reload_naming_a_shadow_of_another_contract_is_refused_as_a_whole(
+    artifacts: dict[str, Path], tmp_path: Path
+) -> None:
+    half = export_artifact(
+        untrained_classifier(5),
+        tmp_path / "half.pt",
+        frontend=FrontEndParams(),
+        threshold=0.5,
+        eval_pool_ratio=0.05,
+        chunk_seconds=0.5,
+        onnx=False,
+    ).path
+    path = _write(tmp_path, artifacts["production"], None)
+    running, production = load_config(path), load_artifact(artifacts["production"])
+    _write(tmp_path, artifacts["candidate"], half)  # a new production model too: kept out
+    with pytest.raises(ReloadError, match=r"shadow\.path: .*8000 samples"):
+        prepare_reload(path, running, production)
