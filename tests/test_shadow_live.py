@@ -6,6 +6,8 @@ same weld_id; with the broker away no production verdict is lost (shadow ones ma
 from __future__ import annotations
 
 import json
+import os
+import signal
 import subprocess
 import sys
 import time
@@ -240,7 +242,7 @@ def test_promote_swaps_the_models_between_welds_and_rollback_restores_the_previo
     assert len(collector.matching(SHADOW_RESULTS)) == 1, "no shadow once it was promoted"
 
 
-def test_a_promote_the_config_cannot_follow_is_refused_and_changes_nothing(
+def test_sighup_brings_in_a_shadow_and_a_promote_the_config_cannot_follow_changes_nothing(
     pulse: PulseAudio,
     mosquitto: MosquittoBroker,
     mqtt_subscriber,
@@ -249,13 +251,8 @@ def test_a_promote_the_config_cannot_follow_is_refused_and_changes_nothing(
     cleanup: list,
 ) -> None:
     pulse.create_sink("readonlycell", RATE_HZ, 1)
-    config = write_monitor_config(
-        tmp_path,
-        models["production"],
-        mosquitto,
-        shadow={"path": str(models["candidate"])},
-        mqtt={"client_id": "weldmon-readonly"},
-    )
+    mqtt = {"client_id": "weldmon-readonly"}
+    config = write_monitor_config(tmp_path, models["production"], mosquitto, mqtt=mqtt)
     collector = mqtt_subscriber(mosquitto, ["weldmon/#"])
     # Writing the new config beside the old one fails as on a read-only /etc (ProtectSystem=
     # strict): the kernel's EROFS, injected by strace for that one file.
@@ -266,17 +263,29 @@ def test_a_promote_the_config_cannot_follow_is_refused_and_changes_nothing(
     daemon = WeldmonRun(config, pulse.subprocess_env(), tmp_path / "daemon.log", wrapper=read_only)
     cleanup.append(daemon)
     collector.wait_until(lambda ms: any(_online(m) for m in ms), STARTUP_TIMEOUT_S)
+    no_shadow = _weldmon("model", "promote", "--daemon", str(config))
+    write_monitor_config(
+        tmp_path,
+        models["production"],
+        mosquitto,
+        mqtt=mqtt,
+        shadow={"path": str(models["candidate"])},
+    )
+    os.kill(daemon.pid, signal.SIGHUP)
+    (changed,) = daemon.wait_for_log("shadow_model_changed", RESULT_TIMEOUT_S)
     before = config.read_bytes()
 
     refused = _weldmon("model", "promote", "--daemon", str(config), "--by", "tester")
     code = daemon.stop()
 
+    assert no_shadow.returncode == 1 and "no shadow model is in service" in no_shadow.stderr
+    assert changed["old_sha256"] is None and changed["new_sha256"] is not None
     assert refused.returncode == 1, refused.stderr + daemon.tail()
     assert "Read-only file system" in refused.stderr and "nothing was changed" in refused.stderr
     change = json.loads(refused.stdout)
     assert change["outcome"] == "refused" and change["sha256_after"] == change["sha256_before"]
-    assert change["shadow_sha256_after"] is not None, "the shadow keeps running"
+    assert change["shadow_sha256_after"] == changed["new_sha256"], "the shadow keeps running"
     assert config.read_bytes() == before and not staged.exists()
-    (audit,) = (tmp_path / "state" / AUDIT_FILE).read_text().splitlines()
-    assert json.loads(audit)["reason"] == change["reason"]
+    audit = (tmp_path / "state" / AUDIT_FILE).read_text().splitlines()
+    assert [json.loads(line)["reason"] for line in audit][-1] == change["reason"]
     assert code == 0, daemon.tail()
