@@ -28,7 +28,11 @@ import structlog
 from deploy.loader import DeployModel
 from monitor.audio.blocks import AudioBlock
 from monitor.audio.capture_thread import CaptureThread, Lost, Opened
-from monitor.config import MonitorConfig, ShadowConfig
+from monitor.config import (
+    DEFAULT_SHADOW_QUEUE_WINDOWS,
+    DEFAULT_SHADOW_TIMEOUT_S,
+    MonitorConfig,
+)
 from monitor.events import DegradedReason, EndReason, ErrorCode, Source, WeldResult
 from monitor.events.shadow import (
     SHADOW_QOS,
@@ -80,8 +84,10 @@ class Daemon:
         require_live(cfg.segmentation.mode)
         self.cfg, self.model, self.config_path = cfg, model, config_path
         self.shadow_model = shadow_model  # loaded by `monitor.runtime.load_shadow`
-        shadow = cfg.shadow or ShadowConfig(path=Path())  # its limits, until one is loaded
-        self.shadow = ShadowJudge(self._shadow_result, shadow.queue_windows, shadow.timeout_s)
+        queue_windows, timeout_s = DEFAULT_SHADOW_QUEUE_WINDOWS, DEFAULT_SHADOW_TIMEOUT_S
+        if cfg.shadow is not None:
+            queue_windows, timeout_s = cfg.shadow.queue_windows, cfg.shadow.timeout_s
+        self.shadow = ShadowJudge(self._shadow_result, queue_windows, timeout_s)
         self.shadow_results_lost = 0  # shadow verdicts the broker did not take (not retried)
         self.settings = pipeline_settings(cfg)
         self.options = tracker_options(cfg, model, cfg.segmentation.mode)

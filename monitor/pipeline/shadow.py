@@ -154,14 +154,15 @@ class ShadowJudge:
             self.queue_windows = queue_windows
         if timeout_s is not None:
             self.timeout_s = timeout_s
-        old = self.worker
+        old, old_sha = self.worker, self.sha256
         if model is None or options is None:
             self.worker, self.options = None, None
         else:
             self.worker = ShadowWorker(model, self.queue_windows)
             self.worker.start()
             self.options = options
-        self.comparison = Comparison()  # figures belong to one candidate
+        if self.sha256 != old_sha:
+            self.comparison = Comparison()  # figures belong to one candidate
         if old is not None and not self._users.get(old):
             self._retire(old)
 
