@@ -153,6 +153,9 @@ def test_the_compare_page_lists_differing_welds_and_promotes_only_with_sign_in_a
         page.locator("form.promote[data-prefix='weldmon'] button").click()
         page.wait_for_url(re.compile(r"/compare\?sent="))
         assert page.locator("#promote-sent").count() == 1
+        page.goto(f"{url}/compare")
+        page.locator("form.rollback[data-prefix='weldmon'] button").click()
+        page.wait_for_url(re.compile(r"/compare\?sent="))
     finally:
         context.close()
 
@@ -160,6 +163,9 @@ def test_the_compare_page_lists_differing_welds_and_promotes_only_with_sign_in_a
     (sent,) = [json.loads(m.payload) for m in commands.matching("weldmon/cmd/promote")]
     assert sent["by"] == USER and sent["expect_sha256"] == CANDIDATE
     assert sent["figures"]["console_agreement"] == pytest.approx(2 / 3)
+    commands.wait_for("weldmon/cmd/rollback", 1, PAGE_TIMEOUT_S)
+    (back,) = [json.loads(m.payload) for m in commands.matching("weldmon/cmd/rollback")]
+    assert back["by"] == USER and back["expect_sha256"] is None
     assert run.stop() == 0
 
 
@@ -180,5 +186,9 @@ def test_an_open_console_shows_the_comparison_but_refuses_to_promote(
         data={"csrf_token": token.group(1), "prefix": "weldmon", "expect_sha256": CANDIDATE},
     )
     assert refused.status_code == 403 and "--auth-file" in refused.text
-    assert commands.matching("weldmon/cmd/promote") == []
+    back = httpx.post(
+        f"{url}/compare/rollback", data={"csrf_token": token.group(1), "prefix": "weldmon"}
+    )
+    assert back.status_code == 403 and "--auth-file" in back.text
+    assert commands.matching("weldmon/cmd/#") == []
     assert run.stop() == 0

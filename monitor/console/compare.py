@@ -4,7 +4,8 @@ The page reads `monitor.console.shadow_store.comparison`: per station and overal
 the two models agree, each model's false alarms and misses against the reviews filed here,
 and the welds where they differ (each links to its page, with spectrogram and audio).
 
-``POST /compare/promote`` asks one daemon to promote its shadow model: it needs a signed-in
+``POST /compare/promote`` asks one daemon to promote its shadow model (``/compare/rollback``:
+to bring back the model before its last promote): it needs a signed-in
 user (the console started with ``--auth-file``; an open console may look, not promote) and
 the page's CSRF token, and it names the candidate it saw (``expect_sha256``), so the daemon
 refuses if another one is in shadow by then. The console publishes ``{prefix}/cmd/promote``
@@ -28,7 +29,7 @@ from monitor.console.ingest import CONNECT_TIMEOUT_S, BrokerOptions
 from monitor.console.shadow_store import comparison
 from monitor.console.state import ConsoleState
 from monitor.events import SHA256_PATTERN
-from monitor.events.shadow import ModelCommand, model_command_topic
+from monitor.events.shadow import ModelAction, ModelCommand, model_command_topic
 
 COMMAND_QOS = 1
 
@@ -67,6 +68,12 @@ def compare_routes(state: ConsoleState, page: PageRenderer, error: ErrorPage) ->
         )
 
     async def promote(request: Request) -> Response:
+        return await _command(request, "promote")
+
+    async def rollback(request: Request) -> Response:
+        return await _command(request, "rollback")
+
+    async def _command(request: Request, action: ModelAction) -> Response:
         form = await request.form()
         token = form.get("csrf_token")
         headers = {k.lower(): v for k, v in request.headers.items()}
@@ -74,36 +81,43 @@ def compare_routes(state: ConsoleState, page: PageRenderer, error: ErrorPage) ->
             headers, request.url.scheme, token if isinstance(token, str) else None
         )
         if problem is not None:
-            log.warning("console_promote_refused", why=problem)
+            log.warning("console_model_command_refused", action=action, why=problem)
             return error(problem, 403)
         user = request.scope.get("user_name")
         if state.users is None or not user:
-            return error(
-                "promotion needs a signed-in user: start the console with --auth-file", 403
-            )
+            why = f"{action} needs a signed-in user: start the console with --auth-file"
+            return error(why, 403)
         prefix, sha = form.get("prefix"), form.get("expect_sha256")
-        if not isinstance(prefix, str) or not isinstance(sha, str):
-            return error("prefix and expect_sha256 are required", 400)
+        if not isinstance(prefix, str) or prefix not in state.fleet.groups:
+            return error(f"no daemon {prefix!r} is known to this console", 400)
         found = await state.db.call(comparison)
-        if found.candidate.get(prefix) != sha or not re.fullmatch(SHA256_PATTERN, sha):
+        if action == "promote" and (
+            not isinstance(sha, str)
+            or found.candidate.get(prefix) != sha
+            or not re.fullmatch(SHA256_PATTERN, sha)
+        ):
             return error(f"{prefix!r} has no shadow model {sha!r} on this page (reload it)", 409)
         if state.ingest is None:
             return error("the console has no broker connection", 503)
         command = ModelCommand(
-            request_id=uuid.uuid4().hex, by=user, expect_sha256=sha, figures=found.figures(prefix)
+            request_id=uuid.uuid4().hex,
+            by=user,
+            expect_sha256=sha if action == "promote" else None,
+            figures=found.figures(prefix),
         )
         try:
             await publish_command(
                 state.ingest.options,
-                model_command_topic(prefix, "promote"),
+                model_command_topic(prefix, action),
                 command.model_dump_json().encode(),
             )
         except aiomqtt.MqttError as exc:
-            return error(f"the promote request could not be sent: {exc}", 503)
-        log.info("console_promote_sent", prefix=prefix, sha256=sha, by=user, id=command.request_id)
+            return error(f"the {action} request could not be sent: {exc}", 503)
+        log.info("console_model_command_sent", action=action, prefix=prefix, by=user)
         return RedirectResponse(f"/compare?sent={command.request_id}", status_code=303)
 
     return [
         Route("/compare", compare),
         Route("/compare/promote", promote, methods=["POST"]),
+        Route("/compare/rollback", rollback, methods=["POST"]),
     ]
