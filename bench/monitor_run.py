@@ -29,6 +29,11 @@ sink while `weldmon run` records it as a subprocess with an untrained seeded pro
 ``--segmentation gate crackle`` alternates the two audio segmenters run by run (a same-run
 comparison on a shared machine); the default is the daemon's default mode.
 
+``--shadow off on`` alternates runs without and with a shadow model (a second untrained
+artifact of the same contract, config section ``shadow``), so the budget with a candidate in
+shadow is measured against the same machine's run without one: ``cpu_pct`` is the whole
+daemon's, ``shadow_results`` counts the shadow verdicts that reached the broker.
+
 `--backend onnx` runs the artifact's ONNX twin under ONNX Runtime (`inference.backend`);
 `--python PATH` starts the daemon with another interpreter, e.g. the torch-free base install
 of tests/support/base_venv.py, for the resident memory of a box without torch.
@@ -207,6 +212,7 @@ def run_one(
     backend: str = "torchscript",
     python: str = sys.executable,
     segmentation: SegmentationMode = DEFAULT_MODE,
+    shadow: bool = False,
 ) -> dict:
     flacs = _manifest()
     shifts = [
@@ -219,6 +225,7 @@ def run_one(
     broker = MosquittoBroker(workdir / f"broker{channels}{mode}")
     broker.start()
     artifact = export_untrained(workdir / "artifact", onnx=backend == "onnx").path
+    candidate = export_untrained(workdir / "candidate", seed=11, onnx=backend == "onnx").path
     state = workdir / f"state{channels}{mode}"
     state.mkdir()
     stations = [f"st{c + 1}" for c in range(channels)] if mode == "per_channel" else ["mix"]
@@ -239,6 +246,7 @@ def run_one(
                 "segmentation": {"mode": segmentation.value},
                 "state_dir": str(state),
                 "logging": {"level": "info"},
+                "shadow": {"path": str(candidate)} if shadow else None,
             }
         )
     )
@@ -263,6 +271,7 @@ def run_one(
         rss, hwm = memory_mb(proc.pid)
         tap.close()
         results = collector.matching("weldmon/+/weld/result")
+        shadow_results = len(collector.matching("weldmon/+/shadow/result"))
         now_utc, now_mono = time.time(), time.monotonic()
         payloads = [json.loads(m.payload) for m in results]
         arrivals = [now_utc - (now_mono - m.at) for m in results]
@@ -287,6 +296,8 @@ def run_one(
         "mode": mode,
         "segmentation": segmentation.value,
         "backend": backend,
+        "shadow": shadow,
+        "shadow_results": shadow_results,
         "torch_installed": torch_installed(python),
         "audio_s": round(audio.shape[0] / RATE_HZ, 1),
         "cpu_pct": round(100 * (cpu1 - cpu0) / (t1 - t0), 1),
@@ -325,6 +336,13 @@ def main() -> None:
         default=[DEFAULT_MODE.value],
         help="segmentation mode(s); several alternate run by run, for same-run comparisons",
     )
+    parser.add_argument(
+        "--shadow",
+        nargs="+",
+        choices=("off", "on"),
+        default=["off"],
+        help="without / with a shadow model; both alternate run by run (same-run comparison)",
+    )
     args = parser.parse_args()
     workdir = Path(tempfile.mkdtemp(prefix="weldmon-bench-"))
     pulse = PulseAudio.start(workdir / "pulse")
@@ -338,19 +356,21 @@ def main() -> None:
         for channels in args.channels:
             for run in range(args.repeat):
                 for seg in args.segmentation:
-                    rundir = workdir / f"run{channels}-{run}-{seg}"
-                    rundir.mkdir()
-                    result = run_one(
-                        channels,
-                        args.mode,
-                        args.welds,
-                        rundir,
-                        pulse,
-                        args.backend,
-                        args.python,
-                        SegmentationMode(seg),
-                    )
-                    print(json.dumps(result), flush=True)
+                    for shadow in args.shadow:
+                        rundir = workdir / f"run{channels}-{run}-{seg}-{shadow}"
+                        rundir.mkdir()
+                        result = run_one(
+                            channels,
+                            args.mode,
+                            args.welds,
+                            rundir,
+                            pulse,
+                            args.backend,
+                            args.python,
+                            SegmentationMode(seg),
+                            shadow=shadow == "on",
+                        )
+                        print(json.dumps(result), flush=True)
     finally:
         pulse.stop()
 

@@ -9,6 +9,7 @@ import json
 import math
 import sys
 from pathlib import Path
+from typing import Any
 
 from deploy.loader import BACKENDS
 from weldmon.cli import EXIT_FAILURE, EXIT_OK, EXIT_USAGE, Command, add_output_argument
@@ -218,7 +219,12 @@ def _run_convert(args: argparse.Namespace) -> int:
 
 
 def _configure_model(parser: argparse.ArgumentParser) -> None:
-    actions = parser.add_subparsers(dest="action", metavar="ACTION", required=True)
+    add_model_info(parser.add_subparsers(dest="action", metavar="ACTION", required=True))
+
+
+def add_model_info(actions: Any) -> None:
+    """`weldmon model info MODEL` into `actions` (an argparse subparsers object; the monitor's
+    `weldmon model` adds promote and rollback beside it)."""
     info = actions.add_parser(
         "info",
         help="print what an artifact says about itself, as JSON (nothing is run)",
@@ -227,6 +233,11 @@ def _configure_model(parser: argparse.ArgumentParser) -> None:
         "pipeline's too), read without running it and without torch.",
     )
     info.add_argument("model", type=Path, metavar="MODEL", help="deploy artifact (.pt or .onnx)")
+
+
+def run_model_info(args: argparse.Namespace) -> int:
+    """Print `args.model`'s metadata as JSON (`weldmon model info`)."""
+    return _run_model(args)
 
 
 def _run_model(args: argparse.Namespace) -> int:
@@ -250,5 +261,4 @@ COMMANDS = {
         _run_convert,
         "Write the ONNX twin of a .pt deploy artifact (this project's or the original's).",
     ),
-    "model": Command(_configure_model, _run_model, "Inspect a deploy artifact."),
 }

@@ -1,6 +1,7 @@
 """The real-time monitor daemon and offline replay, in rooms by stage of the data path.
 
-    monitor/   cli, daemon (wiring only), replay, reload, runtime, config, backoff
+    monitor/   cli, daemon (wiring only), replay, reload, promote (+ config_edit, model_cli),
+               runtime, config, backoff
       events/    the wire schema: outbound events, vocabularies, inbound messages, JSON Schema
       audio/     samples in: sound device, capture thread, ring buffer, frame-0 clock, files
       segment/   the segmenter factory and the monitor-only segmenters (trigger, file)

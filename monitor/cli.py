@@ -191,15 +191,16 @@ def _run_daemon(args: argparse.Namespace) -> int:
     from deploy.errors import WeldmonError
     from monitor.daemon import Daemon
     from monitor.publish.outbox import OutboxOpenError
-    from monitor.runtime import load_model
+    from monitor.runtime import load_model, load_shadow
 
     try:
         cfg = _load(args.config)
         model = load_model(cfg)
+        shadow = load_shadow(cfg, model)
     except WeldmonError as exc:
         return _fail("run", str(exc), EXIT_USAGE)
     try:  # a fresh event loop; SIGHUP and cmd/reload re-read --config
-        return asyncio.run(Daemon(cfg, model, Path(args.config)).run())
+        return asyncio.run(Daemon(cfg, model, Path(args.config), shadow).run())
     except WeldmonError as exc:
         structlog.get_logger("monitor.daemon").error("daemon_failed", error=str(exc))
         # A corrupt outbox fails before any weld, and a restart would meet the same file.
@@ -352,6 +353,18 @@ def _run_config(args: argparse.Namespace) -> int:
     return run(args)
 
 
+def _configure_model(parser: argparse.ArgumentParser) -> None:
+    from monitor.model_cli import configure
+
+    configure(parser)
+
+
+def _run_model(args: argparse.Namespace) -> int:
+    from monitor.model_cli import run
+
+    return run(args)
+
+
 COMMANDS: dict[str, Command] = {
     "run": Command(_configure_run, _run_daemon, "run the real-time monitor daemon"),
     "replay": Command(
@@ -371,5 +384,10 @@ COMMANDS: dict[str, Command] = {
     ),
     "config": Command(
         _configure_config, _run_config, "check a monitor config, or print the example one"
+    ),
+    "model": Command(
+        _configure_model,
+        _run_model,
+        "Inspect a deploy artifact, or promote / roll back a running daemon's model.",
     ),
 }

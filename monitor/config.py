@@ -67,6 +67,22 @@ class ModelConfig(_Section):
     sha256: str | None = Field(None, pattern=r"^[0-9a-fA-F]{64}$")  # pin: refuse other files
 
 
+DEFAULT_SHADOW_QUEUE_WINDOWS = 32  # shadow windows waiting before more are skipped (load)
+DEFAULT_SHADOW_TIMEOUT_S = 30.0  # a weld's shadow verdict waits this long for its windows
+
+
+class ShadowConfig(_Section):
+    """A second artifact that judges the same windows as `model`, after it, and only ever
+    publishes on ``{prefix}/{station}/shadow/result`` (docs/operations.md, "Trying a model")."""
+
+    path: Path  # the candidate deploy artifact
+    sha256: str | None = Field(None, pattern=r"^[0-9a-fA-F]{64}$")  # pin: refuse other files
+    # windows waiting for the shadow's worker; more are skipped and counted, never waited for
+    queue_windows: int = Field(DEFAULT_SHADOW_QUEUE_WINDOWS, ge=1, le=100_000)
+    # longest a weld's shadow verdict waits for its windows after the production result (s)
+    timeout_s: float = Field(DEFAULT_SHADOW_TIMEOUT_S, gt=0.0, le=3600.0)
+
+
 class InferenceConfig(_Section):
     """The inference worker's runtime, batching and queue bound."""
 
@@ -112,6 +128,7 @@ class MonitorConfig(_Section):
     """The whole `monitor.yaml`."""
 
     model: ModelConfig
+    shadow: ShadowConfig | None = None  # a candidate model judged beside `model`, never alerting
     audio: AudioConfig = AudioConfig()
     segmentation: SegmentationConfig = SegmentationConfig()
     process: ProcessConfig = ProcessConfig()
@@ -137,17 +154,23 @@ def _format_errors(exc: ValidationError) -> list[str]:
     return lines
 
 
-def _file_problems(model: Any, state: Any, *, create_state: bool) -> list[str]:
-    """Problems with the model file and the state folder (either may be a raw YAML value
-    when the schema failed: then only what is a path string is checked, and nothing is
-    created)."""
-    problems = []
-    if isinstance(model, str | Path):
-        model = Path(model)
-        if not model.is_file():
-            problems.append(f"model.path: no such file {model}")
-        elif not os.access(model, os.R_OK):
-            problems.append(f"model.path: {model} is not readable")
+def _model_file_problems(key: str, model: Any) -> list[str]:
+    if not isinstance(model, str | Path):
+        return []
+    model = Path(model)
+    if not model.is_file():
+        return [f"{key}: no such file {model}"]
+    if not os.access(model, os.R_OK):
+        return [f"{key}: {model} is not readable"]
+    return []
+
+
+def _file_problems(model: Any, state: Any, *, create_state: bool, shadow: Any = None) -> list[str]:
+    """Problems with the model files (production and shadow) and the state folder (any may
+    be a raw YAML value when the schema failed: then only what is a path string is checked,
+    and nothing is created)."""
+    problems = _model_file_problems("model.path", model)
+    problems += _model_file_problems("shadow.path", shadow)
     if not isinstance(state, str | Path):
         return problems
     state = Path(state)
@@ -204,17 +227,22 @@ def parse_config(
     if check_files:
         if cfg is not None:
             model, state = cfg.model.path, cfg.state_dir
+            shadow = cfg.shadow.path if cfg.shadow is not None else None
         else:
-            section = data.get("model")
-            model = section.get("path") if isinstance(section, dict) else None
+            model, shadow = _raw_path(data, "model"), _raw_path(data, "shadow")
             state = data.get("state_dir")
         create = create_state and cfg is not None and not problems
-        problems += _file_problems(model, state, create_state=create)
+        problems += _file_problems(model, state, create_state=create, shadow=shadow)
         if cfg is not None:
             problems += _extra_problems(cfg)
     if problems or cfg is None:
         raise ConfigError(f"{source}: invalid configuration:\n  " + "\n  ".join(problems))
     return cfg
+
+
+def _raw_path(data: dict[str, Any], section: str) -> Any:
+    found = data.get(section)
+    return found.get("path") if isinstance(found, dict) else None
 
 
 def example_config_text() -> str:
@@ -284,9 +312,10 @@ class _StrictLoader(yaml.SafeLoader):
 def _resolve_relative(data: dict[str, Any], base: Path) -> dict[str, Any]:
     # A config shipped beside its model ("model.path: model.pt") must not depend on the cwd.
     out = dict(data)
-    model = out.get("model")
-    if isinstance(model, dict) and isinstance(model.get("path"), str):
-        out["model"] = {**model, "path": str(base / Path(model["path"]).expanduser())}
+    for section in ("model", "shadow"):
+        model = out.get(section)
+        if isinstance(model, dict) and isinstance(model.get("path"), str):
+            out[section] = {**model, "path": str(base / Path(model["path"]).expanduser())}
     if isinstance(out.get("state_dir"), str):
         out["state_dir"] = str(base / Path(out["state_dir"]).expanduser())
     return out

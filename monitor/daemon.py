@@ -7,6 +7,9 @@ every captured block through the pipeline (`monitor.pipeline.core`). SIGTERM/SIG
 stack in reverse: capture stops, the windows already cut are judged, open welds close as
 `interrupted`, clips land, the outbox is flushed and `stopped` published; exit 0 within
 `stop_timeout_s`. SIGHUP and ``{prefix}/cmd/reload`` reload the model (monitor/reload.py).
+An optional shadow model (config ``shadow``) judges the same windows after production and
+publishes only on ``{prefix}/{station}/shadow/result``, straight to the broker (never the
+outbox, never OPC UA, never an alert): `monitor.pipeline.shadow`.
 Threads, queues and overload: docs/monitor.md.
 """
 
@@ -25,14 +28,29 @@ import structlog
 from deploy.loader import DeployModel
 from monitor.audio.blocks import AudioBlock
 from monitor.audio.capture_thread import CaptureThread, Lost, Opened
-from monitor.config import MonitorConfig
+from monitor.config import (
+    DEFAULT_SHADOW_QUEUE_WINDOWS,
+    DEFAULT_SHADOW_TIMEOUT_S,
+    MonitorConfig,
+)
 from monitor.events import DegradedReason, EndReason, ErrorCode, Source, WeldResult
+from monitor.events.shadow import (
+    SHADOW_QOS,
+    SHADOW_RETAINED,
+    ModelChange,
+    ShadowResult,
+    model_change_topic,
+    shadow_topic,
+)
 from monitor.ops.clips import ClipWriter
 from monitor.ops.notify import WatchdogGate
+from monitor.ops.shadow_metrics import register_shadow_metrics
 from monitor.ops.status import Operations
 from monitor.pipeline.core import Pipeline
 from monitor.pipeline.inbox import PipelineInbox
 from monitor.pipeline.inference import InferenceWorker, ModelWorkers
+from monitor.pipeline.shadow import ShadowJudge
+from monitor.promote import ModelLifecycle
 from monitor.publish.commands import CommandHandlers, CommandRouter
 from monitor.publish.publisher import MqttPublisher
 from monitor.reload import Reloader, prepare_reload, swap_in
@@ -42,6 +60,7 @@ from monitor.runtime import (
     mqtt_link,
     pipeline_settings,
     report_interrupted_welds,
+    shadow_options,
     signal_handlers,
     tracker_options,
 )
@@ -56,10 +75,20 @@ class Daemon:
     """The running monitor: capture thread -> pipeline -> events, plus operations."""
 
     def __init__(
-        self, cfg: MonitorConfig, model: DeployModel, config_path: Path | None = None
+        self,
+        cfg: MonitorConfig,
+        model: DeployModel,
+        config_path: Path | None = None,
+        shadow_model: DeployModel | None = None,
     ) -> None:
         require_live(cfg.segmentation.mode)
         self.cfg, self.model, self.config_path = cfg, model, config_path
+        self.shadow_model = shadow_model  # loaded by `monitor.runtime.load_shadow`
+        queue_windows, timeout_s = DEFAULT_SHADOW_QUEUE_WINDOWS, DEFAULT_SHADOW_TIMEOUT_S
+        if cfg.shadow is not None:
+            queue_windows, timeout_s = cfg.shadow.queue_windows, cfg.shadow.timeout_s
+        self.shadow = ShadowJudge(self._shadow_result, queue_windows, timeout_s)
+        self.shadow_results_lost = 0  # shadow verdicts the broker did not take (not retried)
         self.settings = pipeline_settings(cfg)
         self.options = tracker_options(cfg, model, cfg.segmentation.mode)
         self.ops = Operations(
@@ -74,6 +103,7 @@ class Daemon:
             lambda plan: swap_in(self, plan),
             lambda why: self._error(ErrorCode.RELOAD_FAILED, RELOAD_REFUSED + why),
         )
+        self.lifecycle = ModelLifecycle(self, self._model_changed)  # promote / rollback
         self.clips = ClipWriter.for_config(
             cfg.clips, cfg.state_dir, model.sample_rate, self._clip_failed
         )
@@ -86,6 +116,7 @@ class Daemon:
             homeassistant_birth=self._rediscover,
             malformed=self.ops.metrics.malformed,
             process=inbox.process,
+            model=self.lifecycle.request,
         )
         self.commands = CommandRouter(
             cfg.mqtt.topic_prefix,
@@ -114,6 +145,8 @@ class Daemon:
             stack.enter_context(signal_handlers(loop, signals))
             stack.callback(self.workers.stop_all)
             self.workers.use(self.workers.start(self.model), self.unused)
+            if self.shadow_model is not None:
+                self.shadow.use(self.shadow_model, shadow_options(cfg, self.shadow_model))
             health = self.ops.http(cfg.http, lambda: self.ops.health(self, cfg.mqtt.enabled))
             http_error = await stack.enter_async_context(health)
             link = mqtt_link(
@@ -127,14 +160,18 @@ class Daemon:
             self.events.publisher = self.publisher = await stack.enter_async_context(link)
             report_interrupted_welds(self.publisher, self.events, self._report)
             self.ops.bind_gauges(self.workers.queue_depth, self.publisher)
+            register_shadow_metrics(self.ops.metrics.registry, self.shadow_totals)
             if http_error is not None:
                 self._error(ErrorCode.HTTP_UNAVAILABLE, http_error)
             if cfg.opcua.enabled:
                 opcua = self.ops.opcua(cfg.opcua, self.settings.stations, cfg.http, self._report)
                 self.events.listeners.append(await stack.enter_async_context(opcua))
+            # after the pipeline, before the publisher: the last welds' shadow verdicts go out
+            stack.push_async_callback(self.shadow.close)
             if self.clips is not None:  # closes after the pipeline: the last results keep clips
                 stack.push_async_callback(self.clips.close, cfg.stop_timeout_s / 4)
             stack.push_async_callback(self.reloader.close)
+            stack.push_async_callback(self.lifecycle.close)
             stack.push_async_callback(
                 self._close_pipeline, EndReason.SHUTDOWN, DegradedReason.INTERRUPTED
             )
@@ -180,6 +217,7 @@ class Daemon:
                     item.sample_rate,
                     weld_audio=self.clips,
                     on_window=self.ops.metrics.window_inferred,
+                    observer=self.shadow,
                 )
                 self.pipeline = await self._pipeline_scope.enter_async_context(pipeline)
         elif isinstance(item, Lost):
@@ -225,6 +263,31 @@ class Daemon:
     def _report(self, code: ErrorCode | str, message: str) -> None:
         self._error(ErrorCode(code), message)
 
+    def _shadow_result(self, result: ShadowResult) -> None:
+        log.info(
+            "shadow_result",
+            weld_id=result.weld_id,
+            station=result.station,
+            label=result.label_name,
+            p_defect=round(result.p_defect, 6),
+            agree=result.agree,
+            complete=result.complete,
+        )
+        if self.publisher is not None:
+            self._spawn(self._publish_shadow(self.publisher, result))
+
+    async def _publish_shadow(self, publisher: MqttPublisher, result: ShadowResult) -> None:
+        topic = shadow_topic(self.cfg.mqtt.topic_prefix, result.station)
+        payload = result.to_json()
+        if not await publisher.publish_now(topic, payload, qos=SHADOW_QOS, retain=SHADOW_RETAINED):
+            self.shadow_results_lost += 1  # by design: only production verdicts are durable
+            log.warning("shadow_result_lost", weld_id=result.weld_id, station=result.station)
+
+    def _model_changed(self, change: ModelChange) -> None:
+        if self.publisher is not None:  # durable, like a verdict: the change is an audit fact
+            topic = model_change_topic(self.cfg.mqtt.topic_prefix)
+            self.publisher.send_message(topic, change.to_json(), change.event_id)
+
     def _clip_failed(self, result: WeldResult, message: str) -> None:
         self._error(ErrorCode.CLIP_FAILED, message, station=result.station, weld_id=result.weld_id)
 
@@ -241,6 +304,20 @@ class Daemon:
         pipeline = self.pipeline
         return {**(pipeline.counts() if pipeline else {}), **self.inbox.counts()}
 
+    def shadow_totals(self) -> dict[str, float]:
+        """The shadow's and production's inference totals (/metrics, on the HTTP thread)."""
+        shadow, counters = self.shadow, self.shadow.counters
+        return {
+            "shadow_cpu_seconds": shadow.cpu_s,
+            "shadow_windows": counters.windows,
+            "shadow_windows_skipped": counters.windows_skipped,
+            "shadow_windows_failed": counters.windows_failed,
+            "shadow_results": counters.results,
+            "shadow_results_lost": self.shadow_results_lost,
+            "inference_cpu_seconds": self.workers.cpu_s(),
+            "shadow_loaded": float(shadow.sha256 is not None),
+        }
+
     def stats(self) -> dict[str, object]:
         """The counters of the daemon's own parts, for the stats log line."""
         worker, pipeline = self.workers.current, self.pipeline
@@ -249,4 +326,11 @@ class Daemon:
             "pipeline": pipeline.counts() if pipeline else None,
             "reloads": (self.reloader.succeeded, self.reloader.failures),
             "clips": self.clips.stats() if self.clips else None,
+            "shadow": {
+                **self.shadow.counters.as_dict(),
+                "results_lost": self.shadow_results_lost,
+                "cpu_s": round(self.shadow.cpu_s, 3),
+            }
+            if self.shadow.sha256 is not None
+            else None,
         }

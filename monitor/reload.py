@@ -8,7 +8,7 @@ finish with the old model (their result says so in ``model_sha256``), welds that
 afterwards use the new one. A reload that fails at any step keeps the old model and is
 reported as an ``error`` event (``code: reload_failed``).
 
-Only the ``model`` and ``clips`` sections, and the per-station thresholds in
+Only the ``model``, ``shadow`` and ``clips`` sections, and the per-station thresholds in
 ``audio.stations``, take effect on reload (the thresholds for welds that start afterwards); a
 change to any other section is named in a warning (``reload_needs_restart``) and waits for the
 next restart, because those sections shape threads, sockets and devices that live for the
@@ -35,10 +35,12 @@ from monitor.ops.clips import ClipWriter
 from monitor.ops.status import DaemonState, Operations
 from monitor.pipeline.core import Pipeline
 from monitor.pipeline.inference import InferenceWorker, ModelWorkers
+from monitor.pipeline.shadow import ShadowJudge
 from monitor.pipeline.tracker import ModelInfo, ModelSwapError, TrackerOptions, check_swappable
-from monitor.runtime import load_model, tracker_options
+from monitor.runtime import load_model, load_shadow, shadow_options, tracker_options
 
-APPLIED_SECTIONS = ("model", "clips")  # sections a reload takes over; the rest need a restart
+# sections a reload takes over; the rest need a restart
+APPLIED_SECTIONS = ("model", "shadow", "clips")
 
 log = structlog.get_logger(__name__)
 
@@ -54,6 +56,7 @@ class ReloadPlan:
     cfg: MonitorConfig  # the running config with the applied sections replaced
     model: DeployModel
     needs_restart: tuple[str, ...]  # sections that changed but are not applied
+    shadow: DeployModel | None = None  # the shadow model the config names, loaded and checked
 
 
 def changed_sections(old: MonitorConfig, new: MonitorConfig) -> list[str]:
@@ -70,6 +73,7 @@ def prepare_reload(
     try:
         fresh = load_config(config_path) if config_path is not None else current
         model = load_model(fresh)
+        shadow = load_shadow(fresh, model)  # a shadow that cannot judge refuses the reload
     except WeldmonError as exc:
         raise ReloadError(str(exc)) from exc
     try:
@@ -82,7 +86,8 @@ def prepare_reload(
         update["audio"] = fresh.audio  # only thresholds changed: the capture stays as it is
         changed.remove("audio")
     applied = current.model_copy(update=update)
-    return ReloadPlan(applied, model, tuple(k for k in changed if k not in APPLIED_SECTIONS))
+    restart = tuple(k for k in changed if k not in APPLIED_SECTIONS)
+    return ReloadPlan(applied, model, restart, shadow)
 
 
 class Reloader:
@@ -153,6 +158,8 @@ class ModelHost(DaemonState, Protocol):
     pipeline: Pipeline | None
     clips: ClipWriter | None
     ops: Operations
+    shadow: ShadowJudge
+    shadow_model: DeployModel | None
 
     async def unused(self, worker: InferenceWorker) -> None:
         """Return once no weld started on `worker` waits for its result."""
@@ -173,6 +180,7 @@ async def swap_in(host: ModelHost, plan: ReloadPlan) -> None:
     old_sha = host.model.sha256
     host.workers.use(worker, host.unused)
     host.model, host.options, host.cfg = plan.model, options, plan.cfg
+    _swap_shadow(host, plan)
     if host.clips is not None:
         host.clips.use_config(plan.cfg.clips, plan.cfg.state_dir)
     elif plan.cfg.clips.policy != "none":
@@ -190,3 +198,18 @@ async def swap_in(host: ModelHost, plan: ReloadPlan) -> None:
     if host.publisher is not None:
         await host.publisher.announce("online")  # the status names the new model
     host.ops.notifier.status(host.ops.status_line(host))
+
+
+def _swap_shadow(host: ModelHost, plan: ReloadPlan) -> None:
+    """The shadow the reloaded config names (or none) judges the welds that start from now."""
+    old = host.shadow.sha256
+    new = plan.shadow.sha256 if plan.shadow is not None else None
+    if plan.shadow is None or plan.cfg.shadow is None:
+        host.shadow.use(None, None)
+    else:
+        options = shadow_options(plan.cfg, plan.shadow)
+        limits = plan.cfg.shadow
+        host.shadow.use(plan.shadow, options, limits.queue_windows, limits.timeout_s)
+    host.shadow_model = plan.shadow
+    if old != new:
+        log.info("shadow_model_changed", old_sha256=old, new_sha256=new)

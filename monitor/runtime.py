@@ -29,7 +29,13 @@ from monitor.events import (
 )
 from monitor.ops.memory import pin_mmap_threshold
 from monitor.pipeline.settings import PipelineSettings
-from monitor.pipeline.tracker import ModelInfo, StationThresholds, TrackerOptions
+from monitor.pipeline.tracker import (
+    ModelInfo,
+    ModelSwapError,
+    StationThresholds,
+    TrackerOptions,
+    check_swappable,
+)
 from monitor.publish.interrupted import interrupted_message, report_interrupted
 from monitor.publish.outbox import Outbox
 from monitor.publish.publisher import MqttPublisher
@@ -61,6 +67,42 @@ def load_model(cfg: MonitorConfig) -> DeployModel:
         raise StartupError(f"model.path: {exc}") from exc
     log.info("model_loaded", **model.describe())
     return model
+
+
+def load_shadow(cfg: MonitorConfig, production: DeployModel) -> DeployModel | None:
+    """Load, pin-check and self-test the shadow artifact (None without a ``shadow``
+    section); StartupError when it cannot be used, or when its contract (sample rate,
+    window length) differs from production's: it must judge the very same windows."""
+    if cfg.shadow is None:
+        return None
+    try:
+        shadow = load_artifact(
+            cfg.shadow.path,
+            cfg.shadow.sha256,
+            backend=cfg.inference.backend,
+            threads=cfg.inference.threads,
+        )
+        shadow.self_test()
+    except ArtifactError as exc:
+        raise StartupError(f"shadow.path: {exc}") from exc
+    try:
+        check_swappable(ModelInfo.of(shadow), ModelInfo.of(production))
+    except ModelSwapError as exc:
+        raise StartupError(
+            f"shadow.path: {cfg.shadow.path} does not judge the production model's windows: {exc}"
+        ) from exc
+    log.info("shadow_model_loaded", **shadow.describe())
+    return shadow
+
+
+def shadow_options(cfg: MonitorConfig, shadow: DeployModel) -> TrackerOptions:
+    """The facts of the shadow's verdicts: its own identity and its artifact's threshold (a
+    station's taught threshold belongs to the production model)."""
+    return TrackerOptions(
+        model=ModelInfo.of(shadow),
+        daemon_version=__version__,
+        segmentation=cfg.segmentation.mode,
+    )
 
 
 def pipeline_settings(

@@ -39,6 +39,7 @@ from monitor.events import (
     topic_for,
 )
 from monitor.events.schema import mqtt_json_schema, mqtt_json_schema_text
+from monitor.events.shadow import parse_model_change, parse_shadow_result
 from monitor.publish.commands import parse_part, parse_trigger, station_from_trigger_topic
 from monitor.publish.process_messages import parse_process
 
@@ -379,12 +380,17 @@ def test_schema_is_a_one_of_over_every_event_kind() -> None:
     assert len(schema["oneOf"]) == 5
 
 
+LIFECYCLE_PARSERS = {"shadow_result": parse_shadow_result, "model_change": parse_model_change}
+
+
 def test_every_json_example_in_the_mqtt_doc_is_a_valid_message() -> None:
     blocks = re.findall(r"```json\n(.*?)```", MQTT_DOC.read_text(), flags=re.DOTALL)
     kinds = set()
     for block in blocks:
         data = json.loads(block)
-        if "kind" in data:
+        if data.get("kind") in LIFECYCLE_PARSERS:  # shadow and promote: not weld events
+            kinds.add(LIFECYCLE_PARSERS[data["kind"]](json.dumps(data).encode()).kind)
+        elif "kind" in data:
             kinds.add(parse_event(json.dumps(data).encode()).kind)
         elif "state" in data and "client_id" in data:
             parse_status(json.dumps(data).encode())
@@ -395,7 +401,9 @@ def test_every_json_example_in_the_mqtt_doc_is_a_valid_message() -> None:
             parse_part(json.dumps(data).encode())
         else:
             parse_trigger(json.dumps(data).encode())
-    assert kinds == {"weld_start", "weld_progress", "weld_alert", "weld_result", "error"}
+    assert kinds == {"weld_start", "weld_progress", "weld_alert", "weld_result", "error"} | set(
+        LIFECYCLE_PARSERS
+    )
 
 
 @pytest.mark.parametrize("vocabulary", [SegmentationMode, EndReason, DegradedReason, ErrorCode])

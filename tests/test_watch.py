@@ -204,6 +204,13 @@ def test_inbound_trigger_messages_are_not_mistaken_for_malformed_events():
     assert state.malformed == 0
 
 
+@pytest.mark.parametrize("topic", ["weldmon/cell1/shadow/result", "weldmon/model/change"])
+def test_shadow_verdicts_and_model_changes_are_not_mistaken_for_malformed_events(topic: str):
+    # valid messages of their own kinds (docs/mqtt.md), not weld events: watch leaves them be
+    state = apply_message(fresh(), topic, b'{"kind": "shadow_result"}', T0)
+    assert state.malformed == 0 and state.stations == {}
+
+
 def test_error_events_are_kept_newest_first():
     errors = [
         ErrorEvent(daemon_version="0.1.0", model_sha256=SHA, code=f"e{i}", message="x")

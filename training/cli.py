@@ -12,6 +12,7 @@ import os
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 from training.welds import SEGMENTATION_SOURCES  # no torch: --help stays fast
 from weldmon.cli import (
@@ -227,6 +228,14 @@ def _configure_evaluate(p: argparse.ArgumentParser) -> None:
         help="auto (default): ONNX Runtime for a .onnx and for a .pt with its ONNX twin "
         "beside it, TorchScript otherwise (the same choice as `weldmon predict`)",
     )
+    p.add_argument(
+        "--compare",
+        type=Path,
+        metavar="MODEL_B",
+        help="a second artifact judged on the same files: paired comparison against --model "
+        "(McNemar's exact test, bootstrap of the ROC-AUC difference), written to "
+        "paired.json in the report folder",
+    )
 
 
 def _run_evaluate(args: argparse.Namespace) -> int:
@@ -245,8 +254,9 @@ def _run_evaluate(args: argparse.Namespace) -> int:
     try:
         if args.split is not None:
             read_split(args.split)
-        model = load_artifact(args.model, backend=args.backend)
-        model.self_test()
+        for path in (args.model, *([args.compare] if args.compare is not None else [])):
+            model = load_artifact(path, backend=args.backend)
+            model.self_test()
     except WeldmonError as exc:
         return fail(str(exc), EXIT_USAGE)
     try:
@@ -276,7 +286,47 @@ def _run_evaluate(args: argparse.Namespace) -> int:
     # Last, where a reader's eye lands: the report's opening paragraph, in plain words.
     print(f"\n{checks_found['summary_text']}")
     failed = result.errors or any(w.error for w in result.welds)
+    if args.compare is not None:
+        try:
+            compared = _paired(args, workers, result)
+        except (WeldmonError, ValueError) as exc:
+            return fail(f"--compare: {exc}", EXIT_FAILURE)
+        failed = failed or compared
     return EXIT_FAILURE if failed else EXIT_OK
+
+
+def _paired(args: argparse.Namespace, workers: int, result: Any) -> bool:
+    """Judge the same files with --compare, print and write the paired comparison of each
+    mode; True when some file failed for the second artifact."""
+    import json
+
+    from training.evaluate import evaluate
+    from training.paired import paired_comparison
+    from training.report import WELD_PREFIX
+
+    other = evaluate(
+        args.compare,
+        args.data_root,
+        split_file=args.split,
+        workers=workers,
+        backend=args.backend,
+        progress=True,
+        mode=args.mode,
+        segmentation=args.segmentation,
+    )
+    out: dict[str, Any] = {"model": str(args.model), "compare": str(args.compare)}
+    for mode, prefix, rows_a, rows_b in (
+        ("file", "", result.files, other.files),
+        ("weld", WELD_PREFIX, result.welds, other.welds),
+    ):
+        if args.mode in (mode, "both"):
+            comparison = paired_comparison(rows_a, rows_b)
+            print("\n".join(comparison.lines(prefix)))
+            out[mode] = comparison.as_dict()
+    path = args.output / "paired.json"
+    path.write_text(json.dumps(out, indent=2) + "\n")
+    print(f"paired comparison: {path}")
+    return bool(other.errors) or any(w.error for w in other.welds)
 
 
 # ---- sweep -------------------------------------------------------------------------------

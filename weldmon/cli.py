@@ -33,7 +33,10 @@ REGISTRY: dict[str, tuple[str, str]] = {
     "predict": ("deploy.cli", "judge one recording (or one window of it) with a deploy artifact"),
     "scan": ("deploy.cli", "batch-score files and window offsets into CSV/JSON"),
     "convert": ("deploy.cli", "write the ONNX twin of a .pt deploy artifact"),
-    "model": ("deploy.cli", "inspect a deploy artifact: `weldmon model info MODEL`"),
+    "model": (
+        "monitor.cli",
+        "inspect a deploy artifact; promote or roll back a running daemon's model",
+    ),
     "train": ("training.cli", "train the MIL CNN from a labelled dataset"),
     "cv": ("training.cli", "leave-one-config-folder-out cross-validation (small data)"),
     "export": ("training.cli", "export a checkpoint as the deploy artifact (.pt and .onnx)"),

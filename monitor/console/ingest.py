@@ -24,6 +24,7 @@ import structlog
 
 from monitor.backoff import backoff_delay
 from monitor.console.fleet import Change, Fleet
+from monitor.console.shadow_store import add_shadow
 from monitor.console.store import ConsoleDb, WeldStore
 from monitor.console.topics import PrefixPattern, Route, classify
 from monitor.events import (
@@ -34,6 +35,7 @@ from monitor.events import (
     parse_event,
     parse_status,
 )
+from monitor.events.shadow import parse_shadow_result
 
 RECONNECT_MIN_S = 0.5  # a broker restart takes about a second
 RECONNECT_MAX_S = 10.0  # an operator's page should come back within seconds
@@ -148,6 +150,9 @@ class Ingest:
         if route.kind == "status":
             self._status(route, payload)
             return
+        if route.kind == "shadow":
+            await self._shadow(route, topic, payload)
+            return
         try:
             event = parse_event(payload)
         except MalformedMessageError as exc:
@@ -183,6 +188,21 @@ class Ingest:
             await self._store(WeldStore.add_alert, route.prefix, event)
         if change is not None:
             self.on_change(change)
+
+    async def _shadow(self, route: Route, topic: str, payload: bytes) -> None:
+        """A shadow model's verdict: kept beside the production result for `/compare`."""
+        try:
+            shadow = parse_shadow_result(payload)
+        except MalformedMessageError as exc:
+            self.on_change(self.fleet.bad_message(route.prefix, f"{topic}: {exc}"))
+            return
+        if shadow.station != route.station:
+            self.on_change(
+                self.fleet.bad_message(route.prefix, f"{topic}: event does not match its topic")
+            )
+            return
+        self.counters.by_kind[shadow.kind] = self.counters.by_kind.get(shadow.kind, 0) + 1
+        await self._store(add_shadow, route.prefix, shadow, _utc_now())
 
     def _status(self, route: Route, payload: bytes) -> None:
         if not payload:  # a cleared retained status: no daemon announces itself there

@@ -133,6 +133,12 @@ class WeldStore:
         except (sqlite3.Error, OSError) as exc:
             raise StoreError(f"{self.path}: cannot open the history: {exc}") from exc
 
+    @property
+    def connection(self) -> sqlite3.Connection:
+        """The one connection, for tables kept beside the history (`shadow_store`); same
+        thread rule as the store's own methods."""
+        return self._db
+
     def close(self) -> None:
         self._db.close()
 

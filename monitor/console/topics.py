@@ -17,7 +17,7 @@ from typing import Literal
 from monitor.events import STATION_PATTERN
 
 WELD_TOPIC_KINDS = ("start", "progress", "alert", "result")
-RouteKind = Literal["status", "error", "weld", "ignored"]
+RouteKind = Literal["status", "error", "weld", "shadow", "ignored"]
 
 
 class PrefixError(ValueError):
@@ -103,6 +103,12 @@ def classify(patterns: list[PrefixPattern], topic: str) -> Route | None:
         and re.fullmatch(STATION_PATTERN, parts[0])
     ):
         return Route(prefix, "weld", parts[0])
+    if (
+        len(parts) == 3
+        and parts[1:] == ["shadow", "result"]
+        and re.fullmatch(STATION_PATTERN, parts[0])
+    ):
+        return Route(prefix, "shadow", parts[0])
     # Triggers, commands, Home Assistant discovery, process data: inbound to the daemon or
     # not events at all; not counted as bad messages.
     return Route(prefix, "ignored")

@@ -40,6 +40,7 @@ from monitor.console.clipfiles import (
     default_config_folder,
     sidecar_window_probs,
 )
+from monitor.console.compare import compare_routes
 from monitor.console.forms import FormError, check_form_headers, read_form
 from monitor.console.pages import operations_routes
 from monitor.console.records import Review, WeldFilter
@@ -425,6 +426,7 @@ def create_app(state: ConsoleState, allowed_hosts: list[str] | None = None) -> S
         Route("/healthz", healthz),
         Route("/favicon.ico", no_icon),
         Mount("/static", StaticFiles(directory=STATIC), name="static"),
+        *compare_routes(state, _page, _error),
     ]
     middleware = [
         Middleware(TrustedHostMiddleware, allowed_hosts=allowed_hosts or ["*"]),

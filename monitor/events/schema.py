@@ -10,6 +10,7 @@ from typing import Any
 
 from monitor.events import EVENT_ADAPTER, SCHEMA_VERSION, StatusMessage
 from monitor.events.inbound import PartMessage, ProcessMessage, TriggerMessage
+from monitor.events.shadow import ModelChange, ModelCommand, ShadowResult
 
 
 def mqtt_json_schema() -> dict[str, Any]:
@@ -18,7 +19,15 @@ def mqtt_json_schema() -> dict[str, Any]:
     template = "#/$defs/{model}"
     schema = EVENT_ADAPTER.json_schema(ref_template=template)
     defs = schema.setdefault("$defs", {})
-    for model in (StatusMessage, TriggerMessage, PartMessage, ProcessMessage):
+    for model in (
+        StatusMessage,
+        TriggerMessage,
+        PartMessage,
+        ProcessMessage,
+        ShadowResult,
+        ModelChange,
+        ModelCommand,
+    ):
         sub = model.model_json_schema(ref_template=template)
         defs.update(sub.pop("$defs", {}))
         defs[model.__name__] = sub
@@ -32,7 +41,10 @@ def mqtt_json_schema() -> dict[str, Any]:
             "inbound {prefix}/{station}/trigger payloads are $defs/TriggerMessage, "
             "{prefix}/{station}/part payloads $defs/PartMessage, inbound "
             "{prefix}/{station}/process payloads $defs/ProcessMessage (or one "
-            "$defs/ProcessReading)."
+            "$defs/ProcessReading). A shadow model's verdicts on "
+            "{prefix}/{station}/shadow/result are $defs/ShadowResult, "
+            "inbound {prefix}/cmd/promote and {prefix}/cmd/rollback payloads "
+            "$defs/ModelCommand, their outcome on {prefix}/model/change $defs/ModelChange."
         ),
         **schema,
     }

@@ -66,6 +66,7 @@ from monitor.pipeline.verdicts import (
     OpenWeld,
     VerdictQueue,
     WeldAudioHook,
+    WeldObserver,
     WindowLatencyHook,
 )
 from monitor.pipeline.weld_facts import weld_facts
@@ -115,6 +116,7 @@ class Pipeline:
         weld_audio: WeldAudioHook | None = None,
         on_window: WindowLatencyHook | None = None,
         weld_audio_bound_s: float | None = None,
+        observer: WeldObserver | None = None,
     ) -> None:
         """`weld_audio_bound_s`: the most audio a weld's clip keeps when the segmenter sets
         no bound of its own (one weld per file: replay passes the file's length)."""
@@ -143,6 +145,7 @@ class Pipeline:
             progress=settings.progress,
             weld_audio=weld_audio,
             on_window=on_window,
+            observer=observer,
         )
         self._keeps_audio = weld_audio is not None
         self._epoch: int | None = None  # the stream epoch the stations are in, None between

@@ -54,6 +54,7 @@ class InferenceCounters:
     failed_windows: int = 0  # windows whose forward pass raised
     rejected: int = 0  # submits refused because the queue was full
     busy_s: float = 0.0  # time spent in forward passes
+    cpu_s: float = 0.0  # CPU time of the worker thread (its forward passes, all cores)
     max_queue_depth: int = 0  # high-water mark of waiting windows
     last_batch_at: float = 0.0  # time.monotonic() of the latest finished batch (watchdog)
 
@@ -164,6 +165,7 @@ class InferenceWorker:
                 f.set_exception(exc)
             return
         self.counters.busy_s += time.perf_counter() - t0
+        self.counters.cpu_s = time.thread_time()  # runs on the worker thread: its own time
         self.counters.windows += len(live)
         self.counters.batches += 1
         self.counters.last_batch_at = time.monotonic()
@@ -193,6 +195,7 @@ class ModelWorkers:
         self.queue_windows = queue_windows
         self.current: InferenceWorker | None = None
         self._retiring: dict[InferenceWorker, asyncio.Task[None]] = {}
+        self._stopped_cpu_s = 0.0  # CPU seconds of the workers already stopped
 
     def start(self, model: DeployModel) -> InferenceWorker:
         """A started worker for `model`; it becomes current with `use`."""
@@ -214,8 +217,14 @@ class ModelWorkers:
     ) -> None:
         await unused(worker)
         await asyncio.to_thread(worker.stop)
+        self._stopped_cpu_s += worker.counters.cpu_s
         self._retiring.pop(worker, None)
         log.info("old_model_released", windows=worker.counters.windows)
+
+    def cpu_s(self) -> float:
+        """CPU seconds of every production worker thread so far (monotonic)."""
+        live = [*self._retiring, *([self.current] if self.current is not None else [])]
+        return self._stopped_cpu_s + sum(w.counters.cpu_s for w in live)
 
     def queue_depth(self) -> float:
         """Windows waiting in every worker (a gauge)."""

@@ -22,7 +22,7 @@ import time
 from collections.abc import Callable
 from concurrent.futures import Future
 from dataclasses import dataclass
-from typing import Literal, Self
+from typing import Literal, Protocol, Self
 
 import numpy as np
 import structlog
@@ -41,6 +41,20 @@ EventSink = Callable[[Event], None]
 WeldAudioHook = Callable[[WeldResult, np.ndarray, list[float]], WeldResult]
 # Seconds from a window's submission to its probability; called on the inference thread.
 WindowLatencyHook = Callable[[float], None]
+
+
+class WeldObserver(Protocol):
+    """Sees every weld after production (the shadow model, `monitor.pipeline.shadow`): called
+    on the event loop, in order, must neither block nor raise."""
+
+    def started(self, tracker: WeldTracker) -> None:
+        """A weld began."""
+
+    def window(self, tracker: WeldTracker, window: Window, judged_by_production: bool) -> None:
+        """Production has its probability of `window` (or left it out)."""
+
+    def ended(self, tracker: WeldTracker, result: WeldResult, end_index: int) -> None:
+        """The weld's production result was emitted."""
 
 
 @dataclass
@@ -85,8 +99,10 @@ class VerdictQueue:
         progress: bool = True,
         weld_audio: WeldAudioHook | None = None,
         on_window: WindowLatencyHook | None = None,
+        observer: WeldObserver | None = None,
     ) -> None:
         self.emit = emit
+        self._observer = observer  # after production, never ahead of it
         self.progress = progress
         self.counters = VerdictCounters()
         self._weld_audio = weld_audio
@@ -161,6 +177,8 @@ class VerdictQueue:
     async def started(self, weld: OpenWeld) -> None:
         """A weld began: its start event, in order."""
         self._users[id(weld.worker)] = self._users.get(id(weld.worker), 0) + 1
+        if self._observer is not None:
+            self._observer.started(weld.tracker)
         await self._items.put(("event", weld.tracker.start_event()))
 
     async def submit(self, weld: OpenWeld, windows: list[Window]) -> None:
@@ -238,11 +256,16 @@ class VerdictQueue:
                 self._pending_since.popleft()
             for event in tracker.add_window(window.index, prob, window.end, self.progress):
                 self.emit(event)
+            if self._observer is not None:
+                self._observer.window(tracker, window, future is not _NOT_FINITE)
         else:
             _, weld, end_index, reason, audio, facts = item
             self.counters.results += 1
             try:
-                self.emit(self._result(weld, end_index, reason, audio, facts))
+                result = self._result(weld, end_index, reason, audio, facts)
+                self.emit(result)
+                if self._observer is not None:
+                    self._observer.ended(weld.tracker, result, end_index)
             finally:
                 key = id(weld.worker)
                 self._users[key] -= 1

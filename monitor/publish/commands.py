@@ -4,6 +4,9 @@ Five kinds of message come in, each on its own topic:
 
 - ``{prefix}/cmd/reload``: reload the model (empty, the word ``reload``, or a JSON object
   with an optional ``request_id`` echoed in the log);
+- ``{prefix}/cmd/promote`` and ``{prefix}/cmd/rollback``: the shadow model becomes production,
+  or the previous production model comes back (`monitor.events.shadow.ModelCommand`;
+  `monitor/promote.py`); who may send them is the broker's ACL, as for reload;
 - Home Assistant's birth message on ``{discovery_prefix}/status``: re-send the discovery
   configs (`discovery`, also sent at every connect);
 - ``{prefix}/{station}/trigger`` (trigger mode): a weld starts or stops at arrival time; a
@@ -44,6 +47,13 @@ from monitor.events.inbound import (
     part_subscription,
     process_subscription,
     trigger_subscription,
+)
+from monitor.events.shadow import (
+    MODEL_ACTIONS,
+    ModelAction,
+    ModelCommand,
+    model_command_topic,
+    parse_model_command,
 )
 from monitor.publish.homeassistant import (
     Discovery,
@@ -183,6 +193,8 @@ class CommandHandlers:
     malformed: Callable[[MalformedKind], None]  # a message that is none of ours was dropped
     # (station, the payload's good readings, how many it held that were skipped as bad)
     process: Callable[[str, list[ProcessReading], int], None] | None = None
+    # ("promote" | "rollback", the command) -> None; None: the topics are not subscribed
+    model: Callable[[ModelAction, ModelCommand], None] | None = None
 
 
 class CommandRouter:
@@ -208,6 +220,12 @@ class CommandRouter:
             self.subscriptions.append(homeassistant.birth_topic)
         if process and handlers.process is not None:
             self.subscriptions.append(process_subscription(prefix))
+        self._model_topics: dict[str, ModelAction] = {}
+        if handlers.model is not None:
+            for action in MODEL_ACTIONS:
+                topic = model_command_topic(prefix, action)
+                self._model_topics[topic] = action
+                self.subscriptions.append(topic)
 
     def discovery(self) -> list[Discovery]:
         """Home Assistant's discovery configs for the stations (empty when disabled): sent at
@@ -223,6 +241,15 @@ class CommandRouter:
                 self._malformed("command", topic, exc)
                 return
             self.handlers.reload(f"mqtt request_id={command.request_id}")
+            return
+        action = self._model_topics.get(topic)
+        if action is not None and self.handlers.model is not None:
+            try:
+                model_command = parse_model_command(payload)
+            except MalformedMessageError as exc:
+                self._malformed("command", topic, exc)
+                return
+            self.handlers.model(action, model_command)
             return
         ha = self.homeassistant
         if ha.enabled and topic == ha.birth_topic:

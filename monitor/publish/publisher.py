@@ -26,6 +26,7 @@ import structlog
 
 from monitor.events import (
     EVENTS_RETAINED,
+    QOS_AT_LEAST_ONCE,
     Event,
     WeldProgress,
     WeldResult,
@@ -87,6 +88,12 @@ class MqttPublisher(MqttLink):
                 closes_weld=event.weld_id if isinstance(event, WeldResult) else None,
             )
         )
+        self.notify()
+
+    def send_message(self, topic: str, payload: bytes, event_id: str) -> None:
+        """A QoS 1 message that is not a weld event (a model change) through the outbox,
+        as durable as `send`'s; deduplicated on `event_id` like every event."""
+        self.spool.put(NewMessage(topic, payload, QOS_AT_LEAST_ONCE, EVENTS_RETAINED, event_id))
         self.notify()
 
     def remember(self, progress: WeldProgress) -> None:

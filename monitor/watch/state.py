@@ -33,6 +33,7 @@ from monitor.events import (
     parse_status,
     status_topic,
 )
+from monitor.events.shadow import model_change_topic
 
 DEFAULT_HISTORY = 5  # verdicts shown per station: fits a 40-line terminal with 3 stations
 DEDUPE_WINDOW = 512  # event ids remembered: far more than arrive during one reconnect
@@ -139,6 +140,9 @@ def apply_connection(
     )
 
 
+SHADOW_SUFFIX = "/shadow/result"
+
+
 def apply_message(state: WatchState, topic: str, payload: bytes, now: datetime) -> WatchState:
     """Apply one MQTT message under the prefix; returns the new state."""
     if topic == status_topic(state.prefix):
@@ -150,6 +154,8 @@ def apply_message(state: WatchState, topic: str, payload: bytes, now: datetime) 
             return replace(state, malformed=state.malformed + 1)
     if topic.endswith("/trigger") or "/cmd/" in topic:
         return state  # inbound commands to the daemon, not events
+    if topic.endswith(SHADOW_SUFFIX) or topic == model_change_topic(state.prefix):
+        return state  # a shadow model's verdicts and model changes: not weld events
     try:
         event = parse_event(payload)
     except MalformedMessageError:

@@ -1,0 +1,141 @@
+"""`weldmon model info|promote|rollback`: an artifact's own facts (deploy's `info`), and
+asking a running daemon to promote its shadow model or roll back (`monitor/promote.py`).
+
+``--daemon CONFIG`` is the daemon's own config file: the command reaches the daemon through
+the broker and prefix it names (its credentials and TLS too), publishes the command on
+``{prefix}/cmd/promote|rollback`` with a fresh ``request_id`` and waits for the daemon's
+``model_change`` answer with that id. Exit 0 when applied, 1 when refused or when no answer
+came within ``--timeout-s``, 2 for a bad config or argument.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import getpass
+import json
+import uuid
+from typing import TYPE_CHECKING
+
+from weldmon.cli import EXIT_FAILURE, EXIT_OK, EXIT_USAGE, fail
+
+DEFAULT_TIMEOUT_S = 60.0  # a promote loads and self-tests a model: seconds on a small box
+COMMAND_QOS = 1
+
+if TYPE_CHECKING:  # imported lazily at run time: `weldmon model info` stays light
+    from monitor.events.shadow import ModelAction, ModelChange, ModelCommand
+    from monitor.publish.settings import MqttConfig
+
+
+def configure(parser: argparse.ArgumentParser) -> None:
+    """The `info`, `promote` and `rollback` actions."""
+    from deploy.cli import add_model_info
+
+    actions = parser.add_subparsers(dest="action", metavar="ACTION", required=True)
+    add_model_info(actions)
+    for action, what in (
+        ("promote", "make the daemon's shadow model its production model, between welds"),
+        ("rollback", "bring back the production model before the last promote"),
+    ):
+        sub = actions.add_parser(action, help=what, description=what)
+        sub.add_argument(
+            "--daemon",
+            required=True,
+            metavar="CONFIG",
+            help="the running daemon's config file (its broker, credentials and prefix)",
+        )
+        sub.add_argument("--by", default=None, help="who asks (the audit line); default: $USER")
+        sub.add_argument(
+            "--timeout-s",
+            type=float,
+            default=DEFAULT_TIMEOUT_S,
+            help=f"how long to wait for the daemon's answer (default {DEFAULT_TIMEOUT_S:g} s)",
+        )
+        if action == "promote":
+            sub.add_argument(
+                "--expect-sha256",
+                default=None,
+                help="refuse unless the shadow model in service has this sha256",
+            )
+
+
+def run(args: argparse.Namespace) -> int:
+    """Run one action; the exit code."""
+    if args.action == "info":
+        from deploy.cli import run_model_info
+
+        return run_model_info(args)
+    from pydantic import ValidationError
+
+    from deploy.errors import WeldmonError
+    from monitor.config import load_config
+    from monitor.events.shadow import ModelCommand
+
+    if not args.timeout_s > 0:
+        return fail("--timeout-s must be > 0", EXIT_USAGE)
+    try:
+        cfg = load_config(args.daemon, check_files=False, create_state=False)
+        command = ModelCommand(
+            request_id=uuid.uuid4().hex,
+            by=args.by or getpass.getuser(),
+            expect_sha256=getattr(args, "expect_sha256", None),
+        )
+    except (WeldmonError, ValidationError) as exc:
+        return fail(str(exc), EXIT_USAGE)
+    try:
+        answer = asyncio.run(_ask(cfg.mqtt, args.action, command, args.timeout_s))
+    except WeldmonError as exc:
+        return fail(str(exc), EXIT_FAILURE)
+    if answer is None:
+        return fail(f"no answer from the daemon within {args.timeout_s:g} s", EXIT_FAILURE)
+    print(json.dumps(answer.model_dump(mode="json"), indent=2))
+    if answer.outcome != "applied":
+        return fail(f"{args.action} refused: {answer.reason}", EXIT_FAILURE)
+    return EXIT_OK
+
+
+async def _ask(
+    mqtt: MqttConfig, action: ModelAction, command: ModelCommand, timeout_s: float
+) -> ModelChange | None:
+    """Publish `command` and return the daemon's `ModelChange` with its request_id (None on
+    timeout); WeldmonError says why the broker cannot be used."""
+    import aiomqtt
+
+    from deploy.errors import WeldmonError
+    from monitor.events import MalformedMessageError
+    from monitor.events.shadow import model_change_topic, model_command_topic, parse_model_change
+
+    prefix = mqtt.topic_prefix
+    client_id = f"{mqtt.client_id[:40]}-model-{uuid.uuid4().hex[:8]}"
+    tls = mqtt.tls.ssl_context() if mqtt.tls.enabled else None
+    password = mqtt.password.get_secret_value() if mqtt.password is not None else None
+    try:
+        async with aiomqtt.Client(
+            mqtt.host,
+            mqtt.port,
+            identifier=client_id,
+            username=mqtt.username,
+            password=password,
+            timeout=mqtt.connect_timeout_s,
+            tls_context=tls,
+        ) as client:
+            await client.subscribe(model_change_topic(prefix), qos=COMMAND_QOS)
+            await client.publish(
+                model_command_topic(prefix, action), command.model_dump_json(), qos=COMMAND_QOS
+            )
+            async with asyncio.timeout(timeout_s):
+                async for message in client.messages:
+                    payload = message.payload
+                    if not isinstance(payload, bytes):
+                        continue
+                    try:
+                        change = parse_model_change(payload)
+                    except MalformedMessageError:
+                        continue
+                    if change.request_id == command.request_id:
+                        return change
+    except TimeoutError:
+        return None
+    except aiomqtt.MqttError as exc:
+        raise WeldmonError(f"broker {mqtt.host}:{mqtt.port}: {exc}") from exc
+    return None
