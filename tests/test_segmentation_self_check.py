@@ -11,7 +11,7 @@ import asyncio
 import csv
 import io
 import json
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import numpy as np
@@ -19,10 +19,20 @@ import pytest
 import soundfile as sf
 
 from deploy.loader import DeployModel, load_artifact
+from deploy.segment.boundary_check import boundary_errors, matching_arc, sample_arcs
+from deploy.segment.modes import SegmentationMode
+from deploy.segment.process import ProcessSample
+from deploy.sensorlog import read_sensor_log
+from monitor.audio.blocks import AudioBlock
 from monitor.config import MonitorConfig, parse_config
-from monitor.events import WeldResult
+from monitor.events import EndReason, Event, Source, WeldResult
+from monitor.events.inbound import ProcessReading
 from monitor.ops.metrics import BOUNDARY_ERROR_BUCKETS_S, Metrics
 from monitor.ops.status import record_event
+from monitor.pipeline.core import Pipeline
+from monitor.pipeline.inference import InferenceWorker
+from monitor.pipeline.settings import PipelineSettings
+from monitor.pipeline.tracker import ModelInfo, TrackerOptions
 from monitor.replay import replay_files
 from tests.support.arc_truth import RATE_HZ, recording_with_truth
 from tests.support.data import Recording
@@ -183,3 +193,77 @@ def test_a_weld_the_current_never_burned_counts_as_unmatched(
         metrics, "segmentation_boundary_error_seconds_count", station="station1", edge="end"
     )
     assert count == 1
+
+
+@pytest.mark.real_data
+def test_live_process_data_arriving_with_the_audio_checks_each_crackle_weld(
+    compat_artifact: Path, recordings: list[Recording]
+) -> None:
+    """The daemon's case: readings come in as the audio goes on (each one as soon as its
+    block of audio has arrived, as a gateway publishes them), through the pipeline's
+    `push_process` (what the MQTT handler calls). The crackle end is decided after the
+    current's end has arrived, so the live errors equal the sensor log's."""
+    rec = sorted(recordings, key=lambda r: r.run_id)[2]
+    audio, truth = recording_with_truth(rec)
+    log = read_sensor_log(rec.sensor_csv)
+    epoch = 1_760_000_000.0
+    stamps = [epoch + float(t) + truth.offset_s for t in log.time_s]
+    readings = [
+        ProcessReading(t=datetime.fromtimestamp(s, UTC), current_a=float(a))
+        for s, a in zip(stamps, log.current_a, strict=True)
+    ]
+    model = load_artifact(compat_artifact)
+    mode = SegmentationMode.CRACKLE
+    settings = PipelineSettings(["cell"], "mix", mode, max_in_flight=64)
+    options = TrackerOptions(ModelInfo.of(model), "0.1.0", mode)
+    events: list[Event] = []
+
+    async def main() -> None:
+        block = RATE_HZ // 10
+        source = Source(type="device", name="test")
+        sent = 0
+        with InferenceWorker(model, 16, 64) as worker:
+            async with Pipeline(settings, options, worker, events.append, RATE_HZ) as pipeline:
+                for i in range(0, audio.size, block):
+                    await pipeline.feed(
+                        AudioBlock(audio[i : i + block, None], i, RATE_HZ, 1, epoch), source
+                    )
+                    now = epoch + (i + block) / RATE_HZ
+                    due = sum(1 for s in stamps[sent:] if s <= now)
+                    if due:
+                        pipeline.push_process("cell", readings[sent : sent + due])
+                        sent += due
+                await pipeline.end_stream(EndReason.SHUTDOWN)
+
+    asyncio.run(main())
+    [result] = [e for e in events if isinstance(e, WeldResult)]
+    assert result.end_reason == "crackle"
+    process = result.process
+    assert process is not None and process.arc_matched is True
+    started = result.started_at.timestamp() - epoch
+    ended = result.ended_at.timestamp() - epoch
+    assert process.start_error_s == pytest.approx(started - truth.start_s, abs=0.06)
+    assert process.end_error_s == pytest.approx(ended - truth.end_s, abs=0.06)
+    assert abs(process.start_error_s) <= TOL_S and abs(process.end_error_s) <= TOL_S
+
+
+def test_a_weld_is_matched_to_the_arc_it_overlaps_most() -> None:
+    arcs = [(0.0, 10.0), (12.0, 40.0), (50.0, 60.0)]
+    # A weld carried on by a neighbour spans two arcs: the one it overlaps most is its own.
+    errors = boundary_errors((9.0, 45.0), arcs)
+    assert errors is not None
+    assert (errors.arc_start_s, errors.arc_end_s) == (12.0, 40.0)
+    assert errors.start_error_s == pytest.approx(-3.0) and errors.end_error_s == pytest.approx(5.0)
+    assert boundary_errors((41.0, 49.0), arcs) is None  # between arcs: unmatched
+    assert boundary_errors((10.0, 12.0), arcs) is None  # touching is no overlap
+    # Equal overlaps: the earlier arc.
+    assert matching_arc((8.0, 14.0), [(0.0, 10.0), (12.0, 20.0)]) == (0.0, 10.0)
+
+
+def test_process_samples_give_the_sensor_logs_arc_spans() -> None:
+    """The live spans follow the sensor log's rule: above 5 A, gaps up to 1 s bridged."""
+    current = [0.0] * 10 + [150.0] * 30 + [0.0] * 8 + [150.0] * 20 + [0.0] * 15 + [150.0] * 5
+    samples = [ProcessSample(k * 1600, a) for k, a in enumerate(current)]  # 10/s at 16 kHz
+    # on 1.0-3.9 s and 4.8-6.7 s (a 0.9 s gap: bridged), then 8.3-8.7 s after a 1.6 s gap
+    spans = sample_arcs(samples, RATE_HZ)
+    assert [x for span in spans for x in span] == pytest.approx([1.0, 6.7, 8.3, 8.7])
