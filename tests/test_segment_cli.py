@@ -3,10 +3,12 @@ current, the figure, and the errors and exit codes of bad input."""
 
 from __future__ import annotations
 
+import csv
 import json
 import shutil
 import subprocess
 import sys
+from datetime import datetime, timedelta
 from pathlib import Path
 
 import numpy as np
@@ -22,6 +24,7 @@ from tests.support.data import Recording
 
 TOL_S = 0.5  # the crackle segmenter's acceptance criterion on the shared recordings
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+STAMP = "%m/%d/%Y %H:%M:%S.%f"
 
 
 def _weldmon(*args: str, timeout: float = 300) -> subprocess.CompletedProcess[str]:
@@ -190,3 +193,53 @@ def test_the_trace_hook_changes_no_boundary(recordings: list[Recording]) -> None
         assert segment_welds(samples, RATE_HZ, traced) == plain
         starts = [t[0] for t in traced.trace]
         assert starts == sorted(starts) and len(starts) >= samples.size // 800 - 1
+
+
+def _logs_back_to_back(first: Path, second: Path, out: Path) -> None:
+    """``first``'s rows, then ``second``'s moved in time to follow them."""
+    rows = []
+    for log in (first, second):
+        with log.open(newline="", encoding="utf-8-sig") as fh:
+            read = list(csv.reader(fh))
+        body = [r for r in read[1:] if any(c.strip() for c in r)]
+        rows.append((read[0], body))
+    header, body = rows[0]
+    names = [h.strip() for h in header]
+    di, ti = names.index("Date"), names.index("Time")
+
+    def at(row: list[str]) -> datetime:
+        return datetime.strptime(f"{row[di]} {row[ti]}", STAMP)
+
+    shift = at(body[-1]) + timedelta(seconds=0.1) - at(rows[1][1][0])
+    for row in rows[1][1]:
+        moved = list(row)
+        t = at(row) + shift
+        moved[di], moved[ti] = t.strftime("%m/%d/%Y"), t.strftime("%H:%M:%S.%f")[:-3]
+        body.append(moved)
+    with out.open("w", newline="") as fh:
+        csv.writer(fh).writerows([header, *body])
+
+
+@pytest.mark.real_data
+def test_an_arc_the_audio_did_not_cut_is_listed_as_missed(
+    recordings: list[Recording], tmp_path: Path
+) -> None:
+    """The current burns a second weld where the file holds only the room's idle (the
+    microphone heard nothing of it): the table and the JSON name the missed arc."""
+    first, second = _one(recordings, 0), _one(recordings, 1)
+    a, truth = recording_with_truth(first)
+    b, _ = recording_with_truth(second)
+    idle = np.tile(a[: round((truth.start_s - 1.0) * RATE_HZ)], 20)[: b.size]
+    both = tmp_path / "heard_once.flac"
+    sf.write(both, np.concatenate((a, idle)), RATE_HZ)
+    _logs_back_to_back(first.sensor_csv, second.sensor_csv, both.with_suffix(".csv"))
+    done = _weldmon("segment", "--json", str(both))
+    assert done.returncode == 0, done.stderr
+    lines = [json.loads(line) for line in done.stdout.splitlines()]
+    assert [r["weld"] for r in lines] == [1, None]
+    assert abs(lines[0]["end_error_s"]) <= TOL_S
+    missed = lines[1]
+    assert missed["current_start_s"] > lines[0]["end_s"] and "start_s" not in missed
+    done = _weldmon("segment", str(both))
+    assert done.returncode == 0, done.stderr
+    assert f"missed: arc current {missed['current_start_s']:.2f}-" in done.stdout

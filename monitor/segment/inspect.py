@@ -58,7 +58,8 @@ class FileSegments:
     current: tuple[np.ndarray, np.ndarray] | None = None  # (s, A) of the log's rows
 
     def records(self) -> list[dict[str, Any]]:
-        """One JSON-ready record per weld (with its current span and errors when known)."""
+        """One JSON-ready record per weld (with its current span and errors when known),
+        then one per arc-current span no weld matched (``weld`` null)."""
         out = []
         for k, ((start, end), err) in enumerate(zip(self.welds, self.errors, strict=True)):
             rec: dict[str, Any] = {
@@ -75,6 +76,16 @@ class FileSegments:
                 rec["start_error_s"] = None if err is None else round(err.start_error_s, 3)
                 rec["end_error_s"] = None if err is None else round(err.end_error_s, 3)
             out.append(rec)
+        for a, b in self.missed_arcs():  # the current burned, the audio cut no weld there
+            out.append(
+                {
+                    "file": str(self.path),
+                    "mode": self.mode.value,
+                    "weld": None,
+                    "current_start_s": round(a, 3),
+                    "current_end_s": round(b, 3),
+                }
+            )
         return out
 
     def missed_arcs(self) -> list[tuple[float, float]]:
@@ -128,6 +139,8 @@ def table_lines(result: FileSegments) -> list[str]:
         head += f" {'cur.start':>9} {'cur.end':>8} {'err.start':>9} {'err.end':>8}"
     lines.append(head)
     for rec in result.records():
+        if rec["weld"] is None:
+            continue  # a missed arc: listed below
         row = f"  {rec['weld']:>4} {rec['start_s']:>8.2f} {rec['end_s']:>8.2f}"
         row += f" {rec['length_s']:>7.2f}"
         if result.arcs is not None:
