@@ -60,13 +60,18 @@ def test_json_lines_give_each_weld_beside_its_arc_current(recordings: list[Recor
 
 
 @pytest.mark.real_data
-def test_table_names_the_current_and_a_file_without_a_log(
+def test_table_follows_the_configs_mode_and_names_a_file_without_a_log(
     recordings: list[Recording], tmp_path: Path
 ) -> None:
     rec = _one(recordings, 1)
     alone = tmp_path / "alone.flac"
     shutil.copy(rec.flac, alone)  # no sensor log beside it
-    done = _weldmon("segment", "--mode", "gate", str(rec.flac), str(alone))
+    config = tmp_path / "monitor.yaml"
+    config.write_text(
+        f"model: {{path: {tmp_path / 'm.onnx'}}}\nstate_dir: {tmp_path}\n"
+        "segmentation: {mode: gate}\n"
+    )
+    done = _weldmon("segment", "--config", str(config), str(rec.flac), str(alone))
     assert done.returncode == 0, done.stderr
     out = done.stdout
     assert f"{rec.flac}  (gate," in out and "err.start" in out
