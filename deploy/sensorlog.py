@@ -32,7 +32,7 @@ import numpy as np
 
 from deploy.errors import WeldmonError
 from deploy.segment.levels import frame_rms_db
-from deploy.segment.process import ARC_BRIDGE_S, ARC_CURRENT_A, ProcessSample
+from deploy.segment.process import ARC_BRIDGE_S, ARC_CURRENT_A, ProcessSample, arc_spans
 
 # How far the log clock may be from the audio clock (s): the dataset README says a second or
 # two; +-3 s leaves margin on both sides.
@@ -148,15 +148,7 @@ def arc_intervals(
 
     Runs of on-rows separated by less than ``bridge_s`` of off-rows are one interval.
     """
-    on = np.flatnonzero(log.arc_mask(threshold_a))
-    if on.size == 0:
-        return []
-    t = log.time_s[on]
-    # A new interval starts where the gap between consecutive on-rows exceeds the bridge.
-    breaks = np.flatnonzero(np.diff(t) > bridge_s)
-    starts = np.concatenate(([t[0]], t[breaks + 1]))
-    ends = np.concatenate((t[breaks], [t[-1]]))
-    return [(float(a), float(b)) for a, b in zip(starts, ends, strict=True)]
+    return arc_spans(log.time_s, log.current_a, threshold_a, bridge_s)
 
 
 def _arc_mask_at(log: SensorLog, times_s: np.ndarray, threshold_a: float) -> np.ndarray:
@@ -232,3 +224,21 @@ def process_samples(log: SensorLog, offset_s: float, sample_rate: int) -> list[P
         )
         for t, i, v, w in zip(log.time_s, log.current_a, voltage, wire, strict=True)
     ]
+
+
+def process_samples_beside(
+    path: Path, mono: np.ndarray, rate: int
+) -> tuple[list[ProcessSample] | None, str]:
+    """The sensor log beside the recording ``path`` (same stem, ``.csv``: the dataset's
+    layout) as process samples on the recording's clock, ``mono`` being its audio at
+    ``rate``; or None and why not (no log, an unreadable one, or one that cannot be lined up
+    with the audio). Replay and `weldmon segment` read the welder's current this way."""
+    csv_path = Path(path).with_suffix(".csv")
+    if not csv_path.is_file():
+        return None, f"no {csv_path.name} beside it"
+    try:
+        sensor_log = read_sensor_log(csv_path)
+        offset = audio_clock_offset(sensor_log, mono, rate)
+    except SensorLogError as exc:
+        return None, str(exc)
+    return process_samples(sensor_log, offset, rate), ""

@@ -65,6 +65,40 @@ def _configure_replay(parser: argparse.ArgumentParser) -> None:
         "(default: the config's clips.policy, defect unless set)",
     )
     parser.add_argument("--no-progress", action="store_true", help="no progress bar on stderr")
+    parser.add_argument(
+        "--plot",
+        type=Path,
+        metavar="DIR",
+        help="also draw each replayed file's segmentation figure into DIR (as `weldmon "
+        "segment --plot`; needs matplotlib)",
+    )
+
+
+def _configure_segment(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("inputs", nargs="+", metavar="FILE|DIR", help="recordings or folders")
+    parser.add_argument(
+        "--mode",
+        choices=("crackle", "gate", "current"),
+        help="the segmenter (default: the config's mode, else crackle); current cuts by the "
+        "sensor log beside each file",
+    )
+    parser.add_argument(
+        "--config", help="monitor YAML whose segmentation settings to use (default: defaults)"
+    )
+    parser.add_argument(
+        "--plot",
+        type=Path,
+        metavar="OUT.png|DIR",
+        help="draw each file's level, the segmenter's track, the cut welds and the arc "
+        "current (one PNG per file; a .png path for a single file); needs matplotlib",
+    )
+    parser.add_argument("--json", action="store_true", help="one JSON object per weld")
+
+
+def _run_segment(args: argparse.Namespace) -> int:
+    from monitor.segment_cli import run_segment
+
+    return run_segment(args)
 
 
 def _configure_devices(parser: argparse.ArgumentParser) -> None:
@@ -102,6 +136,7 @@ def _run_replay(args: argparse.Namespace) -> int:
         files = expand_inputs(args.inputs)
         if not files:
             return _fail("replay", f"no audio files found in {args.inputs}", EXIT_USAGE)
+        plot_cfg = _replay_plot_config(args, cfg)
         model = load_model(cfg)
     except WeldmonError as exc:
         return _fail("replay", str(exc), EXIT_USAGE)
@@ -122,7 +157,30 @@ def _run_replay(args: argparse.Namespace) -> int:
     except KeyboardInterrupt:  # Ctrl-C: the lines already printed are whole results
         return _fail("replay", "interrupted; the results printed so far are complete", 1)
     print(summary.line(), file=sys.stderr)
-    return EXIT_FAILURE if summary.files_failed else EXIT_OK
+    plots_failed = 0
+    if plot_cfg is not None:
+        from monitor.segment_cli import draw_figures
+
+        plots_failed = draw_figures(plot_cfg, files, args.plot)
+    return EXIT_FAILURE if summary.files_failed or plots_failed else EXIT_OK
+
+
+def _replay_plot_config(args: argparse.Namespace, cfg):  # -> SegmentationConfig | None
+    """The segmentation the figures of ``replay --plot`` show (None without --plot); raises
+    WeldmonError when matplotlib is missing or the mode cuts no recording by itself."""
+    if args.plot is None:
+        return None
+    from deploy.errors import WeldmonError
+    from deploy.segment.modes import SegmentationMode
+    from monitor.segment.factory import RULES
+    from monitor.segment.plot import require_matplotlib
+    from monitor.segment_cli import inspectable
+
+    require_matplotlib()
+    if args.plot.suffix.lower() == ".png":
+        raise WeldmonError(f"--plot {args.plot}: replay draws into a folder, one PNG per file")
+    mode = RULES[SegmentationMode(args.segmentation or cfg.segmentation.mode)].replay_as
+    return inspectable(cfg.segmentation.model_copy(update={"mode": mode}))
 
 
 def _replay_config(args: argparse.Namespace):  # -> MonitorConfig; imports kept lazy
@@ -369,6 +427,12 @@ COMMANDS: dict[str, Command] = {
     "run": Command(_configure_run, _run_daemon, "run the real-time monitor daemon"),
     "replay": Command(
         _configure_replay, _run_replay, "replay recorded files through the monitor pipeline"
+    ),
+    "segment": Command(
+        _configure_segment,
+        _run_segment,
+        "show where a segmenter cuts each recording's welds, beside the arc current when a "
+        "sensor log sits next to it; --plot draws why",
     ),
     "clips": Command(
         _configure_clips, _run_clips, "list the kept defect clips, promote one into a dataset"

@@ -42,12 +42,7 @@ from deploy.errors import AudioError, WeldmonError
 from deploy.loader import DeployModel
 from deploy.segment.modes import SegmentationMode
 from deploy.segment.process import ProcessSample
-from deploy.sensorlog import (
-    SensorLogError,
-    audio_clock_offset,
-    process_samples,
-    read_sensor_log,
-)
+from deploy.sensorlog import process_samples_beside
 from monitor.audio.files import FileSource, Pacer
 from monitor.config import MonitorConfig
 from monitor.events import (
@@ -262,15 +257,17 @@ class NoProcessDataError(WeldmonError):
 
 def sensor_log_samples(path: Path, rate: int) -> tuple[list[ProcessSample] | None, str]:
     """The sensor log beside ``path`` as process samples on its clock at ``rate``, or None
-    and why not (no log, an unreadable one, or one that cannot be lined up with the audio)."""
+    and why not (`deploy.sensorlog.process_samples_beside`; logged when a log is there but
+    unusable)."""
     csv = path.with_suffix(".csv")
     if not csv.is_file():
         return None, f"no {csv.name} beside it"
     try:
-        sensor_log = read_sensor_log(csv)
         mono = read_recording(path, rate).samples.mean(axis=0)
-        offset = audio_clock_offset(sensor_log, mono, rate)
-    except (SensorLogError, AudioError) as exc:
+    except AudioError as exc:
         log.warning("sensor_log_unusable", path=str(csv), error=str(exc))
         return None, str(exc)
-    return process_samples(sensor_log, offset, rate), ""
+    samples, why = process_samples_beside(path, mono, rate)
+    if samples is None:
+        log.warning("sensor_log_unusable", path=str(csv), error=why)
+    return samples, why

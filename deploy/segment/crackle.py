@@ -198,6 +198,9 @@ class CrackleSegmenter(Segmenter):
         self.quiet_candidates = 0  # candidates taken for a neighbouring cell's weld
         self.forced_ends = 0  # welds cut at max_weld_s
         self.silent_frames = 0  # frames whose crackle span held digital silence
+        # Read-only hook for `weldmon segment --plot`: when a list, each decided frame adds
+        # (its first sample, its smoothed log10 kurtosis, log10 crackle_on). Never read here.
+        self.trace: list[tuple[int, float, float]] | None = None
 
     # -- public API -------------------------------------------------------------------------
 
@@ -269,6 +272,12 @@ class CrackleSegmenter(Segmenter):
         if frames is None:
             return out
         crackle = (frames.crackle >= self._log_on) & ~frames.silent
+        if self.trace is not None:
+            on = self._log_on
+            self.trace.extend(
+                (s, c, on)
+                for s, c in zip(frames.starts.tolist(), frames.crackle.tolist(), strict=True)
+            )
         for k in range(frames.starts.size):
             self._step(
                 frames.first + k,

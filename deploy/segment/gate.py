@@ -258,6 +258,10 @@ class GateSegmenter(Segmenter):
         self.discarded_bursts = 0  # candidates that never became a weld
         self.forced_ends = 0  # welds cut at max_weld_s
         self.silent_frames = 0  # frames whose smoothing span held digital silence (no floor)
+        # Read-only hook for `weldmon segment --plot`: when a list, each decided frame adds
+        # (its first sample, its smoothed level dB, the noise floor dB it is judged against;
+        # NaN before the first). Never read here.
+        self.trace: list[tuple[int, float, float]] | None = None
 
     # -- public API -------------------------------------------------------------------------
 
@@ -343,6 +347,10 @@ class GateSegmenter(Segmenter):
             smoothed = (sum(left) + sum(right)) / (len(left) + len(right))
             level_db = 10.0 * math.log10(max(smoothed, _FLOOR_POWER))
             silent = min(self._left_quietest, min(right)) < _SILENCE_POWER
+            if self.trace is not None:
+                floor = self.noise_floor_db
+                start = self._grid.frame_starts[k]
+                self.trace.append((start, level_db, math.nan if floor is None else floor))
             self._step(level_db, self._grid.frame_starts[k], silent, boundaries)
             if h:
                 left.append(powers[k])

@@ -147,6 +147,27 @@ class ProcessTrack:
         return self._samples[k - 1] if k else None
 
 
+def arc_spans(
+    times: np.ndarray,
+    currents: np.ndarray,
+    threshold_a: float = ARC_CURRENT_A,
+    bridge: float = ARC_BRIDGE_S,
+) -> list[tuple[float, float]]:
+    """Arc-on spans (first, last) of readings at ``times`` (any unit; ``bridge`` in the
+    same): first to last reading above ``threshold_a``, runs separated by at most
+    ``bridge`` of off-readings joined into one. The one arc rule of the sensor log's ground
+    truth (`deploy.sensorlog.arc_intervals`) and the live self-check
+    (`deploy.segment.boundary_check`)."""
+    t = np.asarray(times, dtype=np.float64)[np.asarray(currents) > threshold_a]
+    if t.size == 0:
+        return []
+    # A new span starts where the gap between consecutive on-readings exceeds the bridge.
+    breaks = np.flatnonzero(np.diff(t) > bridge)
+    starts = np.concatenate(([t[0]], t[breaks + 1]))
+    ends = np.concatenate((t[breaks], [t[-1]]))
+    return [(float(a), float(b)) for a, b in zip(starts, ends, strict=True)]
+
+
 def _hold(samples: list[ProcessSample], end: int, rate: int) -> np.ndarray:
     """Seconds each sample stands for (until the next one, at most MAX_HOLD_S, not past end)."""
     idx = np.array([s.index for s in samples] + [end], dtype=np.float64)

@@ -197,6 +197,13 @@ class ProcessRecord(_Model):
     wire_consumed_m: float | None = Field(None, ge=0.0)
     # where the current fell under 30 % of the weld's median arc current (at least 5 A)
     dropouts: DropoutSummary
+    # -- optional fields added within schema_version 1 (issue 20: segmentation self-check) --
+    # Only when an audio mode (crackle, gate) cut the weld: whether an arc-current span
+    # overlaps it, and the audio's start and end minus that span's (s; negative: the audio
+    # cut before the current). Null in current mode and when no arc overlaps the weld.
+    arc_matched: bool | None = None
+    start_error_s: float | None = None
+    end_error_s: float | None = None
 
 
 class _EventBase(_Model):

@@ -48,6 +48,25 @@ TRIGGER_IGNORED_REASONS = (
     "unknown_station",
     "no_audio",
 )
+# Audio minus arc-current boundary (s) of a weld the audio cut (the segmentation self-check):
+# symmetric around 0, fine inside the 0.5 s target, coarse out to the field's 5-13 s misses.
+BOUNDARY_ERROR_BUCKETS_S = (
+    -10.0,
+    -5.0,
+    -2.0,
+    -1.0,
+    -0.5,
+    -0.25,
+    -0.1,
+    0.1,
+    0.25,
+    0.5,
+    1.0,
+    2.0,
+    5.0,
+    10.0,
+)
+BOUNDARY_EDGES = ("start", "end")
 WELD_LABELS = get_args(WeldResult.model_fields["label_name"].annotation)  # good_weld, defect
 
 
@@ -137,6 +156,21 @@ class Metrics:
             namespace=NAMESPACE,
             registry=reg,
         )
+        # Segmentation self-check: audio boundaries against the arc current (process data)
+        self.boundary_error = Histogram(
+            "segmentation_boundary_error_seconds",
+            "audio segmentation's weld start/end minus the arc current's (s), where process "
+            "data covers a weld an audio mode cut",
+            ("station", "edge"),
+            namespace=NAMESPACE,
+            registry=reg,
+            buckets=BOUNDARY_ERROR_BUCKETS_S,
+        )
+        self.boundary_unmatched = counter(
+            "segmentation_boundary_unmatched",
+            "welds an audio mode cut while process data came in, but no arc current overlapped",
+            ("station",),
+        )
         # MQTT and outbox
         self.mqtt_connected = gauge("mqtt_connected", "1 while connected to the MQTT broker")
         self.mqtt_reconnects = counter("mqtt_reconnects", "successful reconnects to the broker")
@@ -199,6 +233,7 @@ class Metrics:
             for label in WELD_LABELS:
                 self.welds.labels(station=station, label=label)
             self.alerts.labels(station=station)
+            self.boundary_unmatched.labels(station=station)
             for reason in DegradedReason:
                 self.welds_degraded.labels(station=station, reason=reason)
             self.weld_in_progress.labels(station=station).set(0)
@@ -247,6 +282,17 @@ class Metrics:
         self.weld_in_progress.labels(station=station).set(0)
         if degraded:
             self.welds_degraded.labels(station=station, reason=degraded).inc()
+
+    def boundary_check(
+        self, station: str, start_error_s: float | None, end_error_s: float | None
+    ) -> None:
+        """A weld the audio cut was checked against the arc current: its errors (s), or
+        None for both when no arc overlapped it."""
+        if start_error_s is None or end_error_s is None:
+            self.boundary_unmatched.labels(station=station).inc()
+            return
+        self.boundary_error.labels(station=station, edge="start").observe(start_error_s)
+        self.boundary_error.labels(station=station, edge="end").observe(end_error_s)
 
     def alert(self, station: str) -> None:
         """An early defect alert was raised on `station`."""

@@ -79,14 +79,18 @@ class StatusSummary:
 
 
 def record_event(metrics: Metrics, event: Event) -> None:
-    """Count a weld result (by station, label and degraded reason) or an alert; keep the
-    station's weld-in-progress flag and latest p_defect."""
+    """Count a weld result (by station, label and degraded reason; its segmentation
+    self-check, when made) or an alert; keep the station's weld-in-progress flag and latest
+    p_defect."""
     if isinstance(event, WeldResult):
         reasons = event.degraded_reasons or [None]
         metrics.weld_result(event.station, event.label_name, reasons[0])
         metrics.weld_last_p_defect.labels(station=event.station).set(event.p_defect)
         for reason in reasons[1:]:
             metrics.welds_degraded.labels(station=event.station, reason=reason).inc()
+        process = event.process
+        if process is not None and process.arc_matched is not None:
+            metrics.boundary_check(event.station, process.start_error_s, process.end_error_s)
     elif isinstance(event, WeldAlert):
         metrics.alert(event.station)
     elif isinstance(event, WeldStart):

@@ -49,6 +49,7 @@ from typing import Literal
 import numpy as np
 import structlog
 
+from deploy.segment.factory import AUDIO_ONLY_MODES
 from deploy.segment.process import ProcessSample, ProcessTrack
 from deploy.segment.protocol import Boundary, Segmenter, process_blocks
 from monitor.audio.blocks import AudioBlock
@@ -436,6 +437,7 @@ class Pipeline:
             track=st.process if st.process else None,
             dropouts=RULES[self.settings.segmentation].dropouts,
             in_file=st.source is not None and st.source.type == "file",
+            check=self.settings.segmentation in AUDIO_ONLY_MODES,
         )
         await self._verdicts.ended(weld, b.index, end_reason, audio, facts)
         st.weld = None

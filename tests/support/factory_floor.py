@@ -178,6 +178,28 @@ def with_neighbour(
     return (target + placed).astype(np.float32)
 
 
+def attenuated(x: np.ndarray, rate: int, span_s: tuple[float, float], db: float) -> np.ndarray:
+    """``x`` with ``span_s`` (s) turned down by ``db`` (a quieter arc for a while: the torch
+    moved away, a shield in the way), 20 ms ramps at its edges so no click marks them."""
+    gain = np.ones(x.size)
+    a, b = (min(x.size, max(0, round(s * rate))) for s in span_s)
+    gain[a:b] = 10.0 ** (-db / 20.0)
+    ramp = max(1, round(0.02 * rate))
+    gain = np.convolve(gain, np.ones(ramp) / ramp, mode="same")
+    return (x * gain).astype(np.float32)
+
+
+def ramped_in(
+    x: np.ndarray, rate: int, start_s: float, ramp_s: float, from_db: float
+) -> np.ndarray:
+    """``x`` with its ``ramp_s`` from ``start_s`` faded in from ``from_db`` (linear in dB):
+    a soft strike, the arc establishing itself over a second."""
+    gain_db = np.zeros(x.size)
+    a, b = (min(x.size, max(0, round(s * rate))) for s in (start_s, start_s + ramp_s))
+    gain_db[a:b] = np.linspace(from_db, 0.0, b - a, endpoint=False)
+    return (x * 10.0 ** (gain_db / 20.0)).astype(np.float32)
+
+
 def through_capture_rate(x: np.ndarray, rate: int, capture_rate: int) -> np.ndarray:
     """``x`` as a device at ``capture_rate`` would deliver it (resampled up with soxr, whole),
     then back through the monitor's streaming ``StationResampler`` in ``CAPTURE_BLOCK_S``

@@ -137,7 +137,8 @@ class AllowOnly:
 
 
 WIRING = tuple(
-    f"monitor.{m}" for m in ("cli", "daemon", "replay", "reload", "runtime", "config")
+    f"monitor.{m}"
+    for m in ("cli", "daemon", "replay", "reload", "runtime", "config", "segment_cli")
 )  # the top-level modules that wire the rooms together; no room imports them
 
 RULES: tuple[Forbid | AllowOnly, ...] = (
