@@ -160,10 +160,12 @@ def train_ensemble(
         seed = cfg.seed + i - 1
         train_bags = [b for b in bags if b.entry.config_folder not in held]
         val_bags = [b for b in bags if b.entry.config_folder in held]
-        try:
-            check_bags(train_bags, f"member {i}'s training")
-        except DataError as exc:
-            raise DataError(f"{exc} (it holds out {held}); lower `ensemble`") from exc
+        labels = {b.label for b in train_bags}
+        if labels != {0, 1}:
+            raise DataError(
+                f"member {i} holds out {held}: its training side has class(es) {labels} only, "
+                "both good and defect are needed; lower `ensemble` or add config folders"
+            )
         trained_on = sorted({b.entry.config_folder for b in train_bags})
         split = Split(
             seed, len(held) / (len(held) + len(trained_on)), tuple(trained_on), tuple(held)
