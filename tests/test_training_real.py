@@ -40,7 +40,14 @@ def test_train_export_evaluate_run_end_to_end_on_real_recordings(
     recordings: list, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     chosen = _subset(recordings, tmp_path / "data")
-    config = {"epochs": 1, "batch_size": 4, "lr": 3e-4, "val_fraction": 0.34, "num_threads": 1}
+    config = {
+        "epochs": 1,
+        "batch_size": 4,
+        "lr": 3e-4,
+        "val_fraction": 0.34,
+        "num_threads": 1,
+        "ensemble": 1,  # the single model and its split.json, which evaluate --split reads
+    }
     (tmp_path / "train.yaml").write_text(yaml.safe_dump(config))
     run = tmp_path / "run"
     data = str(tmp_path / "data")
