@@ -18,6 +18,7 @@ from deploy.calibration import in_band
 from deploy.loader import load_artifact
 from deploy.pooling import topk_pool_np
 from deploy.windows import cut_windows, mix_channels
+from tests.support.artifacts import export_untrained
 from training.checkpoint import LAST_NAME, load_checkpoint
 from training.config import make_config
 from training.cv import cross_validate, format_result
@@ -222,3 +223,27 @@ def test_cv_with_an_ensemble_trains_it_in_every_fold_and_lists_each_folds_oof_th
     assert any(line.startswith("ensemble out-of-fold threshold per fold") for line in lines)
     summary = json.loads((tmp_path / "cv" / "cv_summary.json").read_text())
     assert len(summary["fold_calibrations"]) == 6
+
+
+def test_convert_rebuilds_the_ensembles_onnx_twin(run, tmp_path: Path) -> None:
+    _, _, exported, _ = run
+    twin = tmp_path / "again.onnx"
+    assert main(["convert", "--model", str(exported.path), "--output", str(twin)]) == 0
+    rebuilt = load_artifact(twin)
+    original = load_artifact(exported.path, backend="torchscript")
+    windows = np.random.default_rng(3).normal(0, 0.05, (4, 16000)).astype(np.float32)
+    assert np.max(np.abs(rebuilt.window_probs(windows) - original.window_probs(windows))) < (
+        PROB_TOLERANCE
+    )
+    assert rebuilt.metadata["calibration"] == original.metadata["calibration"]
+
+
+def test_convert_rebuilds_the_twin_of_a_single_model_project_artifact(tmp_path: Path) -> None:
+    # The scripted front end's DFT bases (non-persistent buffers) once made this refuse.
+    pt = export_untrained(tmp_path).path
+    twin = tmp_path / "twin.onnx"
+    assert main(["convert", "--model", str(pt), "--output", str(twin)]) == 0
+    windows = np.random.default_rng(4).normal(0, 0.05, (3, 16000)).astype(np.float32)
+    got = load_artifact(twin).window_probs(windows)
+    want = load_artifact(pt, backend="torchscript").window_probs(windows)
+    assert np.max(np.abs(got - want)) < PROB_TOLERANCE
