@@ -19,6 +19,7 @@ from deploy.loader import load_artifact
 from deploy.pooling import topk_pool_np
 from deploy.windows import cut_windows, mix_channels
 from tests.support.artifacts import export_untrained
+from tests.support.data import link_subset
 from training.checkpoint import LAST_NAME, load_checkpoint
 from training.config import make_config
 from training.cv import cross_validate, format_result
@@ -247,3 +248,27 @@ def test_convert_rebuilds_the_twin_of_a_single_model_project_artifact(tmp_path: 
     got = load_artifact(twin).window_probs(windows)
     want = load_artifact(pt, backend="torchscript").window_probs(windows)
     assert np.max(np.abs(got - want)) < PROB_TOLERANCE
+
+
+@pytest.mark.real_data
+@pytest.mark.slow
+def test_an_ensemble_on_real_recordings_scores_each_weld_out_of_fold_and_ships_its_calibration(
+    recordings: list, tmp_path: Path
+) -> None:
+    link_subset(recordings, tmp_path / "data", folders_per_class=3, runs_per_class=6)
+    values = {"data_root": str(tmp_path / "data"), "epochs": 1, "batch_size": 4, "lr": 3e-4,
+              "num_threads": 1, "width": 4, "ensemble": 3}  # fmt: skip
+    cfg = make_config(values)
+    result = train_ensemble(cfg, tmp_path / "run", progress=False, log=lambda _: None)
+    rows = _oof_rows(tmp_path / "run")
+    welds = [r["weld"] for r in rows]
+    assert len(welds) == len(set(welds)) and len(welds) >= 6  # each weld scored once
+    for r in rows:
+        split = read_split(member_folder(tmp_path / "run", int(r["member"])) / "split.json")
+        assert r["config_folder"] in split.val_folders
+    exported = export_checkpoint(result.best_checkpoint, tmp_path / "run" / "ensemble.pt")
+    model = load_artifact(exported.path)  # the ONNX twin, as the daemon runs it
+    cal = model.metadata["calibration"]
+    good = [float(r["score"]) for r in rows if r["label"] == "0"]
+    assert cal["false_alarm_rate"] == sum(s >= cal["threshold"] for s in good) / len(good)
+    assert model.threshold == cal["threshold"]
