@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import csv
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -272,3 +273,37 @@ def test_an_ensemble_on_real_recordings_scores_each_weld_out_of_fold_and_ships_i
     good = [float(r["score"]) for r in rows if r["label"] == "0"]
     assert cal["false_alarm_rate"] == sum(s >= cal["threshold"] for s in good) / len(good)
     assert model.threshold == cal["threshold"]
+
+
+def test_an_ensemble_under_torchrun_is_refused_before_joining_the_process_group(
+    tmp_path: Path,
+) -> None:
+    config = tmp_path / "train.json"
+    config.write_text(json.dumps({**tiny_config_values(tmp_path / "data"), "ensemble": 2}))
+    done = subprocess.run(
+        [sys.executable, "-m", "weldmon.cli", "train", "--config", str(config),
+         "--run-dir", str(tmp_path / "run")],
+        capture_output=True, text=True, cwd=REPO, timeout=120, check=False,
+        env={**os.environ, "WORLD_SIZE": "2", "RANK": "0", "LOCAL_RANK": "0"},
+    )  # fmt: skip
+    assert done.returncode == 2
+    assert "ensemble: 2 is not trained under torchrun; set ensemble: 1" in done.stderr
+
+
+def test_resume_continues_each_member_and_rebuilds_the_same_ensemble(run, tmp_path: Path) -> None:
+    base, run_dir, _, _ = run
+    values = {**tiny_config_values(base / "data"), "epochs": 2, "width": 4, "ensemble": MEMBERS}
+    config = tmp_path / "train.json"
+    config.write_text(json.dumps(values))
+    again = tmp_path / "again"
+    args = ["train", "--config", str(config), "--run-dir", str(again), "--no-progress"]
+    assert main(args) == 0
+    (member_folder(again, 2) / LAST_NAME).unlink()  # as if stopped before member 2 finished
+    for i in (2, 3):
+        for name in ("best_model.pt", "metrics.csv"):
+            (member_folder(again, i) / name).unlink(missing_ok=True)
+    assert main([*args, "--resume"]) == 0
+    first = json.loads((run_dir / ENSEMBLE_NAME).read_text())
+    resumed = json.loads((again / ENSEMBLE_NAME).read_text())
+    assert resumed["calibration"] == first["calibration"]
+    assert _oof_rows(again) == _oof_rows(run_dir)

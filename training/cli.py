@@ -90,15 +90,15 @@ def _run_train(args: argparse.Namespace) -> int:
     except ConfigError as exc:
         return fail(str(exc), EXIT_USAGE)
     run_dir = args.run_dir or DEFAULT_RUNS_FOLDER / f"train-{_stamp()}"
-    ranks = distributed.from_environment()  # torchrun: one process per rank, data-parallel
-    if ranks.parallel and args.run_dir is None:
-        return fail("under torchrun, give every rank the same --run-dir", EXIT_USAGE)
-    if ranks.parallel and cfg.ensemble > 1:
+    if int(os.environ.get("WORLD_SIZE", "1")) > 1 and cfg.ensemble > 1:  # before joining
         return fail(
             f"ensemble: {cfg.ensemble} is not trained under torchrun; set ensemble: 1 "
             "(one data-parallel model) or run without torchrun",
             EXIT_USAGE,
         )
+    ranks = distributed.from_environment()  # torchrun: one process per rank, data-parallel
+    if ranks.parallel and args.run_dir is None:
+        return fail("under torchrun, give every rank the same --run-dir", EXIT_USAGE)
     data_root = getattr(cfg, "data_root", None)
     if data_root is not None and not Path(data_root).is_dir():
         return fail(f"data_root: {data_root} is not a directory", EXIT_USAGE)
