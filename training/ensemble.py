@@ -147,7 +147,8 @@ def train_ensemble(
     store = store or make_store(cfg)
     if bags is None:
         bags, report = ensemble_bags(cfg, run_dir, store, progress, log)
-    assert report is not None, "bags come with their data report"
+    if report is None:
+        raise ValueError("train_ensemble: bags come with the data report they were read with")
     groups = folder_groups(bags, cfg.ensemble, cfg.seed)
     log(
         f"ensemble: {cfg.ensemble} members over {len(bags)} welds in "
