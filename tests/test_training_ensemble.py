@@ -32,9 +32,11 @@ from training.ensemble import (
     member_folder,
     train_ensemble,
 )
+from training.evaluate import evaluate
 from training.export import classifier_from_checkpoint, export_checkpoint
 from training.oof import uncertain_band
 from training.prepare import DataError
+from training.report import checks, write_report
 from training.split import read_split
 from training.synthetic import generate_synthetic_dataset, tiny_config_values
 from training.train import train
@@ -307,3 +309,16 @@ def test_resume_continues_each_member_and_rebuilds_the_same_ensemble(run, tmp_pa
     resumed = json.loads((again / ENSEMBLE_NAME).read_text())
     assert resumed["calibration"] == first["calibration"]
     assert _oof_rows(again) == _oof_rows(run_dir)
+
+
+def test_the_evaluation_report_repeats_the_calibration_and_its_warnings(
+    run, tmp_path: Path
+) -> None:
+    base, _, exported, _ = run
+    result = evaluate(exported.path, base / "data", workers=1, mode="file")
+    found = checks(result)
+    assert found["calibration"] == load_artifact(exported.path).metadata["calibration"]
+    assert any(w.startswith("model calibration: wide interval") for w in found["warnings"])
+    html = write_report(result, tmp_path / "report").read_text()
+    assert "Calibration (out of fold, from training)" in html
+    assert "out-of-fold false-alarm rate" in html
