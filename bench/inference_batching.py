@@ -9,10 +9,12 @@ artifact (same architecture as a trained one). Backends and batch sizes alternat
 each repeat so that a change in the shared machine's load hits them alike.
 
     .venv/bin/python -m bench.inference_batching
+    .venv/bin/python -m bench.inference_batching --ensemble 5   # + 5 width-8 members, averaged
 """
 
 from __future__ import annotations
 
+import argparse
 import os
 import platform
 import tempfile
@@ -25,7 +27,7 @@ import torch
 
 from deploy.loader import load_artifact
 from monitor.config import DEFAULT_INFERENCE_THREADS
-from tests.support.artifacts import export_untrained
+from tests.support.artifacts import export_untrained, export_untrained_ensemble
 
 BACKENDS = ("torchscript", "onnx")
 BATCH_SIZES = (1, 2, 4, 8)  # 8: one window from each of 8 stations
@@ -35,14 +37,24 @@ REPEATS = 3  # the machine is shared: report the spread
 WINDOW_RMS = 0.01  # white-noise windows at -40 dBFS (the level does not change the cost)
 
 
-def per_window_ms(model_dir: Path) -> dict[tuple[str, int], list[float]]:
-    """CPU ms per window for each backend and batch size, one figure per repeat."""
+def per_window_ms(model_dir: Path, ensemble: int = 0) -> dict[tuple[str, int], list[float]]:
+    """CPU ms per window for each backend and batch size, one figure per repeat. With
+    `ensemble` K, also an ensemble of K width-8 members (backends "<backend>+ensemble"),
+    alternated with the single width-32 model in the same repeats."""
     path = export_untrained(model_dir, onnx=True).path
     models = {
         b: load_artifact(path, backend=b, threads=DEFAULT_INFERENCE_THREADS) for b in BACKENDS
     }
+    if ensemble:
+        folder = model_dir / "ensemble"
+        folder.mkdir()
+        twin = export_untrained_ensemble(folder, members=ensemble, width=8, onnx=True).path
+        for b in BACKENDS:
+            models[f"{b}+ensemble"] = load_artifact(
+                twin, backend=b, threads=DEFAULT_INFERENCE_THREADS
+            )
     rng = np.random.default_rng(0)
-    out: dict[tuple[str, int], list[float]] = {(b, n): [] for b in BACKENDS for n in BATCH_SIZES}
+    out: dict[tuple[str, int], list[float]] = {(b, n): [] for b in models for n in BATCH_SIZES}
     for _ in range(REPEATS):
         for batch in BATCH_SIZES:
             windows = rng.normal(0.0, WINDOW_RMS, (batch, 16000)).astype(np.float32)
@@ -58,6 +70,15 @@ def per_window_ms(model_dir: Path) -> dict[tuple[str, int], list[float]]:
 
 
 def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument(
+        "--ensemble",
+        type=int,
+        default=0,
+        metavar="K",
+        help="also time an ensemble of K width-8 members against the width-32 model",
+    )
+    args = parser.parse_args()
     print(
         f"# {platform.node()} {platform.machine()} {os.cpu_count()} cpus, "
         f"load {os.getloadavg()[0]:.1f}, {time.strftime('%Y-%m-%d %H:%M')}, "
@@ -65,12 +86,13 @@ def main() -> None:
         f"{DEFAULT_INFERENCE_THREADS} intra-op thread(s)"
     )
     with tempfile.TemporaryDirectory() as tmp:
-        results = per_window_ms(Path(tmp))
-    print("| windows per pass | " + " | ".join(f"{b} CPU ms/window" for b in BACKENDS) + " |")
-    print("|---|" + "---|" * len(BACKENDS))
+        results = per_window_ms(Path(tmp), args.ensemble)
+    names = sorted({b for b, _ in results}, key=lambda b: (b.split("+")[0], "+" in b))
+    print("| windows per pass | " + " | ".join(f"{b} CPU ms/window" for b in names) + " |")
+    print("|---|" + "---|" * len(names))
     for batch in BATCH_SIZES:
         cells = []
-        for backend in BACKENDS:
+        for backend in names:
             v = sorted(results[(backend, batch)])
             cells.append(f"{v[len(v) // 2]:.2f} ({v[0]:.2f}-{v[-1]:.2f})")
         print(f"| {batch} | " + " | ".join(cells) + " |")

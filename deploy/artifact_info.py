@@ -19,6 +19,7 @@ import zipfile
 from pathlib import Path
 from typing import Any
 
+from deploy.calibration import calibration_of, calibration_warnings
 from deploy.contract import (
     CONTRACT_FIELDS,
     LABEL_NAMES,
@@ -194,6 +195,13 @@ def _info(path: Path) -> dict[str, Any]:
         "provenance": provenance or None,
         "evaluation": _evaluation(provenance),
     }
+    ensemble = meta.get("ensemble")
+    if isinstance(ensemble, dict):
+        info["ensemble"] = ensemble
+    calibration = calibration_of(meta)
+    if calibration is not None:
+        info["calibration"] = calibration
+        info["warnings"] = calibration_warnings(calibration)
     if fmt == "torchscript":
         info["onnx_twin"] = _twin(path, sha)
     else:

@@ -230,7 +230,10 @@ def add_model_info(actions: Any) -> None:
         help="print what an artifact says about itself, as JSON (nothing is run)",
         description="Name, version, sha256, threshold, front end, training provenance and any "
         "embedded evaluation figures of a .pt or .onnx deploy artifact (the original "
-        "pipeline's too), read without running it and without torch.",
+        "pipeline's too), read without running it and without torch. An ensemble's "
+        "out-of-fold calibration (threshold, false-alarm rate and recall with intervals, "
+        "ROC-AUC, uncertain band) is also printed to stderr, with a warning when its "
+        "intervals are wide.",
     )
     info.add_argument("model", type=Path, metavar="MODEL", help="deploy artifact (.pt or .onnx)")
 
@@ -250,6 +253,14 @@ def _run_model(args: argparse.Namespace) -> int:
         print(f"weldmon model {args.action}: {exc}", file=sys.stderr)
         return EXIT_USAGE
     print(json.dumps(info, indent=2))
+    if info.get("calibration"):
+        # The JSON is for tools; these lines are for the person reading the terminal.
+        from deploy.calibration import format_calibration
+
+        for line in format_calibration(info["calibration"]):
+            print(f"weldmon model {args.action}: calibration: {line}", file=sys.stderr)
+    for warning in info.get("warnings", []):
+        print(f"weldmon model {args.action}: warning: {warning}", file=sys.stderr)
     return EXIT_OK
 
 

@@ -26,6 +26,7 @@ from deploy.artifact import WindowScorer
 from deploy.backbone import BackboneParams, WindowClassifier
 from deploy.contract import ARTIFACT_FORMAT_VERSION, LABEL_NAMES, LEGACY_SAMPLE_RATE
 from deploy.digest import file_sha256
+from deploy.ensemble import EnsembleClassifier
 from deploy.errors import ArtifactError
 from deploy.export import onnx_metadata
 from deploy.frontend import FrontEndParams
@@ -51,16 +52,29 @@ class Conversion:
 
 
 def classifier_scorer(module: torch.jit.ScriptModule, meta: dict[str, Any]) -> nn.Module:
-    """Our `WindowClassifier` with the archive's `base_model` weights (its module names and
-    Sequential indices are the original's, so the state dict loads as it is)."""
+    """Our `WindowClassifier` (or, for an ensemble's archive, `EnsembleClassifier`) with the
+    archive's `base_model` weights (its module names and Sequential indices are the
+    original's, so the state dict loads as it is)."""
     try:
         frontend = FrontEndParams(**meta["frontend"]) if meta.get("frontend") else FrontEndParams()
         params = BackboneParams(**meta["model"]) if meta.get("model") else BackboneParams()
     except (TypeError, ValueError) as exc:
         raise ArtifactError(f"its metadata does not describe the known CNN ({exc})") from exc
-    classifier = WindowClassifier(frontend, params)
+    ensemble = meta.get("ensemble") if isinstance(meta.get("ensemble"), dict) else None
+    classifier: nn.Module
+    if ensemble:  # K members behind one front end (deploy.ensemble)
+        members = int(ensemble.get("members", 0))
+        if members < 1:
+            raise ArtifactError(f"its ensemble metadata names {members} members")
+        classifier = EnsembleClassifier(frontend, params, members, int(module.defect_idx))
+    else:
+        classifier = WindowClassifier(frontend, params)
+    # A scripted module's state dict also holds non-persistent buffers (the front end's DFT
+    # bases, derived from its window and rebuilt on load): not weights, so not loaded.
+    derived = {name for name, _ in classifier.named_buffers()} - set(classifier.state_dict())
+    state = {k: v for k, v in module.base_model.state_dict().items() if k not in derived}
     try:
-        classifier.load_state_dict(module.base_model.state_dict())
+        classifier.load_state_dict(state)
     except RuntimeError as exc:
         first = str(exc).strip().splitlines()[0]
         raise ArtifactError(f"its base_model is not the known CNN ({first})") from exc

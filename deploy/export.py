@@ -75,6 +75,8 @@ def export_artifact(
     onnx: bool = True,
     name: str | None = None,
     version: str | None = None,
+    ensemble: dict[str, Any] | None = None,
+    calibration: dict[str, Any] | None = None,
 ) -> ExportResult:
     """Script `classifier` into a deploy artifact at `output`; returns its sha256. With `onnx`
     its ONNX twin (`output` with `.onnx`) is written too.
@@ -85,7 +87,9 @@ def export_artifact(
 
     `defect_idx` is the classifier's output index of the defect class; `provenance` (training
     run, config, metrics, data) is stored verbatim in the metadata; `name` and `version` are
-    the human-readable model name and version events carry beside the sha256.
+    the human-readable model name and version events carry beside the sha256. `ensemble`
+    (members, seeds, width) and `calibration` (the out-of-fold threshold's figures and its
+    uncertain `band`, `training.oof`) are stored as the metadata keys of those names.
     """
     check_model_identity(name, version)
     if not 0.0 < eval_pool_ratio <= 1.0:
@@ -109,6 +113,10 @@ def export_artifact(
         meta["model_name"] = name
     if version is not None:
         meta["model_version"] = version
+    if ensemble is not None:
+        meta["ensemble"] = ensemble
+    if calibration is not None:
+        meta["calibration"] = calibration
     meta_json = json.dumps(meta, sort_keys=True)
     base = copy.deepcopy(classifier).cpu().eval()
     # Inference-only artifact: outputs carry no autograd graph for callers to trip over.

@@ -14,24 +14,11 @@ import yaml
 
 from deploy.audio import read_recording
 from deploy.loader import load_artifact
+from tests.support.data import link_subset
 from weldmon.cli import main
 
 torch.set_num_threads(1)
 FOLDERS_PER_CLASS = 3
-
-
-def _subset(recordings: list, root: Path) -> list:
-    chosen = []
-    for defect in (False, True):
-        folders = sorted({r.config_folder for r in recordings if r.is_defect == defect})
-        keep = set(folders[:FOLDERS_PER_CLASS])
-        chosen += [r for r in recordings if r.config_folder in keep][: 2 * FOLDERS_PER_CLASS]
-    for r in chosen:
-        top = "defect_data_weld" if r.is_defect else "good_weld"
-        link = root / top / r.config_folder / r.run_id / r.flac.name
-        link.parent.mkdir(parents=True, exist_ok=True)
-        link.symlink_to(r.flac)
-    return chosen
 
 
 @pytest.mark.real_data
@@ -39,8 +26,15 @@ def _subset(recordings: list, root: Path) -> list:
 def test_train_export_evaluate_run_end_to_end_on_real_recordings(
     recordings: list, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    chosen = _subset(recordings, tmp_path / "data")
-    config = {"epochs": 1, "batch_size": 4, "lr": 3e-4, "val_fraction": 0.34, "num_threads": 1}
+    chosen = link_subset(recordings, tmp_path / "data", FOLDERS_PER_CLASS, 2 * FOLDERS_PER_CLASS)
+    config = {
+        "epochs": 1,
+        "batch_size": 4,
+        "lr": 3e-4,
+        "val_fraction": 0.34,
+        "num_threads": 1,
+        "ensemble": 1,  # the single model and its split.json, which evaluate --split reads
+    }
     (tmp_path / "train.yaml").write_text(yaml.safe_dump(config))
     run = tmp_path / "run"
     data = str(tmp_path / "data")

@@ -82,7 +82,7 @@ def _run_train(args: argparse.Namespace) -> int:
     from deploy.errors import WeldmonError
     from training import distributed
     from training.config import ConfigError
-    from training.train import train
+    from training.ensemble import fit
 
     if args.resume and args.run_dir is None:
         return fail("--resume needs --run-dir", EXIT_USAGE)
@@ -91,6 +91,12 @@ def _run_train(args: argparse.Namespace) -> int:
     except ConfigError as exc:
         return fail(str(exc), EXIT_USAGE)
     run_dir = args.run_dir or DEFAULT_RUNS_FOLDER / f"train-{_stamp()}"
+    if int(os.environ.get("WORLD_SIZE", "1")) > 1 and cfg.ensemble > 1:  # before joining
+        return fail(
+            f"ensemble: {cfg.ensemble} is not trained under torchrun; set ensemble: 1 "
+            "(one data-parallel model) or run without torchrun",
+            EXIT_USAGE,
+        )
     ranks = distributed.from_environment()  # torchrun: one process per rank, data-parallel
     if ranks.parallel and args.run_dir is None:
         return fail("under torchrun, give every rank the same --run-dir", EXIT_USAGE)
@@ -98,7 +104,7 @@ def _run_train(args: argparse.Namespace) -> int:
     if data_root is not None and not Path(data_root).is_dir():
         return fail(f"data_root: {data_root} is not a directory", EXIT_USAGE)
     try:
-        result = train(cfg, run_dir, resume=args.resume, progress=not args.no_progress)
+        result = fit(cfg, run_dir, resume=args.resume, progress=not args.no_progress)
     except ConfigError as exc:
         return fail(str(exc), EXIT_USAGE)
     except WeldmonError as exc:

@@ -84,6 +84,10 @@ class TrainConfig(BaseModel):
     cell_false_alarm_rate: float = Field(0.01, gt=0.0, lt=0.5)  # its calibration target
     # -- optimisation
     seed: int = 42  # seeds weights, shuffling and dropout; same seed + data -> same metrics
+    # Members of the shipped model (seeds seed, seed+1, ...), each trained with one of K groups
+    # of config folders held out; the threshold comes from those out-of-fold weld scores
+    # (`training.ensemble`). 1: one model, selected and tuned on val_fraction's folders.
+    ensemble: int = Field(5, ge=1)
     epochs: int = Field(20, ge=1)  # maximum epochs (the cv-measured recipe: 20, patience 20)
     batch_size: int = Field(8, ge=1)  # bags (whole recordings) per optimiser step
     lr: float = Field(1e-4, gt=0.0)  # peak learning rate (Adam)

@@ -19,7 +19,7 @@ import csv
 import json
 import math
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -27,6 +27,7 @@ import numpy as np
 from torch import Tensor, nn
 
 from deploy.anomaly import FusedScorer
+from deploy.backbone import WindowClassifier
 from deploy.pooling import topk_pool
 from training.checkpoint import DEFECT_IDX, load_checkpoint
 from training.config import TrainConfig
@@ -39,6 +40,7 @@ from training.enroll import (
     reference_module,
     supervised_logits,
 )
+from training.ensemble import train_ensemble
 from training.export import classifier_from_checkpoint
 from training.features import Bag, FeatureStore
 from training.metrics import (
@@ -67,6 +69,8 @@ class CVResult:
     metrics: dict[str, float | int]
     intervals: dict[str, Interval] = field(default_factory=dict)
     folders: list[dict[str, Any]] = field(default_factory=list)  # the per-folder table
+    # ensemble: each fold's out-of-fold threshold and its figures on the fold's training welds
+    fold_calibrations: list[dict[str, Any]] = field(default_factory=list)
 
 
 def pooled_metrics(rows: list[dict[str, Any]], n_folds: int) -> dict[str, float | int]:
@@ -178,6 +182,33 @@ def format_result(result: CVResult) -> list[str]:
             f"| {f['p_min']:.3f} / {f['p_median']:.3f} / {f['p_max']:.3f} "
             f"| {f['called_defect']} | {f['correct']}/{f['welds']} | {f['threshold']:.2f} |"
         )
+    if result.fold_calibrations:
+        lines += ["", *fold_calibration_table(result.fold_calibrations)]
+    return lines
+
+
+def _pair(interval: list[float | None]) -> str:
+    low, high = interval
+    return "n/a" if low is None or high is None else f"[{low:.2f}, {high:.2f}]"
+
+
+def fold_calibration_table(calibrations: list[dict[str, Any]]) -> list[str]:
+    """Per fold: the ensemble's out-of-fold threshold and its figures on the fold's own
+    training welds (what that fold's run printed), the uncertain band."""
+    lines = [
+        "ensemble out-of-fold threshold per fold (on the fold's training welds):",
+        "| fold | held-out folder | threshold | false-alarm rate | recall | ROC-AUC | band |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for c in calibrations:
+        far, rec, auc = (c[k] for k in ("false_alarm_rate", "recall", "roc_auc"))
+        lines.append(
+            f"| {c['fold']} | {c['held_out']} | {c['threshold']:.2f} "
+            f"| {'n/a' if far is None else f'{far:.3f}'} {_pair(c['false_alarm_interval'])} "
+            f"| {'n/a' if rec is None else f'{rec:.3f}'} {_pair(c['recall_interval'])} "
+            f"| {'n/a' if auc is None else f'{auc:.3f}'} {_pair(c['roc_auc_interval'])} "
+            f"| {_pair(c['band'])} |"
+        )
     return lines
 
 
@@ -231,6 +262,10 @@ def fold_scorer(
     """What judges a fold's held-out maps: its trained classifier, with (cell_reference)
     the fold's training good welds added as a cell reference, calibrated on them alone."""
     classifier = classifier_from_checkpoint(ckpt)
+    if not isinstance(classifier, WindowClassifier):  # an ensemble: no cell reference for it
+        if cfg.cell_reference:
+            log("no cell reference: cell_reference is for a single model (ensemble: 1)")
+        return _MapScorer(classifier)
     if not cfg.cell_reference:
         return map_classifier(classifier)
     goods = [b for b in train_bags if b.label == 0]
@@ -285,6 +320,7 @@ def cross_validate(
     folders = sorted({b.entry.config_folder for b in bags})
     rows: list[dict[str, Any]] = []
     skipped: list[str] = []
+    calibrations: list[dict[str, Any]] = []  # an ensemble's out-of-fold threshold, per fold
     for i, folder in enumerate(folders):
         held_out = [b for b in bags if b.entry.config_folder == folder]
         train_bags = [b for b in bags if b.entry.config_folder != folder]
@@ -309,17 +345,30 @@ def cross_validate(
             )
             + "\n"
         )
-        result = train(
-            cfg,
-            fold_dir,
-            data=data,
-            store=store,
-            progress=progress,
-            log=log,
-            snapshots=False,
-        )
+        if cfg.ensemble > 1:  # the same path as `weldmon train`: the cv figure is the ensemble's
+            result = train_ensemble(
+                cfg,
+                fold_dir,
+                bags=train_bags,
+                report=index.report,
+                store=store,
+                progress=progress,
+                log=log,
+            )
+        else:
+            result = train(
+                cfg,
+                fold_dir,
+                data=data,
+                store=store,
+                progress=progress,
+                log=log,
+                snapshots=False,
+            )
         ckpt = load_checkpoint(result.best_checkpoint)
         threshold = float(ckpt["threshold"])
+        if ckpt.get("calibration"):
+            calibrations.append({"fold": i + 1, "held_out": folder, **ckpt["calibration"]})
         scorer = fold_scorer(cfg, ckpt, train_bags, log)
         for bag, probs in zip(held_out, bag_window_probs(scorer, held_out), strict=True):
             p = float(topk_pool(probs, cfg.eval_pool_ratio))
@@ -341,4 +390,8 @@ def cross_validate(
                 }
             )
     n_folds = len(folders) - len(skipped)
-    return summarise(rows, n_folds, skipped, out_dir, {"config": cfg.model_dump()})
+    extra: dict[str, Any] = {"config": cfg.model_dump()}
+    if calibrations:
+        extra["fold_calibrations"] = calibrations
+    result = summarise(rows, n_folds, skipped, out_dir, extra)
+    return replace(result, fold_calibrations=calibrations)

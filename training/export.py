@@ -1,26 +1,38 @@
 """Checkpoint -> deploy artifact: rebuild the classifier from the checkpoint alone, export it
 (the `.pt` and its ONNX twin) with `deploy.export.export_artifact`, then load both back and
-self-test them."""
+self-test them. An ensemble run's checkpoint (`training.ensemble`) becomes one artifact
+holding every member behind one front end (`deploy.ensemble`), with its `ensemble` and
+out-of-fold `calibration` metadata."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
+from torch import nn
+
 from deploy.backbone import BackboneParams, WindowClassifier
+from deploy.ensemble import EnsembleClassifier
 from deploy.export import ExportResult, export_artifact, file_sha256
 from deploy.frontend import FrontEndParams
 from deploy.loader import load_artifact
 from training.checkpoint import CheckpointError, load_checkpoint
 
 
-def classifier_from_checkpoint(ckpt: dict) -> WindowClassifier:
-    """The window classifier (front end + backbone) with the checkpoint's weights."""
+def classifier_from_checkpoint(ckpt: dict) -> nn.Module:
+    """The window classifier (front end + backbone, or the ensemble of an ensemble run's
+    checkpoint) with the checkpoint's weights."""
     try:
-        model = WindowClassifier(
-            FrontEndParams(**ckpt["frontend"]), BackboneParams(**ckpt["model_params"])
-        )
+        frontend = FrontEndParams(**ckpt["frontend"])
+        params = BackboneParams(**ckpt["model_params"])
+        ensemble = ckpt.get("ensemble")
+        if ensemble:
+            model: nn.Module = EnsembleClassifier(
+                frontend, params, int(ensemble["members"]), int(ckpt.get("defect_idx", 1))
+            )
+        else:
+            model = WindowClassifier(frontend, params)
         model.load_state_dict(ckpt["model_state"])
-    except (TypeError, RuntimeError) as exc:
+    except (TypeError, RuntimeError, KeyError, ValueError) as exc:
         raise CheckpointError(f"checkpoint does not fit the model: {exc}") from exc
     return model.eval()
 
@@ -55,6 +67,8 @@ def export_checkpoint(
         },
         name=name,
         version=version,
+        ensemble=ckpt.get("ensemble") or None,
+        calibration=ckpt.get("calibration") or None,
     )
     load_artifact(result.path, expected_sha256=result.sha256, backend="torchscript").self_test()
     load_artifact(result.path, expected_sha256=result.sha256, backend="onnx").self_test()

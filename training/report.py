@@ -21,6 +21,7 @@ from typing import Any
 
 import numpy as np
 
+from deploy.calibration import calibration_of, calibration_warnings, format_calibration
 from training import plots
 from training.evaluate import EvaluationResult, FileResult, format_metrics
 from training.metrics import curve_points, reliability, threshold_curves
@@ -62,6 +63,10 @@ def checks(result: EvaluationResult) -> dict[str, Any]:
     """Warnings and per-class counts of each mode (also stored in metrics.json)."""
     rows = result.files or result.welds
     out: dict[str, Any] = {"warnings": overlap_warnings(rows, result.metadata)}
+    calibration = calibration_of(result.metadata)
+    if calibration is not None:  # an ensemble's out-of-fold threshold: say how thin it is
+        out["calibration"] = calibration
+        out["warnings"] += [f"model calibration: {w}" for w in calibration_warnings(calibration)]
     for name, prefix, mode_rows, _ in _modes(result):
         out["warnings"] += [f"{name.split(' (')[0]}: {w}" for w in degenerate_flags(mode_rows)]
         out[f"{prefix}class_counts"] = class_counts(mode_rows)
@@ -240,6 +245,20 @@ def _section(
          "verdict", "correct", "flag / error"], per_row)}"""  # fmt: skip
 
 
+def _calibration_html(metadata: dict[str, Any]) -> str:
+    """The artifact's out-of-fold calibration (an ensemble's), as the training run printed it."""
+    calibration = calibration_of(metadata)
+    if calibration is None:
+        return ""
+    items = "".join(f"<li>{html.escape(line)}</li>" for line in format_calibration(calibration))
+    return (
+        "<h2>Calibration (out of fold, from training)</h2>"
+        "<p>The threshold was tuned on every training weld, each scored by the ensemble "
+        "member that never saw its config folder; figures on the training data, not on the "
+        f"data of this report.</p><ul>{items}</ul>"
+    )
+
+
 def _html(
     result: EvaluationResult,
     folder: Path,
@@ -264,6 +283,7 @@ td,th{{border:1px solid #ccc;padding:2px 8px}}figure{{display:inline-block;margi
 <h2>Provenance</h2>{_table(["", ""], [[k, v] for k, v in prov.items()])}
 <h2>Warnings</h2><ul>{warn}</ul>
 <h2>Model</h2>{_table(["", ""], [[k, v] for k, v in result.model.items()])}
+{_calibration_html(result.metadata)}
 <p><a href="metrics.json">metrics.json</a>, <a href="metrics.txt">metrics.txt</a></p>
 {"".join(sections)}
 </body></html>

@@ -24,12 +24,12 @@ from deploy.export import DEFAULT_ARTIFACT_NAME
 from training.checkpoint import BEST_NAME, snapshot_scores
 from training.config import ConfigError, load_config, make_config, read_mapping
 from training.dataset import index_dataset
+from training.ensemble import fit
 from training.evaluate import evaluate
 from training.export import export_checkpoint
 from training.prepare import make_store
 from training.report import write_report
 from training.split import make_split
-from training.train import train
 
 # Keys a sweep run may not override: the protocol compares configs on the same data, split
 # and seed.
@@ -147,7 +147,7 @@ def run_sweep(
         )
         run_dir = out_dir / run.name
         log(f"== sweep run {run.name}: {run.overrides}")
-        result = train(cfg, run_dir, store=store, progress=progress, log=log)
+        result = fit(cfg, run_dir, store=store, progress=progress, log=log)
         exported = export_checkpoint(run_dir / BEST_NAME, run_dir / DEFAULT_ARTIFACT_NAME)
         evaluation = evaluate(exported.path, Path(root), split_file=split_path)
         write_report(evaluation, run_dir / EVAL_FOLDER)

@@ -234,6 +234,7 @@ def tiny_config_values(data_root: Path, segmentation: str = "file") -> dict[str,
         "val_fraction": 0.34,
         "patience": 3,
         "num_threads": 1,
+        "ensemble": 1,  # one model: seconds, not K times that (ensemble tests set their K)
     }
 
 

@@ -7,15 +7,16 @@ from pathlib import Path
 
 import torch
 
-from deploy.backbone import WindowClassifier
+from deploy.backbone import BackboneParams, WindowClassifier
+from deploy.ensemble import EnsembleClassifier
 from deploy.export import DEFAULT_ARTIFACT_NAME, ExportResult, export_artifact
 from deploy.frontend import FrontEndParams
 
 
-def untrained_classifier(seed: int = 7) -> WindowClassifier:
+def untrained_classifier(seed: int = 7, width: int = 32) -> WindowClassifier:
     """A seeded classifier whose BatchNorm statistics spread its window probabilities."""
     torch.manual_seed(seed)
-    classifier = WindowClassifier().eval()
+    classifier = WindowClassifier(backbone=BackboneParams(width=width)).eval()
     # Untrained BatchNorm running stats (mean 0, var 1) squash everything to ~0.5; perturb them
     # so windows get spread-out probabilities and label decisions are actually exercised.
     with torch.no_grad():
@@ -48,4 +49,25 @@ def export_untrained(
         onnx=onnx,
         name=name,
         version=version,
+    )
+
+
+def export_untrained_ensemble(
+    out_dir: Path, *, members: int = 5, width: int = 8, seed: int = 7, onnx: bool = False
+) -> ExportResult:
+    """An ensemble artifact of `members` untrained classifiers (seeds seed, seed+1, ...)."""
+    params = BackboneParams(width=width)
+    ensemble = EnsembleClassifier.from_members(
+        [untrained_classifier(seed + i, width) for i in range(members)], FrontEndParams(), params
+    )
+    return export_artifact(
+        ensemble,
+        out_dir / DEFAULT_ARTIFACT_NAME,
+        frontend=FrontEndParams(),
+        threshold=0.5,
+        eval_pool_ratio=0.05,
+        model_params=params.as_dict(),
+        provenance={"note": "untrained test ensemble", "seed": seed},
+        onnx=onnx,
+        ensemble={"members": members, "seeds": [seed + i for i in range(members)], "width": width},
     )

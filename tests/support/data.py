@@ -82,3 +82,22 @@ def recordings(weld_audio_dir: Path) -> list[Recording]:
 def compat_artifact() -> Path:
     """The original pipeline's seed-format deploy artifact (random weights, threshold 0.705)."""
     return _require(compat_artifact_path(), "compat artifact")
+
+
+def link_subset(
+    recordings: list[Recording], root: Path, folders_per_class: int, runs_per_class: int
+) -> list[Recording]:
+    """Symlink the first `folders_per_class` config folders of each class (at most
+    `runs_per_class` runs of each class) into `root`, laid out like the dataset: a small real
+    set for tests on two shared cores. Returns the recordings linked."""
+    chosen: list[Recording] = []
+    for defect in (False, True):
+        folders = sorted({r.config_folder for r in recordings if r.is_defect == defect})
+        keep = set(folders[:folders_per_class])
+        chosen += [r for r in recordings if r.config_folder in keep][:runs_per_class]
+    for r in chosen:
+        top = "defect_data_weld" if r.is_defect else "good_weld"
+        link = root / top / r.config_folder / r.run_id / r.flac.name
+        link.parent.mkdir(parents=True, exist_ok=True)
+        link.symlink_to(r.flac)
+    return chosen
