@@ -2,9 +2,9 @@
 cross-validation could not tell good from defect.
 
 An artifact trained by weldmon carries, in its metadata, the out-of-fold calibration of its
-threshold (`calibration.band`: the scores around the threshold within which out-of-fold calls
-were unreliable). A verdict whose p_defect lies inside that band is `low` confidence, outside
-it `high`. The band is kept relative to the threshold, so a station that moves its threshold
+threshold (`deploy.calibration`; its `band`: the scores around the threshold within which
+out-of-fold calls were unreliable). A verdict whose p_defect lies inside that band is `low`
+confidence, outside it `high`. The band is kept relative to the threshold, so a station that moves its threshold
 (config or teach-in) moves the band with it. An artifact without a calibration (the original
 pipeline's, older exports) gives no confidence (None): nothing measured says how wide the
 uncertain zone is, and a made-up width would read as a measurement.
@@ -16,6 +16,8 @@ import math
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, Literal
+
+from deploy.calibration import calibration_of
 
 Confidence = Literal["high", "low"]
 
@@ -31,8 +33,8 @@ class ConfidenceBand:
     def from_metadata(cls, meta: Mapping[str, Any], threshold: float) -> ConfidenceBand | None:
         """The band of an artifact's `calibration.band` ([low, high] around `threshold`);
         None when the artifact has none or it is malformed (never a guess)."""
-        calibration = meta.get("calibration")
-        band = calibration.get("band") if isinstance(calibration, Mapping) else None
+        calibration = calibration_of(dict(meta))
+        band = calibration.get("band") if calibration is not None else None
         if not isinstance(band, list | tuple) or len(band) != 2:
             return None
         lo, hi = band

@@ -36,6 +36,7 @@ def _noise_heavy_model(recordings: list, root: Path) -> Path:
         "lr": 1e-3,
         "width": 4,
         "num_threads": 1,
+        "ensemble": 1,  # one small model is enough to exercise the alert rule
         "augment_noise_p": 1.0,
         "augment_snr_min_db": 0.0,
         "augment_snr_max_db": 10.0,
