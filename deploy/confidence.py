@@ -4,10 +4,11 @@ cross-validation could not tell good from defect.
 An artifact trained by weldmon carries, in its metadata, the out-of-fold calibration of its
 threshold (`deploy.calibration`; its `band`: the scores around the threshold within which
 out-of-fold calls were unreliable). A verdict whose p_defect lies inside that band is `low`
-confidence, outside it `high`. The band is kept relative to the threshold, so a station that moves its threshold
-(config or teach-in) moves the band with it. An artifact without a calibration (the original
-pipeline's, older exports) gives no confidence (None): nothing measured says how wide the
-uncertain zone is, and a made-up width would read as a measurement.
+confidence, outside it `high`. The band is kept relative to the threshold, so a station that
+moves its threshold (config or teach-in) moves the band with it. An artifact without a
+calibration (the original pipeline's, older exports) gives no confidence (None): nothing
+measured says how wide the uncertain zone is, and a made-up width would read as a
+measurement.
 """
 
 from __future__ import annotations
