@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import pytest
 import torch
 
+from deploy.confidence import ConfidenceBand
 from deploy.pooling import topk_pool
 from monitor.events import Source, WeldAlert, WeldProgress
 from monitor.pipeline.tracker import ModelInfo, TrackerOptions, WeldTracker
@@ -130,3 +133,42 @@ def test_weld_ids_are_unique_and_name_the_station() -> None:
     ids = {_tracker().weld_id for _ in range(100)}
     assert len(ids) == 100
     assert all(i.startswith("cell1-") for i in ids)
+
+
+def test_results_carry_the_margin_and_the_confidence_of_a_calibrated_model() -> None:
+    meta = {"calibration": {"band": [0.5, 0.7]}}  # the artifact's out-of-fold uncertain zone
+    band = ConfidenceBand.from_metadata(meta, MODEL.threshold)
+    calibrated = replace(MODEL, confidence_band=band)
+    expected = {0.55: "low", 0.69: "low", 0.2: "high", 0.95: "high"}
+    for p, confidence in expected.items():
+        t = WeldTracker(
+            TrackerOptions(calibrated, "0.1.0", "gate"),
+            "cell1",
+            Source(type="device", name="mic"),
+            0,
+            1.7e9,
+        )
+        t.add_window(0, p, 16_000, progress=False)
+        result = t.result(16_000, "gate")
+        assert result.confidence == confidence
+        assert result.margin == pytest.approx(p - MODEL.threshold)
+    # an uncalibrated model says nothing about confidence, never a guess
+    t = _tracker()
+    t.add_window(0, 0.55, t.start_index + 16_000, progress=False)
+    assert t.result(t.start_index + 16_000, "gate").confidence is None
+
+
+@pytest.mark.parametrize(
+    "meta",
+    [{}, {"calibration": None}, {"calibration": {"band": [0.7, 0.5]}},
+     {"calibration": {"band": [0.1]}}, {"calibration": {"band": ["a", 0.5]}},
+     {"calibration": {"band": [float("nan"), 0.5]}}, {"calibration": {"band": [-0.1, 0.5]}}],
+)  # fmt: skip
+def test_a_missing_or_malformed_band_gives_no_confidence(meta: dict) -> None:
+    assert ConfidenceBand.from_metadata(meta, 0.6) is None
+
+
+def test_the_band_follows_a_stations_own_threshold() -> None:
+    band = ConfidenceBand.from_metadata({"calibration": {"band": [0.5, 0.7]}}, 0.6)
+    assert band is not None
+    assert band.judge(0.85, 0.8) == "low" and band.judge(0.65, 0.8) == "high"
