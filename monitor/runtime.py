@@ -9,6 +9,7 @@ import uuid
 from collections.abc import AsyncIterator, Callable, Iterator, Mapping, Sequence
 from contextlib import asynccontextmanager, contextmanager
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import structlog
@@ -52,19 +53,22 @@ class StartupError(WeldmonError):
     """The daemon cannot start with this configuration (exit code 2)."""
 
 
-def load_model(cfg: MonitorConfig) -> DeployModel:
-    """Load, pin-check and self-test the configured artifact; StartupError names the file."""
-    pin_mmap_threshold()  # before the runtime allocates the model: see monitor/ops/memory.py
+def _load_checked(cfg: MonitorConfig, path: Path, sha256: str | None, key: str) -> DeployModel:
+    """Load, pin-check and self-test one artifact; StartupError names the config key."""
     try:
         model = load_artifact(
-            cfg.model.path,
-            cfg.model.sha256,
-            backend=cfg.inference.backend,
-            threads=cfg.inference.threads,
+            path, sha256, backend=cfg.inference.backend, threads=cfg.inference.threads
         )
         model.self_test()
     except ArtifactError as exc:
-        raise StartupError(f"model.path: {exc}") from exc
+        raise StartupError(f"{key}: {exc}") from exc
+    return model
+
+
+def load_model(cfg: MonitorConfig) -> DeployModel:
+    """Load, pin-check and self-test the configured artifact; StartupError names the file."""
+    pin_mmap_threshold()  # before the runtime allocates the model: see monitor/ops/memory.py
+    model = _load_checked(cfg, cfg.model.path, cfg.model.sha256, "model.path")
     log.info("model_loaded", **model.describe())
     return model
 
@@ -75,16 +79,7 @@ def load_shadow(cfg: MonitorConfig, production: DeployModel) -> DeployModel | No
     window length) differs from production's: it must judge the very same windows."""
     if cfg.shadow is None:
         return None
-    try:
-        shadow = load_artifact(
-            cfg.shadow.path,
-            cfg.shadow.sha256,
-            backend=cfg.inference.backend,
-            threads=cfg.inference.threads,
-        )
-        shadow.self_test()
-    except ArtifactError as exc:
-        raise StartupError(f"shadow.path: {exc}") from exc
+    shadow = _load_checked(cfg, cfg.shadow.path, cfg.shadow.sha256, "shadow.path")
     try:
         check_swappable(ModelInfo.of(shadow), ModelInfo.of(production))
     except ModelSwapError as exc:

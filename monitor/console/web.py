@@ -173,22 +173,28 @@ def create_app(state: ConsoleState, allowed_hosts: list[str] | None = None) -> S
             has_dataset=state.folders.dataset is not None,
         )
 
-    async def audio(request: Request, weld_id: str) -> Response:
+    async def _clip_of(weld_id: str) -> tuple[Any, ClipLookup] | Response:
+        """The weld's row and its clip, or the 404 that says which is missing."""
         row = await _weld_or_404(weld_id)
         if row is None:
             return _error("no such weld in the history", 404)
         clip = _clip(row)
         if clip.path is None:
             return _error(clip.refused or "this weld has no clip", 404)
+        return row, clip
+
+    async def audio(request: Request, weld_id: str) -> Response:
+        found = await _clip_of(weld_id)
+        if isinstance(found, Response):
+            return found
+        _, clip = found
         return FileResponse(clip.path, media_type="audio/flac")
 
     async def spectrogram(request: Request, weld_id: str) -> Response:
-        row = await _weld_or_404(weld_id)
-        if row is None:
-            return _error("no such weld in the history", 404)
-        clip = _clip(row)
-        if clip.path is None:
-            return _error(clip.refused or "this weld has no clip", 404)
+        found = await _clip_of(weld_id)
+        if isinstance(found, Response):
+            return found
+        row, clip = found
         # Imported here: matplotlib costs ~30 MB and ~0.5 s, paid when a clip is first viewed.
         from monitor.console.spectrogram import WindowScores, spectrogram_png
 
@@ -205,12 +211,10 @@ def create_app(state: ConsoleState, allowed_hosts: list[str] | None = None) -> S
         return Response(png, media_type="image/png", headers={"cache-control": "max-age=3600"})
 
     async def thumbnail(request: Request, weld_id: str) -> Response:
-        row = await _weld_or_404(weld_id)
-        if row is None:
-            return _error("no such weld in the history", 404)
-        clip = _clip(row)
-        if clip.path is None:
-            return _error(clip.refused or "this weld has no clip", 404)
+        found = await _clip_of(weld_id)
+        if isinstance(found, Response):
+            return found
+        _, clip = found
         from monitor.console.thumbnail import thumbnail_png  # no matplotlib: cheap, see there
 
         try:
