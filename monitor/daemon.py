@@ -6,7 +6,8 @@ It starts, in order, the inference worker (`monitor.pipeline.inference`), /metri
 every captured block through the pipeline (`monitor.pipeline.core`). SIGTERM/SIGINT unwind the
 stack in reverse: capture stops, the windows already cut are judged, open welds close as
 `interrupted`, clips land, the outbox is flushed and `stopped` published; exit 0 within
-`stop_timeout_s`. SIGHUP and ``{prefix}/cmd/reload`` reload the model (monitor/reload.py).
+`stop_timeout_s`. SIGHUP and ``{prefix}/cmd/reload`` reload the model (monitor/reload.py);
+``{prefix}/cmd/teach`` teaches a station its threshold from its own good welds (monitor/teach).
 An optional shadow model (config ``shadow``) judges the same windows after production and
 publishes only on ``{prefix}/{station}/shadow/result``, straight to the broker (never the
 outbox, never OPC UA, never an alert): `monitor.pipeline.shadow`.
@@ -169,7 +170,11 @@ class Daemon:
             report_interrupted_welds(self.publisher, self.events, self._report)
             self.ops.bind_gauges(self.workers.queue_depth, self.publisher)
             register_shadow_metrics(self.ops.metrics.registry, self.shadow_totals)
-            register_teach_metrics(self.ops.metrics.registry, self.teach.snapshot)
+            register_teach_metrics(
+                self.ops.metrics.registry,
+                self.teach.snapshot,
+                lambda: {"applied": self.teach.applied, "refused": self.teach.refused},
+            )
             for message, station in self._voided:  # found at start, before the outbox was open
                 self._error(ErrorCode.TEACH_IN_VOID, message, station=station)
             self._voided.clear()

@@ -5,10 +5,14 @@ a station's welds. The daemon over a real broker and PulseAudio: tests/test_teac
 from __future__ import annotations
 
 import json
+import socket
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
+import yaml
 
 from deploy.pooling import topk_pool_np
 from monitor.config import TeachInConfig
@@ -19,6 +23,7 @@ from monitor.teach import store
 from monitor.teach.rule import ROUGH_BELOW_WELDS, TeachRuleError, taught_threshold
 from monitor.teach.station import TeachIn
 
+REPO = Path(__file__).resolve().parents[1]
 MODEL = ModelInfo("ab" * 32, 16_000, 16_000, 0.05, 0.35)
 OTHER_MODEL = ModelInfo("cd" * 32, 16_000, 16_000, 0.05, 0.35)
 RATIO = MODEL.eval_pool_ratio
@@ -290,3 +295,47 @@ def test_an_unwritable_state_dir_refuses_the_accept_and_the_run_goes_on(tmp_path
     reply = s.ask("accept")
     assert reply.outcome == "refused" and "cannot be stored" in reply.reason
     assert s.teach.state("cell1") == "collecting" and reply.welds == 1
+
+
+# ---- the command line, before any daemon is asked ---------------------------------------------
+
+
+def _cli(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-m", "weldmon.cli", "teach", *args],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        cwd=REPO,
+    )
+
+
+def _config(tmp_path: Path, port: int) -> Path:
+    path = tmp_path / "monitor.yaml"
+    data = {
+        "model": {"path": str(tmp_path / "model.pt")},
+        "audio": {"stations": ["cell1"]},
+        "mqtt": {"host": "127.0.0.1", "port": port, "connect_timeout_s": 2},
+        "state_dir": str(tmp_path / "state"),
+    }
+    path.write_text(yaml.safe_dump(data))
+    return path
+
+
+def test_the_cli_refuses_a_bad_config_or_station_with_exit_2_and_sends_nothing(
+    tmp_path: Path,
+) -> None:
+    missing = _cli("start", "--daemon", str(tmp_path / "none.yaml"), "--station", "cell1")
+    assert missing.returncode == 2 and "none.yaml" in missing.stderr
+    unknown = _cli("start", "--daemon", str(_config(tmp_path, 1)), "--station", "cell9")
+    assert unknown.returncode == 2 and "has the stations ['cell1']" in unknown.stderr
+    no_weld = _cli("drop", "--daemon", str(_config(tmp_path, 1)), "--station", "cell1")
+    assert no_weld.returncode == 2 and "--weld" in no_weld.stderr
+
+
+def test_the_cli_says_when_the_broker_cannot_be_reached_with_exit_1(tmp_path: Path) -> None:
+    with socket.socket() as s:  # a port nobody listens on
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    down = _cli("status", "--daemon", str(_config(tmp_path, port)), "--station", "cell1")
+    assert down.returncode == 1 and f"broker 127.0.0.1:{port}" in down.stderr

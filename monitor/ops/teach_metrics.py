@@ -3,14 +3,15 @@
 - ``weldmon_teach_in_state{station}``: 0 idle, 1 collecting, 2 taught;
 - ``weldmon_teach_in_threshold{station}``: the taught decision threshold (taught stations
   only: the others are judged by the artifact's or the config's);
-- ``weldmon_teach_in_welds{station}``: welds the running teach-in holds (0 when none runs).
+- ``weldmon_teach_in_welds{station}``: welds the running teach-in holds (0 when none runs);
+- ``weldmon_teach_in_commands_total{outcome}``: teach commands applied and refused.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator, Mapping
 
-from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import Collector, CollectorRegistry
 
 from monitor.ops.metrics import NAMESPACE
@@ -21,11 +22,14 @@ Snapshot = Mapping[str, tuple[int, float, int]]  # station -> (state, threshold 
 class TeachCollector(Collector):
     """Reads `snapshot()` at each scrape (HTTP thread: it must only read numbers)."""
 
-    def __init__(self, snapshot: Callable[[], Snapshot]) -> None:
+    def __init__(
+        self, snapshot: Callable[[], Snapshot], commands: Callable[[], Mapping[str, int]]
+    ) -> None:
         self._snapshot = snapshot
+        self._commands = commands
 
-    def collect(self) -> Iterator[GaugeMetricFamily]:
-        """The three gauges, one series per station."""
+    def collect(self) -> Iterator[GaugeMetricFamily | CounterMetricFamily]:
+        """The three gauges, one series per station, and the commands counter."""
         values = dict(self._snapshot())
         state = GaugeMetricFamily(
             f"{NAMESPACE}_teach_in_state",
@@ -48,8 +52,18 @@ class TeachCollector(Collector):
                 threshold.add_metric([station], value)
             welds.add_metric([station], count)
         yield from (state, threshold, welds)
+        commands = CounterMetricFamily(
+            f"{NAMESPACE}_teach_in_commands", "teach commands by outcome", labels=["outcome"]
+        )
+        for outcome, count in sorted(self._commands().items()):
+            commands.add_metric([outcome], count)
+        yield commands
 
 
-def register_teach_metrics(registry: CollectorRegistry, snapshot: Callable[[], Snapshot]) -> None:
-    """Export the teach-in gauges from `registry`."""
-    registry.register(TeachCollector(snapshot))
+def register_teach_metrics(
+    registry: CollectorRegistry,
+    snapshot: Callable[[], Snapshot],
+    commands: Callable[[], Mapping[str, int]],
+) -> None:
+    """Export the teach-in gauges and counter from `registry`."""
+    registry.register(TeachCollector(snapshot, commands))

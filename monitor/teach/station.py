@@ -85,8 +85,8 @@ class TeachIn:
         self.model: ModelInfo | None = None
         self.runs: dict[str, Run] = {}
         self.calibrations: dict[str, Calibration] = {}
-        self.accepted = 0
-        self.refused = 0
+        self.applied = 0  # commands done (status included)
+        self.refused = 0  # commands refused (their reason is logged and in the reply)
 
     # -- the model in service ----------------------------------------------------------------
 
@@ -170,6 +170,7 @@ class TeachIn:
                 "teach_in_refused", action=command.action, station=command.station, reason=str(exc)
             )
             return self.reply(command, refused=str(exc))
+        self.applied += 1
         return self.reply(command, warning=warning)
 
     def _start(self, command: TeachCommand) -> None:
@@ -228,7 +229,6 @@ class TeachIn:
         )
         self._store({**self.calibrations, command.station: calibration})
         self.runs.pop(command.station)
-        self.accepted += 1
         log.info(
             "teach_in_accepted", station=command.station, **calibration.model_dump(mode="json")
         )
