@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from deploy.alert_rule import DEFAULT_ALERT_WINDOWS
 from deploy.errors import WeldmonError
@@ -36,6 +36,7 @@ from monitor.publish.homeassistant import HomeAssistantConfig
 from monitor.publish.opcua_state import OpcUaConfig
 from monitor.publish.settings import MqttConfig
 from monitor.segment.factory import ProcessConfig, SegmentationConfig
+from monitor.teach.config import TeachInConfig
 
 DEFAULT_MAX_BATCH_WINDOWS = 32  # windows per forward pass: 8 stations x a few s of backlog
 DEFAULT_QUEUE_WINDOWS = 256  # windows awaiting inference before the pipeline waits
@@ -81,31 +82,6 @@ class ShadowConfig(_Section):
     queue_windows: int = Field(DEFAULT_SHADOW_QUEUE_WINDOWS, ge=1, le=100_000)
     # longest a weld's shadow verdict waits for its windows after the production result (s)
     timeout_s: float = Field(DEFAULT_SHADOW_TIMEOUT_S, gt=0.0, le=3600.0)
-
-
-class TeachInConfig(_Section):
-    """Teach-in: a station's threshold taught from its own good welds while the daemon runs
-    (monitor/teach; docs/operations.md, "Commissioning a cell")."""
-
-    # the share of good welds the taught threshold may flag (the rule's target, 0.01 = 1 %)
-    target_false_alarm: float = Field(0.01, gt=0.0, lt=0.5)
-    # guards: never below this (null: the artifact's threshold minus `max_below_artifact`)
-    min_threshold: float | None = Field(None, ge=0.0, le=1.0)
-    max_below_artifact: float = Field(0.1, ge=0.0, le=1.0)
-    max_threshold: float = Field(0.95, ge=0.0, le=1.0)  # never above: a blind station
-
-    @model_validator(mode="after")
-    def _ordered(self) -> TeachInConfig:
-        if self.min_threshold is not None and self.min_threshold > self.max_threshold:
-            raise ValueError("min_threshold must not exceed max_threshold")
-        return self
-
-    def guards(self, artifact_threshold: float) -> tuple[float, float]:
-        """The (lower, upper) bounds of a taught threshold for this artifact."""
-        lower = self.min_threshold
-        if lower is None:
-            lower = max(0.0, artifact_threshold - self.max_below_artifact)
-        return min(lower, self.max_threshold), self.max_threshold
 
 
 class InferenceConfig(_Section):

@@ -15,11 +15,11 @@ import pytest
 import yaml
 
 from deploy.pooling import topk_pool_np
-from monitor.config import TeachInConfig
 from monitor.events import Source, ThresholdSource
 from monitor.events.teach import TeachCommand
 from monitor.pipeline.tracker import ModelInfo, StationThresholds, TrackerOptions, WeldTracker
 from monitor.teach import store
+from monitor.teach.config import TeachInConfig
 from monitor.teach.rule import ROUGH_BELOW_WELDS, TeachRuleError, taught_threshold
 from monitor.teach.station import TeachIn
 

@@ -16,8 +16,8 @@ from pathlib import Path
 
 import pytest
 
-from monitor.config import TeachInConfig
 from monitor.teach import store
+from monitor.teach.config import TeachInConfig
 from monitor.teach.rule import taught_threshold
 from tests.support.artifacts import export_untrained
 from tests.support.broker import MosquittoBroker, MqttCollector, ReceivedMessage
@@ -134,6 +134,7 @@ def test_teach_in_sets_a_stations_threshold_that_a_restart_keeps_and_another_mod
     assert not later["teach_in"] and later["window_probs"] is None
     assert scraped["weldmon_teach_in_threshold{station=cell1}"] == pytest.approx(expected)
     assert scraped["weldmon_teach_in_state{station=cell1}"] == 2.0
+    assert scraped["weldmon_teach_in_commands_total{outcome=refused}"] == 2.0  # start, drop
     assert daemon.stop() == 0, daemon.tail()
 
     # a restart keeps it

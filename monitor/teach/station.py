@@ -30,13 +30,13 @@ from pathlib import Path
 
 import structlog
 
-from monitor.config import TeachInConfig
 from monitor.config_edit import ConfigWriteError
 from monitor.events import Event, WeldResult, utc_now
 from monitor.events.teach import TeachCommand, TeachReply, TeachState
 from monitor.events.vocabulary import ThresholdSource
 from monitor.pipeline.tracker import ModelInfo
 from monitor.teach import store
+from monitor.teach.config import TeachInConfig
 from monitor.teach.rule import TeachRuleError, taught_threshold
 from monitor.teach.store import Calibration
 from weldmon import __version__
