@@ -15,12 +15,12 @@ import pytest
 import yaml
 
 from deploy.pooling import topk_pool_np
+from deploy.teach_rule import ROUGH_BELOW_WELDS, TeachRuleError, taught_threshold
 from monitor.events import Source, ThresholdSource
 from monitor.events.teach import TeachCommand
 from monitor.pipeline.tracker import ModelInfo, StationThresholds, TrackerOptions, WeldTracker
 from monitor.teach import store
 from monitor.teach.config import TeachInConfig
-from monitor.teach.rule import ROUGH_BELOW_WELDS, TeachRuleError, taught_threshold
 from monitor.teach.station import TeachIn
 
 REPO = Path(__file__).resolve().parents[1]

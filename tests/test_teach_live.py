@@ -16,9 +16,9 @@ from pathlib import Path
 
 import pytest
 
+from deploy.teach_rule import taught_threshold
 from monitor.teach import store
 from monitor.teach.config import TeachInConfig
-from monitor.teach.rule import taught_threshold
 from tests.support.artifacts import export_untrained
 from tests.support.broker import MosquittoBroker, MqttCollector, ReceivedMessage
 from tests.support.daemon import REPO_ROOT, WeldmonRun, write_monitor_config

@@ -9,7 +9,7 @@ While a station collects, the welds that *start* afterwards carry ``teach_in: tr
 the run's id (`TrackerOptions.teach`); they are judged as usual, by the threshold in force.
 Their results (`observe`, an event listener) bring their judged window probabilities; a
 degraded or unjudged weld is skipped and counted, a weld the operator drops is left out.
-``accept`` computes the threshold (`monitor.teach.rule`) from the kept welds' windows and
+``accept`` computes the threshold (`deploy.teach_rule`) from the kept welds' windows and
 stores it (`monitor.teach.store`) before it takes effect: a store that fails refuses the
 accept and the run goes on. A second ``start`` while one runs is refused; so is any action
 on a station the daemon does not have.
@@ -30,6 +30,7 @@ from pathlib import Path
 
 import structlog
 
+from deploy.teach_rule import TeachRuleError, taught_threshold
 from monitor.config_edit import ConfigWriteError
 from monitor.events import Event, WeldResult, utc_now
 from monitor.events.teach import TeachCommand, TeachReply, TeachState
@@ -37,7 +38,6 @@ from monitor.events.vocabulary import ThresholdSource
 from monitor.pipeline.tracker import ModelInfo
 from monitor.teach import store
 from monitor.teach.config import TeachInConfig
-from monitor.teach.rule import TeachRuleError, taught_threshold
 from monitor.teach.store import Calibration
 from weldmon import __version__
 

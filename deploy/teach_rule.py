@@ -1,5 +1,7 @@
 """The teach-in threshold rule: a decision threshold at a target false-alarm rate, learnt
-from the windows of a station's taught good welds.
+from the windows of a station's (or a cell's) good welds. One rule for both places it is
+taught: the running daemon's teach-in (monitor/teach) and `weldmon enroll --base`
+(training/enroll.py), so a cell artifact and a taught station agree on the same welds.
 
 Why windows and not welds: 1 to 4 taught welds give 1 to 4 pooled scores, too few points
 for any quantile (the 99th percentile of three numbers is their maximum, and says nothing
@@ -41,6 +43,23 @@ LOGIT_CLIP = 1e-6  # probabilities of exactly 0 or 1 have no logit
 MIN_LOGIT_SD = 0.25  # near-identical windows must not fit a spread of nothing
 SEED = 19  # fixed: the same taught windows always give the same threshold
 ROUGH_BELOW_WELDS = 5  # fewer taught welds than this: the calibration is rough (warned)
+DEFAULT_TARGET_FALSE_ALARM = 0.01  # the share of good welds a taught threshold may flag
+DEFAULT_MAX_BELOW_ARTIFACT = 0.1  # the lower guard: the artifact's threshold minus this
+DEFAULT_MAX_THRESHOLD = 0.95  # the upper guard: above it a station is all but blind
+
+
+def guards(
+    artifact_threshold: float,
+    min_threshold: float | None = None,
+    max_below_artifact: float = DEFAULT_MAX_BELOW_ARTIFACT,
+    max_threshold: float = DEFAULT_MAX_THRESHOLD,
+) -> tuple[float, float]:
+    """The (lower, upper) bounds of a taught threshold: `min_threshold`, or the artifact's
+    threshold minus `max_below_artifact`, and `max_threshold`."""
+    lower = min_threshold
+    if lower is None:
+        lower = max(0.0, artifact_threshold - max_below_artifact)
+    return min(lower, max_threshold), max_threshold
 
 
 class TeachRuleError(WeldmonError):
