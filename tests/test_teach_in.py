@@ -87,10 +87,12 @@ def test_the_default_lower_guard_follows_the_artifact() -> None:
 class Station:
     """A TeachIn over a real state_dir, with the weld trackers the daemon would run."""
 
-    def __init__(self, state_dir: Path, model: ModelInfo = MODEL) -> None:
+    def __init__(
+        self, state_dir: Path, model: ModelInfo = MODEL, stations: tuple = ("cell1", "cell2")
+    ) -> None:
         self.voids: list[tuple[str, str | None]] = []
         self.teach = TeachIn(
-            ["cell1", "cell2"], TeachInConfig(), state_dir, lambda m, s: self.voids.append((m, s))
+            list(stations), TeachInConfig(), state_dir, lambda m, s: self.voids.append((m, s))
         )
         self.teach.bind(model)
         self.options = TrackerOptions(model, "test", "gate", teach=self.teach)
@@ -339,3 +341,20 @@ def test_the_cli_says_when_the_broker_cannot_be_reached_with_exit_1(tmp_path: Pa
         port = s.getsockname()[1]
     down = _cli("status", "--daemon", str(_config(tmp_path, port)), "--station", "cell1")
     assert down.returncode == 1 and f"broker 127.0.0.1:{port}" in down.stderr
+
+
+def test_a_station_the_config_no_longer_has_keeps_its_calibration_in_the_file(
+    tmp_path: Path,
+) -> None:
+    s = Station(tmp_path)
+    s.ask("start", station="cell2")
+    s.weld(_good_welds(1)[0], station="cell2")
+    cell2 = s.ask("accept", station="cell2").calibration
+    fewer = Station(tmp_path, stations=("cell1",))  # cell2 left the config
+    assert fewer.voids == [] and "cell2" not in fewer.teach.snapshot()
+    assert fewer.ask("status", station="cell2").outcome == "refused"
+    fewer.ask("start")
+    fewer.weld(_good_welds(1)[0])
+    assert fewer.ask("accept").outcome == "applied"
+    stored = json.loads((tmp_path / store.TEACH_FILE).read_text())["stations"]
+    assert set(stored) == {"cell1", "cell2"} and stored["cell2"] == cell2

@@ -85,6 +85,8 @@ class TeachIn:
         self.model: ModelInfo | None = None
         self.runs: dict[str, Run] = {}
         self.calibrations: dict[str, Calibration] = {}
+        # stations in the file this config does not have: kept in it, never used
+        self._elsewhere: dict[str, Calibration] = {}
         self.applied = 0  # commands done (status included)
         self.refused = 0  # commands refused (their reason is logged and in the reply)
 
@@ -106,11 +108,10 @@ class TeachIn:
             )
         self.runs.clear()
         loaded, problem = store.load(self.state_dir, model.sha256)
-        unknown = sorted(set(loaded) - set(self.stations))
-        for station in unknown:  # a station removed from the config keeps nothing
-            log.warning("teach_in_station_gone", station=station)
-            loaded.pop(station)
-        self.calibrations = loaded
+        self._elsewhere = {k: v for k, v in loaded.items() if k not in self.stations}
+        for station in sorted(self._elsewhere):  # kept for a config that has it again
+            log.warning("teach_in_station_not_configured", station=station)
+        self.calibrations = {k: v for k, v in loaded.items() if k in self.stations}
         if problem is not None:
             kept = store.set_aside(
                 self.state_dir, "void" if problem.kind == "other_model" else "bad"
@@ -254,7 +255,7 @@ class TeachIn:
 
     def _store(self, calibrations: dict[str, Calibration]) -> None:
         try:
-            store.save(self.state_dir, self._bound().sha256, calibrations)
+            store.save(self.state_dir, self._bound().sha256, {**self._elsewhere, **calibrations})
         except ConfigWriteError as exc:
             raise TeachRefusedError(
                 f"the calibration cannot be stored, nothing changed: {exc}"
