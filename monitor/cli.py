@@ -423,6 +423,18 @@ def _run_model(args: argparse.Namespace) -> int:
     return run(args)
 
 
+def _configure_teach(parser: argparse.ArgumentParser) -> None:
+    from monitor.teach_cli import configure
+
+    configure(parser)
+
+
+def _run_teach(args: argparse.Namespace) -> int:
+    from monitor.teach_cli import run
+
+    return run(args)
+
+
 COMMANDS: dict[str, Command] = {
     "run": Command(_configure_run, _run_daemon, "run the real-time monitor daemon"),
     "replay": Command(
@@ -453,5 +465,10 @@ COMMANDS: dict[str, Command] = {
         _configure_model,
         _run_model,
         "Inspect a deploy artifact, or promote / roll back a running daemon's model.",
+    ),
+    "teach": Command(
+        _configure_teach,
+        _run_teach,
+        "Commission a station: teach its threshold from its own good welds on a running daemon.",
     ),
 }

@@ -36,6 +36,7 @@ from monitor.publish.homeassistant import HomeAssistantConfig
 from monitor.publish.opcua_state import OpcUaConfig
 from monitor.publish.settings import MqttConfig
 from monitor.segment.factory import ProcessConfig, SegmentationConfig
+from monitor.teach.config import TeachInConfig
 
 DEFAULT_MAX_BATCH_WINDOWS = 32  # windows per forward pass: 8 stations x a few s of backlog
 DEFAULT_QUEUE_WINDOWS = 256  # windows awaiting inference before the pipeline waits
@@ -140,6 +141,7 @@ class MonitorConfig(_Section):
     homeassistant: HomeAssistantConfig = HomeAssistantConfig()
     opcua: OpcUaConfig = OpcUaConfig()
     watchdog: WatchdogConfig = WatchdogConfig()
+    teach_in: TeachInConfig = TeachInConfig()
     state_dir: Path
     logging: LoggingConfig = LoggingConfig()
     stop_timeout_s: float = Field(DEFAULT_STOP_TIMEOUT_S, gt=0.0, le=MAX_STOP_TIMEOUT_S)

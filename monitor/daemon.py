@@ -6,7 +6,8 @@ It starts, in order, the inference worker (`monitor.pipeline.inference`), /metri
 every captured block through the pipeline (`monitor.pipeline.core`). SIGTERM/SIGINT unwind the
 stack in reverse: capture stops, the windows already cut are judged, open welds close as
 `interrupted`, clips land, the outbox is flushed and `stopped` published; exit 0 within
-`stop_timeout_s`. SIGHUP and ``{prefix}/cmd/reload`` reload the model (monitor/reload.py).
+`stop_timeout_s`. SIGHUP and ``{prefix}/cmd/reload`` reload the model (monitor/reload.py);
+``{prefix}/cmd/teach`` teaches a station its threshold from its own good welds (monitor/teach).
 An optional shadow model (config ``shadow``) judges the same windows after production and
 publishes only on ``{prefix}/{station}/shadow/result``, straight to the broker (never the
 outbox, never OPC UA, never an alert): `monitor.pipeline.shadow`.
@@ -42,10 +43,12 @@ from monitor.events.shadow import (
     model_change_topic,
     shadow_topic,
 )
+from monitor.events.teach import TeachCommand, teach_reply_topic
 from monitor.ops.clips import ClipWriter
 from monitor.ops.notify import WatchdogGate
 from monitor.ops.shadow_metrics import register_shadow_metrics
 from monitor.ops.status import Operations
+from monitor.ops.teach_metrics import register_teach_metrics
 from monitor.pipeline.core import Pipeline
 from monitor.pipeline.inbox import PipelineInbox
 from monitor.pipeline.inference import InferenceWorker, ModelWorkers
@@ -65,6 +68,7 @@ from monitor.runtime import (
     tracker_options,
 )
 from monitor.segment.factory import RULES, require_live
+from monitor.teach.station import TeachIn
 from weldmon.cli import EXIT_OK
 
 log = structlog.get_logger(__name__)
@@ -90,7 +94,9 @@ class Daemon:
         self.shadow = ShadowJudge(self._shadow_result, queue_windows, timeout_s)
         self.shadow_results_lost = 0  # shadow verdicts the broker did not take (not retried)
         self.settings = pipeline_settings(cfg)
-        self.options = tracker_options(cfg, model, cfg.segmentation.mode)
+        # teach-in (monitor/teach): before the options, whose welds consult it
+        self.teach = TeachIn(self.settings.stations, cfg.teach_in, cfg.state_dir, self._teach_void)
+        self.options = tracker_options(cfg, model, cfg.segmentation.mode, self.teach)
         self.ops = Operations(
             model.sha256,
             self.settings.stations,
@@ -107,7 +113,7 @@ class Daemon:
         self.clips = ClipWriter.for_config(
             cfg.clips, cfg.state_dir, model.sample_rate, self._clip_failed
         )
-        self.events = EventRouter(listeners=[self.ops.on_event])
+        self.events = EventRouter(listeners=[self.ops.on_event, self.teach.observe])
         inbox = self.inbox = PipelineInbox(lambda: self.pipeline)
         handlers = CommandHandlers(
             reload=self.reloader.request,
@@ -117,6 +123,7 @@ class Daemon:
             malformed=self.ops.metrics.malformed,
             process=inbox.process,
             model=self.lifecycle.request,
+            teach=self._teach,
         )
         self.commands = CommandRouter(
             cfg.mqtt.topic_prefix,
@@ -131,6 +138,8 @@ class Daemon:
         self._pipeline_scope = AsyncExitStack()
         self.capture: CaptureThread | None = None
         self.publisher: MqttPublisher | None = None
+        self._voided: list[tuple[str, str | None]] = []  # teach-in voids before the link is up
+        self.teach.bind(self.options.model)  # the stored calibrations of this model
         self.ready = False  # the first block was fed
         self.last_block_at: float | None = None  # time.monotonic() of the latest block
         self._source: Source | None = None
@@ -161,6 +170,14 @@ class Daemon:
             report_interrupted_welds(self.publisher, self.events, self._report)
             self.ops.bind_gauges(self.workers.queue_depth, self.publisher)
             register_shadow_metrics(self.ops.metrics.registry, self.shadow_totals)
+            register_teach_metrics(
+                self.ops.metrics.registry,
+                self.teach.snapshot,
+                lambda: {"applied": self.teach.applied, "refused": self.teach.refused},
+            )
+            for message, station in self._voided:  # found at start, before the outbox was open
+                self._error(ErrorCode.TEACH_IN_VOID, message, station=station)
+            self._voided.clear()
             if http_error is not None:
                 self._error(ErrorCode.HTTP_UNAVAILABLE, http_error)
             if cfg.opcua.enabled:
@@ -287,6 +304,18 @@ class Daemon:
         if self.publisher is not None:  # durable, like a verdict: the change is an audit fact
             topic = model_change_topic(self.cfg.mqtt.topic_prefix)
             self.publisher.send_message(topic, change.to_json(), change.event_id)
+
+    def _teach(self, command: TeachCommand) -> None:
+        reply = self.teach.handle(command)
+        if self.publisher is not None:  # durable, like a model change: an accept is an audit fact
+            topic = teach_reply_topic(self.cfg.mqtt.topic_prefix)
+            self.publisher.send_message(topic, reply.to_json(), reply.event_id)
+
+    def _teach_void(self, message: str, station: str | None) -> None:
+        if self.publisher is None:
+            self._voided.append((message, station))
+        else:
+            self._error(ErrorCode.TEACH_IN_VOID, message, station=station)
 
     def _clip_failed(self, result: WeldResult, message: str) -> None:
         self._error(ErrorCode.CLIP_FAILED, message, station=result.station, weld_id=result.weld_id)

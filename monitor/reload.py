@@ -38,6 +38,7 @@ from monitor.pipeline.inference import InferenceWorker, ModelWorkers
 from monitor.pipeline.shadow import ShadowJudge
 from monitor.pipeline.tracker import ModelInfo, ModelSwapError, TrackerOptions, check_swappable
 from monitor.runtime import load_model, load_shadow, shadow_options, tracker_options
+from monitor.teach.station import TeachIn
 
 # sections a reload takes over; the rest need a restart
 APPLIED_SECTIONS = ("model", "shadow", "clips")
@@ -160,6 +161,7 @@ class ModelHost(DaemonState, Protocol):
     ops: Operations
     shadow: ShadowJudge
     shadow_model: DeployModel | None
+    teach: TeachIn
 
     async def unused(self, worker: InferenceWorker) -> None:
         """Return once no weld started on `worker` waits for its result."""
@@ -170,7 +172,7 @@ async def swap_in(host: ModelHost, plan: ReloadPlan) -> None:
     """Put a prepared plan into service between welds (event loop): welds that start from
     now on use the new model; the old worker stops once its last weld is judged."""
     worker = host.workers.start(plan.model)
-    options = tracker_options(plan.cfg, plan.model, host.cfg.segmentation.mode)
+    options = tracker_options(plan.cfg, plan.model, host.cfg.segmentation.mode, host.teach)
     if host.pipeline is not None:
         try:
             host.pipeline.use_model(options, worker)
@@ -180,6 +182,7 @@ async def swap_in(host: ModelHost, plan: ReloadPlan) -> None:
     old_sha = host.model.sha256
     host.workers.use(worker, host.unused)
     host.model, host.options, host.cfg = plan.model, options, plan.cfg
+    host.teach.bind(options.model, plan.cfg.teach_in)  # another model voids it
     _swap_shadow(host, plan)
     if host.clips is not None:
         host.clips.use_config(plan.cfg.clips, plan.cfg.state_dir)

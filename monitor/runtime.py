@@ -34,6 +34,7 @@ from monitor.pipeline.tracker import (
     ModelInfo,
     ModelSwapError,
     StationThresholds,
+    TeachView,
     TrackerOptions,
     check_swappable,
 )
@@ -123,9 +124,12 @@ def pipeline_settings(
 
 
 def tracker_options(
-    cfg: MonitorConfig, model: DeployModel, segmentation: SegmentationMode
+    cfg: MonitorConfig,
+    model: DeployModel,
+    segmentation: SegmentationMode,
+    teach: TeachView | None = None,
 ) -> TrackerOptions:
-    """The facts every event of this process carries."""
+    """The facts every event of this process carries (`teach`: the daemon's teach-in)."""
     info = ModelInfo.of(model)
     overrides = {
         name: StationThresholds.resolve(info.threshold, entry.threshold, entry.alert_threshold)
@@ -138,6 +142,7 @@ def tracker_options(
         include_window_probs=cfg.events.window_probs,
         overrides=overrides,
         alert_windows=cfg.events.alert_windows,
+        teach=teach,
     )
 
 

@@ -13,6 +13,7 @@ from sklearn.covariance import LedoitWolf
 
 from deploy.audio import read_recording
 from deploy.loader import load_artifact
+from deploy.teach_rule import guards, taught_threshold
 from tests.support.artifacts import export_untrained
 from training.enroll import calibrate, enroll, fit_reference, ledoit_wolf
 from training.enroll_cv import enrollment_cv
@@ -120,7 +121,10 @@ def test_a_cell_reference_added_to_a_supervised_artifact_only_raises_p_defect(
     ).path
     sup, both = load_artifact(base), load_artifact(fused)
     assert both.model_version == "2.1"
-    assert both.threshold == sup.threshold == 0.6
+    # issue 19: the cell's threshold is taught from its good welds, no longer the base's
+    assert sup.threshold == 0.6 and both.metadata["provenance"]["teach_in"]["base_threshold"] == 0.6
+    assert both.threshold == both.metadata["provenance"]["teach_in"]["threshold"]
+    assert 0.5 <= both.threshold <= 0.95  # the rule's default guards around the base's 0.6
     assert both.metadata["provenance"]["kind"] == "fused"
     assert both.metadata["provenance"]["base"]["sha256"] == sup.sha256
     # A whistle (a 3 kHz tone) sounds like no weld of the cell: the reference must flag it.
@@ -216,3 +220,44 @@ def test_enrolled_on_four_good_sessions_replay_calls_a_fifth_good_and_every_defe
         assert result["label"] == label and abs(result["p_defect"] - p) <= P_TOLERANCE
         assert result["model_sha256"] == model.sha256
         assert result["label"] == int(rec.is_defect), (rec.run_id, result["p_defect"])
+
+
+@pytest.mark.real_data
+@pytest.mark.slow
+def test_enroll_into_a_base_teaches_the_cells_threshold_from_one_real_good_weld(
+    recordings: list, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    good = next(r for r in recordings if not r.is_defect)
+    run = tmp_path / "data" / "good_weld" / good.config_folder / good.run_id
+    run.mkdir(parents=True)
+    (run / good.flac.name).symlink_to(good.flac)
+    (run / good.sensor_csv.name).symlink_to(good.sensor_csv)
+    base_path = export_untrained(tmp_path / "base", threshold=0.6).path
+    lines: list[str] = []
+    cell_path = enroll(tmp_path / "data", tmp_path / "cell.pt", base=base_path, log=lines.append)
+    base, cell = load_artifact(base_path), load_artifact(cell_path.path)
+
+    provenance = cell.metadata["provenance"]
+    assert provenance["kind"] == "taught" and provenance["teach_in"]["welds"] == 1
+    assert any(line.startswith("warning: only 1 weld(s) taught") for line in lines), lines
+    # the daemon's teach-in rule on the base's windows of that weld, with its default guards
+    ((_, clip),) = _weld_clips([good], tmp_path)
+    audio = torch.from_numpy(read_recording(clip, 16000).samples[0])
+    windows = audio[: len(audio) // 16000 * 16000].reshape(-1, 16000)
+    probs = base.window_probs(windows)
+    expected = taught_threshold([list(probs)], 0.05, 0.01, *guards(0.6)).threshold
+    assert cell.threshold == pytest.approx(expected, abs=1e-3)
+    assert np.allclose(cell.window_probs(windows), probs, atol=1e-6)  # the base's classifier
+
+    # replay runs it: the taught weld is judged by the taught threshold, and is good
+    config = tmp_path / "monitor.yaml"
+    config.write_text(
+        f"model: {{path: {cell_path.path}}}\nstate_dir: {tmp_path}\nmqtt: {{enabled: false}}\n"
+        "logging: {level: error}\n"
+    )
+    capsys.readouterr()
+    args = ["replay", "--config", str(config), "--segmentation", "file", "--no-progress"]
+    assert main([*args, str(clip)]) == 0
+    out = [json.loads(x) for x in capsys.readouterr().out.splitlines()]
+    (result,) = [x for x in out if x["kind"] == "weld_result"]
+    assert result["threshold"] == cell.threshold and result["label"] == 0

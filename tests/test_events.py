@@ -40,6 +40,7 @@ from monitor.events import (
 )
 from monitor.events.schema import mqtt_json_schema, mqtt_json_schema_text
 from monitor.events.shadow import parse_model_change, parse_shadow_result
+from monitor.events.teach import parse_teach_reply
 from monitor.publish.commands import parse_part, parse_trigger, station_from_trigger_topic
 from monitor.publish.process_messages import parse_process
 
@@ -380,7 +381,11 @@ def test_schema_is_a_one_of_over_every_event_kind() -> None:
     assert len(schema["oneOf"]) == 5
 
 
-LIFECYCLE_PARSERS = {"shadow_result": parse_shadow_result, "model_change": parse_model_change}
+LIFECYCLE_PARSERS = {
+    "shadow_result": parse_shadow_result,
+    "model_change": parse_model_change,
+    "teach_in": parse_teach_reply,
+}
 
 
 def test_every_json_example_in_the_mqtt_doc_is_a_valid_message() -> None:

@@ -38,6 +38,7 @@ def daemon_subscriptions() -> list[str]:
         homeassistant_birth=lambda: None,
         malformed=lambda kind: None,
         process=lambda station, readings, bad: None,
+        teach=lambda command: None,
     )
     router = CommandRouter(
         "weldmon",
@@ -89,3 +90,20 @@ def test_the_documented_acl_keeps_each_writer_to_its_own_topics(
     gateway.publish("weldmon/cell2/process", b'{"t": "2026-01-01T00:00:00Z", "current_a": 0}')
     daemon.wait_for("weldmon/cell2/process", 1, WAIT_S)
     assert [m.topic for m in daemon.messages] == ["weldmon/cell2/process"]
+
+
+def test_only_the_operators_tooling_may_send_a_teach_command_and_the_daemon_answers_it(
+    acl_broker: MosquittoBroker, mqtt_subscriber: Callable[..., MqttCollector]
+) -> None:
+    command = b'{"action": "start", "station": "cell1"}'
+    daemon = mqtt_subscriber(acl_broker, daemon_subscriptions(), username="weldmon")
+    ops = mqtt_subscriber(acl_broker, ["weldmon/teach/reply"], username="ops")
+    for intruder in ("plc-line3", "gateway-line3", "reader"):
+        mqtt_subscriber(acl_broker, ["weldmon/none"], username=intruder).publish(
+            "weldmon/cmd/teach", command
+        )
+    ops.publish("weldmon/cmd/teach", command)
+    daemon.wait_for("weldmon/cmd/teach", 1, WAIT_S)
+    daemon.publish("weldmon/teach/reply", b"{}")
+    ops.wait_for("weldmon/teach/reply", 1, WAIT_S)
+    assert len(daemon.matching("weldmon/cmd/teach")) == 1, "only the operators' command is in"

@@ -395,8 +395,8 @@ def _configure_enroll(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--base",
         type=Path,
-        help="a supervised deploy artifact to add this cell's reference to (default: none, a "
-        "good-only artifact)",
+        help="a supervised deploy artifact to teach this cell's threshold to (from 1 good weld; "
+        "its cell reference from 3) (default: none, a good-only artifact)",
     )
     p.add_argument(
         "--segmentation",

@@ -15,9 +15,16 @@ quantile, or just above the observed (1 - rate) quantile when that is higher (po
 scores have a heavier tail than a normal). The metadata records the empirical leave-one-out
 false-alarm rate beside the requested one.
 
-Enrolling into a supervised artifact (`base`) keeps its classifier, front end, pooling and
-threshold and adds one cell reference (`deploy.anomaly.FusedScorer`), calibrated the same way
-against that threshold.
+Enrolling into a supervised artifact (`base`) keeps its classifier, front end and pooling
+and sets the cell's threshold by the teach-in rule (`deploy.teach_rule`, the daemon's
+``weldmon teach`` uses the same): the threshold at the false-alarm rate from the base's
+window probabilities on the good welds, within the rule's default guards (the base's
+threshold minus 0.1, and 0.95). Keeping the base's threshold flagged a cell's good welds
+that score above it (issue 19: 0.47 against 0.35). From 3 good welds on it adds one cell
+reference (`deploy.anomaly.FusedScorer`), calibrated the same way against that threshold;
+from 1 or 2 it writes the base's classifier alone with the taught threshold (the
+leave-one-out calibration needs two others), and below 5 it warns that the calibration is
+rough.
 
 `enrollment_cv` is the honest figure: each good config folder in turn is held out, the good
 welds of every other good folder are enrolled, and the held-out folder's welds and every
@@ -43,6 +50,7 @@ from deploy.export import ExportResult, export_artifact
 from deploy.frontend import FrontEndParams
 from deploy.loader import DeployModel, load_artifact
 from deploy.pooling import topk_pool
+from deploy.teach_rule import TaughtThreshold, guards, taught_threshold
 from training.dataset import index_dataset
 from training.features import Bag, FeatureStore
 from training.welds import SegmentationSource
@@ -221,7 +229,7 @@ def reference_module(weld_embs: Sequence[np.ndarray], cal: Calibration) -> CellR
 def classifier_of(model: DeployModel) -> WindowClassifier:
     """The artifact's window classifier as a plain module (ours, or the original's layout)."""
     meta = model.metadata
-    if meta.get("provenance", {}).get("kind") in ("enrolled", "fused"):
+    if meta.get("provenance", {}).get("kind") in ("enrolled", "fused", "taught"):
         raise EnrollmentError(f"{model.path}: already an enrolled artifact; enroll into its base")
     frontend = FrontEndParams(**meta["frontend"]) if "frontend" in meta else FrontEndParams()
     params = BackboneParams(**meta["model"]) if meta.get("model") else BackboneParams()
@@ -270,6 +278,17 @@ def enroll(
         raise EnrollmentError(f"{data_root}: no usable good weld to enroll")
     embs = embeddings(good, embedding)
     sup = supervised_logits(classifier, good, model.defect_idx) if classifier else None
+    taught = None
+    if model is not None and sup is not None:
+        taught = _taught(model, sup, ratio, false_alarm_rate)
+        threshold = taught.threshold
+        log(f"threshold {threshold:.4f} taught from {taught.welds} good weld(s) (base's "
+            f"{model.threshold:.4f})")  # fmt: skip
+        if taught.warning:
+            log(f"warning: {taught.warning}")
+        if len(good) < MIN_GOOD_WELDS:
+            return _export_taught(model, classifier, taught, output, ratio, frontend, good,
+                                  data_root, segmentation, name, version)  # fmt: skip
     cal = calibrate(
         embs,
         false_alarm_rate=false_alarm_rate,
@@ -306,6 +325,8 @@ def enroll(
             "left_out": "config folder" if loo_groups(good) else "weld",
         },
     }
+    if taught is not None:
+        provenance["teach_in"] = _teach_record(taught, model)
     if model is not None:
         provenance["base"] = {
             "path": str(base),
@@ -330,6 +351,79 @@ def enroll(
         provenance=provenance,
         name=name if name is not None else (model.model_name if model else None),
         version=version if version is not None else (model.model_version if model else None),
+    )
+    load_artifact(result.path, expected_sha256=result.sha256, backend="torchscript").self_test()
+    load_artifact(result.path, expected_sha256=result.sha256, backend="onnx").self_test()
+    return result
+
+
+def _taught(
+    model: DeployModel, sup: Sequence[np.ndarray], ratio: float, false_alarm_rate: float
+) -> TaughtThreshold:
+    """The teach-in rule on the base's window probabilities of the good welds."""
+    probs = [1.0 / (1.0 + np.exp(-logits)) for logits in sup]
+    lower, upper = guards(model.threshold)
+    return taught_threshold(probs, ratio, false_alarm_rate, lower, upper)
+
+
+def _teach_record(taught: TaughtThreshold, model: DeployModel | None) -> dict[str, Any]:
+    """What the artifact's provenance says about its taught threshold."""
+    return {
+        "rule": "deploy.teach_rule",
+        "threshold": taught.threshold,
+        "raw_threshold": taught.raw,
+        "bounded": taught.bounded,
+        "target_false_alarm": taught.target_false_alarm,
+        "welds": taught.welds,
+        "windows": taught.windows,
+        "warning": taught.warning,
+        "base_threshold": model.threshold if model is not None else None,
+    }
+
+
+def _export_taught(
+    model: DeployModel,
+    classifier: WindowClassifier,
+    taught: TaughtThreshold,
+    output: Path,
+    ratio: float,
+    frontend: FrontEndParams,
+    good: Sequence[Bag],
+    data_root: Path,
+    segmentation: SegmentationSource,
+    name: str | None,
+    version: str | None,
+) -> ExportResult:
+    """The base's classifier alone with the taught threshold: a cell artifact from fewer
+    good welds than a cell reference needs."""
+    provenance: dict[str, Any] = {
+        "kind": "taught",
+        "data_root": str(Path(data_root).resolve()),
+        "segmentation": segmentation,
+        "enrolled_folders": sorted({b.entry.config_folder for b in good}),
+        "enrolled_welds": len(good),
+        "false_alarm_rate": taught.target_false_alarm,
+        "teach_in": _teach_record(taught, model),
+        "base": {
+            "path": str(model.path),
+            "sha256": model.sha256,
+            "provenance": model.metadata.get("provenance", {}),
+        },
+    }
+    if "split" in model.metadata.get("provenance", {}):
+        provenance["split"] = model.metadata["provenance"]["split"]
+    result = export_artifact(
+        classifier,
+        Path(output),
+        frontend=frontend,
+        threshold=taught.threshold,
+        eval_pool_ratio=ratio,
+        defect_idx=model.defect_idx,
+        chunk_seconds=model.chunk_samples / frontend.sample_rate,
+        model_params=dict(model.metadata.get("model", {})) or None,
+        provenance=provenance,
+        name=name if name is not None else model.model_name,
+        version=version if version is not None else model.model_version,
     )
     load_artifact(result.path, expected_sha256=result.sha256, backend="torchscript").self_test()
     load_artifact(result.path, expected_sha256=result.sha256, backend="onnx").self_test()

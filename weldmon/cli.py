@@ -51,6 +51,7 @@ REGISTRY: dict[str, tuple[str, str]] = {
     "watch": ("monitor.cli", "live terminal view of the monitor's MQTT events"),
     "console": ("monitor.cli", "web console: live fleet, weld history, clip review"),
     "config": ("monitor.cli", "check a monitor config (every problem at once), print the example"),
+    "teach": ("monitor.cli", "commission a station: teach its threshold on a running daemon"),
 }
 
 # One short example per command, shown at the end of its --help.
@@ -59,6 +60,7 @@ EXAMPLES: dict[str, str] = {
     "scan": "weldmon scan --model deploy_single_label.onnx --output scan/ shift/*.flac",
     "convert": "weldmon convert --model deploy_single_label.pt",
     "model": "weldmon model info deploy_single_label.onnx",
+    "teach": "weldmon teach start --daemon /etc/weldmon/weldmon.yaml --station cell1",
     "train": "weldmon train --config configs/train.example.yaml --data-root DATA --run-dir runs/a",
     "cv": "weldmon cv --config configs/train.example.yaml --data-root DATA --output runs/cv",
     "export": "weldmon export --checkpoint runs/a/best_model.pt "

@@ -231,6 +231,14 @@ class _WeldEventBase(_EventBase):
     # -- optional fields added within schema_version 1 (integ: per-station thresholds) --
     # where the event's `threshold` (the decision threshold) came from
     threshold_source: ThresholdSource = ThresholdSource.ARTIFACT
+    # -- optional fields added within schema_version 1 (issue 19: teach-in) --
+    # the accepted teach-in that set the threshold (threshold_source teach_in), else null
+    teach_in_id: str | None = Field(None, min_length=1, max_length=64)
+    teach_in_welds: int | None = Field(None, ge=1)  # how many welds it was taught from
+    # true: the weld belongs to the station's running teach-in (`teach_in_run` names it);
+    # judged as usual, its windows become the teach-in's sample unless dropped
+    teach_in: bool = False
+    teach_in_run: str | None = Field(None, min_length=1, max_length=64)
 
 
 class WeldStart(_WeldEventBase):

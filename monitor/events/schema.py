@@ -11,6 +11,7 @@ from typing import Any
 from monitor.events import EVENT_ADAPTER, SCHEMA_VERSION, StatusMessage
 from monitor.events.inbound import PartMessage, ProcessMessage, TriggerMessage
 from monitor.events.shadow import ModelChange, ModelCommand, ShadowResult
+from monitor.events.teach import TeachCommand, TeachReply
 
 
 def mqtt_json_schema() -> dict[str, Any]:
@@ -27,6 +28,8 @@ def mqtt_json_schema() -> dict[str, Any]:
         ShadowResult,
         ModelChange,
         ModelCommand,
+        TeachCommand,
+        TeachReply,
     ):
         sub = model.model_json_schema(ref_template=template)
         defs.update(sub.pop("$defs", {}))
@@ -44,7 +47,9 @@ def mqtt_json_schema() -> dict[str, Any]:
             "$defs/ProcessReading). A shadow model's verdicts on "
             "{prefix}/{station}/shadow/result are $defs/ShadowResult, "
             "inbound {prefix}/cmd/promote and {prefix}/cmd/rollback payloads "
-            "$defs/ModelCommand, their outcome on {prefix}/model/change $defs/ModelChange."
+            "$defs/ModelCommand, their outcome on {prefix}/model/change $defs/ModelChange; "
+            "inbound {prefix}/cmd/teach payloads $defs/TeachCommand, the answer on "
+            "{prefix}/teach/reply $defs/TeachReply."
         ),
         **schema,
     }

@@ -49,6 +49,9 @@ class ErrorCode(StrEnum):
     OUTBOX_DEGRADED = "outbox_degraded"  # the outbox cannot be written (events held in memory)
     OPCUA_UNAVAILABLE = "opcua_unavailable"  # the OPC UA server could not start
     OPCUA_FAILED = "opcua_failed"  # the running OPC UA server failed
+    # a station's taught threshold was voided (another model) or its file was unusable
+    # (corrupt, foreign, another version): the artifact's threshold judges
+    TEACH_IN_VOID = "teach_in_void"
 
 
 class ThresholdSource(StrEnum):
@@ -56,3 +59,4 @@ class ThresholdSource(StrEnum):
 
     ARTIFACT = "artifact"  # the deploy artifact's own threshold
     CONFIG = "config"  # the station's entry in audio.stations overrides it
+    TEACH_IN = "teach_in"  # the station's accepted teach-in (monitor/teach)

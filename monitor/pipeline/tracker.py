@@ -25,6 +25,7 @@ import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from typing import Protocol
 
 import numpy as np
 
@@ -113,6 +114,8 @@ class StationThresholds:
     decision_source: ThresholdSource
     alert: float
     alert_source: ThresholdSource
+    teach_in_id: str | None = None  # the accepted teach-in that set `decision`, if one did
+    teach_in_welds: int | None = None  # how many welds it was taught from
 
     @classmethod
     def resolve(
@@ -124,6 +127,40 @@ class StationThresholds:
         d, d_src = (artifact, from_artifact) if decision is None else (decision, config)
         a, a_src = (d, d_src) if alert is None else (alert, config)
         return cls(d, d_src, a, a_src)
+
+    def taught(self, taught: TaughtLimit) -> StationThresholds:
+        """These thresholds with the decision threshold a teach-in set; the alert threshold
+        follows it unless the config sets one."""
+        source = ThresholdSource.TEACH_IN
+        alert, alert_source = taught.threshold, source
+        if self.alert_source == ThresholdSource.CONFIG:
+            alert, alert_source = self.alert, self.alert_source
+        return StationThresholds(
+            taught.threshold, source, alert, alert_source, taught.teach_in_id, taught.welds
+        )
+
+
+class TaughtLimit(Protocol):
+    """A station's accepted teach-in, as a weld's thresholds need it (monitor/teach)."""
+
+    @property
+    def teach_in_id(self) -> str: ...
+    @property
+    def threshold(self) -> float: ...
+    @property
+    def welds(self) -> int: ...
+
+
+class TeachView(Protocol):
+    """The stations' teach-in, as a weld sees it at its start (`monitor.teach.TeachIn`)."""
+
+    def taught(self, station: str, model_sha256: str) -> TaughtLimit | None:
+        """The station's calibration for this model, if one was accepted."""
+        ...
+
+    def running(self, station: str) -> str | None:
+        """The id of the station's running teach-in, if one runs."""
+        ...
 
 
 @dataclass(frozen=True)
@@ -138,11 +175,19 @@ class TrackerOptions:
     overrides: Mapping[str, StationThresholds] = field(default_factory=dict)
     # the alert rule's run: this many consecutive confirmed windows at the alert threshold
     alert_windows: int = DEFAULT_ALERT_WINDOWS
+    # the daemon's teach-in (None: replay, the shadow): a taught threshold beats the others
+    teach: TeachView | None = None
 
     def thresholds(self, station: str) -> StationThresholds:
         """The thresholds that judge `station`'s welds."""
         found = self.overrides.get(station)
-        return found if found is not None else StationThresholds.resolve(self.model.threshold)
+        limits = found if found is not None else StationThresholds.resolve(self.model.threshold)
+        taught = self.teach.taught(station, self.model.sha256) if self.teach else None
+        return limits.taught(taught) if taught is not None else limits
+
+    def teach_run(self, station: str) -> str | None:
+        """The running teach-in a weld starting now at `station` belongs to, if any."""
+        return self.teach.running(station) if self.teach is not None else None
 
 
 # A window whose audio is more than this share of exact zeros, in a weld whose NaN/Inf samples
@@ -201,6 +246,7 @@ class WeldTracker:
             self.weld_id = new_weld_id(self.station, self.started_at)
         # fixed at the start: a reload that changes them applies to the welds after this one
         self.limits = self.options.thresholds(self.station)
+        self.teach_run = self.options.teach_run(self.station)  # its windows are taught
         self.alert_rule = AlertRule(self.limits.alert, self.options.alert_windows)
         self._alert_run = AlertRun(self.alert_rule)
         self._alert_scanned = 0  # windows the alert rule has seen (confirmed ones only)
@@ -222,6 +268,10 @@ class WeldTracker:
             "source": self.source,
             "threshold": self.limits.decision,
             "threshold_source": self.limits.decision_source,
+            "teach_in_id": self.limits.teach_in_id,
+            "teach_in_welds": self.limits.teach_in_welds,
+            "teach_in": self.teach_run is not None,
+            "teach_in_run": self.teach_run,
         }
 
     def start_event(self) -> WeldStart:
@@ -361,7 +411,8 @@ class WeldTracker:
             alert_rule_met=rule_met,
             n_windows=len(judged),
             window_p_max=p_max,
-            window_probs=judged if self.options.include_window_probs else None,
+            # a taught weld's windows are the teach-in's sample: its result carries them
+            window_probs=judged if self.options.include_window_probs or self.teach_run else None,
             degraded=bool(reasons),
             degraded_reasons=sorted(reasons),
             dropped_frames=self.dropped_frames,

@@ -1,12 +1,14 @@
 """Inbound MQTT: the command router the publisher hands every received message to.
 
-Five kinds of message come in, each on its own topic:
+These messages come in, each on its own topic:
 
 - ``{prefix}/cmd/reload``: reload the model (empty, the word ``reload``, or a JSON object
   with an optional ``request_id`` echoed in the log);
 - ``{prefix}/cmd/promote`` and ``{prefix}/cmd/rollback``: the shadow model becomes production,
   or the previous production model comes back (`monitor.events.shadow.ModelCommand`;
   `monitor/promote.py`); who may send them is the broker's ACL, as for reload;
+- ``{prefix}/cmd/teach``: a station's teach-in (`monitor.events.teach.TeachCommand`;
+  `monitor/teach`), the broker's ACL again;
 - Home Assistant's birth message on ``{discovery_prefix}/status``: re-send the discovery
   configs (`discovery`, also sent at every connect);
 - ``{prefix}/{station}/trigger`` (trigger mode): a weld starts or stops at arrival time; a
@@ -55,6 +57,7 @@ from monitor.events.shadow import (
     model_command_topic,
     parse_model_command,
 )
+from monitor.events.teach import TeachCommand, parse_teach_command, teach_command_topic
 from monitor.publish.homeassistant import (
     Discovery,
     HomeAssistantConfig,
@@ -195,6 +198,8 @@ class CommandHandlers:
     process: Callable[[str, list[ProcessReading], int], None] | None = None
     # ("promote" | "rollback", the command) -> None; None: the topics are not subscribed
     model: Callable[[ModelAction, ModelCommand], None] | None = None
+    # a ``{prefix}/cmd/teach`` command -> None; None: the topic is not subscribed
+    teach: Callable[[TeachCommand], None] | None = None
 
 
 class CommandRouter:
@@ -226,6 +231,8 @@ class CommandRouter:
                 topic = model_command_topic(prefix, action)
                 self._model_topics[topic] = action
                 self.subscriptions.append(topic)
+        if handlers.teach is not None:
+            self.subscriptions.append(teach_command_topic(prefix))
 
     def discovery(self) -> list[Discovery]:
         """Home Assistant's discovery configs for the stations (empty when disabled): sent at
@@ -250,6 +257,14 @@ class CommandRouter:
                 self._malformed("command", topic, exc)
                 return
             self.handlers.model(action, model_command)
+            return
+        if self.handlers.teach is not None and topic == teach_command_topic(self.prefix):
+            try:
+                teach_command = parse_teach_command(payload)
+            except MalformedMessageError as exc:
+                self._malformed("command", topic, exc)
+                return
+            self.handlers.teach(teach_command)
             return
         ha = self.homeassistant
         if ha.enabled and topic == ha.birth_topic:

@@ -160,6 +160,11 @@ RULES: tuple[Forbid | AllowOnly, ...] = (
         "monitor.ops",
         ("deploy", "monitor.events", "monitor.audio", "monitor.publish", "weldmon"),
     ),
+    # teach-in: judges through the pipeline's trackers, stores through the atomic rewrite
+    AllowOnly(
+        "monitor.teach",
+        ("deploy", "monitor.events", "monitor.pipeline", "monitor.config_edit", "weldmon"),
+    ),
 )
 # Never reached, however indirectly, from the views and from what they and training share.
 TORCH_FREE = (*VIEWS, "monitor.events", "monitor.publish.settings", "monitor.backoff",
