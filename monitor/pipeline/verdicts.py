@@ -262,6 +262,12 @@ class VerdictQueue:
             _, weld, end_index, reason, audio, facts = item
             self.counters.results += 1
             try:
+                # The end is decided: every window before it is inside the weld. A weld whose
+                # start was only decided at its end (shorter than crackle's confirm_s) had no
+                # window confirmed while it went on; its alert, if the rule holds, comes now,
+                # just before the result, so a consumer of alerts alone misses no defect.
+                for alert in weld.tracker.confirm(end_index):
+                    self.emit(alert)
                 result = self._result(weld, end_index, reason, audio, facts)
                 self.emit(result)
                 if self._observer is not None:
