@@ -36,6 +36,7 @@ from monitor.events import (
     parse_status,
 )
 from monitor.events.shadow import parse_shadow_result
+from monitor.events.teach import TeachReply, parse_teach_reply
 
 RECONNECT_MIN_S = 0.5  # a broker restart takes about a second
 RECONNECT_MAX_S = 10.0  # an operator's page should come back within seconds
@@ -102,6 +103,8 @@ class Ingest:
         self.db = db
         self.on_change = on_change
         self.counters = IngestCounters()
+        # (daemon prefix, station) -> the daemon's latest teach-in reply (console /teach)
+        self.teach: dict[tuple[str, str], TeachReply] = {}
         self._rng = rng or random.Random()
         self._failures = 0
 
@@ -153,6 +156,9 @@ class Ingest:
         if route.kind == "shadow":
             await self._shadow(route, topic, payload)
             return
+        if route.kind == "teach":
+            self._teach(route, topic, payload)
+            return
         try:
             event = parse_event(payload)
         except MalformedMessageError as exc:
@@ -203,6 +209,16 @@ class Ingest:
             return
         self.counters.by_kind[shadow.kind] = self.counters.by_kind.get(shadow.kind, 0) + 1
         await self._store(add_shadow, route.prefix, shadow, _utc_now())
+
+    def _teach(self, route: Route, topic: str, payload: bytes) -> None:
+        """A daemon's teach-in reply: the station's latest state for `/teach`."""
+        try:
+            reply = parse_teach_reply(payload)
+        except MalformedMessageError as exc:
+            self.on_change(self.fleet.bad_message(route.prefix, f"{topic}: {exc}"))
+            return
+        self.counters.by_kind[reply.kind] = self.counters.by_kind.get(reply.kind, 0) + 1
+        self.teach[(route.prefix, reply.station)] = reply
 
     def _status(self, route: Route, payload: bytes) -> None:
         if not payload:  # a cleared retained status: no daemon announces itself there
