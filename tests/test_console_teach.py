@@ -2,7 +2,8 @@
 buttons publish ``{prefix}/cmd/teach`` (start, drop a weld, accept) on a real Mosquitto, the
 page shows the daemon's answers from ``{prefix}/teach/reply`` (published here as the daemon
 would), and a request without sign-in (401) or without the page's CSRF token (403) is
-refused and publishes nothing."""
+refused and publishes nothing. The overview's station card says "taught" and a `recalibrate`
+error is a red HEALTH banner."""
 
 from __future__ import annotations
 
@@ -14,9 +15,9 @@ from pathlib import Path
 import httpx
 import pytest
 
-from monitor.events import topic_for
+from monitor.events import ErrorEvent, topic_for
 from monitor.events.teach import TeachReply, teach_reply_topic
-from monitor.events.vocabulary import ThresholdSource
+from monitor.events.vocabulary import ErrorCode, ThresholdSource
 from tests.support.broker import MosquittoBroker
 from tests.support.console import console_args, save_screenshot
 from tests.test_console_parts import SHA, T0, result
@@ -96,6 +97,21 @@ def test_the_teach_page_starts_drops_accepts_and_shows_the_daemons_replies(
         assert page.locator(f"{section} .source").inner_text() == "teach_in"
         assert "rough" in page.locator(f"{section} .answer").inner_text()
         assert page.locator(f"{section} .teach-welds").count() == 0
+
+        # The overview: the card's "taught" badge once a weld is judged by the teach-in,
+        # and a `recalibrate` error as the station's red HEALTH banner.
+        judged = result(
+            "cell1", 0, T0 + timedelta(minutes=5),
+            threshold_source=ThresholdSource.TEACH_IN, teach_in_id="run1", teach_in_welds=1,
+        )  # fmt: skip
+        daemon.publish(topic_for(judged), judged.to_json())
+        drifted = ErrorEvent(
+            daemon_version="0.1.0", model_sha256=SHA, code=ErrorCode.RECALIBRATE,
+            station="cell1", message="cell1: the median score of its last 5 good welds ...",
+        )  # fmt: skip
+        daemon.publish(topic_for(drifted, "weldmon"), drifted.to_json())
+        _until(page, f"{url}/", "article[data-station='cell1'] .tag-taught")
+        page.locator(".banner-health", has_text="recalibrate").wait_for(timeout=10_000)
 
         # Signed in but without the page's token, or with it but not signed in: refused.
         token = re.search(r'name="csrf_token" value="([^"]+)"', page.content()).group(1)
