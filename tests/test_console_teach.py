@@ -19,7 +19,7 @@ from monitor.events import ErrorEvent, topic_for
 from monitor.events.teach import TeachReply, teach_reply_topic
 from monitor.events.vocabulary import ErrorCode, ThresholdSource
 from tests.support.broker import MosquittoBroker
-from tests.support.console import console_args, save_screenshot
+from tests.support.console import console_args, save_screenshot, stream_until
 from tests.test_console_parts import SHA, T0, result
 from tests.test_console_shadow import PAGE_TIMEOUT_S, _wait_connected
 
@@ -132,3 +132,26 @@ def test_the_teach_page_starts_drops_accepts_and_shows_the_daemons_replies(
     ]
     assert sent[1]["weld_id"] == second.weld_id
     assert run.stop() == 0
+
+
+@pytest.mark.broker
+def test_an_open_console_shows_the_teach_page_but_refuses_its_commands(
+    mosquitto: MosquittoBroker, mqtt_subscriber, console_run, tmp_path: Path
+) -> None:
+    run = console_run(console_args(mosquitto, tmp_path / "h.sqlite3"))
+    url = run.wait_serving()
+    stream_until(url, "conn-connected")
+    commands = mqtt_subscriber(mosquitto, ["weldmon/cmd/#"])
+    commands.publish(topic_for(weld := result("cell1", 0, T0)), weld.to_json())
+    deadline = datetime.now() + timedelta(seconds=PAGE_TIMEOUT_S)
+    while 'section class="teach-station"' not in (page := httpx.get(f"{url}/teach")).text:
+        assert datetime.now() < deadline, page.text
+    assert "sign-in needed" in page.text and "/teach/start" not in page.text  # no buttons
+    # the console's CSRF token, from a page that has forms (the cards' mute buttons)
+    token = re.search(r'name="csrf_token" value="([^"]+)"', httpx.get(f"{url}/").text)
+    assert token
+    form = {"csrf_token": token.group(1), "prefix": "weldmon", "station": "cell1"}
+    refused = httpx.post(f"{url}/teach/start", data=form)
+    assert refused.status_code == 403 and "--auth-file" in refused.text
+    assert run.stop() == 0
+    assert commands.matching("weldmon/cmd/teach") == []
