@@ -153,5 +153,11 @@ def test_an_open_console_shows_the_teach_page_but_refuses_its_commands(
     form = {"csrf_token": token.group(1), "prefix": "weldmon", "station": "cell1"}
     refused = httpx.post(f"{url}/teach/start", data=form)
     assert refused.status_code == 403 and "--auth-file" in refused.text
+    # a reply that is not one is counted as a bad message, never shown
+    commands.publish(teach_reply_topic("weldmon"), b'{"kind": "teach_in"}')
+    deadline = datetime.now() + timedelta(seconds=PAGE_TIMEOUT_S)
+    while httpx.get(f"{url}/api/stats").json()["malformed"] != 1:
+        assert datetime.now() < deadline, "the bad reply was not counted"
+    assert "no-answer" in httpx.get(f"{url}/teach").text
     assert run.stop() == 0
     assert commands.matching("weldmon/cmd/teach") == []
