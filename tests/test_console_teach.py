@@ -1,9 +1,9 @@
 """The console's teach-in controls (monitor/console/teach.py): in Chromium, the /teach page's
 buttons publish ``{prefix}/cmd/teach`` (start, drop a weld, accept) on a real Mosquitto, the
 page shows the daemon's answers from ``{prefix}/teach/reply`` (published here as the daemon
-would), and a request without sign-in (401) or without the page's CSRF token (403) is
-refused and publishes nothing. The overview's station card says "taught" and a `recalibrate`
-error is a red HEALTH banner."""
+would) and the run's welds, and a request without sign-in (401) or without the page's CSRF
+token (403) is refused and publishes nothing. The overview's station card says "taught" and
+a `recalibrate` error is a red HEALTH banner."""
 
 from __future__ import annotations
 
@@ -81,6 +81,11 @@ def test_the_teach_page_starts_drops_accepts_and_shows_the_daemons_replies(
         section = f"section[data-station='{STATION}']"
         _until(page, f"{url}/teach", f"{section} .state", "collecting")
         assert page.locator(f"{section} .teach-welds tr[data-weld]").count() == 2
+        # a result of the run that came after the daemon's answer is listed too, marked
+        third = result("cell1", 0, T0 + timedelta(seconds=60), teach_in=True, teach_in_run="run1")
+        daemon.publish(topic_for(third), third.to_json())
+        _until(page, f"{url}/teach", f"{section} tr.teach-pending[data-weld='{third.weld_id}']")
+        assert page.locator(f"{section} .teach-welds tr[data-weld]").count() == 3
         save_screenshot(page, "teach")
         page.locator(f"form.teach-drop[data-weld='{second.weld_id}'] button").click()
         page.wait_for_url(re.compile(r"/teach\?sent="))

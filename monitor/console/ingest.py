@@ -84,6 +84,10 @@ class IngestCounters:
     by_kind: dict[str, int] = field(default_factory=dict)
 
 
+TEACH_RUNS_KEPT = 256  # teach-in runs whose welds the console remembers (memory bound)
+TEACH_WELDS_KEPT = 1000  # welds per run
+
+
 class Ingest:
     """Feeds :class:`Fleet` and the history from the broker; ``run()`` reconnects until
     cancelled. ``on_change`` is called on the event loop after every visible change."""
@@ -105,6 +109,8 @@ class Ingest:
         self.counters = IngestCounters()
         # (daemon prefix, station) -> the daemon's latest teach-in reply (console /teach)
         self.teach: dict[tuple[str, str], TeachReply] = {}
+        # (daemon prefix, station, teach-in run) -> its welds' ids as their results arrived
+        self.teach_welds: dict[tuple[str, str, str], list[str]] = {}
         self._rng = rng or random.Random()
         self._failures = 0
 
@@ -187,6 +193,8 @@ class Ingest:
         change, facts = self.fleet.apply_weld(route.prefix, event)
         if isinstance(event, WeldResult):
             self.counters.results += 1
+            if event.teach_in and event.teach_in_run:
+                self._teach_weld(route.prefix, event)
             await self._store(
                 WeldStore.add_result, route.prefix, event, _utc_now(), facts.alerted, facts.window_s
             )
@@ -219,6 +227,15 @@ class Ingest:
             return
         self.counters.by_kind[reply.kind] = self.counters.by_kind.get(reply.kind, 0) + 1
         self.teach[(route.prefix, reply.station)] = reply
+
+    def _teach_weld(self, prefix: str, event: WeldResult) -> None:
+        """A weld of a running teach-in: listed on `/teach` before the daemon's next reply."""
+        key = (prefix, event.station, str(event.teach_in_run))
+        if key not in self.teach_welds and len(self.teach_welds) >= TEACH_RUNS_KEPT:
+            del self.teach_welds[next(iter(self.teach_welds))]  # the oldest run seen
+        welds = self.teach_welds.setdefault(key, [])
+        if len(welds) < TEACH_WELDS_KEPT:
+            welds.append(event.weld_id)
 
     def _status(self, route: Route, payload: bytes) -> None:
         if not payload:  # a cleared retained status: no daemon announces itself there

@@ -27,18 +27,34 @@ from monitor.events.teach import TEACH_ACTIONS, TeachCommand, TeachReply, teach_
 log = structlog.get_logger(__name__)
 
 
+def run_welds(reply: TeachReply | None, seen: list[str]) -> list[tuple[str, bool]]:
+    """The running teach-in's welds for the page: (weld_id, in the daemon's last answer).
+    The answer's welds first; then the welds whose results carried the run's id since
+    (`seen`), unless the daemon dropped them: they join its set with its next answer."""
+    if reply is None or reply.run_id is None:
+        return []
+    known = set(reply.weld_ids) | set(reply.dropped)
+    return [(w, True) for w in reply.weld_ids] + [(w, False) for w in seen if w not in known]
+
+
 def teach_routes(state: ConsoleState, page: PageRenderer, error: ErrorPage) -> list[Route]:
     """The page and its actions, drawn with the console's own `page` and `error`."""
 
     async def teach(request: Request) -> Response:
-        replies: dict[tuple[str, str], TeachReply] = (
-            state.ingest.teach if state.ingest is not None else {}
-        )
+        ingest = state.ingest
+        replies: dict[tuple[str, str], TeachReply] = ingest.teach if ingest is not None else {}
+        welds = {
+            key: run_welds(
+                reply, ingest.teach_welds.get((*key, reply.run_id or ""), []) if ingest else []
+            )
+            for key, reply in replies.items()
+        }
         return page(
             state,
             request,
             "teach.html",
             replies=replies,
+            welds=welds,
             can_teach=state.users is not None and state.ingest is not None,
             sent=request.query_params.get("sent"),
         )
