@@ -77,6 +77,9 @@ class TaughtThreshold:
     windows: int
     target_false_alarm: float
     rough: bool  # fewer than ROUGH_BELOW_WELDS welds: the warning the operator gets
+    # the taught welds' median pooled score: where the station's good welds sat when it was
+    # taught (the daemon's drift watch, monitor/teach/drift.py, measures from it)
+    reference: float = 0.0
 
     @property
     def warning(self) -> str | None:
@@ -143,4 +146,5 @@ def taught_threshold(
         windows=int(windows.size),
         target_false_alarm=target_false_alarm,
         rough=len(sizes) < ROUGH_BELOW_WELDS,
+        reference=float(np.median(taught_pools)),
     )

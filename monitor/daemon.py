@@ -95,7 +95,13 @@ class Daemon:
         self.shadow_results_lost = 0  # shadow verdicts the broker did not take (not retried)
         self.settings = pipeline_settings(cfg)
         # teach-in (monitor/teach): before the options, whose welds consult it
-        self.teach = TeachIn(self.settings.stations, cfg.teach_in, cfg.state_dir, self._teach_void)
+        self.teach = TeachIn(
+            self.settings.stations,
+            cfg.teach_in,
+            cfg.state_dir,
+            self._teach_void,
+            lambda message, station: self._error(ErrorCode.RECALIBRATE, message, station=station),
+        )
         self.options = tracker_options(cfg, model, cfg.segmentation.mode, self.teach)
         self.ops = Operations(
             model.sha256,
@@ -174,6 +180,7 @@ class Daemon:
                 self.ops.metrics.registry,
                 self.teach.snapshot,
                 lambda: {"applied": self.teach.applied, "refused": self.teach.refused},
+                self.teach.drift_snapshot,
             )
             for message, station in self._voided:  # found at start, before the outbox was open
                 self._error(ErrorCode.TEACH_IN_VOID, message, station=station)

@@ -170,6 +170,7 @@ def test_alert_rules_cover_what_an_operator_is_paged_for() -> None:
     assert "weldmon_audio_last_block_age_seconds" in by_metric  # no audio
     assert "weldmon_audio_dead_microphone" in by_metric  # dead microphone
     assert {"weldmon_outbox_depth", "weldmon_outbox_oldest_age_seconds"} <= set(by_metric)
+    assert "weldmon_teach_in_recalibrate" in by_metric  # a taught station drifted
     defect_rate = [r for r in _rules() if r["alert"] == "WeldmonDefectRateHigh"]
     assert defect_rate and "by (instance, station)" in defect_rate[0]["expr"]
     assert Selector("weldmon_welds_total", (("label", "defect"),)) in selectors(
@@ -306,6 +307,7 @@ def test_per_station_series_exist_before_the_first_weld(daemon_scrapes: Scrapes)
             assert _value(s, "weldmon_welds_total", station=station, label=label) == 0
         assert _value(s, "weldmon_alerts_total", station=station) == 0
         assert _value(s, "weldmon_weld_in_progress", station=station) == 0
+        assert _value(s, "weldmon_teach_in_recalibrate", station=station) == 0
     assert _value(s, "weldmon_audio_device_open") == 1
     assert _value(s, "weldmon_outbox_oldest_age_seconds") >= 0
 

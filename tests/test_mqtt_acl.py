@@ -107,3 +107,14 @@ def test_only_the_operators_tooling_may_send_a_teach_command_and_the_daemon_answ
     daemon.publish("weldmon/teach/reply", b"{}")
     ops.wait_for("weldmon/teach/reply", 1, WAIT_S)
     assert len(daemon.matching("weldmon/cmd/teach")) == 1, "only the operators' command is in"
+
+
+def test_the_console_may_send_a_teach_command_and_read_the_daemons_answer(
+    acl_broker: MosquittoBroker, mqtt_subscriber: Callable[..., MqttCollector]
+) -> None:
+    daemon = mqtt_subscriber(acl_broker, daemon_subscriptions(), username="weldmon")
+    console = mqtt_subscriber(acl_broker, ["weldmon/#"], username="console")
+    console.publish("weldmon/cmd/teach", b'{"action": "status", "station": "cell1"}')
+    daemon.wait_for("weldmon/cmd/teach", 1, WAIT_S)
+    daemon.publish("weldmon/teach/reply", b"{}")
+    console.wait_for("weldmon/teach/reply", 1, WAIT_S)

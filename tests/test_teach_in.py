@@ -13,11 +13,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 import yaml
+from prometheus_client import CollectorRegistry
 
 from deploy.pooling import topk_pool_np
 from deploy.teach_rule import ROUGH_BELOW_WELDS, TeachRuleError, taught_threshold
 from monitor.events import Source, ThresholdSource
 from monitor.events.teach import TeachCommand
+from monitor.ops.teach_metrics import register_teach_metrics
 from monitor.pipeline.tracker import ModelInfo, StationThresholds, TrackerOptions, WeldTracker
 from monitor.teach import store
 from monitor.teach.config import TeachInConfig
@@ -88,11 +90,20 @@ class Station:
     """A TeachIn over a real state_dir, with the weld trackers the daemon would run."""
 
     def __init__(
-        self, state_dir: Path, model: ModelInfo = MODEL, stations: tuple = ("cell1", "cell2")
+        self,
+        state_dir: Path,
+        model: ModelInfo = MODEL,
+        stations: tuple = ("cell1", "cell2"),
+        cfg: TeachInConfig = TeachInConfig(),  # noqa: B008 (frozen)
     ) -> None:
         self.voids: list[tuple[str, str | None]] = []
+        self.recalibrations: list[tuple[str, str]] = []  # the daemon's `recalibrate` errors
         self.teach = TeachIn(
-            list(stations), TeachInConfig(), state_dir, lambda m, s: self.voids.append((m, s))
+            list(stations),
+            cfg,
+            state_dir,
+            lambda m, s: self.voids.append((m, s)),
+            lambda m, s: self.recalibrations.append((m, s)),
         )
         self.teach.bind(model)
         self.options = TrackerOptions(model, "test", "gate", teach=self.teach)
@@ -211,6 +222,127 @@ def test_reset_ends_a_run_then_the_calibration(tmp_path: Path) -> None:
     _, result = s.weld(_good_welds(1)[0])
     assert result.threshold_source == ThresholdSource.ARTIFACT
     assert json.loads((tmp_path / store.TEACH_FILE).read_text())["stations"] == {}
+
+
+# ---- drift --------------------------------------------------------------------------------
+
+DRIFT = TeachInConfig(drift_welds=6, drift_min_welds=3, drift_share=0.5)
+
+
+def _drift_taught(tmp_path: Path) -> tuple[Station, float, float]:
+    """cell1 taught from 5 good welds under DRIFT; (station, reference, threshold)."""
+    s = Station(tmp_path, cfg=DRIFT)
+    s.ask("start")
+    welds = _good_welds(ROUGH_BELOW_WELDS, seed=1)
+    for w in welds:
+        s.weld(w)
+    calibration = s.ask("accept").calibration
+    reference = float(np.median([topk_pool_np(np.asarray(w), RATIO) for w in welds]))
+    assert calibration["reference"] == pytest.approx(reference)  # stored with the calibration
+    return s, reference, calibration["threshold"]
+
+
+def _at(reference: float, threshold: float, share: float) -> list[float]:
+    """A weld whose pooled score sits `share` of the way from reference to threshold."""
+    return [reference + share * (threshold - reference)] * 20
+
+
+def test_drifting_good_welds_raise_one_recalibrate_per_episode_and_re_arm(tmp_path: Path) -> None:
+    s, reference, threshold = _drift_taught(tmp_path)
+    assert s.teach.drift_snapshot()["cell1"][1] == 0
+    for _ in range(3):
+        _, result = s.weld(_at(reference, threshold, 0.1))
+        assert result.label == 0 and result.threshold_source == ThresholdSource.TEACH_IN
+    share, alarmed = s.teach.drift_snapshot()["cell1"]
+    assert share == pytest.approx(0.1) and alarmed == 0 and s.recalibrations == []
+    for _ in range(6):  # still judged good, but most of the way to the threshold
+        _, result = s.weld(_at(reference, threshold, 0.8))
+        assert result.label == 0
+    assert len(s.recalibrations) == 1  # one warning, not one per weld
+    message, station = s.recalibrations[0]
+    assert station == "cell1" and "teach it again" in message
+    share, alarmed = s.teach.drift_snapshot()["cell1"]
+    assert share == pytest.approx(0.8) and alarmed == 1
+    for _ in range(6):  # the cell is fixed: back where it was taught
+        s.weld(_at(reference, threshold, 0.0))
+    assert s.teach.drift_snapshot()["cell1"] == (pytest.approx(0.0), 0)
+    for _ in range(6):  # and downwards: a microphone knocked off the seam hears less
+        s.weld([max(0.0, reference - 0.8 * (threshold - reference))] * 20)
+    assert len(s.recalibrations) == 2  # re-armed, a second episode
+
+
+def test_defects_and_degraded_welds_do_not_count_towards_drift(tmp_path: Path) -> None:
+    s, reference, threshold = _drift_taught(tmp_path)
+    for _ in range(6):
+        _, result = s.weld([min(1.0, threshold + 0.01)] * 20)
+        assert result.label == 1
+        s.weld(_at(reference, threshold, 0.9), degraded=True)
+    assert s.teach.drift_snapshot()["cell1"] == (pytest.approx(float("nan"), nan_ok=True), 0)
+    assert s.recalibrations == []
+
+
+def test_drift_is_never_watched_on_an_untaught_station_nor_while_a_teach_in_collects(
+    tmp_path: Path,
+) -> None:
+    s, reference, threshold = _drift_taught(tmp_path)
+    for _ in range(6):
+        s.weld([0.3] * 20, station="cell2")  # untaught: judged good by the artifact's 0.35
+    s.ask("start")  # a new teach-in: the welds are its sample, not drift
+    for _ in range(6):
+        _, result = s.weld(_at(reference, threshold, 0.9))
+        assert result.teach_in
+    assert s.recalibrations == []
+    snapshot = s.teach.drift_snapshot()
+    assert snapshot["cell2"][1] == 0 and snapshot["cell2"][0] != snapshot["cell2"][0]  # NaN
+
+
+def test_a_new_teach_in_starts_a_new_watch(tmp_path: Path) -> None:
+    s, reference, threshold = _drift_taught(tmp_path)
+    for _ in range(3):
+        s.weld(_at(reference, threshold, 0.9))
+    assert len(s.recalibrations) == 1 and s.teach.drift_snapshot()["cell1"][1] == 1
+    s.ask("start")
+    for w in _good_welds(ROUGH_BELOW_WELDS, seed=7):
+        s.weld(w)
+    new = s.ask("accept").calibration
+    assert s.teach.drift_snapshot()["cell1"][1] == 0  # re-armed by the new calibration
+    for _ in range(3):
+        s.weld(_at(new["reference"], new["threshold"], 0.9))
+    assert s.teach.drift_snapshot()["cell1"][1] == 1 and len(s.recalibrations) == 2
+
+
+def test_a_calibration_without_a_reference_is_not_watched(tmp_path: Path) -> None:
+    _drift_taught(tmp_path)
+    path = tmp_path / store.TEACH_FILE
+    data = json.loads(path.read_text())
+    del data["stations"]["cell1"]["reference"]  # a file written before drift was watched
+    path.write_text(json.dumps(data))
+    s = Station(tmp_path, cfg=DRIFT)
+    for _ in range(6):
+        _, result = s.weld([0.01] * 20)
+        assert result.threshold_source == ThresholdSource.TEACH_IN
+    assert s.recalibrations == [] and s.voids == []
+
+
+def test_drift_settings_are_checked() -> None:
+    with pytest.raises(ValueError, match="drift_min_welds"):
+        TeachInConfig(drift_welds=3, drift_min_welds=5)
+    with pytest.raises(ValueError):
+        TeachInConfig(drift_share=0)
+
+
+def test_drift_gauges_are_exported_per_station(tmp_path: Path) -> None:
+    s, reference, threshold = _drift_taught(tmp_path)
+    for _ in range(3):
+        s.weld(_at(reference, threshold, 0.9))
+    registry = CollectorRegistry()
+    register_teach_metrics(registry, s.teach.snapshot, lambda: {}, s.teach.drift_snapshot)
+    assert registry.get_sample_value(
+        "weldmon_teach_in_drift", {"station": "cell1"}
+    ) == pytest.approx(0.9)
+    assert registry.get_sample_value("weldmon_teach_in_recalibrate", {"station": "cell1"}) == 1
+    assert registry.get_sample_value("weldmon_teach_in_recalibrate", {"station": "cell2"}) == 0
+    assert registry.get_sample_value("weldmon_teach_in_drift", {"station": "cell2"}) is None
 
 
 # ---- the calibration file ---------------------------------------------------------------------

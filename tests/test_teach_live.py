@@ -14,8 +14,10 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
 import pytest
 
+from deploy.digest import file_sha256
 from deploy.teach_rule import taught_threshold
 from monitor.teach import store
 from monitor.teach.config import TeachInConfig
@@ -160,3 +162,45 @@ def test_teach_in_sets_a_stations_threshold_that_a_restart_keeps_and_another_mod
     assert (after["state"], after["threshold"], after["calibration"]) == ("idle", 0.5, None)
     assert not (tmp_path / "state" / store.TEACH_FILE).exists()
     assert (tmp_path / "state" / f"{store.TEACH_FILE}.void").exists()
+
+
+def test_a_taught_station_whose_good_welds_drifted_publishes_one_recalibrate_error(
+    pulse: PulseAudio,
+    mosquitto: MosquittoBroker,
+    mqtt_subscriber,
+    recordings: list,
+    compat_artifact: Path,
+    tmp_path: Path,
+    cleanup: list,
+) -> None:
+    """A calibration taught where this cell's good welds no longer score (its reference far
+    above them, as after a microphone was knocked off the seam): the first good weld judged
+    by it ends in one `recalibrate` error event on the broker and the gauge at 1; the second
+    raises no second event."""
+    pulse.create_sink("teachcell", RATE_HZ, 1)
+    teach_in = {"drift_welds": 5, "drift_min_welds": 1, "drift_share": 0.5}
+    config = write_monitor_config(tmp_path, compat_artifact, mosquitto, teach_in=teach_in)
+    taught = store.Calibration(
+        teach_in_id="drifted", threshold=0.95, raw_threshold=0.95, target_false_alarm=0.01,
+        welds=5, windows=100, accepted_at="2026-01-01T00:00:00Z", by="tester", reference=0.9,
+    )  # fmt: skip
+    store.save(tmp_path / "state", file_sha256(compat_artifact), {"cell1": taught})
+    collector = mqtt_subscriber(mosquitto, ["weldmon/#"])
+    daemon = _start(config, pulse, tmp_path / "daemon.log", collector)
+    cleanup.append(daemon)
+    port = daemon.wait_for_log("http_listening", STARTUP_TIMEOUT_S)[0]["port"]
+    assert metrics(port)["weldmon_teach_in_recalibrate{station=cell1}"] == 0.0
+
+    first, second = _play(pulse, [recordings[r].flac for r in GOOD_RUNS[:2]], collector)
+    collector.wait_for("weldmon/error", 1, RESULT_TIMEOUT_S)
+    scraped = metrics(port)
+    assert daemon.stop() == 0, daemon.tail()
+
+    for result in (first, second):
+        assert (result["label_name"], result["threshold_source"]) == ("good_weld", "teach_in")
+    (error,) = [json.loads(m.payload) for m in collector.matching("weldmon/error")]
+    assert (error["code"], error["station"]) == ("recalibrate", "cell1")
+    assert "taught reference 0.9000" in error["message"]
+    assert scraped["weldmon_teach_in_recalibrate{station=cell1}"] == 1.0
+    expected = abs(np.median([first["p_defect"], second["p_defect"]]) - 0.9) / 0.05
+    assert scraped["weldmon_teach_in_drift{station=cell1}"] == pytest.approx(expected)

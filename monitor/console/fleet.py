@@ -83,6 +83,7 @@ class Verdict:
     part_id: str | None = None
     replay: bool = False  # published by `weldmon replay --publish`, not a live weld
     clip: bool = False  # the result names a clip (the card shows its thumbnail)
+    threshold_source: str | None = None  # artifact, config or teach_in (None: from history)
 
 
 @dataclass
@@ -122,6 +123,11 @@ class StationLive:
         alert messages a weld's redeliveries brought."""
         running = self.current is not None and self.current.alerted
         return self.alerted_welds + int(running)
+
+    @property
+    def taught(self) -> bool:
+        """The newest verdict was judged by the station's teach-in threshold (the badge)."""
+        return bool(self.verdicts) and self.verdicts[0].threshold_source == "teach_in"
 
     def add_verdict(self, verdict: Verdict) -> None:
         """Keep the newest `history` verdicts, newest first by when each weld ended (results
@@ -399,4 +405,5 @@ def verdict_of(event: WeldResult, alerted: bool) -> Verdict:
         part_id=part_id_of(event),
         replay=event.replay,
         clip=event.clip_path is not None,
+        threshold_source=str(event.threshold_source),
     )

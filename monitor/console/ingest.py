@@ -36,6 +36,7 @@ from monitor.events import (
     parse_status,
 )
 from monitor.events.shadow import parse_shadow_result
+from monitor.events.teach import TeachReply, parse_teach_reply
 
 RECONNECT_MIN_S = 0.5  # a broker restart takes about a second
 RECONNECT_MAX_S = 10.0  # an operator's page should come back within seconds
@@ -83,6 +84,10 @@ class IngestCounters:
     by_kind: dict[str, int] = field(default_factory=dict)
 
 
+TEACH_RUNS_KEPT = 256  # teach-in runs whose welds the console remembers (memory bound)
+TEACH_WELDS_KEPT = 1000  # welds per run
+
+
 class Ingest:
     """Feeds :class:`Fleet` and the history from the broker; ``run()`` reconnects until
     cancelled. ``on_change`` is called on the event loop after every visible change."""
@@ -102,6 +107,10 @@ class Ingest:
         self.db = db
         self.on_change = on_change
         self.counters = IngestCounters()
+        # (daemon prefix, station) -> the daemon's latest teach-in reply (console /teach)
+        self.teach: dict[tuple[str, str], TeachReply] = {}
+        # (daemon prefix, station, teach-in run) -> its welds' ids as their results arrived
+        self.teach_welds: dict[tuple[str, str, str], list[str]] = {}
         self._rng = rng or random.Random()
         self._failures = 0
 
@@ -153,6 +162,9 @@ class Ingest:
         if route.kind == "shadow":
             await self._shadow(route, topic, payload)
             return
+        if route.kind == "teach":
+            self._teach(route, topic, payload)
+            return
         try:
             event = parse_event(payload)
         except MalformedMessageError as exc:
@@ -181,6 +193,8 @@ class Ingest:
         change, facts = self.fleet.apply_weld(route.prefix, event)
         if isinstance(event, WeldResult):
             self.counters.results += 1
+            if event.teach_in and event.teach_in_run:
+                self._teach_weld(route.prefix, event)
             await self._store(
                 WeldStore.add_result, route.prefix, event, _utc_now(), facts.alerted, facts.window_s
             )
@@ -203,6 +217,25 @@ class Ingest:
             return
         self.counters.by_kind[shadow.kind] = self.counters.by_kind.get(shadow.kind, 0) + 1
         await self._store(add_shadow, route.prefix, shadow, _utc_now())
+
+    def _teach(self, route: Route, topic: str, payload: bytes) -> None:
+        """A daemon's teach-in reply: the station's latest state for `/teach`."""
+        try:
+            reply = parse_teach_reply(payload)
+        except MalformedMessageError as exc:
+            self.on_change(self.fleet.bad_message(route.prefix, f"{topic}: {exc}"))
+            return
+        self.counters.by_kind[reply.kind] = self.counters.by_kind.get(reply.kind, 0) + 1
+        self.teach[(route.prefix, reply.station)] = reply
+
+    def _teach_weld(self, prefix: str, event: WeldResult) -> None:
+        """A weld of a running teach-in: listed on `/teach` before the daemon's next reply."""
+        key = (prefix, event.station, str(event.teach_in_run))
+        if key not in self.teach_welds and len(self.teach_welds) >= TEACH_RUNS_KEPT:
+            del self.teach_welds[next(iter(self.teach_welds))]  # the oldest run seen
+        welds = self.teach_welds.setdefault(key, [])
+        if len(welds) < TEACH_WELDS_KEPT:
+            welds.append(event.weld_id)
 
     def _status(self, route: Route, payload: bytes) -> None:
         if not payload:  # a cleared retained status: no daemon announces itself there

@@ -17,7 +17,7 @@ from typing import Literal
 from monitor.events import STATION_PATTERN
 
 WELD_TOPIC_KINDS = ("start", "progress", "alert", "result")
-RouteKind = Literal["status", "error", "weld", "shadow", "ignored"]
+RouteKind = Literal["status", "error", "weld", "shadow", "teach", "ignored"]
 
 
 class PrefixError(ValueError):
@@ -95,6 +95,8 @@ def classify(patterns: list[PrefixPattern], topic: str) -> Route | None:
         return Route(prefix, "status")
     if rest == "error":
         return Route(prefix, "error")
+    if rest == "teach/reply":  # the daemon's answers to teach-in commands (console /teach)
+        return Route(prefix, "teach")
     parts = rest.split("/")
     if (
         len(parts) == 3

@@ -25,8 +25,9 @@ TEMPLATES = Path(__file__).with_name("templates")
 STATIC = Path(__file__).with_name("static")
 SHA_SHORT = 12
 # Error codes that mean the daemon cannot judge or cannot deliver: a red HEALTH banner (the
-# rest, such as a refused reload or a clip not written, are warnings).
-HEALTH_CODES = frozenset({"device_lost", "dead_microphone", "outbox_degraded"})
+# rest, such as a refused reload or a clip not written, are warnings). `recalibrate`: a taught
+# station's good welds drifted from its teach-in, its verdicts can no longer be trusted.
+HEALTH_CODES = frozenset({"device_lost", "dead_microphone", "outbox_degraded", "recalibrate"})
 CHART_WIDTH = 720  # px of the window-probability chart
 CHART_HEIGHT = 160
 CHART_PAD = 28

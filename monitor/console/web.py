@@ -50,6 +50,7 @@ from monitor.console.security import (
 )
 from monitor.console.state import ConsoleState, refresh_false_alarms
 from monitor.console.store import MAX_PAGE, StoreError, WeldStore
+from monitor.console.teach import teach_routes
 from monitor.console.urls import weld_path, weld_url
 from monitor.console.views import (
     STATIC,
@@ -431,6 +432,7 @@ def create_app(state: ConsoleState, allowed_hosts: list[str] | None = None) -> S
         Route("/favicon.ico", no_icon),
         Mount("/static", StaticFiles(directory=STATIC), name="static"),
         *compare_routes(state, _page, _error),
+        *teach_routes(state, _page, _error),
     ]
     middleware = [
         Middleware(TrustedHostMiddleware, allowed_hosts=allowed_hosts or ["*"]),

@@ -52,6 +52,9 @@ class ErrorCode(StrEnum):
     # a station's taught threshold was voided (another model) or its file was unusable
     # (corrupt, foreign, another version): the artifact's threshold judges
     TEACH_IN_VOID = "teach_in_void"
+    # a taught station's recent good welds drifted from its taught reference (once per
+    # episode, monitor/teach/drift.py): check the cell and teach it again
+    RECALIBRATE = "recalibrate"
 
 
 class ThresholdSource(StrEnum):

@@ -23,6 +23,7 @@ old model, so a model change ends it too. Event loop only; `snapshot` is read by
 from __future__ import annotations
 
 import math
+import statistics
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -38,6 +39,7 @@ from monitor.events.vocabulary import ThresholdSource
 from monitor.pipeline.tracker import ModelInfo
 from monitor.teach import store
 from monitor.teach.config import TeachInConfig
+from monitor.teach.drift import DriftWatch
 from monitor.teach.store import Calibration
 from weldmon import __version__
 
@@ -75,13 +77,18 @@ class TeachIn:
         cfg: TeachInConfig,
         state_dir: Path,
         void: Callable[[str, str | None], None],
+        recalibrate: Callable[[str, str], None] | None = None,
     ) -> None:
         """`void(message, station)` reports a calibration or run that was dropped (the
-        daemon's error event); `bind` the model in service before anything else."""
+        daemon's error event); `recalibrate(message, station)` a taught station whose good
+        welds drifted from its reference (once per episode, monitor/teach/drift.py); `bind`
+        the model in service before anything else."""
         self.stations = list(stations)
         self.cfg = cfg
         self.state_dir = state_dir
         self._void = void
+        self._recalibrate = recalibrate
+        self.drift: dict[str, DriftWatch] = {}  # station -> its calibration's drift watch
         self.model: ModelInfo | None = None
         self.runs: dict[str, Run] = {}
         self.calibrations: dict[str, Calibration] = {}
@@ -118,8 +125,11 @@ class TeachIn:
             )
             where = f" (kept as {kept.name})" if kept is not None else ""
             self._void(problem.message + where, None)
+        self.drift.clear()  # another model's welds say nothing about these calibrations
         for station, found in sorted(self.calibrations.items()):
             log.info("teach_in_loaded", station=station, threshold=found.threshold)
+            if found.reference is None:  # the file predates the drift watch
+                log.warning("teach_in_drift_not_watched", station=station, reason="no reference")
 
     # -- what judges a weld ------------------------------------------------------------------
 
@@ -135,8 +145,12 @@ class TeachIn:
         return run.run_id if run is not None else None
 
     def observe(self, event: Event) -> None:
-        """An event listener: a result of a running teach-in's weld joins its sample."""
-        if not isinstance(event, WeldResult) or not event.teach_in:
+        """An event listener: a result of a running teach-in's weld joins its sample; a
+        good weld judged by a station's calibration joins its drift watch."""
+        if not isinstance(event, WeldResult):
+            return
+        if not event.teach_in:
+            self._watch_drift(event)
             return
         run = self.runs.get(event.station)
         if run is None or run.run_id != event.teach_in_run:
@@ -150,6 +164,50 @@ class TeachIn:
         log.info(
             "teach_in_weld", station=event.station, weld_id=event.weld_id, welds=len(run.welds)
         )
+
+    def _watch_drift(self, result: WeldResult) -> None:
+        station = result.station
+        calibration = self.calibrations.get(station)
+        if (
+            calibration is None
+            or calibration.reference is None  # taught before drift was watched
+            or station in self.runs  # a new teach-in collects: the old one is on its way out
+            or result.teach_in_id != calibration.teach_in_id  # judged by another threshold
+            or not result.judged
+            or result.degraded
+            or result.label != 0
+        ):
+            return
+        watch = self.drift.get(station)
+        if watch is None or watch.teach_in_id != calibration.teach_in_id:
+            watch = self.drift[station] = DriftWatch.start(
+                calibration.teach_in_id,
+                calibration.reference,
+                calibration.threshold,
+                welds=self.cfg.drift_welds,
+                min_welds=self.cfg.drift_min_welds,
+                limit=self.cfg.drift_share,
+            )
+        if not watch.add(result.p_defect):
+            return
+        median = statistics.median(watch.scores)
+        message = (
+            f"{station}: the median score of its last {len(watch.scores)} good welds is "
+            f"{median:.4f}, {watch.share:.2f} of the way from the taught reference "
+            f"{watch.reference:.4f} to the taught threshold {watch.threshold:.4f} (limit "
+            f"{watch.limit:.2f}): check the cell (torch, gas, wire, microphone) and teach it again"
+        )
+        log.warning(
+            "teach_in_recalibrate",
+            station=station,
+            teach_in_id=watch.teach_in_id,
+            median=median,
+            share=watch.share,
+            reference=watch.reference,
+            threshold=watch.threshold,
+        )
+        if self._recalibrate is not None:
+            self._recalibrate(message, station)
 
     # -- commands ----------------------------------------------------------------------------
 
@@ -227,6 +285,7 @@ class TeachIn:
             accepted_at=utc_now(),
             by=command.by,
             warning=rule.warning,
+            reference=rule.reference,
         )
         self._store({**self.calibrations, command.station: calibration})
         self.runs.pop(command.station)
@@ -307,6 +366,20 @@ class TeachIn:
             by=command.by,
             **fields,
         )
+
+    def drift_snapshot(self) -> dict[str, tuple[float, int]]:
+        """station -> (drift share or NaN, 1 while it needs recalibrating else 0): /metrics.
+        The share only for a station whose calibration has a watch with enough welds."""
+        out = {}
+        for station in self.stations:
+            calibration = self.calibrations.get(station)
+            watch = self.drift.get(station)
+            if calibration is None or watch is None or watch.teach_in_id != calibration.teach_in_id:
+                out[station] = (math.nan, 0)
+                continue
+            share = watch.share
+            out[station] = (math.nan if share is None else share, int(watch.alarmed))
+        return out
 
     def snapshot(self) -> dict[str, tuple[int, float, int]]:
         """station -> (state code, taught threshold or NaN, welds collected): /metrics."""

@@ -40,6 +40,9 @@ class Calibration(BaseModel):
     accepted_at: UtcTimestamp
     by: str = Field(min_length=1, max_length=128)
     warning: str | None = None
+    # the taught welds' median pooled score, the drift watch's origin (monitor/teach/drift.py);
+    # None in a file written before drift was watched: that station is not watched
+    reference: Probability | None = None
 
 
 class _File(BaseModel):
