@@ -1,7 +1,5 @@
 """Fixtures shared by the whole suite live in tests/support/, one module per real part."""
 
-import pytest
-import structlog
 from hypothesis import settings
 
 pytest_plugins = [
@@ -17,11 +15,3 @@ pytest_plugins = [
 # 2-core CI box a correct example can take longer. Speed belongs in bench/, so no deadline.
 settings.register_profile("weldmon", deadline=None)
 settings.load_profile("weldmon")
-
-
-@pytest.fixture(autouse=True)
-def _structlog_defaults() -> None:
-    """Each test starts from structlog's defaults: a test that ran the daemon's
-    `configure_logging` in-process (level `error`, say) would otherwise leave a level filter
-    that drops the warnings a later test captures with `structlog.testing.capture_logs`."""
-    structlog.reset_defaults()
