@@ -20,7 +20,6 @@ from typing import TYPE_CHECKING
 from weldmon.cli import EXIT_FAILURE, EXIT_OK, EXIT_USAGE, fail
 
 DEFAULT_TIMEOUT_S = 60.0  # a promote loads and self-tests a model: seconds on a small box
-COMMAND_QOS = 1
 
 if TYPE_CHECKING:  # imported lazily at run time: `weldmon model info` stays light
     from monitor.events.shadow import ModelAction, ModelChange, ModelCommand
@@ -99,43 +98,17 @@ async def _ask(
 ) -> ModelChange | None:
     """Publish `command` and return the daemon's `ModelChange` with its request_id (None on
     timeout); WeldmonError says why the broker cannot be used."""
-    import aiomqtt
-
-    from deploy.errors import WeldmonError
-    from monitor.events import MalformedMessageError
     from monitor.events.shadow import model_change_topic, model_command_topic, parse_model_change
+    from monitor.publish.request import ask_daemon
 
     prefix = mqtt.topic_prefix
-    client_id = f"{mqtt.client_id[:40]}-model-{uuid.uuid4().hex[:8]}"
-    tls = mqtt.tls.ssl_context() if mqtt.tls.enabled else None
-    password = mqtt.password.get_secret_value() if mqtt.password is not None else None
-    try:
-        async with aiomqtt.Client(
-            mqtt.host,
-            mqtt.port,
-            identifier=client_id,
-            username=mqtt.username,
-            password=password,
-            timeout=mqtt.connect_timeout_s,
-            tls_context=tls,
-        ) as client:
-            await client.subscribe(model_change_topic(prefix), qos=COMMAND_QOS)
-            await client.publish(
-                model_command_topic(prefix, action), command.model_dump_json(), qos=COMMAND_QOS
-            )
-            async with asyncio.timeout(timeout_s):
-                async for message in client.messages:
-                    payload = message.payload
-                    if not isinstance(payload, bytes):
-                        continue
-                    try:
-                        change = parse_model_change(payload)
-                    except MalformedMessageError:
-                        continue
-                    if change.request_id == command.request_id:
-                        return change
-    except TimeoutError:
-        return None
-    except aiomqtt.MqttError as exc:
-        raise WeldmonError(f"broker {mqtt.host}:{mqtt.port}: {exc}") from exc
-    return None
+    return await ask_daemon(
+        mqtt,
+        command_topic=model_command_topic(prefix, action),
+        payload=command.model_dump_json(),
+        reply_topic=model_change_topic(prefix),
+        parse=parse_model_change,
+        request_id=command.request_id,
+        timeout_s=timeout_s,
+        tag="model",
+    )

@@ -23,7 +23,6 @@ from typing import TYPE_CHECKING
 from weldmon.cli import EXIT_FAILURE, EXIT_OK, EXIT_USAGE, fail
 
 DEFAULT_TIMEOUT_S = 10.0  # the daemon answers at once: no model is loaded for a teach command
-COMMAND_QOS = 1
 
 if TYPE_CHECKING:
     from monitor.events.teach import TeachCommand, TeachReply
@@ -106,43 +105,17 @@ def run(args: argparse.Namespace) -> int:
 async def _ask(mqtt: MqttConfig, command: TeachCommand, timeout_s: float) -> TeachReply | None:
     """Publish `command` and return the daemon's reply with its request_id (None on
     timeout); WeldmonError says why the broker cannot be used."""
-    import aiomqtt
-
-    from deploy.errors import WeldmonError
-    from monitor.events import MalformedMessageError
     from monitor.events.teach import parse_teach_reply, teach_command_topic, teach_reply_topic
+    from monitor.publish.request import ask_daemon
 
     prefix = mqtt.topic_prefix
-    client_id = f"{mqtt.client_id[:40]}-teach-{uuid.uuid4().hex[:8]}"
-    tls = mqtt.tls.ssl_context() if mqtt.tls.enabled else None
-    password = mqtt.password.get_secret_value() if mqtt.password is not None else None
-    try:
-        async with aiomqtt.Client(
-            mqtt.host,
-            mqtt.port,
-            identifier=client_id,
-            username=mqtt.username,
-            password=password,
-            timeout=mqtt.connect_timeout_s,
-            tls_context=tls,
-        ) as client:
-            await client.subscribe(teach_reply_topic(prefix), qos=COMMAND_QOS)
-            await client.publish(
-                teach_command_topic(prefix), command.model_dump_json(), qos=COMMAND_QOS
-            )
-            async with asyncio.timeout(timeout_s):
-                async for message in client.messages:
-                    payload = message.payload
-                    if not isinstance(payload, bytes):
-                        continue
-                    try:
-                        reply = parse_teach_reply(payload)
-                    except MalformedMessageError:
-                        continue
-                    if reply.request_id == command.request_id:
-                        return reply
-    except TimeoutError:
-        return None
-    except aiomqtt.MqttError as exc:
-        raise WeldmonError(f"broker {mqtt.host}:{mqtt.port}: {exc}") from exc
-    return None
+    return await ask_daemon(
+        mqtt,
+        command_topic=teach_command_topic(prefix),
+        payload=command.model_dump_json(),
+        reply_topic=teach_reply_topic(prefix),
+        parse=parse_teach_reply,
+        request_id=command.request_id,
+        timeout_s=timeout_s,
+        tag="teach",
+    )
