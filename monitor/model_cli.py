@@ -29,6 +29,7 @@ if TYPE_CHECKING:  # imported lazily at run time: `weldmon model info` stays lig
 def configure(parser: argparse.ArgumentParser) -> None:
     """The `info`, `promote` and `rollback` actions."""
     from deploy.cli import add_model_info
+    from monitor.publish.request import add_daemon_options
 
     actions = parser.add_subparsers(dest="action", metavar="ACTION", required=True)
     add_model_info(actions)
@@ -37,19 +38,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
         ("rollback", "bring back the production model before the last promote"),
     ):
         sub = actions.add_parser(action, help=what, description=what)
-        sub.add_argument(
-            "--daemon",
-            required=True,
-            metavar="CONFIG",
-            help="the running daemon's config file (its broker, credentials and prefix)",
-        )
-        sub.add_argument("--by", default=None, help="who asks (the audit line); default: $USER")
-        sub.add_argument(
-            "--timeout-s",
-            type=float,
-            default=DEFAULT_TIMEOUT_S,
-            help=f"how long to wait for the daemon's answer (default {DEFAULT_TIMEOUT_S:g} s)",
-        )
+        add_daemon_options(sub, by_help="the audit line", default_timeout_s=DEFAULT_TIMEOUT_S)
         if action == "promote":
             sub.add_argument(
                 "--expect-sha256",

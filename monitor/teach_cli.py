@@ -39,25 +39,15 @@ ACTIONS = {
 
 def configure(parser: argparse.ArgumentParser) -> None:
     """One sub-command per action."""
+    from monitor.publish.request import add_daemon_options
+
     actions = parser.add_subparsers(dest="action", metavar="ACTION", required=True)
     for action, what in ACTIONS.items():
         sub = actions.add_parser(action, help=what, description=what)
-        sub.add_argument(
-            "--daemon",
-            required=True,
-            metavar="CONFIG",
-            help="the running daemon's config file (its broker, credentials and prefix)",
-        )
+        add_daemon_options(sub, by_help="the reply says it", default_timeout_s=DEFAULT_TIMEOUT_S)
         sub.add_argument("--station", required=True, help="the station to teach")
         if action == "drop":
             sub.add_argument("--weld", required=True, metavar="WELD_ID", help="the weld to drop")
-        sub.add_argument("--by", default=None, help="who asks (the reply says it); default: $USER")
-        sub.add_argument(
-            "--timeout-s",
-            type=float,
-            default=DEFAULT_TIMEOUT_S,
-            help=f"how long to wait for the daemon's answer (default {DEFAULT_TIMEOUT_S:g} s)",
-        )
 
 
 def run(args: argparse.Namespace) -> int:

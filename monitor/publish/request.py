@@ -10,6 +10,7 @@ stays light for the commands that never touch a broker.
 
 from __future__ import annotations
 
+import argparse
 import asyncio
 import uuid
 from collections.abc import Callable
@@ -20,6 +21,26 @@ from monitor.events import MalformedMessageError
 from monitor.publish.settings import MqttConfig
 
 COMMAND_QOS = 1  # a command and its answer are each delivered at least once
+
+
+def add_daemon_options(
+    parser: argparse.ArgumentParser, *, by_help: str, default_timeout_s: float
+) -> None:
+    """The options every command sent to a running daemon takes: its config (where the
+    broker, credentials and prefix come from), who asks, and how long to wait."""
+    parser.add_argument(
+        "--daemon",
+        required=True,
+        metavar="CONFIG",
+        help="the running daemon's config file (its broker, credentials and prefix)",
+    )
+    parser.add_argument("--by", default=None, help=f"who asks ({by_help}); default: $USER")
+    parser.add_argument(
+        "--timeout-s",
+        type=float,
+        default=default_timeout_s,
+        help=f"how long to wait for the daemon's answer (default {default_timeout_s:g} s)",
+    )
 
 
 class Answer(Protocol):
