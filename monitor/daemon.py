@@ -256,6 +256,8 @@ class Daemon:
             for station, message in self.ops.on_block(item):
                 self._error(ErrorCode.DEAD_MICROPHONE, message, station=station)
             await self.pipeline.feed(item, self._source)
+            if self.capture is not None:
+                self.capture.idle = not self.pipeline.open_welds
             if not self.ready:
                 self.ready = True
                 log.info("ready", device=self._source.name, sample_rate=item.sample_rate)

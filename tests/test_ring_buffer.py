@@ -116,6 +116,47 @@ def test_read_wakes_when_the_producer_writes() -> None:
     np.testing.assert_array_equal(got.samples, ramp(0, 4, 1))
 
 
+def test_a_reader_waiting_for_a_block_is_woken_once_it_is_whole() -> None:
+    ring = FrameRing(capacity_frames=64, channels=1)
+    woken: list[int] = []
+
+    def produce() -> None:
+        for start in range(0, 12, 4):  # three callbacks of 4 frames
+            ring.write(ramp(start, start + 4, 1))
+            woken.append(int(ring._data_ready.is_set()))
+
+    timer = threading.Timer(SHORT_WAIT_S, produce)
+    timer.start()
+    got = ring.read(timeout_s=5.0, max_frames=8, wait_for=8)
+    timer.join()
+    assert got is not None
+    np.testing.assert_array_equal(got.samples, ramp(0, 8, 1))
+    assert woken[:2] == [0, 1]  # the first callback did not wake the reader, the second did
+
+
+def test_a_read_waiting_for_more_than_arrives_gives_none_then_the_frames_there() -> None:
+    ring = FrameRing(capacity_frames=64, channels=1)
+    ring.write(ramp(0, 3, 1))
+    assert ring.read(SHORT_WAIT_S, max_frames=8, wait_for=8) is None
+    got = ring.read(NO_WAIT_S, max_frames=8)  # the caller's deadline: whatever is there
+    assert got is not None
+    np.testing.assert_array_equal(got.samples, ramp(0, 3, 1))
+
+
+def test_a_full_ring_wakes_a_reader_waiting_for_more_than_it_holds() -> None:
+    ring = FrameRing(capacity_frames=8, channels=1)
+    timer = threading.Timer(SHORT_WAIT_S, ring.write, args=(ramp(0, 8, 1),))
+    timer.start()
+    got = ring.read(timeout_s=5.0, wait_for=100)
+    timer.join()
+    assert got is not None and len(got.samples) == 8
+
+
+def test_wait_for_below_one_is_refused() -> None:
+    with pytest.raises(ValueError, match="wait_for"):
+        FrameRing(capacity_frames=8, channels=1).read(NO_WAIT_S, wait_for=0)
+
+
 def test_max_frames_splits_reads_without_losing_frames() -> None:
     ring = FrameRing(capacity_frames=16, channels=1)
     ring.write(ramp(0, 10, 1))

@@ -43,7 +43,8 @@ from monitor.backoff import backoff_delay
 
 log = structlog.get_logger(__name__)
 
-LIVENESS_POLL_S = 0.1  # s: how often a waiting read looks for a lost or stalled device
+LIVENESS_POLL_S = 0.25  # s: how often a waiting read looks for a lost or stalled device (well
+# inside stall_timeout_s; longer than a block, so a reader waiting for one is not woken early)
 FAILED_OPEN_LOG_EVERY = 10  # log the 1st, 11th, 21st... failed open of one outage
 
 
@@ -308,18 +309,24 @@ class SoundDeviceCapture:
             return True
         return False
 
-    def read(self, timeout_s: float, max_frames: int | None = None) -> AudioBlock | None:
+    def read(
+        self, timeout_s: float, max_frames: int | None = None, wait_for: int = 1
+    ) -> AudioBlock | None:
         """The next block (at most `max_frames`), or None after `timeout_s` without audio.
 
-        Consumer thread only. Audio already captured is handed out first; after that a lost
-        or stalled device raises DeviceLostError (again on every call until `reopen`).
+        Waits until `wait_for` frames are there (a whole block: the reader is woken once per
+        block), or until `timeout_s`, when whatever arrived is handed out. Consumer thread
+        only. Audio already captured is handed out first; after that a lost or stalled device
+        raises DeviceLostError (again on every call until `reopen`).
         """
         stream = self._require_stream()
         deadline = time.monotonic() + max(0.0, timeout_s)
         while True:
             if stream.lost_reason is None:
-                wait = min(LIVENESS_POLL_S, max(0.0, deadline - time.monotonic()))
-                got = stream.ring.read(wait, max_frames)
+                left = max(0.0, deadline - time.monotonic())
+                got = stream.ring.read(min(LIVENESS_POLL_S, left), max_frames, wait_for)
+                if got is None and left <= LIVENESS_POLL_S:  # the deadline: take what is there
+                    got = stream.ring.read(0.0, max_frames)
             else:  # already lost: drain without waiting
                 got = stream.ring.read(0.0, max_frames)
             if got is not None:

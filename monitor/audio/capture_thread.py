@@ -31,7 +31,7 @@ from monitor.audio.config import AudioConfig
 from monitor.audio.devices import AudioDeviceError
 
 BLOCK_QUEUE_DEPTH = 32  # blocks between the capture thread and the loop (~3 s at 0.1 s)
-READ_TIMEOUT_S = 0.25  # capture read poll: how quickly the capture thread sees a stop
+READ_TIMEOUT_S = 0.25  # capture read poll beyond a block: how quickly the thread sees a stop
 QUEUE_FULL_POLL_S = 0.01  # s between looks at a full loop queue (the ring holds the audio)
 # s a block may wait for the next callback's audio to join it (up to audio.block_s): most of
 # the pipeline's cost is per block, so two 50 ms callbacks joined into one block cost less
@@ -76,6 +76,9 @@ class CaptureThread:
         self._scheduled = 0  # items handed to the loop (capture thread writes)
         self._landed = 0  # of those, items in the queue or taken (loop writes)
         self._thread = threading.Thread(target=self._run, name="weldmon-capture", daemon=True)
+        # Written by the loop after each block (a bool: atomic), read here before each read:
+        # whether no station has a weld open, so blocks may be idle_block_s long.
+        self.idle = True
 
     @property
     def waiting_for_device(self) -> bool:
@@ -141,11 +144,12 @@ class CaptureThread:
                 initial = False
                 self.last_failed_open_at = None
                 self._put(Opened(self.capture.device.name, self.capture.sample_rate))
-                max_frames = max(1, round(self.cfg.block_s * self.capture.sample_rate))
-                reader = CoalescingReader(self.capture, max_frames, COALESCE_WAIT_S)
+                rate = self.capture.sample_rate
+                reader = CoalescingReader(self.capture, self.cfg.block_frames(rate, True))
                 try:
                     while not self.stop.is_set():
-                        block = reader.read(READ_TIMEOUT_S)
+                        reader.max_frames = self.cfg.block_frames(rate, self.idle)
+                        block = reader.read(READ_TIMEOUT_S + reader.max_frames / rate)
                         if block is not None:
                             self._put(block)
                 except DeviceLostError as exc:
@@ -160,7 +164,9 @@ class CoalescingReader:
     drop in between) is held for the next call; a loss seen while joining is raised on the
     next call, after the audio already read was handed out."""
 
-    def __init__(self, capture: SoundDeviceCapture, max_frames: int, wait_s: float) -> None:
+    def __init__(
+        self, capture: SoundDeviceCapture, max_frames: int, wait_s: float = COALESCE_WAIT_S
+    ) -> None:
         self.capture = capture
         self.max_frames = max_frames
         self.wait_s = wait_s
@@ -176,7 +182,7 @@ class CoalescingReader:
         elif self._loss is not None:
             raise self._loss
         else:
-            first = self.capture.read(timeout_s, self.max_frames)
+            first = self.capture.read(timeout_s, self.max_frames, wait_for=self.max_frames)
             if first is None:
                 return None
         parts = [first]

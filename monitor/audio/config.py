@@ -13,6 +13,11 @@ MIN_SAMPLE_RATE_HZ = 8_000  # below this the model's band cannot be represented
 MAX_SAMPLE_RATE_HZ = 384_000  # highest rate PortAudio host APIs commonly offer
 MAX_CHANNELS = 64  # more than any sound card we expect; guards against a typo like 1000
 DEFAULT_BLOCK_S = 0.1  # block handed to the pipeline (s): 10 blocks/s keeps latency small
+# s per block while no station has a weld open: most of an idle daemon's cost is paid per
+# block (docs/benchmarks.md, "The idle daemon"), so between welds blocks grow; a strike is
+# then seen up to this much later (the weld's end, its alerts and its result are not: blocks
+# are block_s again as soon as a weld opens). Verdicts do not depend on how audio is cut.
+DEFAULT_IDLE_BLOCK_S = 0.5
 MAX_BLOCK_S = 1.0
 DEFAULT_RING_S = 10.0  # s of audio buffered: rides out a multi-second consumer hiccup (GC,
 # a slow inference batch) without dropping; costs 10 s * 48 kHz * 8 ch * 4 B = 15 MB at most
@@ -25,8 +30,9 @@ DEFAULT_FIRST_AUDIO_TIMEOUT_S = 5.0  # s from opening to the first callback befo
 # counts as lost; PulseAudio's ALSA plugin takes 0.5-1.5 s to deliver its first block
 DEFAULT_CALLBACK_BLOCK_S = 0.05  # s per PortAudio callback: far less CPU than PortAudio's
 # own few-ms choice (docs/benchmarks.md, "audio capture CPU"); one gate frame (50 ms) per
-# block, so the pipeline's per-block cost is paid 20 times a second, and at most 50 ms waits
-# in the device
+# callback, and at most 50 ms waits in the device. 0.1 s would cost less idle, but through
+# PulseAudio's ALSA plugin at 16 kHz it corrupted the captured audio (test_capture's
+# correlation fell from > 0.99 to 0.983), so it stays 0.05 (docs/benchmarks.md, "The idle daemon")
 MAX_CALLBACK_BLOCK_S = 1.0  # s: longer callbacks would delay stall detection and alerts
 # Exact digital zeros for this long on an open stream: no real microphone is that quiet (its
 # own self-noise alone sets the LSBs), so the capsule, cable or phantom power is gone. A
@@ -66,6 +72,8 @@ class AudioConfig(BaseModel):
     # names (or {name, threshold, alert_threshold} entries); [] -> "station1", ...
     stations: list[StationEntry] = Field(default_factory=list)
     block_s: float = Field(DEFAULT_BLOCK_S, gt=0.0, le=MAX_BLOCK_S)
+    # s per block while no station has a weld open (never below block_s: see block_frames)
+    idle_block_s: float = Field(DEFAULT_IDLE_BLOCK_S, gt=0.0, le=MAX_BLOCK_S)
     ring_s: float = Field(DEFAULT_RING_S, gt=0.0, le=MAX_RING_S)
     retry_min_s: float = Field(DEFAULT_DEVICE_RETRY_MIN_S, gt=0.0)
     retry_max_s: float = Field(DEFAULT_DEVICE_RETRY_MAX_S, gt=0.0)
@@ -92,6 +100,12 @@ class AudioConfig(BaseModel):
         if self.retry_max_s < self.retry_min_s:
             raise ValueError("retry_max_s must not be below retry_min_s")
         return self
+
+    def block_frames(self, sample_rate: int, idle: bool) -> int:
+        """Frames per block handed to the pipeline: ``idle_block_s`` while no weld is open
+        (never less than ``block_s``), ``block_s`` otherwise."""
+        seconds = max(self.block_s, self.idle_block_s) if idle else self.block_s
+        return max(1, round(seconds * sample_rate))
 
     def station_names(self, channels: int | None = None) -> list[str]:
         """The station names in channel order (defaults: station1, station2, ...)."""

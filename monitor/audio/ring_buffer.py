@@ -68,6 +68,10 @@ class FrameRing:
         self._gaps: deque[tuple[int, int]] = deque()
         self._dropped_before_read = 0  # consumer-owned: frames lost before the read position
         self._data_ready = threading.Event()
+        # Frames the waiting reader wants before it is woken (consumer-owned, producer-read):
+        # waking a thread costs more than the copy, so a reader that wants a whole block is
+        # woken once per block, not once per callback (issue 21, docs/benchmarks.md).
+        self._wake_frames = 1
 
     @classmethod
     def for_duration(cls, seconds: float, sample_rate: int, channels: int) -> FrameRing:
@@ -130,22 +134,35 @@ class FrameRing:
             self._pending_drop += lost
             self._dropped_total += lost
         self._offered += n
-        if kept > 0:
+        if (
+            kept > 0
+            and self._stored - self._consumed >= self._wake_frames
+            and not self._data_ready.is_set()
+        ):
             self._data_ready.set()
         return kept
 
-    def read(self, timeout_s: float, max_frames: int | None = None) -> RingRead | None:
-        """Wait up to `timeout_s` for frames; return them (at most `max_frames`) or None.
+    def read(
+        self, timeout_s: float, max_frames: int | None = None, wait_for: int = 1
+    ) -> RingRead | None:
+        """Wait up to `timeout_s` until `wait_for` frames are there; return the frames there
+        (at most `max_frames`), or None when fewer than `wait_for` arrived in time.
 
         Consumer thread only. A read never spans a gap: frames after a drop start a new read
         that carries the gap's size in ``dropped_frames``.
         """
         if max_frames is not None and max_frames < 1:
             raise ValueError(f"max_frames must be >= 1, got {max_frames}")
+        if wait_for < 1:
+            raise ValueError(f"wait_for must be >= 1, got {wait_for}")
+        # A full ring wakes the reader whatever it asked for: waiting for more would drop audio.
+        self._wake_frames = min(wait_for, self._capacity)
         # Clear before looking: a write that lands after the look sets the event again, so the
         # wait below cannot miss it.
         self._data_ready.clear()
-        if self._stored == self._consumed and not self._data_ready.wait(timeout_s):
+        if self._stored - self._consumed < self._wake_frames and not self._data_ready.wait(
+            timeout_s
+        ):
             return None
         return self._take(max_frames)
 

@@ -32,8 +32,6 @@ import structlog
 from deploy.errors import WeldmonError
 from deploy.loader import DeployModel
 
-POLL_S = 0.2  # how often an idle worker checks for stop (s)
-
 log = structlog.get_logger(__name__)
 
 
@@ -131,10 +129,7 @@ class InferenceWorker:
         # whichever the backend: ONNX Runtime fixes them per session, TorchScript on this thread.
         stopping = False
         while not stopping:
-            try:
-                first = self._queue.get(timeout=POLL_S)
-            except queue.Empty:
-                continue
+            first = self._queue.get()  # stop() always queues _STOP: no need to poll
             batch: list[tuple[np.ndarray, Future[float]]] = []
             item = first
             while True:
