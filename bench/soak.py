@@ -2,7 +2,8 @@
 
 The path is the one `weldmon run` uses after the sound device: `Pipeline` (station split,
 stream resampler, arc gate, windower) -> `InferenceWorker` -> `WeldTracker` -> `EventRouter`
-(structlog JSON lines) -> durable SQLite outbox -> `MqttPublisher` -> a real local Mosquitto.
+(its sinks: structlog JSON lines, the durable SQLite outbox -> `MqttPublisher`) -> a real
+local Mosquitto.
 Only the source differs: instead of PortAudio, blocks of `audio.block_s` are generated on the
 fly by looping weld clips cut from the shared recordings (tests/support/shifts.py), so an
 8-hour shift never exists as a file or in memory. A `mosquitto_sub` process (outside this
@@ -41,7 +42,8 @@ from monitor.events import Source
 from monitor.ops.logs import configure_logging
 from monitor.pipeline.core import Pipeline
 from monitor.pipeline.inference import InferenceWorker
-from monitor.runtime import EventRouter, load_model, mqtt_link, pipeline_settings, tracker_options
+from monitor.publish.router import EventRouter
+from monitor.runtime import load_model, mqtt_link, pipeline_settings, tracker_options
 from tests.support.artifacts import export_untrained
 from tests.support.broker import MosquittoBroker
 from tests.support.data import weld_audio_root
@@ -132,7 +134,8 @@ async def run_soak(args: argparse.Namespace, workdir: Path) -> tuple[list[Sample
             model, cfg.inference.max_batch_windows, cfg.inference.queue_windows
         )
         async with mqtt_link(cfg, model.sha256) as publisher:
-            router.publisher = publisher
+            if publisher is not None:
+                router.add(publisher.send, durable=True)
 
             def published_now() -> int:
                 return publisher.counters.published if publisher is not None else 0

@@ -56,9 +56,9 @@ from monitor.pipeline.shadow import ShadowJudge
 from monitor.promote import ModelLifecycle
 from monitor.publish.commands import CommandHandlers, CommandRouter
 from monitor.publish.publisher import MqttPublisher
+from monitor.publish.router import EventRouter, log_event
 from monitor.reload import Reloader, prepare_reload, swap_in
 from monitor.runtime import (
-    EventRouter,
     error_event,
     mqtt_link,
     pipeline_settings,
@@ -119,7 +119,8 @@ class Daemon:
         self.clips = ClipWriter.for_config(
             cfg.clips, cfg.state_dir, model.sample_rate, self._clip_failed
         )
-        self.events = EventRouter(listeners=[self.ops.on_event, self.teach.observe])
+        # The MQTT sink joins (first, durable) once the link is up; OPC UA when it serves.
+        self.events = EventRouter([log_event, self.ops.on_event, self.teach.observe])
         inbox = self.inbox = PipelineInbox(lambda: self.pipeline)
         handlers = CommandHandlers(
             reload=self.reloader.request,
@@ -172,7 +173,9 @@ class Daemon:
                 connect_messages=self.commands.discovery,
                 report=self._report,
             )
-            self.events.publisher = self.publisher = await stack.enter_async_context(link)
+            self.publisher = await stack.enter_async_context(link)
+            if self.publisher is not None:
+                self.events.add(self.publisher.send, durable=True)
             report_interrupted_welds(self.publisher, self.events, self._report)
             self.ops.bind_gauges(self.workers.queue_depth, self.publisher)
             register_shadow_metrics(self.ops.metrics.registry, self.shadow_totals)
@@ -189,7 +192,7 @@ class Daemon:
                 self._error(ErrorCode.HTTP_UNAVAILABLE, http_error)
             if cfg.opcua.enabled:
                 opcua = self.ops.opcua(cfg.opcua, self.settings.stations, cfg.http, self._report)
-                self.events.listeners.append(await stack.enter_async_context(opcua))
+                self.events.add(await stack.enter_async_context(opcua))
             # after the pipeline, before the publisher: the last welds' shadow verdicts go out
             stack.push_async_callback(self.shadow.close)
             if self.clips is not None:  # closes after the pipeline: the last results keep clips

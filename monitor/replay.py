@@ -61,14 +61,9 @@ from monitor.pipeline.inference import InferenceWorker
 from monitor.pipeline.stations import StationLayoutError
 from monitor.pipeline.tracker import TrackerOptions
 from monitor.pipeline.verdicts import WeldAudioHook
+from monitor.publish.router import EventRouter
 from monitor.publish.settings import MqttConfig
-from monitor.runtime import (
-    EventRouter,
-    error_event,
-    pipeline_settings,
-    replay_link,
-    tracker_options,
-)
+from monitor.runtime import error_event, pipeline_settings, replay_link, tracker_options
 from monitor.segment.factory import RULES
 
 log = structlog.get_logger(__name__)
@@ -144,7 +139,10 @@ async def replay_files(
         else contextlib.nullcontext(None)
     )
     async with link as publisher:
-        router = EventRouter(publisher, [_StdoutResults(out, summary)], replay=True)
+        router = EventRouter(replay=True)
+        if publisher is not None:
+            router.add(publisher.send, durable=True)
+        router.add(_StdoutResults(out, summary))
         writer = None
         if clips_dir is not None:
             store = ClipStore.in_folder(clips_dir, clips or cfg.clips)

@@ -1,5 +1,6 @@
-"""Start-up pieces `run` and `replay` share: the model, the pipeline settings, the MQTT link
-and the event router. Keeping them here is what makes both commands one code path."""
+"""Start-up pieces `run` and `replay` share: the model, the pipeline settings and the MQTT
+link (the event router they both feed is `monitor.publish.router`). Keeping them here is
+what makes both commands one code path."""
 
 from __future__ import annotations
 
@@ -8,7 +9,6 @@ import signal
 import uuid
 from collections.abc import AsyncIterator, Callable, Iterator, Mapping, Sequence
 from contextlib import asynccontextmanager, contextmanager
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -18,16 +18,7 @@ from deploy.errors import ArtifactError, WeldmonError
 from deploy.loader import DeployModel, load_artifact
 from deploy.segment.modes import SegmentationMode
 from monitor.config import MonitorConfig
-from monitor.events import (
-    ErrorCode,
-    ErrorEvent,
-    Event,
-    WeldAlert,
-    WeldProgress,
-    WeldResult,
-    WeldStart,
-    status_payload_factory,
-)
+from monitor.events import ErrorCode, ErrorEvent, status_payload_factory
 from monitor.ops.memory import pin_mmap_threshold
 from monitor.pipeline.settings import PipelineSettings
 from monitor.pipeline.tracker import (
@@ -41,6 +32,7 @@ from monitor.pipeline.tracker import (
 from monitor.publish.interrupted import interrupted_message, report_interrupted
 from monitor.publish.outbox import Outbox
 from monitor.publish.publisher import MqttPublisher
+from monitor.publish.router import EventRouter
 from monitor.publish.settings import MAX_CLIENT_ID_CHARS, MqttConfig
 from monitor.publish.spool import StateHook
 from weldmon import __version__
@@ -172,43 +164,6 @@ def signal_handlers(
             loop.remove_signal_handler(sig)
 
 
-@dataclass
-class EventRouter:
-    """Where events go: the log, MQTT (if connected), and any local listeners (e.g. stdout).
-
-    Called on the event loop; never blocks longer than the outbox's synchronous write.
-    `replay` marks every event (``replay: true``) before it goes anywhere."""
-
-    publisher: MqttPublisher | None = None
-    listeners: list[Callable[[Event], None]] = field(default_factory=list)
-    counts: dict[str, int] = field(default_factory=dict)
-    replay: bool = False
-
-    def __call__(self, event: Event) -> None:
-        if self.replay:
-            event = event.model_copy(update={"replay": True})
-        self.counts[event.kind] = self.counts.get(event.kind, 0) + 1
-        if isinstance(event, WeldResult):
-            log.info(
-                "weld_result",
-                weld_id=event.weld_id,
-                station=event.station,
-                label=event.label_name,
-                p_defect=round(event.p_defect, 6),
-                n_windows=event.n_windows,
-                duration_s=round(event.duration_s, 3),
-                degraded_reasons=event.degraded_reasons,
-            )
-        elif isinstance(event, WeldStart | WeldAlert):
-            log.info(event.kind, weld_id=event.weld_id, station=event.station)
-        elif not isinstance(event, WeldProgress):
-            log.warning(event.kind, **event.model_dump(mode="json", exclude={"kind"}))
-        if self.publisher is not None:
-            self.publisher.send(event)
-        for listener in self.listeners:
-            listener(event)
-
-
 @asynccontextmanager
 async def mqtt_link(
     cfg: MonitorConfig,
@@ -265,8 +220,8 @@ def report_interrupted_welds(
     """Results for the welds a killed daemon left open, through `events` (so they reach MQTT:
     call it once `events` has the publisher, before any new audio), and one error naming
     them."""
-    if publisher is not None and publisher.outbox is not None:
-        welds = report_interrupted(publisher.outbox, events)
+    if publisher is not None:
+        welds = report_interrupted(publisher.spool, events)
         if welds:
             report(ErrorCode.INTERRUPTED_WELDS, interrupted_message(welds))
 

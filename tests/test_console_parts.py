@@ -25,8 +25,8 @@ from monitor.console.security import (
     read_auth_file,
 )
 from monitor.console.store import StoreError, WeldStore
-from monitor.console.topics import PrefixError, classify, parse_prefix
 from monitor.events import Source, WeldAlert, WeldProgress, WeldResult, new_weld_id
+from monitor.live.topics import PrefixError, classify, parse_prefix
 from monitor.ops.clip_policy import ClipsConfig
 from monitor.ops.clips import ClipStore
 from training.dataset import index_dataset

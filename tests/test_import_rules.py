@@ -75,11 +75,12 @@ def test_a_synthetic_tree_breaking_each_rule_is_reported_rule_by_rule(tmp_path: 
         "monitor.replay -> training.train: monitor never imports training",
         "monitor.pipeline.core -> monitor.publish.publisher: "
         "monitor.pipeline never imports monitor.publish",
-        "monitor.watch.view -> monitor.pipeline: monitor.watch imports only monitor.events, "
-        "monitor.publish.settings, monitor.backoff, deploy, weldmon and its own room",
-        "monitor.watch.view -> monitor.pipeline.core: monitor.watch imports only "
+        "monitor.watch.view -> monitor.pipeline: monitor.watch imports only monitor.live, "
         "monitor.events, monitor.publish.settings, monitor.backoff, deploy, weldmon and its "
         "own room",
+        "monitor.watch.view -> monitor.pipeline.core: monitor.watch imports only "
+        "monitor.live, monitor.events, monitor.publish.settings, monitor.backoff, deploy, "
+        "weldmon and its own room",
         "monitor.audio.capture -> monitor.config: monitor.audio imports only deploy, "
         "monitor.events, monitor.backoff and its own room",
         "monitor.pipeline.core -> monitor.publish.publisher: monitor.pipeline imports only "
@@ -103,3 +104,21 @@ def test_a_view_importing_a_deploy_module_that_loads_torch_is_reported() -> None
     ]
     graph["deploy.loader"] = {"numpy"}
     assert violations(graph) == []
+
+
+def test_the_live_view_core_is_shared_by_both_views_and_imports_neither() -> None:
+    graph = import_graph(REPO)
+    assert {"monitor.live.state", "monitor.live.feed"} <= graph["monitor.console.ingest"]
+    assert "monitor.live.state" in graph["monitor.watch.state"]
+    broken = {
+        "monitor.live.state": {"monitor.events", "monitor.console.fleet"},
+        "monitor.live.feed": {"monitor.backoff", "monitor.publish.settings"},
+        "monitor.live.topics": {"monitor.events", "torch"},
+    }
+    assert violations(broken) == [
+        "monitor.live.feed -> monitor.publish.settings: monitor.live imports only "
+        "monitor.events, monitor.backoff, deploy and its own room",
+        "monitor.live.state -> monitor.console.fleet: monitor.live imports only "
+        "monitor.events, monitor.backoff, deploy and its own room",
+        "monitor.live.topics -> torch: never loads torch, not even indirectly",
+    ]

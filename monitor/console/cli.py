@@ -34,7 +34,7 @@ from deploy.errors import WeldmonError
 from deploy.inputs import MAX_CONFIG_BYTES, check_input_file, read_input_text
 from monitor.console.clipfiles import ClipFolders
 from monitor.console.fleet import COMMAND_LINE_MUTE, DEFAULT_HISTORY, Fleet
-from monitor.console.ingest import BrokerOptions, Ingest
+from monitor.console.ingest import Ingest
 from monitor.console.security import (
     CsrfGuard,
     ListenAddress,
@@ -51,9 +51,10 @@ from monitor.console.store import (
     StoreError,
     WeldStore,
 )
-from monitor.console.topics import PrefixError, PrefixPattern, parse_prefix
 from monitor.console.web import create_app
 from monitor.events import DEFAULT_TOPIC_PREFIX, STATION_PATTERN
+from monitor.live.feed import BrokerOptions
+from monitor.live.topics import PrefixError, PrefixPattern, parse_prefix
 from monitor.publish.settings import MqttConfig
 from weldmon.cli import EXIT_OK, EXIT_USAGE, Command
 

@@ -25,11 +25,11 @@ from starlette.requests import Request
 from starlette.responses import HTMLResponse, PlainTextResponse, RedirectResponse, Response
 from starlette.routing import Route
 
-from monitor.console.ingest import CONNECT_TIMEOUT_S, BrokerOptions
 from monitor.console.shadow_store import comparison
 from monitor.console.state import ConsoleState
 from monitor.events import SHA256_PATTERN
 from monitor.events.shadow import ModelAction, ModelCommand, model_command_topic
+from monitor.live.feed import CONNECT_TIMEOUT_S, BrokerOptions
 
 COMMAND_QOS = 1
 

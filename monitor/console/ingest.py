@@ -1,9 +1,11 @@
 """The console's MQTT loop: subscribe under every ``--prefix``, keep the live state and the
 history, and tell the web layer what changed.
 
-One connection, reconnecting with capped, jittered back-off like `weldmon watch`. By default
-it is a persistent session (a fixed client id, ``clean_session=False``, QoS 1), so the broker
-queues results and alerts while the console restarts and the history has no holes.
+The live state and its rules, the topic routing and the reconnecting connection are the
+live-view core's (``monitor.live``), the same as `weldmon watch`'s; this module adds the
+history, the shadow verdicts and the teach-in replies. By default it is a persistent session
+(a fixed client id, ``clean_session=False``, QoS 1), so the broker queues results and alerts
+while the console restarts and the history has no holes.
 
 Nothing a message carries can stop the loop: a payload that is not a weldmon message, an
 event whose station contradicts its topic, a history write that fails, are each counted and
@@ -12,66 +14,29 @@ shown, and the loop goes on.
 
 from __future__ import annotations
 
-import asyncio
 import random
-import ssl
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
-import aiomqtt
 import structlog
 
-from monitor.backoff import backoff_delay
-from monitor.console.fleet import Change, Fleet
+from monitor.console.fleet import Fleet
 from monitor.console.shadow_store import add_shadow
 from monitor.console.store import ConsoleDb, WeldStore
-from monitor.console.topics import PrefixPattern, Route, classify
-from monitor.events import (
-    ErrorEvent,
-    MalformedMessageError,
-    WeldAlert,
-    WeldResult,
-    parse_event,
-    parse_status,
-)
+from monitor.events import ErrorEvent, MalformedMessageError, WeldAlert, WeldResult
 from monitor.events.shadow import parse_shadow_result
 from monitor.events.teach import TeachReply, parse_teach_reply
-
-RECONNECT_MIN_S = 0.5  # a broker restart takes about a second
-RECONNECT_MAX_S = 10.0  # an operator's page should come back within seconds
-KEEPALIVE_S = 10  # a silently dead link shows as disconnected within ~15 s
-CONNECT_TIMEOUT_S = 5.0
-SUBSCRIBE_QOS = 1  # results and alerts must not be lost between broker and console
-_KIND_OF_TOPIC = {
-    "start": "weld_start",
-    "progress": "weld_progress",
-    "alert": "weld_alert",
-    "result": "weld_result",
-}
+from monitor.live.feed import BrokerOptions, follow
+from monitor.live.messages import apply_message
+from monitor.live.state import Change, ConnectionState
+from monitor.live.topics import PrefixPattern, Route, classify
 
 log = structlog.get_logger(__name__)
 
 
 def _utc_now() -> datetime:
     return datetime.now(UTC)
-
-
-@dataclass(frozen=True)
-class BrokerOptions:
-    """Where and how to connect."""
-
-    host: str
-    port: int
-    username: str | None = None
-    password: str | None = None
-    tls_context: ssl.SSLContext | None = None
-    client_id: str | None = None  # None: a random id and a clean session
-
-    @property
-    def label(self) -> str:
-        host = f"[{self.host}]" if ":" in self.host else self.host
-        return f"{host}:{self.port}"
 
 
 @dataclass
@@ -111,43 +76,22 @@ class Ingest:
         self.teach: dict[tuple[str, str], TeachReply] = {}
         # (daemon prefix, station, teach-in run) -> its welds' ids as their results arrived
         self.teach_welds: dict[tuple[str, str, str], list[str]] = {}
-        self._rng = rng or random.Random()
-        self._failures = 0
+        self._rng = rng
 
     async def run(self) -> None:
-        o = self.options
-        while True:
-            self.on_change(self.fleet.set_connection("connecting", _utc_now()))
-            try:
-                async with aiomqtt.Client(
-                    o.host,
-                    o.port,
-                    identifier=o.client_id,
-                    clean_session=o.client_id is None,
-                    username=o.username,
-                    password=o.password,
-                    keepalive=KEEPALIVE_S,
-                    timeout=CONNECT_TIMEOUT_S,
-                    tls_context=o.tls_context,
-                ) as client:
-                    for pattern in self.patterns:
-                        await client.subscribe(pattern.subscription, qos=SUBSCRIBE_QOS)
-                    self._failures = 0
-                    self.on_change(self.fleet.set_connection("connected", _utc_now()))
-                    async for message in client.messages:
-                        payload = message.payload
-                        # paho hands over bytes; aiomqtt's type also allows str/number/None.
-                        data = payload if isinstance(payload, bytes) else str(payload).encode()
-                        await self.handle(message.topic.value, data)
-            except aiomqtt.MqttError as exc:
-                delay = backoff_delay(self._failures, RECONNECT_MIN_S, RECONNECT_MAX_S, self._rng)
-                self._failures += 1
-                self.on_change(
-                    self.fleet.set_connection(
-                        "disconnected", _utc_now(), retry_in_s=delay, error=str(exc)
-                    )
-                )
-                await asyncio.sleep(delay)
+        """Follow every pattern with the live core's reconnecting feed until cancelled."""
+        await follow(
+            self.options,
+            [pattern.subscription for pattern in self.patterns],
+            self._link,
+            self.handle,
+            self._rng,
+        )
+
+    def _link(self, state: ConnectionState, retry_in_s: float | None, error: str | None) -> None:
+        self.on_change(
+            self.fleet.set_connection(state, _utc_now(), retry_in_s=retry_in_s, error=error)
+        )
 
     async def handle(self, topic: str, payload: bytes) -> None:
         """Apply one message (never raises for anything the message carries)."""
@@ -156,52 +100,32 @@ class Ingest:
         route = classify(self.patterns, topic)
         if route is None or route.kind == "ignored":
             return
-        if route.kind == "status":
-            self._status(route, payload)
-            return
         if route.kind == "shadow":
             await self._shadow(route, topic, payload)
             return
         if route.kind == "teach":
             self._teach(route, topic, payload)
             return
-        try:
-            event = parse_event(payload)
-        except MalformedMessageError as exc:
-            self.on_change(self.fleet.bad_message(route.prefix, f"{topic}: {exc}"))
-            return
-        if route.kind == "error" and not isinstance(event, ErrorEvent):
-            self.on_change(self.fleet.bad_message(route.prefix, f"{topic}: not an error event"))
-            return
-        if route.kind == "weld" and (
-            isinstance(event, ErrorEvent)
-            or event.station != route.station
-            or event.kind != _KIND_OF_TOPIC[topic.rsplit("/", 1)[1]]
-        ):
-            self.on_change(
-                self.fleet.bad_message(route.prefix, f"{topic}: event does not match its topic")
-            )
-            return
-        if not self.fleet.is_new(event.event_id):
+        applied = apply_message(self.fleet, route, topic, payload, _utc_now())
+        if applied.duplicate:
             self.counters.duplicates += 1
-            return
-        self.counters.by_kind[event.kind] = self.counters.by_kind.get(event.kind, 0) + 1
+        event = applied.event
+        if event is not None:
+            self.counters.by_kind[event.kind] = self.counters.by_kind.get(event.kind, 0) + 1
         if isinstance(event, ErrorEvent):
             await self._store(WeldStore.add_error, route.prefix, event)
-            self.on_change(self.fleet.apply_error(route.prefix, event))
-            return
-        change, facts = self.fleet.apply_weld(route.prefix, event)
-        if isinstance(event, WeldResult):
+        elif isinstance(event, WeldResult) and applied.facts is not None:
             self.counters.results += 1
             if event.teach_in and event.teach_in_run:
                 self._teach_weld(route.prefix, event)
+            facts = applied.facts
             await self._store(
                 WeldStore.add_result, route.prefix, event, _utc_now(), facts.alerted, facts.window_s
             )
         elif isinstance(event, WeldAlert):
             await self._store(WeldStore.add_alert, route.prefix, event)
-        if change is not None:
-            self.on_change(change)
+        if applied.change is not None:
+            self.on_change(applied.change)
 
     async def _shadow(self, route: Route, topic: str, payload: bytes) -> None:
         """A shadow model's verdict: kept beside the production result for `/compare`."""
@@ -236,17 +160,6 @@ class Ingest:
         welds = self.teach_welds.setdefault(key, [])
         if len(welds) < TEACH_WELDS_KEPT:
             welds.append(event.weld_id)
-
-    def _status(self, route: Route, payload: bytes) -> None:
-        if not payload:  # a cleared retained status: no daemon announces itself there
-            self.on_change(self.fleet.apply_status(route.prefix, None))
-            return
-        try:
-            status = parse_status(payload)
-        except MalformedMessageError as exc:
-            self.on_change(self.fleet.bad_message(route.prefix, f"{route.prefix}/status: {exc}"))
-            return
-        self.on_change(self.fleet.apply_status(route.prefix, status))
 
     async def _store(self, method: Callable[..., object], *args: object) -> None:
         try:

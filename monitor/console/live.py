@@ -15,7 +15,7 @@ from dataclasses import dataclass
 
 import structlog
 
-from monitor.console.fleet import Change
+from monitor.live.state import Change
 
 CLIENT_QUEUE = 256  # fragments buffered per page before it is dropped
 MAX_CLIENTS = 64  # open overview pages at once; more are refused (the HTTP server stays up)

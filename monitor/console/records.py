@@ -11,8 +11,8 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from monitor.console.fleet import Verdict, part_id_of
 from monitor.events import WeldResult, format_utc
+from monitor.live.state import Verdict, part_id_of
 
 
 @dataclass(frozen=True)

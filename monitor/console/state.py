@@ -13,12 +13,13 @@ from datetime import UTC, datetime
 from typing import Any
 
 from monitor.console.clipfiles import ClipFolders
-from monitor.console.fleet import COMMAND_LINE_MUTE, Change, Fleet
+from monitor.console.fleet import COMMAND_LINE_MUTE, Fleet
 from monitor.console.ingest import Ingest
 from monitor.console.live import Hub
 from monitor.console.security import CsrfGuard
 from monitor.console.store import ConsoleDb, StoreError, WeldStore
 from monitor.console.views import FragmentRenderer, make_environment
+from monitor.live.state import Change
 
 
 @dataclass

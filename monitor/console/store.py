@@ -23,9 +23,9 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from deploy.errors import WeldmonError
-from monitor.console.fleet import Verdict, part_id_of
 from monitor.console.records import Review, StationCounts, WeldFilter, WeldRow
 from monitor.events import ErrorEvent, WeldAlert, WeldResult, format_utc, parse_event
+from monitor.live.state import Verdict, part_id_of
 
 SCHEMA_VERSION = 1
 DEFAULT_RETENTION_DAYS = 365.0  # a year of welds: ~1 KB each, 100k welds ~ 100 MB

@@ -13,8 +13,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime
 
-from monitor.console.fleet import PrefixLive
+from monitor.console.fleet import StationCard
 from monitor.console.views import HEALTH_CODES
+from monitor.live.state import PrefixLive
 
 OUTBOX_CODE = "outbox_degraded"
 
@@ -48,7 +49,7 @@ class DaemonHealth:
     outbox: str  # "no problem reported" or the latest outbox_degraded message
 
 
-def daemon_health(group: PrefixLive, now: datetime) -> DaemonHealth:
+def daemon_health(group: PrefixLive[StationCard], now: datetime) -> DaemonHealth:
     """What the system page says about one daemon."""
     status, last = group.status, group.last_result
     latest: dict[str, HealthNote] = {}

@@ -16,10 +16,11 @@ from typing import Any
 
 import jinja2
 
-from monitor.console.fleet import Change, Fleet, StationLive
+from monitor.console.fleet import Fleet, StationCard
 from monitor.console.live import Fragment
 from monitor.console.urls import weld_url
 from monitor.events import WeldResult
+from monitor.live.state import Change
 
 TEMPLATES = Path(__file__).with_name("templates")
 STATIC = Path(__file__).with_name("static")
@@ -255,7 +256,7 @@ class FragmentRenderer:
         )
         return [Fragment(group.key, html, parent="groups")]
 
-    def station(self, station: StationLive) -> list[Fragment]:
+    def station(self, station: StationCard) -> list[Fragment]:
         html = self.env.get_template("_station.html").render({**self.context, "s": station})
         return [Fragment(station.key, html)]
 

@@ -110,11 +110,10 @@ def copy_totals(
         metrics.advance_to(metrics.device_losses, capture.device_losses)
     if publisher is not None:
         metrics.advance_to(metrics.mqtt_reconnects, publisher.counters.reconnects)
-        if publisher.outbox is not None:
-            metrics.advance_to(metrics.outbox_over_bound, publisher.outbox.counters.over_bound)
-        metrics.advance_to(metrics.outbox_write_failures, publisher.spool.counters.write_failures)
-        if publisher.outbox is not None:
-            metrics.advance_to(metrics.outbox_reopened, publisher.outbox.counters.reopened)
+        spool = publisher.spool  # the one facade over the outbox and the events held in memory
+        metrics.advance_to(metrics.outbox_over_bound, spool.over_bound)
+        metrics.advance_to(metrics.outbox_write_failures, spool.counters.write_failures)
+        metrics.advance_to(metrics.outbox_reopened, spool.reopened)
         ignored = metrics.inbound_ignored
         metrics.advance_to(ignored.labels(reason="retained"), publisher.counters.ignored_retained)
         metrics.advance_to(ignored.labels(reason="empty"), publisher.counters.ignored_empty)

@@ -19,6 +19,7 @@ from __future__ import annotations
 import contextlib
 from collections.abc import Callable
 from datetime import timedelta
+from typing import Protocol
 
 import structlog
 from pydantic import ValidationError
@@ -32,7 +33,7 @@ from monitor.events import (
     WeldStart,
     parse_event,
 )
-from monitor.publish.outbox import OpenWeldRecord, Outbox, OutboxError
+from monitor.publish.outbox import OpenWeldRecord, OutboxError
 
 log = structlog.get_logger(__name__)
 
@@ -74,7 +75,15 @@ def interrupted_result(record: OpenWeldRecord) -> WeldResult:
     )
 
 
-def report_interrupted(outbox: Outbox, emit: Callable[[WeldResult], None]) -> list[str]:
+class OpenWelds(Protocol):
+    """Where the open welds are kept: the outbox, or the publisher's spool in front of it."""
+
+    def open_welds(self) -> list[OpenWeldRecord]: ...
+
+    def forget_weld(self, weld_id: str) -> None: ...
+
+
+def report_interrupted(outbox: OpenWelds, emit: Callable[[WeldResult], None]) -> list[str]:
     """Emit a result for every weld the outbox knows as open; returns their weld_ids. Each
     stored result closes its weld in the outbox; a row that cannot be read as a weld start
     is logged and dropped (it can never get a result)."""

@@ -9,7 +9,8 @@ connect messages, then drains. Inbound messages on ``subscriptions`` are handed 
 ``on_message(topic, payload)`` on the event loop; an exception there is counted and logged,
 the connection stays up. Retained inbound messages and empty payloads (a retained message
 being cleared) are ignored, counted and logged: commands and triggers are acted on only when
-they are sent. What goes into the outbox, and progress: `monitor.publish.publisher`.
+they are sent. What goes into the queue, and progress: `monitor.publish.publisher`, which
+holds one link (composed, not inherited: the link knows nothing of events).
 """
 
 from __future__ import annotations
@@ -30,9 +31,8 @@ import structlog
 from deploy.errors import WeldmonError
 from monitor.backoff import RateLimitedLog, backoff_delay
 from monitor.events import status_topic
-from monitor.publish.outbox import Outbox
 from monitor.publish.settings import MqttConfig
-from monitor.publish.spool import Spool, StateHook
+from monitor.publish.spool import Spool
 
 DRAIN_BATCH = 64  # outbox rows read per query while draining
 DEFAULT_CLOSE_TIMEOUT_S = 5.0
@@ -75,29 +75,33 @@ class PublisherCounters:
 
 
 class MqttLink:
-    """One reconnecting MQTT connection that drains the outbox (see :class:`MqttPublisher`
-    for the arguments and the send API built on it)."""
+    """One reconnecting MQTT connection that drains ``queue`` in order (the arguments are
+    :class:`~monitor.publish.publisher.MqttPublisher`'s, which builds and holds the link).
+
+    Args:
+        settings: broker, credentials, TLS, prefix and timing.
+        queue: the events to deliver (the outbox behind its spool); the link reads them in
+            order and reports each delivered one, never adds any.
+        status_payload, on_message, subscriptions, connect_messages, rng: see
+            :class:`~monitor.publish.publisher.MqttPublisher`.
+    """
 
     def __init__(
         self,
         settings: MqttConfig,
-        outbox: Outbox | None,
+        queue: Spool,
         *,
         status_payload: Callable[[str], bytes] | None,
         on_message: Callable[[str, bytes], None] | None = None,
         subscriptions: Sequence[str] = (),
         connect_messages: Callable[[], Sequence[tuple[str, bytes, bool]]] | None = None,
-        on_outbox_state: StateHook | None = None,
-        publish_progress: bool = True,
         rng: random.Random | None = None,
     ) -> None:
         self.settings = settings
         self.counters = PublisherCounters()
         # Monotonic times (s) of recent connect attempts: shows the back-off at work.
         self.attempt_times: collections.deque[float] = collections.deque(maxlen=ATTEMPT_HISTORY)
-        self._outbox = outbox
-        self.spool = Spool(outbox, on_state=on_outbox_state, on_stored=self.notify)
-        self.publish_progress = publish_progress
+        self.spool = queue
         self._status_payload = status_payload
         self._on_message = on_message
         self._subscriptions = list(subscriptions)
@@ -115,16 +119,19 @@ class MqttLink:
         self._final_state = "stopped"
         self._run_task: asyncio.Task[None] | None = None
         self._owned_task: asyncio.Task[None] | None = None
-        self._volatile_tasks: set[asyncio.Task[None]] = set()
         self._failure_log = RateLimitedLog(FAILURE_LOG_INTERVAL_S)
 
-    @property
-    def outbox(self) -> Outbox | None:
-        """The durable store this publisher drains (None: memory only); `spool` has the
-        events waiting in memory as well."""
-        return self._outbox
+    # -- what the publisher uses (event-loop thread unless said otherwise) -------------------
 
-    # -- shared by the link and the send API (event-loop thread unless said otherwise) -----
+    @property
+    def live_client(self) -> aiomqtt.Client | None:
+        """The connected client, or None while there is no usable connection."""
+        return self._client if self.counters.connected else None
+
+    @property
+    def publishes_status(self) -> bool:
+        """Whether this client publishes a retained status (replay's does not)."""
+        return self._status_payload is not None
 
     def notify(self) -> None:
         """Wake the drain after rows were added to the outbox; safe from any thread."""
@@ -132,7 +139,7 @@ class MqttLink:
         if loop is not None and wake is not None and not loop.is_closed():
             loop.call_soon_threadsafe(wake.set)
 
-    def _status(self, state: str) -> tuple[str, bytes]:
+    def status(self, state: str) -> tuple[str, bytes]:
         """The retained status message for `state`: (topic, payload)."""
         assert self._status_payload is not None
         return status_topic(self.settings.topic_prefix), self._status_payload(state)
@@ -227,7 +234,7 @@ class MqttLink:
         s = self.settings
         will = None
         if self._status_payload is not None:
-            will = aiomqtt.Will(*self._status("offline"), qos=1, retain=True)
+            will = aiomqtt.Will(*self.status("offline"), qos=1, retain=True)
         return aiomqtt.Client(
             s.host,
             s.port,
@@ -249,7 +256,7 @@ class MqttLink:
             self._client = client
             try:
                 if self._status_payload is not None:
-                    await client.publish(*self._status("online"), qos=1, retain=True)
+                    await client.publish(*self.status("online"), qos=1, retain=True)
                 for topic_filter in self._subscriptions:
                     await client.subscribe(topic_filter, qos=1)
                 if self._connect_messages is not None:
@@ -343,7 +350,7 @@ class MqttLink:
         if self._status_payload is None:
             log.info("mqtt.stopped", state=None)
             return
-        await client.publish(*self._status(self._final_state), qos=1, retain=True)
+        await client.publish(*self.status(self._final_state), qos=1, retain=True)
         log.info("mqtt.stopped", state=self._final_state)
 
     # -- failures ----------------------------------------------------------------------------

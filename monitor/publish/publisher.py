@@ -12,14 +12,20 @@ Ownership and overload:
   disconnected, or beyond ``MAX_VOLATILE_IN_FLIGHT``, it is dropped and counted, never queued:
   a stale progress value is worse than none.
 
-The connection itself (reconnecting with back-off, the drain, inbound messages) is
-:class:`monitor.publish.link.MqttLink`, which this class extends.
+The publisher holds its two parts rather than being one of them: the queue
+(:class:`monitor.publish.spool.Spool`, the one facade over the durable outbox and what is
+held in memory) and the connection (:class:`monitor.publish.link.MqttLink`: reconnecting
+with back-off, the drain, inbound messages). As an event sink of the router
+(`monitor.publish.router`) it is :meth:`MqttPublisher.send`.
 """
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Sequence
+import random
+from collections.abc import Callable, Sequence
+from types import TracebackType
+from typing import Self
 
 import aiomqtt
 import structlog
@@ -34,8 +40,10 @@ from monitor.events import (
     qos_for,
     topic_for,
 )
-from monitor.publish.link import MqttLink
-from monitor.publish.outbox import NewMessage
+from monitor.publish.link import DEFAULT_CLOSE_TIMEOUT_S, MqttLink, PublisherCounters
+from monitor.publish.outbox import NewMessage, Outbox
+from monitor.publish.settings import MqttConfig
+from monitor.publish.spool import Spool, StateHook
 
 # Progress publishes awaiting the socket at once; more means the link is stalled, so drop.
 MAX_VOLATILE_IN_FLIGHT = 64
@@ -43,7 +51,7 @@ MAX_VOLATILE_IN_FLIGHT = 64
 log = structlog.get_logger(__name__)
 
 
-class MqttPublisher(MqttLink):
+class MqttPublisher:
     """Publishes the outbox (and progress) over one reconnecting MQTT connection.
 
     Args:
@@ -64,6 +72,74 @@ class MqttPublisher(MqttLink):
             interrupted welds, see :meth:`remember`).
         rng: randomness of the back-off jitter (seed it for reproducible timing).
     """
+
+    def __init__(
+        self,
+        settings: MqttConfig,
+        outbox: Outbox | None,
+        *,
+        status_payload: Callable[[str], bytes] | None,
+        on_message: Callable[[str, bytes], None] | None = None,
+        subscriptions: Sequence[str] = (),
+        connect_messages: Callable[[], Sequence[tuple[str, bytes, bool]]] | None = None,
+        on_outbox_state: StateHook | None = None,
+        publish_progress: bool = True,
+        rng: random.Random | None = None,
+    ) -> None:
+        self.settings = settings
+        self.publish_progress = publish_progress
+        # The queue wakes the link's drain after a retry stored held events.
+        self.spool = Spool(outbox, on_state=on_outbox_state, on_stored=self.notify)
+        self.link = MqttLink(
+            settings,
+            self.spool,
+            status_payload=status_payload,
+            on_message=on_message,
+            subscriptions=subscriptions,
+            connect_messages=connect_messages,
+            rng=rng,
+        )
+        self._volatile_tasks: set[asyncio.Task[None]] = set()
+
+    # -- the link's state and lifetime, as the daemon and its metrics read them ----------------
+
+    @property
+    def counters(self) -> PublisherCounters:
+        """Connection state and monotonic counters (the link's)."""
+        return self.link.counters
+
+    @property
+    def attempt_times(self) -> Sequence[float]:
+        """Monotonic times (s) of recent connect attempts."""
+        return self.link.attempt_times
+
+    def notify(self) -> None:
+        """Wake the drain after events were queued; safe from any thread."""
+        self.link.notify()
+
+    async def run(self) -> None:
+        """Connect, serve and reconnect until :meth:`close` is called."""
+        await self.link.run()
+
+    async def close(
+        self, final_state: str = "stopped", timeout_s: float = DEFAULT_CLOSE_TIMEOUT_S
+    ) -> None:
+        """Drain as far as the broker allows within ``timeout_s``, publish the retained
+        ``final_state``, disconnect cleanly (`MqttLink.close`)."""
+        await self.link.close(final_state, timeout_s)
+
+    async def __aenter__(self) -> Self:
+        """Run the link in a background task owned by this context."""
+        await self.link.__aenter__()
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.link.__aexit__(exc_type, exc, tb)
 
     # -- the seams the daemon calls (event-loop thread unless said otherwise) ----------------
 
@@ -103,12 +179,8 @@ class MqttPublisher(MqttLink):
 
     def publish_volatile(self, topic: str, payload: bytes) -> None:
         """Send a QoS 0 message now if connected; otherwise drop and count it."""
-        client = self._client
-        if (
-            client is None
-            or not self.counters.connected
-            or len(self._volatile_tasks) >= MAX_VOLATILE_IN_FLIGHT
-        ):
+        client = self.link.live_client
+        if client is None or len(self._volatile_tasks) >= MAX_VOLATILE_IN_FLIGHT:
             self.counters.dropped_volatile += 1
             return
         task = asyncio.get_running_loop().create_task(client.publish(topic, payload, qos=0))
@@ -118,9 +190,9 @@ class MqttPublisher(MqttLink):
     async def announce(self, state: str = "online") -> bool:
         """Publish the retained status now (e.g. after a reload changed the model it names);
         False when disconnected or when this client publishes no status."""
-        if self._status_payload is None:
+        if not self.link.publishes_status:
             return False
-        return await self.publish_now(*self._status(state), retain=True)
+        return await self.publish_now(*self.link.status(state), retain=True)
 
     async def publish_all(self, messages: Sequence[tuple[str, bytes, bool]], what: str) -> int:
         """`publish_now` each (topic, payload, retain) at QoS 1; logs and returns how many
@@ -135,8 +207,8 @@ class MqttPublisher(MqttLink):
         """Publish one message on the live connection (not through the outbox); False when
         disconnected or the publish failed. For messages that are re-sent on every connect
         anyway (status, discovery), so a loss is repaired by the next connect."""
-        client = self._client
-        if client is None or not self.counters.connected:
+        client = self.link.live_client
+        if client is None:
             return False
         try:
             await client.publish(topic, payload, qos=qos, retain=retain)

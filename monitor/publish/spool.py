@@ -1,5 +1,6 @@
 """The publisher's queue of QoS 1 events: the durable outbox, and in memory what it could not
-take.
+take. The one facade over both: the publisher, its link, the metrics, /healthz and the
+interrupted-weld report read and write the outbox only through a `Spool`.
 
 Normal case: `put` writes the event into the outbox (committed and fsynced before it
 returns) and the publisher drains rows in order, acking each after the broker's PUBACK.
@@ -46,7 +47,7 @@ import structlog
 
 from monitor.backoff import backoff_delay
 from monitor.events import WeldProgress
-from monitor.publish.outbox import NewMessage, Outbox, OutboxError
+from monitor.publish.outbox import NewMessage, OpenWeldRecord, Outbox, OutboxError
 
 RETRY_MIN_S = 0.5  # first wait before writing held events again
 # Cap of the retry back-off: a recovered disk is noticed within this many seconds. Each
@@ -160,6 +161,26 @@ class Spool:
                 continue
             return waiting[0] if waiting else None
         return None
+
+    @property
+    def over_bound(self) -> int:
+        """Events stored past the outbox's bound, all time (0 without an outbox)."""
+        return self.outbox.counters.over_bound if self.outbox is not None else 0
+
+    @property
+    def reopened(self) -> int:
+        """Times the outbox made its file anew (0 without an outbox)."""
+        return self.outbox.counters.reopened if self.outbox is not None else 0
+
+    def open_welds(self) -> list[OpenWeldRecord]:
+        """Welds with a stored start and no result (none without an outbox); OutboxError
+        when the outbox cannot be read."""
+        return self.outbox.open_welds() if self.outbox is not None else []
+
+    def forget_weld(self, weld_id: str) -> None:
+        """Drop an open weld that can never get a result; OutboxError when it fails."""
+        if self.outbox is not None:
+            self.outbox.forget_weld(weld_id)
 
     # -- the event loop's calls -----------------------------------------------------------------
 

@@ -1,8 +1,9 @@
 """`weldmon watch`, the terminal view: a separate process that is only an MQTT client.
 
-Owns the connection loop and CLI (`app`), the pure state model (`state`) and the rich
-rendering (`view`).
+Owns the CLI and screen loop (`app`), its one prefix of the live-view core (`state`) and the
+rich rendering (`view`); the state rules and the reconnect loop are ``monitor.live``'s.
 
-May import: ``monitor.events``, ``monitor.publish.settings``, ``monitor.backoff``, deploy
-helpers that do not import torch, and its own room; nothing else of the monitor.
+May import: ``monitor.live``, ``monitor.events``, ``monitor.publish.settings``,
+``monitor.backoff``, deploy helpers that do not import torch, and its own room; nothing else
+of the monitor.
 """

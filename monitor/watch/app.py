@@ -1,13 +1,13 @@
 """`weldmon watch`: a live terminal view of every station, read only from MQTT.
 
 It subscribes to ``{prefix}/#`` on any broker the daemon publishes to, so it runs on any
-machine that can reach the broker (no model, no audio, no torch). The connection is one
-short reconnect loop with capped, jittered back-off; the screen says when the watcher
-itself is disconnected and when it will try again, so a frozen figure is never mistaken
-for a quiet line.
+machine that can reach the broker (no model, no audio, no torch). The state rules and the
+reconnect loop (capped, jittered back-off) are the live-view core's (``monitor.live``),
+shared with the console; the screen says when the watcher itself is disconnected and when
+it will try again, so a frozen figure is never mistaken for a quiet line.
 
-Layers: ``monitor.watch.state`` (pure state model) <- this module (MQTT, CLI) ->
-``monitor.watch.view`` (rich rendering).
+Layers: ``monitor.live`` (state rules, feed) <- ``monitor.watch.state`` (one prefix of it)
+<- this module (CLI, screen loop) -> ``monitor.watch.view`` (rich rendering).
 """
 
 from __future__ import annotations
@@ -23,14 +23,14 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
-import aiomqtt
 from rich.console import Console
 from rich.live import Live
 
 import monitor.publish.settings as settings
 from deploy.errors import WeldmonError
-from monitor.backoff import backoff_delay
 from monitor.events import DEFAULT_TOPIC_PREFIX
+from monitor.live.feed import BrokerOptions, follow
+from monitor.live.state import ConnectionState
 from monitor.watch.state import (
     DEFAULT_HISTORY,
     WatchState,
@@ -41,12 +41,7 @@ from monitor.watch.state import (
 from monitor.watch.view import render
 from weldmon.cli import EXIT_OK, EXIT_USAGE, Command
 
-RECONNECT_MIN_S = 0.5  # first retry soon: a broker restart takes about a second
-RECONNECT_MAX_S = 10.0  # an operator's screen should come back within seconds, not a minute
-KEEPALIVE_S = 10  # a silently dead link (no TCP reset) shows as disconnected within ~15 s
-CONNECT_TIMEOUT_S = 5.0
 REFRESH_S = 0.25  # screen redraws; also advances the elapsed time of a running weld
-SUBSCRIBE_QOS = 1  # so results and alerts are not lost between broker and watcher
 
 
 class WatchError(WeldmonError):
@@ -65,10 +60,13 @@ class WatchOptions:
     tls_context: ssl.SSLContext | None = None
     history: int = DEFAULT_HISTORY
 
+    def broker_options(self) -> BrokerOptions:
+        """The connection part, as the live core's feed takes it (a clean session)."""
+        return BrokerOptions(self.host, self.port, self.username, self.password, self.tls_context)
+
     @property
     def broker(self) -> str:
-        host = f"[{self.host}]" if ":" in self.host else self.host
-        return f"{host}:{self.port}"
+        return self.broker_options().label
 
 
 def parse_broker(text: str) -> tuple[str, int]:
@@ -83,8 +81,9 @@ def _utc_now() -> datetime:
 class Watcher:
     """Holds the current :class:`WatchState` and keeps it fed from the broker.
 
-    ``run()`` never returns on its own: it reconnects until cancelled. ``on_change`` is
-    called (on the event loop) after every state change.
+    ``run()`` never returns on its own: it reconnects until cancelled (the live core's one
+    loop, ``monitor.live.feed.follow``). ``on_change`` is called (on the event loop) after
+    every state change.
     """
 
     def __init__(
@@ -96,46 +95,32 @@ class Watcher:
         self.options = options
         self.state = initial_state(options.prefix, options.broker, options.history)
         self._on_change = on_change
-        self._rng = rng or random.Random()
-        self._failures = 0
+        self._rng = rng
 
     def _set(self, state: WatchState) -> None:
         self.state = state
         if self._on_change is not None:
             self._on_change(state)
 
+    def _link(
+        self, conn_state: ConnectionState, retry_in_s: float | None, error: str | None
+    ) -> None:
+        self._set(
+            apply_connection(self.state, conn_state, _utc_now(), retry_in_s=retry_in_s, error=error)
+        )
+
+    async def _message(self, topic: str, payload: bytes) -> None:
+        self._set(apply_message(self.state, topic, payload, _utc_now()))
+
     async def run(self) -> None:
         """Subscribe, apply every message, reconnect with back-off on any MQTT failure."""
-        o = self.options
-        while True:
-            self._set(apply_connection(self.state, "connecting", _utc_now()))
-            try:
-                async with aiomqtt.Client(
-                    o.host,
-                    o.port,
-                    username=o.username,
-                    password=o.password,
-                    keepalive=KEEPALIVE_S,
-                    timeout=CONNECT_TIMEOUT_S,
-                    tls_context=o.tls_context,
-                ) as client:
-                    await client.subscribe(f"{o.prefix}/#", qos=SUBSCRIBE_QOS)
-                    self._failures = 0
-                    self._set(apply_connection(self.state, "connected", _utc_now()))
-                    async for message in client.messages:
-                        payload = message.payload
-                        # paho hands over bytes; aiomqtt's type also allows str/number/None.
-                        data = payload if isinstance(payload, bytes) else str(payload).encode()
-                        self._set(apply_message(self.state, message.topic.value, data, _utc_now()))
-            except aiomqtt.MqttError as exc:
-                delay = backoff_delay(self._failures, RECONNECT_MIN_S, RECONNECT_MAX_S, self._rng)
-                self._failures += 1
-                self._set(
-                    apply_connection(
-                        self.state, "disconnected", _utc_now(), retry_in_s=delay, error=str(exc)
-                    )
-                )
-                await asyncio.sleep(delay)
+        await follow(
+            self.options.broker_options(),
+            [self.state.pattern.subscription],
+            self._link,
+            self._message,
+            self._rng,
+        )
 
 
 async def watch_screen(options: WatchOptions, console: Console | None = None) -> None:

@@ -8,6 +8,7 @@ function serves the live screen and tests (``Console(record=True)``).
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from datetime import datetime
 
 from rich.console import Group, RenderableType
@@ -16,7 +17,8 @@ from rich.progress_bar import ProgressBar
 from rich.table import Table
 from rich.text import Text
 
-from monitor.watch.state import CurrentWeld, StationView, Verdict, WatchState
+from monitor.live.state import CurrentWeld, StationLive, Verdict
+from monitor.watch.state import WatchState
 
 SHA_SHORT = 12  # hex digits of the model sha256 shown (enough to tell models apart by eye)
 BAR_WIDTH = 30  # characters of the p_defect bar
@@ -101,7 +103,7 @@ def _current(weld: CurrentWeld | None, state: WatchState, now: datetime) -> Rend
     return Group(line, grid)
 
 
-def _verdicts(verdicts: tuple[Verdict, ...]) -> RenderableType:
+def _verdicts(verdicts: Sequence[Verdict]) -> RenderableType:
     if not verdicts:
         return Text("no verdicts yet", style="dim")
     table = Table(box=None, padding=(0, 1), show_edge=False)
@@ -129,7 +131,7 @@ def _verdicts(verdicts: tuple[Verdict, ...]) -> RenderableType:
     return table
 
 
-def _station(view: StationView, state: WatchState, now: datetime) -> Panel:
+def _station(view: StationLive, state: WatchState, now: datetime) -> Panel:
     title = (
         f"[bold]station {view.name}[/]  welds {view.welds}  defects {view.defects}"
         f"  alerts {view.alerts}"

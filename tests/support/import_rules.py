@@ -16,6 +16,8 @@ from pathlib import Path
 
 FIRST_PARTY = ("deploy", "training", "monitor", "weldmon")
 VIEWS = ("monitor.watch", "monitor.console")  # separate processes, MQTT clients only
+LIVE_CORE = "monitor.live"  # the live-view core the views share (state rules, feed)
+LIVE_CORE_MAY_IMPORT = ("monitor.events", "monitor.backoff", "deploy")
 VIEW_MAY_IMPORT = ("monitor.events", "monitor.publish.settings", "monitor.backoff", "deploy")
 HEAVY = ("torch",)  # never reached from a view, however indirectly
 # What `pip install weldmon` (no extras) runs: the monitor and deploy's ONNX path. Importing
@@ -145,7 +147,9 @@ RULES: tuple[Forbid | AllowOnly, ...] = (
     Forbid("deploy", ("training", "monitor")),
     Forbid("monitor", ("training",)),
     Forbid("monitor.pipeline", ("monitor.publish",)),
-    *(AllowOnly(view, (*VIEW_MAY_IMPORT, "weldmon")) for view in VIEWS),
+    *(AllowOnly(view, (LIVE_CORE, *VIEW_MAY_IMPORT, "weldmon")) for view in VIEWS),
+    # The live-view core: the schema and the back-off helper, nothing of a view or the daemon.
+    AllowOnly(LIVE_CORE, LIVE_CORE_MAY_IMPORT),
     # Each room imports only the rooms below it on the data path (and deploy, weldmon).
     AllowOnly("monitor.events", ("deploy",)),
     AllowOnly("monitor.backoff", ()),
@@ -167,7 +171,7 @@ RULES: tuple[Forbid | AllowOnly, ...] = (
     ),
 )
 # Never reached, however indirectly, from the views and from what they and training share.
-TORCH_FREE = (*VIEWS, "monitor.events", "monitor.publish.settings", "monitor.backoff",
+TORCH_FREE = (*VIEWS, LIVE_CORE, "monitor.events", "monitor.publish.settings", "monitor.backoff",
               "deploy.segment", "deploy.dataset_layout")  # fmt: skip
 
 

@@ -1,9 +1,12 @@
-"""Which daemons the console follows: ``--prefix`` patterns, and what a topic under them is.
+"""Which daemons a live view follows: ``--prefix`` patterns, and what a topic under them is.
 
 A pattern is a plain topic prefix (``weldmon``, ``plant1/line3``) or one that ends in a
 single-level wildcard (``plant1/+``), which follows every daemon one level below it
 (``plant1/line3``, ``plant1/line4``, ...). Each daemon's prefix is the unit the views group
 stations by, because the retained status (online/offline/stopped) is per daemon.
+
+`weldmon watch` follows one plain prefix; the console any number of patterns. Both route
+every topic through :func:`classify`, so both read the same topics as the same kind.
 
 Pure: no I/O, so every rule is a unit test.
 """
