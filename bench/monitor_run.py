@@ -6,7 +6,12 @@ a Mosquitto broker (tests/support/broker.py); a shift generated from the shared 
 sink while `weldmon run` records it as a subprocess with an untrained seeded project artifact.
 
 - CPU: the daemon's user+system time while the shift plays (all its threads), in % of one
-  core. PulseAudio's and Mosquitto's CPU are not included.
+  core. PulseAudio's and Mosquitto's CPU are not included. ``cpu_by_part`` splits it by
+  thread from the daemon's own ``weldmon_thread_cpu_seconds_total`` (loop = the event loop:
+  resampling, segmentation, windows, tracker, MQTT; capture; audio_callback = PortAudio's
+  callback; inference; http; other = libpulse's client thread, ONNX Runtime's pool, the rest).
+- Idle (``--idle-s``, default 20 s): the same before the shift, the sink silent (digital
+  silence, no weld): ``idle_cpu_pct`` and ``idle_cpu_by_part``.
 - Memory: the daemon's VmRSS at the end and its peak (VmHWM).
 - Latency: each weld_result's arrival at a subscriber minus the moment the weld's last audio
   sample became available at the sound device. Two references:
@@ -49,10 +54,12 @@ import json
 import math
 import os
 import platform
+import re
 import subprocess
 import sys
 import tempfile
 import time
+import urllib.request
 from datetime import datetime
 from pathlib import Path
 
@@ -67,7 +74,7 @@ from deploy.segment.modes import SegmentationMode
 from deploy.segment.offline import segment_recording
 from monitor.audio.epoch_clock import FrameZeroClock
 from tests.support.artifacts import export_untrained
-from tests.support.broker import MosquittoBroker, MqttCollector
+from tests.support.broker import MosquittoBroker, MqttCollector, free_port
 from tests.support.data import weld_audio_root
 from tests.support.pulse import PulseAudio, reinitialise_portaudio
 
@@ -111,6 +118,21 @@ def memory_mb(pid: int) -> tuple[float, float]:
         line.split(":", 1) for line in Path(f"/proc/{pid}/status").read_text().splitlines()
     )
     return int(status["VmRSS"].split()[0]) / 1024, int(status["VmHWM"].split()[0]) / 1024
+
+
+def thread_cpu(port: int) -> dict[str, float]:
+    """The daemon's ``weldmon_thread_cpu_seconds_total`` by part (monitor/ops/thread_cpu.py)."""
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10) as reply:
+        text = reply.read().decode()
+    parts = {}
+    for m in re.finditer(r'^weldmon_thread_cpu_seconds_total\{part="([^"]+)"\} (\S+)$', text, re.M):
+        parts[m.group(1)] = float(m.group(2))
+    return parts
+
+
+def cpu_by_part(before: dict[str, float], after: dict[str, float], wall_s: float) -> dict:
+    """% of one core per part between two scrapes."""
+    return {k: round(100 * (after[k] - before.get(k, 0.0)) / wall_s, 2) for k in sorted(after)}
 
 
 def _utc(value: str) -> float:
@@ -213,6 +235,7 @@ def run_one(
     python: str = sys.executable,
     segmentation: SegmentationMode = DEFAULT_MODE,
     shadow: bool = False,
+    idle_s: float = 0.0,
 ) -> dict:
     flacs = _manifest()
     shifts = [
@@ -230,6 +253,7 @@ def run_one(
     state.mkdir()
     stations = [f"st{c + 1}" for c in range(channels)] if mode == "per_channel" else ["mix"]
     config = workdir / f"monitor{channels}{mode}.yaml"
+    http_port = free_port()
     config.write_text(
         yaml.safe_dump(
             {
@@ -246,6 +270,7 @@ def run_one(
                 "segmentation": {"mode": segmentation.value},
                 "state_dir": str(state),
                 "logging": {"level": "info"},
+                "http": {"host": "127.0.0.1", "port": http_port},
                 "shadow": {"path": str(candidate)} if shadow else None,
             }
         )
@@ -262,12 +287,23 @@ def run_one(
     try:
         collector.wait_for("weldmon/status", 1, STARTUP_TIMEOUT_S)
         time.sleep(3.0)  # capture open and first audio
+        idle: dict = {}
+        if idle_s > 0:  # the sink plays nothing: digital silence, no weld
+            parts0, c0, i0 = thread_cpu(http_port), cpu_seconds(proc.pid), time.monotonic()
+            time.sleep(idle_s)
+            parts1, c1, i1 = thread_cpu(http_port), cpu_seconds(proc.pid), time.monotonic()
+            idle = {
+                "idle_cpu_pct": round(100 * (c1 - c0) / (i1 - i0), 2),
+                "idle_cpu_by_part": cpu_by_part(parts0, parts1, i1 - i0),
+            }
         tap = ReferenceTap(channels)
+        parts0 = thread_cpu(http_port)
         cpu0, t0 = cpu_seconds(proc.pid), time.monotonic()
         player = pulse.play_array(audio, RATE_HZ, sink)
         player.wait(audio.shape[0] / RATE_HZ + 60)
         time.sleep(DRAIN_S)
         cpu1, t1 = cpu_seconds(proc.pid), time.monotonic()
+        by_part = cpu_by_part(parts0, thread_cpu(http_port), t1 - t0)
         rss, hwm = memory_mb(proc.pid)
         tap.close()
         results = collector.matching("weldmon/+/weld/result")
@@ -301,6 +337,8 @@ def run_one(
         "torch_installed": torch_installed(python),
         "audio_s": round(audio.shape[0] / RATE_HZ, 1),
         "cpu_pct": round(100 * (cpu1 - cpu0) / (t1 - t0), 1),
+        "cpu_by_part": by_part,
+        **idle,
         "rss_mb": round(rss, 1),
         "peak_rss_mb": round(hwm, 1),
         "results": len(results),
@@ -343,6 +381,12 @@ def main() -> None:
         default=["off"],
         help="without / with a shadow model; both alternate run by run (same-run comparison)",
     )
+    parser.add_argument(
+        "--idle-s",
+        type=float,
+        default=20.0,
+        help="s of the idle daemon measured before each shift (the sink silent); 0: none",
+    )
     args = parser.parse_args()
     workdir = Path(tempfile.mkdtemp(prefix="weldmon-bench-"))
     pulse = PulseAudio.start(workdir / "pulse")
@@ -369,6 +413,7 @@ def main() -> None:
                             args.python,
                             SegmentationMode(seg),
                             shadow=shadow == "on",
+                            idle_s=args.idle_s,
                         )
                         print(json.dumps(result), flush=True)
     finally:

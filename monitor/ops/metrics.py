@@ -24,6 +24,7 @@ from typing import get_args
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, Info
 
 from monitor.events import DegradedReason, WeldResult
+from monitor.ops.thread_cpu import ThreadCpuCollector
 from weldmon import __version__
 
 NAMESPACE = "weldmon"
@@ -87,6 +88,7 @@ class Metrics:
         self.device_is_open = False
         self.dead_channels: frozenset[tuple[str, int]] = frozenset()
         reg = self.registry
+        reg.register(ThreadCpuCollector())
 
         def counter(name: str, doc: str, labels: tuple[str, ...] = ()) -> Counter:
             return Counter(name, doc, labels, namespace=NAMESPACE, registry=reg)
