@@ -1,0 +1,98 @@
+"""The k-NN good-only scorer on tiny synthetic data (issue 19, item 3)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from deploy.anomaly import spectral_embedding
+from deploy.goodonly_knn import fit_knn
+from deploy.loader import load_artifact
+from training.enroll import calibrate, enroll, reference_distances
+from training.synthetic import generate_synthetic_dataset
+
+torch.set_num_threads(1)
+quiet = lambda _: None  # noqa: E731
+GATE = "gate"  # the synthetic welds are steady tones: the gate cuts them (as in test_enroll)
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Two good and two defect config folders of three short welds each."""
+    root = tmp_path_factory.mktemp("knn") / "data"
+    generate_synthetic_dataset(
+        root, configs_per_class=2, runs_per_config=3, duration_s=5.0, idle_s=1.0
+    )
+    return root
+
+
+def _cloud(rng: np.random.Generator, centre: float, n: int) -> np.ndarray:
+    return rng.normal(centre, 0.3, size=(n, 4))
+
+
+def test_knn_follows_two_good_settings_that_one_mahalanobis_ellipse_blurs() -> None:
+    # A cell with two process settings: its good windows are two clouds. Halfway between
+    # them lies no good weld; k-NN calls it far, Mahalanobis (one ellipse) calls it central.
+    rng = np.random.default_rng(0)
+    welds = [_cloud(rng, c, 30) for c in (-3.0, -3.0, 3.0, 3.0)]
+    new_good, between = _cloud(rng, 3.0, 10), np.zeros((10, 4))
+    knn = [reference_distances("knn", welds, x).mean() for x in (new_good, between)]
+    maha = [reference_distances("mahalanobis", welds, x).mean() for x in (new_good, between)]
+    assert knn[1] > 3 * knn[0]
+    assert maha[1] < maha[0]
+
+
+def test_knn_distance_is_normalised_by_the_banks_own_spread() -> None:
+    # Scaling every embedding (a louder cell) leaves the normalised distances unchanged, and
+    # a new weld like the bank's sits near 1 (the median leave-one-weld-out distance).
+    rng = np.random.default_rng(1)
+    welds = [_cloud(rng, 0.0, 40) for _ in range(5)]
+    probe = _cloud(rng, 0.0, 40)
+    d = reference_distances("knn", welds, probe)
+    loud = reference_distances("knn", [w * 10.0 for w in welds], probe * 10.0)
+    assert loud == pytest.approx(d, rel=1e-4)
+    assert 0.7 < float(np.median(d)) < 1.4
+
+
+def test_knn_reference_refuses_what_it_cannot_score() -> None:
+    with pytest.raises(ValueError, match="no window"):
+        fit_knn([np.zeros((0, 3))])
+    # a bank of one weld still gives a finite normaliser (its windows' distances to each other)
+    one = fit_knn([np.random.default_rng(2).normal(size=(5, 3))])
+    assert one.norm > 0 and one.k <= 4
+
+
+def test_knn_calibration_scores_what_the_artifact_computes() -> None:
+    rng = np.random.default_rng(3)
+    welds = [rng.normal(size=(20, 6)) for _ in range(8)]
+    cal = calibrate(welds, false_alarm_rate=0.05, threshold=0.5, ratio=0.05, scorer="knn")
+    module = fit_knn(welds, centre=cal.centre, scale=cal.scale)
+    probe = rng.normal(size=(7, 6))
+    with torch.no_grad():
+        logits = module(torch.from_numpy(probe).float()).double().numpy()
+    expected = (reference_distances("knn", welds, probe) - cal.centre) / cal.scale
+    assert logits == pytest.approx(expected, abs=1e-5)
+
+
+def test_band_statistics_embedding_adds_spread_and_modulation() -> None:
+    maps = torch.randn(3, 1, 40, 47)
+    emb = spectral_embedding(maps, "mean_spread_delta")
+    assert emb.shape == (3, 120)
+    assert torch.equal(emb[:, :80], spectral_embedding(maps, "mean_spread"))
+    steady = torch.ones(1, 1, 40, 47)
+    assert torch.all(spectral_embedding(steady, "mean_spread_delta")[:, 80:] == 0)
+
+
+def test_a_knn_enrolled_artifact_keeps_the_deploy_contract(tiny: Path, tmp_path: Path) -> None:
+    out = tmp_path / "cell.pt"
+    result = enroll(tiny, out, scorer="knn", false_alarm_rate=0.05, segmentation=GATE, log=quiet)
+    model = load_artifact(out, expected_sha256=result.sha256, backend="torchscript")
+    onnx = load_artifact(out, expected_sha256=result.sha256, backend="onnx")
+    probe = np.random.default_rng(4).normal(0, 0.1, (3, 16000)).astype(np.float32)
+    assert onnx.window_probs(probe) == pytest.approx(model.window_probs(probe), abs=1e-4)
+    prov = model.metadata["provenance"]
+    assert (prov["kind"], prov["scorer"], prov["embedding"]) == ("enrolled", "knn", "mean")
+    assert model.metadata["model"]["scorer"] == "knn"
