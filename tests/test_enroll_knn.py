@@ -1,7 +1,9 @@
-"""The k-NN good-only scorer on tiny synthetic data (issue 19, item 3)."""
+"""The k-NN good-only scorer and the scorers' comparison (`enroll --cv`), on tiny synthetic
+data (issue 19, item 3)."""
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import numpy as np
@@ -12,6 +14,8 @@ from deploy.anomaly import spectral_embedding
 from deploy.goodonly_knn import fit_knn
 from deploy.loader import load_artifact
 from training.enroll import calibrate, enroll, reference_distances
+from training.enroll_cv import compare_scorers, rate_interval
+from training.metrics import wilson_interval
 from training.synthetic import generate_synthetic_dataset
 
 torch.set_num_threads(1)
@@ -96,3 +100,20 @@ def test_a_knn_enrolled_artifact_keeps_the_deploy_contract(tiny: Path, tmp_path:
     prov = model.metadata["provenance"]
     assert (prov["kind"], prov["scorer"], prov["embedding"]) == ("enrolled", "knn", "mean")
     assert model.metadata["model"]["scorer"] == "knn"
+
+
+def test_enroll_cv_compares_both_scorers_on_the_same_welds(tiny: Path, tmp_path: Path) -> None:
+    results, lines = compare_scorers(tiny, tmp_path / "cv", segmentation=GATE, log=quiet)
+    assert set(results) == {"mahalanobis", "knn"}
+    welds = [sorted((r["fold"], r["weld"]) for r in res.rows) for res in results.values()]
+    assert welds[0] == welds[1]  # one protocol, two scorers
+    for name in results:
+        summary = json.loads((tmp_path / "cv" / name / "cv_summary.json").read_text())
+        assert summary["scorer"] == name
+        assert any(line.startswith(f"| {name} (") for line in lines)
+
+
+def test_rates_over_repeated_scorings_get_the_interval_of_the_distinct_welds() -> None:
+    # 40 scorings of 8 welds, all detected: as sure as 8 of 8, not as 40 of 40
+    assert rate_interval(1.0, 8) == pytest.approx(wilson_interval(8, 8))
+    assert rate_interval(0.25, 8) == pytest.approx(wilson_interval(2, 8))
