@@ -1,8 +1,9 @@
-"""The k-NN good-only scorer and the scorers' comparison (`enroll --cv`), on tiny synthetic
-data (issue 19, item 3)."""
+"""The k-NN good-only scorer, the scorers' comparison (`enroll --cv`) and the teach-in
+acceptance protocol (`enroll --cv --teach K`), on tiny synthetic data (issue 19, item 3)."""
 
 from __future__ import annotations
 
+import csv
 import json
 from pathlib import Path
 
@@ -15,8 +16,10 @@ from deploy.goodonly_knn import fit_knn
 from deploy.loader import load_artifact
 from training.enroll import calibrate, enroll, reference_distances
 from training.enroll_cv import compare_scorers, rate_interval
+from training.enroll_teach import SUPERVISED, methods, teach_protocol, teach_sets
 from training.metrics import wilson_interval
 from training.synthetic import generate_synthetic_dataset
+from weldmon.cli import EXIT_USAGE, main
 
 torch.set_num_threads(1)
 quiet = lambda _: None  # noqa: E731
@@ -117,3 +120,61 @@ def test_rates_over_repeated_scorings_get_the_interval_of_the_distinct_welds() -
     # 40 scorings of 8 welds, all detected: as sure as 8 of 8, not as 40 of 40
     assert rate_interval(1.0, 8) == pytest.approx(wilson_interval(8, 8))
     assert rate_interval(0.25, 8) == pytest.approx(wilson_interval(2, 8))
+
+
+def test_teach_sets_are_cyclic_blocks_of_k_welds() -> None:
+    welds = ["a", "b", "c"]
+    assert teach_sets(welds, 1) == [[0], [1], [2]]  # type: ignore[arg-type]
+    assert teach_sets(welds, 2) == [[0, 1], [1, 2], [2, 0]]  # type: ignore[arg-type]
+    assert teach_sets(welds, 3) == [[0, 1, 2]]  # type: ignore[arg-type]
+    assert teach_sets(welds, 4) == []  # type: ignore[arg-type]
+
+
+def test_teach_protocol_never_scores_a_weld_it_taught_or_trained_on(
+    tiny: Path, tmp_path: Path
+) -> None:
+    out = tmp_path / "teach"
+    table = teach_protocol(
+        tiny, out, teach=(1, 3), segmentation=GATE, epochs=1, cache_dir=tmp_path / "c", log=quiet
+    )
+    with (out / "teach_scores.csv").open() as fh:
+        rows = list(csv.DictReader(fh))
+    models = [json.loads(p.read_text()) for p in sorted(out.glob("models/*/held_out.json"))]
+    assert len(models) == 4  # 2 good x 2 defect folders
+    held_out = {(m["good"], m["defect"]) for m in models}
+    for r in rows:
+        assert r["weld"] not in r["taught"].split("+")
+        if r["y_true"] == "0":
+            assert r["config_folder"] == r["cell"]  # the cell's own other welds
+        if not r["method"].startswith("good-only"):
+            model = (r["cell"], r["model_without_defect_folder"])
+            assert model in held_out  # trained without the cell ...
+            if r["y_true"] == "1":  # ... and without the defect folder it judges
+                assert r["config_folder"] == r["model_without_defect_folder"]
+    by_k = {(t["K"], t["method"]): t for t in table}
+    assert set(by_k) == {(k, m) for k in (1, 3) for m in methods(["mahalanobis", "knn"])}
+    # K=1: 3 teach sets per folder, each scoring the 2 others; K=3 teaches all three welds
+    # of a folder: no good weld is left to score, every defect weld still is
+    assert (
+        by_k[(1, "good-only (knn)")]["good_scorings"],
+        by_k[(1, "good-only (knn)")]["good_welds"],
+    ) == (12, 6)
+    assert by_k[(3, "good-only (mahalanobis)")]["good_scorings"] == 0
+    assert by_k[(3, "good-only (mahalanobis)")]["defect_welds"] == 6
+    # supervised: each good scored by both of its cell's models, each defect by one per set
+    assert by_k[(1, SUPERVISED)]["good_scorings"] == 24
+    assert by_k[(1, SUPERVISED)]["defect_scorings"] == 2 * 3 * 6
+    assert by_k[(1, "fused (knn)")]["defect_scorings"] == by_k[(1, SUPERVISED)]["defect_scorings"]
+    summary = json.loads((out / "teach_summary.json").read_text())
+    assert summary["supervised"] == {"width": 8, "ensemble": 1, "epochs": 1, "seed": 42}
+
+
+def test_teach_protocol_command_line_errors_are_usage_errors(tiny: Path, tmp_path: Path) -> None:
+    root = str(tiny)
+    out = str(tmp_path / "x")
+    assert main(["enroll", "--data-root", root, "--out", out, "--teach", "1"]) == EXIT_USAGE
+    assert main(["enroll", "--data-root", root, "--cv", out, "--teach", "0"]) == EXIT_USAGE
+    cv = ["enroll", "--data-root", root, "--cv", out]
+    assert main([*cv, "--teach", "1", "--teach-epochs", "0"]) == EXIT_USAGE
+    assert main([*cv, "--embedding", "mean"]) == EXIT_USAGE
+    assert not Path(out).exists()

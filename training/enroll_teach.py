@@ -1,0 +1,348 @@
+"""The teach-in acceptance protocol (issue 19): `weldmon enroll --cv DIR --teach K [K ...]`.
+
+What a new cell sees: a model that never heard it, taught with K of its good welds. For each
+good config folder F (the cell) and each K:
+
+- teach sets: K consecutive welds of F, starting at each of its welds in turn (cyclic), so
+  every weld is taught once and scored in the others' sets; a folder of exactly K welds
+  gives one set and scores none of its own; a folder of fewer is skipped;
+- **good-only**, once per scorer (`training.enroll.SCORERS`): the reference is the good
+  welds of every other good folder plus the taught ones (the cell taught next to the shared
+  goods), calibrated as `weldmon enroll` does (leave-one-folder-out, the taught welds one
+  group); it judges F's other welds and every defect weld;
+- **supervised + teach-in**: for each defect folder D, a width-8 single model (seeded, the
+  usual `train`) trained without F and without D, so it never heard the cell nor the defects
+  it judges; its threshold is taught on the K welds by the daemon's rule
+  (`deploy.teach_rule`, guards around the model's own threshold); it judges F's other welds
+  and D's welds;
+- **fused**, once per scorer: that model and the good-only reference together as `weldmon
+  enroll --base` fuses them (`deploy.anomaly.FusedScorer`: a window's logit is the larger of
+  the two), the reference calibrated against the taught threshold with the model's scores
+  as the floor.
+
+A good weld is scored in several teach sets (and, supervised, by one model per defect
+folder), a defect weld in every teach set: rates are over scorings, their Wilson intervals
+over distinct welds (`training.enroll_cv.rate_interval`). Nothing scored was trained on or
+taught. The models are the slow part (good folders x defect folders of them); features are
+decoded once (`--cache` keeps them across runs).
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from deploy.anomaly import spectral_embedding
+from deploy.pooling import topk_pool_np
+from deploy.teach_rule import guards, taught_threshold
+from training.checkpoint import DEFECT_IDX, load_checkpoint
+from training.config import TrainConfig
+from training.dataset import index_dataset
+from training.enroll import (
+    ANOMALY_THRESHOLD,
+    DEFAULT_FALSE_ALARM_RATE,
+    SCORER_EMBEDDINGS,
+    SCORERS,
+    EnrollmentError,
+    calibrate,
+    check_scorer,
+    reference_module,
+    supervised_logits,
+)
+from training.enroll_cv import rate_cell
+from training.export import classifier_from_checkpoint
+from training.features import Bag
+from training.prepare import TrainData, make_store
+from training.train import train
+from training.welds import SegmentationSource
+
+SUPERVISED = "supervised + teach-in"
+ROWS_NAME = "teach_scores.csv"
+SUMMARY_NAME = "teach_summary.json"
+MODEL_WIDTH = 8  # the cv recipe's width (docs/training.md)
+DEFAULT_EPOCHS = 20  # the cv recipe's epochs
+
+
+@dataclass(frozen=True)
+class FoldModel:
+    """One supervised model trained without a good folder and a defect folder."""
+
+    threshold: float  # its own (training-side) threshold: the teach rule's guards
+    logits: dict[str, np.ndarray]  # weld key -> window logits (defect minus good)
+
+
+def teach_sets(welds: Sequence[Bag], k: int) -> list[list[int]]:
+    """Indices of the K-weld teach sets of one folder (cyclic blocks; module docstring)."""
+    n = len(welds)
+    if n < k:
+        return []
+    if n == k:
+        return [list(range(n))]
+    return [[(i + j) % n for j in range(k)] for i in range(n)]
+
+
+def _sigmoid(z: np.ndarray) -> np.ndarray:
+    return 1.0 / (1.0 + np.exp(-z))
+
+
+def _pooled(window_logits: np.ndarray, ratio: float) -> float:
+    return topk_pool_np(_sigmoid(window_logits).astype(np.float32), ratio)
+
+
+def _train_fold_models(
+    cfg: TrainConfig,
+    bags: list[Bag],
+    good_folders: list[str],
+    defect_folders: list[str],
+    report: Any,
+    store: Any,
+    out_dir: Path,
+    log: Callable[[str], None],
+) -> dict[tuple[str, str], FoldModel]:
+    models = {}
+    total = len(good_folders) * len(defect_folders)
+    for n, (g, d) in enumerate((g, d) for g in good_folders for d in defect_folders):
+        kept = [b for b in bags if b.entry.config_folder not in (g, d)]
+        run_dir = out_dir / "models" / f"{n + 1:02d}"
+        run_dir.mkdir(parents=True, exist_ok=True)
+        (run_dir / "held_out.json").write_text(json.dumps({"good": g, "defect": d}) + "\n")
+        log(f"model {n + 1}/{total}: without {g} and {d} ({len(kept)} welds)")
+        data = TrainData(kept, kept, None, report)
+        result = train(
+            cfg, run_dir, data=data, store=store, progress=False, log=lambda _: None,
+            snapshots=False,
+        )  # fmt: skip
+        ckpt = load_checkpoint(result.best_checkpoint)
+        classifier = classifier_from_checkpoint(ckpt)
+        judged = [b for b in bags if b.entry.config_folder in (g, d) or b.label == 0]
+        logits = supervised_logits(classifier, judged, DEFECT_IDX)
+        models[(g, d)] = FoldModel(
+            float(ckpt["threshold"]), {b.key: x for b, x in zip(judged, logits, strict=True)}
+        )
+    return models
+
+
+def _row(k: int, method: str, folder: str, taught: list[Bag], defect_folder: str, bag: Bag,
+         p: float, threshold: float) -> dict[str, Any]:  # fmt: skip
+    return {
+        "K": k,
+        "method": method,
+        "cell": folder,
+        "taught": "+".join(b.key for b in taught),
+        "model_without_defect_folder": defect_folder,
+        "config_folder": bag.entry.config_folder,
+        "weld": bag.key,
+        "y_true": bag.label,
+        "p_defect": p,
+        "threshold": threshold,
+        "label": int(p >= threshold),
+    }
+
+
+def methods(scorers: Sequence[str]) -> list[str]:
+    """The table's methods, in its order: good-only and fused once per scorer."""
+    return [
+        *(f"good-only ({s})" for s in scorers),
+        SUPERVISED,
+        *(f"fused ({s})" for s in scorers),
+    ]
+
+
+def _score_supervised(
+    k: int,
+    folder: str,
+    taught: list[Bag],
+    rest: list[Bag],
+    defect: list[Bag],
+    models: dict[tuple[str, str], FoldModel],
+    false_alarm_rate: float,
+    ratio: float,
+) -> tuple[list[dict[str, Any]], dict[str, float]]:
+    """Rows of the supervised models taught on `taught`, and each model's taught threshold."""
+    rows, thresholds = [], {}
+    for (g, d), model in models.items():
+        if g != folder:
+            continue
+        probs = [_sigmoid(model.logits[b.key]) for b in taught]
+        rule = taught_threshold(probs, ratio, false_alarm_rate, *guards(model.threshold))
+        thresholds[d] = rule.threshold
+        for b in [*rest, *(x for x in defect if x.entry.config_folder == d)]:
+            p = _pooled(model.logits[b.key], ratio)
+            rows.append(_row(k, SUPERVISED, folder, taught, d, b, p, rule.threshold))
+    return rows, thresholds
+
+
+def _score_good_only(
+    k: int,
+    folder: str,
+    taught: list[Bag],
+    rest: list[Bag],
+    others: list[Bag],
+    defect: list[Bag],
+    models: dict[tuple[str, str], FoldModel],
+    thresholds: dict[str, float],
+    emb: dict[str, np.ndarray],
+    scorer: str,
+    false_alarm_rate: float,
+    ratio: float,
+) -> list[dict[str, Any]]:
+    """Rows of the good-only reference (shared goods + taught) and of its fusion with each
+    supervised model at that model's taught threshold."""
+    reference = [*others, *taught]
+    ref_embs = [emb[b.key] for b in reference]
+    groups = [b.entry.config_folder for b in reference]
+    cal = calibrate(
+        ref_embs, false_alarm_rate=false_alarm_rate, threshold=ANOMALY_THRESHOLD, ratio=ratio,
+        groups=groups, scorer=scorer,
+    )  # fmt: skip
+    module = reference_module(ref_embs, cal, scorer)
+    with torch.no_grad():
+        dist = {
+            b.key: module.distance(torch.from_numpy(emb[b.key]).float()).double().numpy()
+            for b in [*rest, *defect]
+        }
+    rows = []
+    for b in [*rest, *defect]:
+        p = _pooled((dist[b.key] - cal.centre) / cal.scale, ratio)
+        rows.append(_row(k, f"good-only ({scorer})", folder, taught, "", b, p, ANOMALY_THRESHOLD))
+    for (g, d), model in models.items():
+        if g != folder:
+            continue
+        threshold = thresholds[d]
+        fused = calibrate(
+            ref_embs, false_alarm_rate=false_alarm_rate, threshold=threshold, ratio=ratio,
+            supervised=[model.logits[b.key] for b in reference], groups=groups, scorer=scorer,
+        )  # fmt: skip
+        for b in [*rest, *(x for x in defect if x.entry.config_folder == d)]:
+            z = np.maximum(model.logits[b.key], (dist[b.key] - fused.centre) / fused.scale)
+            rows.append(_row(k, f"fused ({scorer})", folder, taught, d, b, _pooled(z, ratio),
+                             threshold))  # fmt: skip
+    return rows
+
+
+def summary_table(
+    rows: list[dict[str, Any]], ks: Sequence[int], scorers: Sequence[str]
+) -> list[dict[str, Any]]:
+    """Per K and method: false alarms and recall (counts, distinct welds)."""
+    out = []
+    for k in ks:
+        for method in methods(scorers):
+            mine = [r for r in rows if r["K"] == k and r["method"] == method]
+            good = [r for r in mine if r["y_true"] == 0]
+            bad = [r for r in mine if r["y_true"] == 1]
+            out.append(
+                {
+                    "K": k,
+                    "method": method,
+                    "false_alarms": sum(r["label"] for r in good),
+                    "good_scorings": len(good),
+                    "good_welds": len({r["weld"] for r in good}),
+                    "detected": sum(r["label"] for r in bad),
+                    "defect_scorings": len(bad),
+                    "defect_welds": len({r["weld"] for r in bad}),
+                    "cells": len({r["cell"] for r in mine}),
+                }
+            )
+    return out
+
+
+def format_table(table: list[dict[str, Any]]) -> list[str]:
+    """Markdown lines: K, method, false alarms and recall with Wilson 95 % intervals."""
+    lines = [
+        "| K | method | false alarms [Wilson 95 %] | recall [Wilson 95 %] |",
+        "|---|---|---|---|",
+    ]
+    for t in table:
+        fa = rate_cell(t["false_alarms"], t["good_scorings"], t["good_welds"])
+        rec = rate_cell(t["detected"], t["defect_scorings"], t["defect_welds"])
+        lines.append(f"| {t['K']} | {t['method']} | {fa} | {rec} |")
+    return lines
+
+
+def teach_protocol(
+    data_root: Path,
+    out_dir: Path,
+    *,
+    teach: Sequence[int] = (1, 2),
+    false_alarm_rate: float = DEFAULT_FALSE_ALARM_RATE,
+    segmentation: SegmentationSource = "auto",
+    cache_dir: Path | None = None,
+    scorers: Sequence[str] = SCORERS,
+    epochs: int = DEFAULT_EPOCHS,
+    seed: int = 42,
+    log: Callable[[str], None] = print,
+) -> list[dict[str, Any]]:
+    """Run the protocol; write `teach_scores.csv` and `teach_summary.json` into `out_dir`;
+    return the summary table (`summary_table`)."""
+    if not teach or any(k < 1 for k in teach):
+        raise EnrollmentError(f"--teach takes weld counts of 1 or more, got {list(teach)}")
+    for scorer in scorers:
+        check_scorer(scorer)
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    cfg = TrainConfig(
+        data_root=str(data_root), segmentation=segmentation, ensemble=1, width=MODEL_WIDTH,
+        epochs=epochs, seed=seed, feature_cache_dir=str(cache_dir) if cache_dir else None,
+    )  # fmt: skip
+    store = make_store(cfg)
+    index = index_dataset(Path(data_root), sample_rate=cfg.sample_rate,
+                          chunk_samples=cfg.chunk_samples)  # fmt: skip
+    bags = store.bags(index.entries, index.report)
+    good_folders = sorted({b.entry.config_folder for b in bags if b.label == 0})
+    defect_folders = sorted({b.entry.config_folder for b in bags if b.label == 1})
+    if len(good_folders) < 2 or len(defect_folders) < 2:
+        raise EnrollmentError(
+            f"{data_root}: the teach-in protocol needs two good and two defect config folders "
+            f"(found {len(good_folders)} and {len(defect_folders)})"
+        )
+    embs = {
+        s: {b.key: spectral_embedding(b.features, SCORER_EMBEDDINGS[s]).double().numpy()
+            for b in bags}
+        for s in scorers
+    }  # fmt: skip
+    models = _train_fold_models(
+        cfg, bags, good_folders, defect_folders, index.report, store, out_dir, log
+    )
+    defect = [b for b in bags if b.label == 1]
+    rows: list[dict[str, Any]] = []
+    for k in teach:
+        for folder in good_folders:
+            mine = [b for b in bags if b.label == 0 and b.entry.config_folder == folder]
+            others = [b for b in bags if b.label == 0 and b.entry.config_folder != folder]
+            for chosen in teach_sets(mine, k):
+                taught = [mine[i] for i in chosen]
+                rest = [b for i, b in enumerate(mine) if i not in chosen]
+                sup, thresholds = _score_supervised(
+                    k, folder, taught, rest, defect, models, false_alarm_rate, cfg.eval_pool_ratio
+                )
+                rows += sup
+                for s in scorers:
+                    rows += _score_good_only(
+                        k, folder, taught, rest, others, defect, models, thresholds, embs[s], s,
+                        false_alarm_rate, cfg.eval_pool_ratio,
+                    )  # fmt: skip
+    with (out_dir / ROWS_NAME).open("w", newline="") as fh:
+        writer = csv.DictWriter(fh, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows(rows)
+    table = summary_table(rows, teach, scorers)
+    summary = {
+        "protocol": "teach-in acceptance (issue 19): per good config folder, K welds taught, "
+        "its other welds and every defect weld scored; supervised models trained without the "
+        "cell's folder and the judged defect folder; rates over scorings, intervals over "
+        "distinct welds",
+        "scorers": {s: SCORER_EMBEDDINGS[s] for s in scorers},
+        "false_alarm_rate_requested": false_alarm_rate,
+        "supervised": {"width": MODEL_WIDTH, "ensemble": 1, "epochs": epochs, "seed": seed},
+        "models": len(models),
+        "table": table,
+    }
+    (out_dir / SUMMARY_NAME).write_text(json.dumps(summary, indent=2) + "\n")
+    return table
