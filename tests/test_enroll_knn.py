@@ -14,9 +14,9 @@ import torch
 from deploy.anomaly import spectral_embedding
 from deploy.goodonly_knn import fit_knn
 from deploy.loader import load_artifact
-from training.enroll import calibrate, enroll, reference_distances
+from training.enroll import EnrollmentError, calibrate, enroll, reference_distances
 from training.enroll_cv import compare_scorers, rate_interval
-from training.enroll_teach import SUPERVISED, methods, teach_protocol, teach_sets
+from training.enroll_teach import SUPERVISED, deal, methods, teach_protocol, teach_sets
 from training.metrics import wilson_interval
 from training.synthetic import generate_synthetic_dataset
 from weldmon.cli import EXIT_USAGE, main
@@ -130,6 +130,19 @@ def test_teach_sets_are_cyclic_blocks_of_k_welds() -> None:
     assert teach_sets(welds, 4) == []  # type: ignore[arg-type]
 
 
+def test_folders_are_dealt_round_robin_into_the_groups_models_leave_out() -> None:
+    assert deal(list("abcde"), 3) == [["a", "d"], ["b", "e"], ["c"]]
+    assert deal(list("ab"), 3) == [["a"], ["b"]]  # never an empty group
+
+
+def test_teach_protocol_refuses_groups_that_leave_a_model_nothing_to_learn(
+    tiny: Path, tmp_path: Path
+) -> None:
+    with pytest.raises(EnrollmentError, match="two good and two defect groups"):
+        teach_protocol(tiny, tmp_path / "t", groups=(1, 2), segmentation=GATE, log=quiet)
+    assert not (tmp_path / "t" / "models").exists()
+
+
 def test_teach_protocol_never_scores_a_weld_it_taught_or_trained_on(
     tiny: Path, tmp_path: Path
 ) -> None:
@@ -139,18 +152,19 @@ def test_teach_protocol_never_scores_a_weld_it_taught_or_trained_on(
     )
     with (out / "teach_scores.csv").open() as fh:
         rows = list(csv.DictReader(fh))
-    models = [json.loads(p.read_text()) for p in sorted(out.glob("models/*/held_out.json"))]
-    assert len(models) == 4  # 2 good x 2 defect folders
-    held_out = {(m["good"], m["defect"]) for m in models}
+    held_out = {
+        p.parent.name: json.loads(p.read_text()) for p in out.glob("models/*/held_out.json")
+    }
+    assert len(held_out) == 4  # 2 good x 2 defect folders, one group each
     for r in rows:
         assert r["weld"] not in r["taught"].split("+")
         if r["y_true"] == "0":
             assert r["config_folder"] == r["cell"]  # the cell's own other welds
         if not r["method"].startswith("good-only"):
-            model = (r["cell"], r["model_without_defect_folder"])
-            assert model in held_out  # trained without the cell ...
+            model = held_out[r["model"]]
+            assert r["cell"] in model["good"]  # trained without the cell ...
             if r["y_true"] == "1":  # ... and without the defect folder it judges
-                assert r["config_folder"] == r["model_without_defect_folder"]
+                assert r["config_folder"] in model["defect"]
     by_k = {(t["K"], t["method"]): t for t in table}
     assert set(by_k) == {(k, m) for k in (1, 3) for m in methods(["mahalanobis", "knn"])}
     # K=1: 3 teach sets per folder, each scoring the 2 others; K=3 teaches all three welds
@@ -176,5 +190,6 @@ def test_teach_protocol_command_line_errors_are_usage_errors(tiny: Path, tmp_pat
     assert main(["enroll", "--data-root", root, "--cv", out, "--teach", "0"]) == EXIT_USAGE
     cv = ["enroll", "--data-root", root, "--cv", out]
     assert main([*cv, "--teach", "1", "--teach-epochs", "0"]) == EXIT_USAGE
+    assert main([*cv, "--teach", "1", "--teach-groups", "0", "2"]) == EXIT_USAGE
     assert main([*cv, "--embedding", "mean"]) == EXIT_USAGE
     assert not Path(out).exists()

@@ -441,6 +441,16 @@ def _configure_enroll(p: argparse.ArgumentParser) -> None:
         default=20,
         help="with --teach: epochs of each supervised model (default 20, the cv recipe's)",
     )
+    p.add_argument(
+        "--teach-groups",
+        type=int,
+        nargs=2,
+        default=(3, 2),
+        metavar=("GOOD", "DEFECT"),
+        help="with --teach: good and defect folders dealt into this many groups, one model "
+        "trained without each pair of groups (default 3 2: 6 models; the folder counts: one "
+        "model per good x defect folder, the cleanest and slowest)",
+    )
 
 
 def _run_enroll(args: argparse.Namespace) -> int:
@@ -462,8 +472,8 @@ def _run_enroll(args: argparse.Namespace) -> int:
         return fail("give --output (enroll) or --cv DIR (the protocol's figure)", EXIT_USAGE)
     if args.teach is not None and (args.cv is None or min(args.teach) < 1):
         return fail("--teach K needs --cv DIR and weld counts K of 1 or more", EXIT_USAGE)
-    if args.teach_epochs < 1:
-        return fail("--teach-epochs must be 1 or more", EXIT_USAGE)
+    if args.teach_epochs < 1 or min(args.teach_groups) < 1:
+        return fail("--teach-epochs and --teach-groups must be 1 or more", EXIT_USAGE)
     if args.cv is not None and args.embedding is not None:
         return fail("--cv judges each scorer on its own embedding; drop --embedding", EXIT_USAGE)
     try:
@@ -477,6 +487,7 @@ def _run_enroll(args: argparse.Namespace) -> int:
                 cache_dir=args.cache,
                 scorers=[args.scorer] if args.scorer else SCORERS,
                 epochs=args.teach_epochs,
+                groups=tuple(args.teach_groups),
             )
             print(
                 "teach-in acceptance, per good config folder: K welds taught, its other welds "

@@ -10,11 +10,16 @@ good config folder F (the cell) and each K:
   welds of every other good folder plus the taught ones (the cell taught next to the shared
   goods), calibrated as `weldmon enroll` does (leave-one-folder-out, the taught welds one
   group); it judges F's other welds and every defect weld;
-- **supervised + teach-in**: for each defect folder D, a width-8 single model (seeded, the
-  usual `train`) trained without F and without D, so it never heard the cell nor the defects
-  it judges; its threshold is taught on the K welds by the daemon's rule
-  (`deploy.teach_rule`, guards around the model's own threshold); it judges F's other welds
-  and D's welds;
+- **supervised + teach-in**: the good folders are dealt round-robin (in name order) into
+  `groups[0]` groups and the defect folders into `groups[1]`; for each pair of a good group
+  and a defect group a width-8 single model (seeded, the usual `train`) is trained without
+  both, so it never heard the cells nor the defects it judges. Its threshold is taught on
+  the K welds by the daemon's rule (`deploy.teach_rule`, guards around the model's own
+  threshold); it judges F's other welds and its held-out defect group's welds. One group
+  per folder (`--teach-groups` with the folder counts) is the cleanest and costs one model
+  per good x defect folder: 20 on the shared recordings, over half an hour on a loaded
+  2-core machine; the default 3 x 2 trains 6, each on fewer folders (a harder case for the
+  supervised model than a real cell's, whose model trained on everything);
 - **fused**, once per scorer: that model and the good-only reference together as `weldmon
   enroll --base` fuses them (`deploy.anomaly.FusedScorer`: a window's logit is the larger of
   the two), the reference calibrated against the taught threshold with the model's scores
@@ -23,8 +28,8 @@ good config folder F (the cell) and each K:
 A good weld is scored in several teach sets (and, supervised, by one model per defect
 folder), a defect weld in every teach set: rates are over scorings, their Wilson intervals
 over distinct welds (`training.enroll_cv.rate_interval`). Nothing scored was trained on or
-taught. The models are the slow part (good folders x defect folders of them); features are
-decoded once (`--cache` keeps them across runs).
+taught. The models are the slow part; features are decoded once (`--cache` keeps them
+across runs).
 """
 
 from __future__ import annotations
@@ -68,12 +73,16 @@ ROWS_NAME = "teach_scores.csv"
 SUMMARY_NAME = "teach_summary.json"
 MODEL_WIDTH = 8  # the cv recipe's width (docs/training.md)
 DEFAULT_EPOCHS = 20  # the cv recipe's epochs
+DEFAULT_GROUPS = (3, 2)  # good x defect folder groups: 6 models (module docstring)
 
 
 @dataclass(frozen=True)
 class FoldModel:
-    """One supervised model trained without a good folder and a defect folder."""
+    """One supervised model trained without a group of good folders and of defect folders."""
 
+    name: str  # its folder under models/
+    good_out: frozenset[str]  # the good folders it never saw: the cells it is taught at
+    defect_out: frozenset[str]  # the defect folders it never saw: the defects it judges
     threshold: float  # its own (training-side) threshold: the teach rule's guards
     logits: dict[str, np.ndarray]  # weld key -> window logits (defect minus good)
 
@@ -96,24 +105,32 @@ def _pooled(window_logits: np.ndarray, ratio: float) -> float:
     return topk_pool_np(_sigmoid(window_logits).astype(np.float32), ratio)
 
 
+def deal(folders: Sequence[str], n: int) -> list[list[str]]:
+    """`folders` dealt round-robin into min(n, len) non-empty groups."""
+    n = max(1, min(n, len(folders)))
+    return [list(folders[i::n]) for i in range(n)]
+
+
 def _train_fold_models(
     cfg: TrainConfig,
     bags: list[Bag],
-    good_folders: list[str],
-    defect_folders: list[str],
+    good_groups: list[list[str]],
+    defect_groups: list[list[str]],
     report: Any,
     store: Any,
     out_dir: Path,
     log: Callable[[str], None],
-) -> dict[tuple[str, str], FoldModel]:
-    models = {}
-    total = len(good_folders) * len(defect_folders)
-    for n, (g, d) in enumerate((g, d) for g in good_folders for d in defect_folders):
-        kept = [b for b in bags if b.entry.config_folder not in (g, d)]
-        run_dir = out_dir / "models" / f"{n + 1:02d}"
+) -> list[FoldModel]:
+    models = []
+    pairs = [(g, d) for g in good_groups for d in defect_groups]
+    for n, (g, d) in enumerate(pairs):
+        out = {*g, *d}
+        kept = [b for b in bags if b.entry.config_folder not in out]
+        name = f"{n + 1:02d}"
+        run_dir = out_dir / "models" / name
         run_dir.mkdir(parents=True, exist_ok=True)
         (run_dir / "held_out.json").write_text(json.dumps({"good": g, "defect": d}) + "\n")
-        log(f"model {n + 1}/{total}: without {g} and {d} ({len(kept)} welds)")
+        log(f"model {n + 1}/{len(pairs)}: without {', '.join(sorted(out))} ({len(kept)} welds)")
         data = TrainData(kept, kept, None, report)
         result = train(
             cfg, run_dir, data=data, store=store, progress=False, log=lambda _: None,
@@ -121,22 +138,25 @@ def _train_fold_models(
         )  # fmt: skip
         ckpt = load_checkpoint(result.best_checkpoint)
         classifier = classifier_from_checkpoint(ckpt)
-        judged = [b for b in bags if b.entry.config_folder in (g, d) or b.label == 0]
+        judged = [b for b in bags if b.entry.config_folder in out or b.label == 0]
         logits = supervised_logits(classifier, judged, DEFECT_IDX)
-        models[(g, d)] = FoldModel(
-            float(ckpt["threshold"]), {b.key: x for b, x in zip(judged, logits, strict=True)}
-        )
+        models.append(
+            FoldModel(
+                name, frozenset(g), frozenset(d), float(ckpt["threshold"]),
+                {b.key: x for b, x in zip(judged, logits, strict=True)},
+            )
+        )  # fmt: skip
     return models
 
 
-def _row(k: int, method: str, folder: str, taught: list[Bag], defect_folder: str, bag: Bag,
+def _row(k: int, method: str, folder: str, taught: list[Bag], model: str, bag: Bag,
          p: float, threshold: float) -> dict[str, Any]:  # fmt: skip
     return {
         "K": k,
         "method": method,
         "cell": folder,
         "taught": "+".join(b.key for b in taught),
-        "model_without_defect_folder": defect_folder,
+        "model": model,
         "config_folder": bag.entry.config_folder,
         "weld": bag.key,
         "y_true": bag.label,
@@ -161,21 +181,19 @@ def _score_supervised(
     taught: list[Bag],
     rest: list[Bag],
     defect: list[Bag],
-    models: dict[tuple[str, str], FoldModel],
+    models: list[FoldModel],
     false_alarm_rate: float,
     ratio: float,
 ) -> tuple[list[dict[str, Any]], dict[str, float]]:
     """Rows of the supervised models taught on `taught`, and each model's taught threshold."""
     rows, thresholds = [], {}
-    for (g, d), model in models.items():
-        if g != folder:
-            continue
+    for model in (m for m in models if folder in m.good_out):
         probs = [_sigmoid(model.logits[b.key]) for b in taught]
         rule = taught_threshold(probs, ratio, false_alarm_rate, *guards(model.threshold))
-        thresholds[d] = rule.threshold
-        for b in [*rest, *(x for x in defect if x.entry.config_folder == d)]:
+        thresholds[model.name] = rule.threshold
+        for b in [*rest, *(x for x in defect if x.entry.config_folder in model.defect_out)]:
             p = _pooled(model.logits[b.key], ratio)
-            rows.append(_row(k, SUPERVISED, folder, taught, d, b, p, rule.threshold))
+            rows.append(_row(k, SUPERVISED, folder, taught, model.name, b, p, rule.threshold))
     return rows, thresholds
 
 
@@ -186,7 +204,7 @@ def _score_good_only(
     rest: list[Bag],
     others: list[Bag],
     defect: list[Bag],
-    models: dict[tuple[str, str], FoldModel],
+    models: list[FoldModel],
     thresholds: dict[str, float],
     emb: dict[str, np.ndarray],
     scorer: str,
@@ -212,18 +230,16 @@ def _score_good_only(
     for b in [*rest, *defect]:
         p = _pooled((dist[b.key] - cal.centre) / cal.scale, ratio)
         rows.append(_row(k, f"good-only ({scorer})", folder, taught, "", b, p, ANOMALY_THRESHOLD))
-    for (g, d), model in models.items():
-        if g != folder:
-            continue
-        threshold = thresholds[d]
+    for model in (m for m in models if folder in m.good_out):
+        threshold = thresholds[model.name]
         fused = calibrate(
             ref_embs, false_alarm_rate=false_alarm_rate, threshold=threshold, ratio=ratio,
             supervised=[model.logits[b.key] for b in reference], groups=groups, scorer=scorer,
         )  # fmt: skip
-        for b in [*rest, *(x for x in defect if x.entry.config_folder == d)]:
+        for b in [*rest, *(x for x in defect if x.entry.config_folder in model.defect_out)]:
             z = np.maximum(model.logits[b.key], (dist[b.key] - fused.centre) / fused.scale)
-            rows.append(_row(k, f"fused ({scorer})", folder, taught, d, b, _pooled(z, ratio),
-                             threshold))  # fmt: skip
+            rows.append(_row(k, f"fused ({scorer})", folder, taught, model.name, b,
+                             _pooled(z, ratio), threshold))  # fmt: skip
     return rows
 
 
@@ -276,6 +292,7 @@ def teach_protocol(
     cache_dir: Path | None = None,
     scorers: Sequence[str] = SCORERS,
     epochs: int = DEFAULT_EPOCHS,
+    groups: tuple[int, int] = DEFAULT_GROUPS,
     seed: int = 42,
     log: Callable[[str], None] = print,
 ) -> list[dict[str, Any]]:
@@ -307,8 +324,14 @@ def teach_protocol(
             for b in bags}
         for s in scorers
     }  # fmt: skip
+    good_groups, defect_groups = deal(good_folders, groups[0]), deal(defect_folders, groups[1])
+    if len(good_groups) < 2 or len(defect_groups) < 2:
+        raise EnrollmentError(
+            f"--teach-groups: two good and two defect groups at least (each model trains on "
+            f"the others), got {len(good_groups)} and {len(defect_groups)}"
+        )
     models = _train_fold_models(
-        cfg, bags, good_folders, defect_folders, index.report, store, out_dir, log
+        cfg, bags, good_groups, defect_groups, index.report, store, out_dir, log
     )
     defect = [b for b in bags if b.label == 1]
     rows: list[dict[str, Any]] = []
@@ -341,6 +364,7 @@ def teach_protocol(
         "scorers": {s: SCORER_EMBEDDINGS[s] for s in scorers},
         "false_alarm_rate_requested": false_alarm_rate,
         "supervised": {"width": MODEL_WIDTH, "ensemble": 1, "epochs": epochs, "seed": seed},
+        "held_out_groups": {"good": good_groups, "defect": defect_groups},
         "models": len(models),
         "table": table,
     }
