@@ -12,6 +12,7 @@ import pytest
 import torch
 
 from deploy.anomaly import spectral_embedding
+from deploy.audio import read_recording
 from deploy.goodonly_knn import fit_knn
 from deploy.loader import load_artifact
 from training.enroll import EnrollmentError, calibrate, enroll, reference_distances
@@ -19,6 +20,7 @@ from training.enroll_cv import compare_scorers, rate_interval
 from training.enroll_teach import SUPERVISED, deal, methods, teach_protocol, teach_sets
 from training.metrics import wilson_interval
 from training.synthetic import generate_synthetic_dataset
+from training.welds import find_welds
 from weldmon.cli import EXIT_USAGE, main
 
 torch.set_num_threads(1)
@@ -193,3 +195,44 @@ def test_teach_protocol_command_line_errors_are_usage_errors(tiny: Path, tmp_pat
     assert main([*cv, "--teach", "1", "--teach-groups", "0", "2"]) == EXIT_USAGE
     assert main([*cv, "--embedding", "mean"]) == EXIT_USAGE
     assert not Path(out).exists()
+
+
+def _weld_windows(flac: Path) -> np.ndarray:
+    """The real recording's weld (its sensor log's arc) as whole 1 s windows."""
+    mono = read_recording(flac, 16000).samples[0]
+    (weld,) = find_welds(flac, mono, 16000, "current")
+    n = (weld.end - weld.start) // 16000
+    return mono[weld.start : weld.start + n * 16000].reshape(n, 16000)
+
+
+@pytest.mark.real_data
+@pytest.mark.slow
+def test_knn_into_the_original_pipelines_artifact_flags_a_real_defect_weld(
+    recordings: list, compat_artifact: Path, tmp_path: Path
+) -> None:
+    # The compat artifact's classifier (random weights) with a k-NN reference of three good
+    # welds of one real session: a fourth weld of that session stays below a real
+    # lack-of-fusion weld, fusion only ever raises p_defect, and the ONNX twin agrees.
+    session = [r for r in recordings if r.config_folder == "good_weld_sample_08-17-22"]
+    for r in session[:3]:
+        run = tmp_path / "data" / "good_weld" / r.config_folder / r.run_id
+        run.mkdir(parents=True)
+        (run / r.flac.name).symlink_to(r.flac)
+        (run / r.sensor_csv.name).symlink_to(r.sensor_csv)
+    out = tmp_path / "cell.pt"
+    enroll(tmp_path / "data", out, base=compat_artifact, scorer="knn", log=quiet)
+    cell = load_artifact(out, backend="torchscript")
+    base = load_artifact(compat_artifact, backend="torchscript")
+    assert (cell.metadata["provenance"]["kind"], cell.metadata["provenance"]["scorer"]) == (
+        "fused",
+        "knn",
+    )
+    defect = next(r for r in recordings if r.label == "lack_of_fusion")
+    good, bad = _weld_windows(session[3].flac), _weld_windows(defect.flac)
+    assert (
+        cell.judge(cell.window_probs(good)).p_defect < cell.judge(cell.window_probs(bad)).p_defect
+    )
+    both = np.concatenate([good, bad])
+    assert np.all(cell.window_probs(both) >= base.window_probs(both) - 1e-6)
+    onnx = load_artifact(out, backend="onnx")
+    assert onnx.window_probs(both) == pytest.approx(cell.window_probs(both), abs=1e-4)
