@@ -162,7 +162,7 @@ def test_teach_protocol_never_scores_a_weld_it_taught_or_trained_on(
         assert r["weld"] not in r["taught"].split("+")
         if r["y_true"] == "0":
             assert r["config_folder"] == r["cell"]  # the cell's own other welds
-        if not r["method"].startswith("good-only"):
+        if r["model"]:  # supervised, fused, or k-NN on a model's penultimate layer
             model = held_out[r["model"]]
             assert r["cell"] in model["good"]  # trained without the cell ...
             if r["y_true"] == "1":  # ... and without the defect folder it judges
@@ -180,6 +180,9 @@ def test_teach_protocol_never_scores_a_weld_it_taught_or_trained_on(
     # supervised: each good scored by both of its cell's models, each defect by one per set
     assert by_k[(1, SUPERVISED)]["good_scorings"] == 24
     assert by_k[(1, SUPERVISED)]["defect_scorings"] == 2 * 3 * 6
+    # k-NN on each model's penultimate layer judges what that model judges
+    penultimate = by_k[(1, "good-only (knn, penultimate)")]
+    assert penultimate["defect_scorings"] == by_k[(1, SUPERVISED)]["defect_scorings"]
     assert by_k[(1, "fused (knn)")]["defect_scorings"] == by_k[(1, SUPERVISED)]["defect_scorings"]
     summary = json.loads((out / "teach_summary.json").read_text())
     assert summary["supervised"] == {"width": 8, "ensemble": 1, "epochs": 1, "seed": 42}

@@ -23,7 +23,10 @@ good config folder F (the cell) and each K:
 - **fused**, once per scorer: that model and the good-only reference together as `weldmon
   enroll --base` fuses them (`deploy.anomaly.FusedScorer`: a window's logit is the larger of
   the two), the reference calibrated against the taught threshold with the model's scores
-  as the floor.
+  as the floor;
+- **k-NN on the penultimate layer** (measured here only, no artifact offers it yet): the
+  good-only and fused lines again, with the k-NN reference built on each supervised model's
+  penultimate layer (`penultimate_embeddings`) instead of band means, one per model.
 
 A good weld is scored in several teach sets (and, supervised, by one model per defect
 folder), a defect weld in every teach set: rates are over scorings, their Wilson intervals
@@ -43,6 +46,7 @@ from typing import Any
 
 import numpy as np
 import torch
+from torch import nn
 
 from deploy.anomaly import spectral_embedding
 from deploy.pooling import topk_pool_np
@@ -69,6 +73,7 @@ from training.train import train
 from training.welds import SegmentationSource
 
 SUPERVISED = "supervised + teach-in"
+PENULTIMATE = "knn, penultimate"  # k-NN on each fold model's penultimate layer (measured only)
 ROWS_NAME = "teach_scores.csv"
 SUMMARY_NAME = "teach_summary.json"
 MODEL_WIDTH = 8  # the cv recipe's width (docs/training.md)
@@ -85,6 +90,7 @@ class FoldModel:
     defect_out: frozenset[str]  # the defect folders it never saw: the defects it judges
     threshold: float  # its own (training-side) threshold: the teach rule's guards
     logits: dict[str, np.ndarray]  # weld key -> window logits (defect minus good)
+    penultimate: dict[str, np.ndarray]  # weld key -> window embeddings [T, 4 x width]
 
 
 def teach_sets(welds: Sequence[Bag], k: int) -> list[list[int]]:
@@ -103,6 +109,14 @@ def _sigmoid(z: np.ndarray) -> np.ndarray:
 
 def _pooled(window_logits: np.ndarray, ratio: float) -> float:
     return topk_pool_np(_sigmoid(window_logits).astype(np.float32), ratio)
+
+
+def penultimate_embeddings(classifier: nn.Module, bags: Sequence[Bag]) -> dict[str, np.ndarray]:
+    """Each weld's windows at the CNN's penultimate layer (global average pool, before dropout
+    and the last linear layer): weld key -> [T, 4 x width]."""
+    trunk = classifier.backbone[:-2]
+    with torch.no_grad():
+        return {b.key: trunk(classifier.input_norm(b.features)).double().numpy() for b in bags}
 
 
 def deal(folders: Sequence[str], n: int) -> list[list[str]]:
@@ -144,6 +158,7 @@ def _train_fold_models(
             FoldModel(
                 name, frozenset(g), frozenset(d), float(ckpt["threshold"]),
                 {b.key: x for b, x in zip(judged, logits, strict=True)},
+                penultimate_embeddings(classifier, judged),
             )
         )  # fmt: skip
     return models
@@ -167,11 +182,14 @@ def _row(k: int, method: str, folder: str, taught: list[Bag], model: str, bag: B
 
 
 def methods(scorers: Sequence[str]) -> list[str]:
-    """The table's methods, in its order: good-only and fused once per scorer."""
+    """The table's methods, in its order: good-only and fused once per scorer, and k-NN on
+    the supervised model's penultimate layer."""
     return [
         *(f"good-only ({s})" for s in scorers),
+        f"good-only ({PENULTIMATE})",
         SUPERVISED,
         *(f"fused ({s})" for s in scorers),
+        f"fused ({PENULTIMATE})",
     ]
 
 
@@ -210,9 +228,17 @@ def _score_good_only(
     scorer: str,
     false_alarm_rate: float,
     ratio: float,
+    label: str | None = None,
+    only: FoldModel | None = None,
 ) -> list[dict[str, Any]]:
     """Rows of the good-only reference (shared goods + taught) and of its fusion with each
-    supervised model at that model's taught threshold."""
+    supervised model at that model's taught threshold. `only`: one model's embeddings (its
+    penultimate layer), judging that model's held-out defects alone; `label` names the
+    method (default: the scorer)."""
+    label = label or scorer
+    mine = [m for m in models if folder in m.good_out] if only is None else [only]
+    if only is not None:
+        defect = [x for x in defect if x.entry.config_folder in only.defect_out]
     reference = [*others, *taught]
     ref_embs = [emb[b.key] for b in reference]
     groups = [b.entry.config_folder for b in reference]
@@ -229,8 +255,9 @@ def _score_good_only(
     rows = []
     for b in [*rest, *defect]:
         p = _pooled((dist[b.key] - cal.centre) / cal.scale, ratio)
-        rows.append(_row(k, f"good-only ({scorer})", folder, taught, "", b, p, ANOMALY_THRESHOLD))
-    for model in (m for m in models if folder in m.good_out):
+        rows.append(_row(k, f"good-only ({label})", folder, taught,
+                         only.name if only else "", b, p, ANOMALY_THRESHOLD))  # fmt: skip
+    for model in mine:
         threshold = thresholds[model.name]
         fused = calibrate(
             ref_embs, false_alarm_rate=false_alarm_rate, threshold=threshold, ratio=ratio,
@@ -238,7 +265,7 @@ def _score_good_only(
         )  # fmt: skip
         for b in [*rest, *(x for x in defect if x.entry.config_folder in model.defect_out)]:
             z = np.maximum(model.logits[b.key], (dist[b.key] - fused.centre) / fused.scale)
-            rows.append(_row(k, f"fused ({scorer})", folder, taught, model.name, b,
+            rows.append(_row(k, f"fused ({label})", folder, taught, model.name, b,
                              _pooled(z, ratio), threshold))  # fmt: skip
     return rows
 
@@ -350,6 +377,12 @@ def teach_protocol(
                     rows += _score_good_only(
                         k, folder, taught, rest, others, defect, models, thresholds, embs[s], s,
                         false_alarm_rate, cfg.eval_pool_ratio,
+                    )  # fmt: skip
+                for m in (m for m in models if folder in m.good_out):
+                    rows += _score_good_only(
+                        k, folder, taught, rest, others, defect, models, thresholds,
+                        m.penultimate, "knn", false_alarm_rate, cfg.eval_pool_ratio,
+                        label=PENULTIMATE, only=m,
                     )  # fmt: skip
     with (out_dir / ROWS_NAME).open("w", newline="") as fh:
         writer = csv.DictWriter(fh, fieldnames=list(rows[0]))
