@@ -42,13 +42,14 @@ import json
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 import torch
 from torch import nn
 
 from deploy.anomaly import spectral_embedding
+from deploy.backbone import WindowClassifier
 from deploy.pooling import topk_pool_np
 from deploy.teach_rule import guards, taught_threshold
 from training.checkpoint import DEFECT_IDX, load_checkpoint
@@ -111,10 +112,12 @@ def _pooled(window_logits: np.ndarray, ratio: float) -> float:
     return topk_pool_np(_sigmoid(window_logits).astype(np.float32), ratio)
 
 
-def penultimate_embeddings(classifier: nn.Module, bags: Sequence[Bag]) -> dict[str, np.ndarray]:
+def penultimate_embeddings(
+    classifier: WindowClassifier, bags: Sequence[Bag]
+) -> dict[str, np.ndarray]:
     """Each weld's windows at the CNN's penultimate layer (global average pool, before dropout
     and the last linear layer): weld key -> [T, 4 x width]."""
-    trunk = classifier.backbone[:-2]
+    trunk = cast(nn.Sequential, classifier.backbone)[:-2]
     with torch.no_grad():
         return {b.key: trunk(classifier.input_norm(b.features)).double().numpy() for b in bags}
 
@@ -152,6 +155,8 @@ def _train_fold_models(
         )  # fmt: skip
         ckpt = load_checkpoint(result.best_checkpoint)
         classifier = classifier_from_checkpoint(ckpt)
+        if not isinstance(classifier, WindowClassifier):  # ensemble=1 trains a single model
+            raise EnrollmentError(f"{run_dir}: not a single model's checkpoint")
         judged = [b for b in bags if b.entry.config_folder in out or b.label == 0]
         logits = supervised_logits(classifier, judged, DEFECT_IDX)
         models.append(
@@ -206,7 +211,7 @@ def _score_supervised(
     """Rows of the supervised models taught on `taught`, and each model's taught threshold."""
     rows, thresholds = [], {}
     for model in (m for m in models if folder in m.good_out):
-        probs = [_sigmoid(model.logits[b.key]) for b in taught]
+        probs = [_sigmoid(model.logits[b.key]).tolist() for b in taught]
         rule = taught_threshold(probs, ratio, false_alarm_rate, *guards(model.threshold))
         thresholds[model.name] = rule.threshold
         for b in [*rest, *(x for x in defect if x.entry.config_folder in model.defect_out)]:
@@ -331,9 +336,12 @@ def teach_protocol(
         check_scorer(scorer)
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    cfg = TrainConfig(
-        data_root=str(data_root), segmentation=segmentation, ensemble=1, width=MODEL_WIDTH,
-        epochs=epochs, seed=seed, feature_cache_dir=str(cache_dir) if cache_dir else None,
+    cfg = TrainConfig.model_validate(
+        {
+            "data_root": str(data_root), "segmentation": segmentation, "ensemble": 1,
+            "width": MODEL_WIDTH, "epochs": epochs, "seed": seed,
+            "feature_cache_dir": str(cache_dir) if cache_dir else None,
+        }
     )  # fmt: skip
     store = make_store(cfg)
     index = index_dataset(Path(data_root), sample_rate=cfg.sample_rate,
