@@ -3,10 +3,14 @@
 A cell reference is the mean and the (shrunk) inverse covariance of the windows of a cell's
 good welds in a small spectral embedding: for each mel band of the window's log-mel map (as
 the front end normalises it), its mean over the window's frames (``mean``, the default), or
-its mean and its spread (``mean_spread``). A
+its mean and its spread (``mean_spread``), or those and its mean frame-to-frame change
+(``mean_spread_delta``: the band's temporal modulation, how much the arc crackles). A
 window's score is its Mahalanobis distance to that reference; a calibration (``centre``,
 ``scale``, fitted at enrollment so the artifact's threshold gives the false-alarm rate asked
-for) turns it into a logit. Pooling is the artifact's usual top-k (`deploy.pooling`).
+for) turns it into a logit. Pooling is the artifact's usual top-k (`deploy.pooling`). The
+other good-only scorer, k nearest neighbours on the same embeddings, is
+`deploy.goodonly_knn.KnnReference`: it has this reference's interface, so both scorers
+below take either.
 
 Two window scorers speak the classifier's contract (windows [T, S] or [T, 1, S] -> logits
 [T, 2], softmax[:, 1] = p(defect)), so either becomes a `DeployModule.base_model` and every
@@ -27,22 +31,28 @@ from torch import Tensor, nn
 
 from deploy.backbone import WindowClassifier
 from deploy.frontend import FrontEndParams, LogMel
+from deploy.goodonly_knn import KnnReference
 
-EMBEDDINGS = ("mean", "mean_spread")  # see spectral_embedding; "mean" is the default
+EMBEDDINGS = ("mean", "mean_spread", "mean_spread_delta")  # see spectral_embedding
 SPREAD_EPS = 1e-6  # inside the square root of a band's variance (a constant band stays finite)
 
 
 def spectral_embedding(maps: Tensor, kind: str = "mean", eps: float = SPREAD_EPS) -> Tensor:
     """Normalised log-mel maps [T, 1, M, F] -> each band's mean over the frames ([T, M]: the
-    spectrum's shape, what the process settings and the arc sound like), and with
-    ``mean_spread`` also its std over the frames ([T, 2M]: how steady the arc is)."""
+    spectrum's shape, what the process settings and the arc sound like), with
+    ``mean_spread`` also its std over the frames ([T, 2M]: how steady the arc is), and with
+    ``mean_spread_delta`` also its mean absolute change from one frame to the next ([T, 3M]:
+    the band's temporal modulation, fast crackle against a slow swell)."""
     x = maps.flatten(1, 2)  # [T, M, F]
     mean = x.mean(dim=-1)
     if kind == "mean":
         return mean
     centred = x - mean.unsqueeze(-1)
     spread = torch.sqrt((centred * centred).mean(dim=-1) + eps)
-    return torch.cat([mean, spread], dim=1)
+    if kind == "mean_spread":
+        return torch.cat([mean, spread], dim=1)
+    delta = torch.abs(x[:, :, 1:] - x[:, :, :-1]).mean(dim=-1)
+    return torch.cat([mean, spread, delta], dim=1)
 
 
 class CellReference(nn.Module):
@@ -87,7 +97,10 @@ class AnomalyScorer(nn.Module):
     """Raw windows [T, S] (or [T, 1, S]) -> logits [T, 2] = [0, anomaly logit]."""
 
     def __init__(
-        self, frontend: FrontEndParams, reference: CellReference, embedding: str = "mean"
+        self,
+        frontend: FrontEndParams,
+        reference: CellReference | KnnReference,
+        embedding: str = "mean",
     ) -> None:
         super().__init__()
         self.preprocess = LogMel(frontend)
@@ -110,7 +123,7 @@ class FusedScorer(nn.Module):
     def __init__(
         self,
         classifier: WindowClassifier,
-        reference: CellReference,
+        reference: CellReference | KnnReference,
         defect_idx: int = 1,
         embedding: str = "mean",
     ) -> None:

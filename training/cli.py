@@ -407,10 +407,16 @@ def _configure_enroll(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument("--cache", type=Path, help="feature cache folder")
     p.add_argument(
+        "--scorer",
+        choices=("mahalanobis", "knn"),
+        help="good-only scorer: Mahalanobis distance to the good windows (default), or the "
+        "k-th nearest good window's distance (with --cv: only this one, not both compared)",
+    )
+    p.add_argument(
         "--embedding",
-        choices=("mean", "mean_spread"),
-        default="mean",
-        help="window embedding: each mel band's mean (default), or its mean and spread",
+        choices=("mean", "mean_spread", "mean_spread_delta"),
+        help="window embedding: each mel band's mean (default), with its spread, and with its "
+        "frame-to-frame change",
     )
     p.add_argument("--name", help="model name events show beside its sha256 (default: base's)")
     p.add_argument("--model-version", help="model version, e.g. 2026.03.1 (default: base's)")
@@ -418,8 +424,32 @@ def _configure_enroll(p: argparse.ArgumentParser) -> None:
         "--cv",
         type=Path,
         metavar="DIR",
-        help="instead of enrolling: the leave-one-good-folder-out figure (ROC-AUC, false-alarm "
-        "rate with intervals) into DIR",
+        help="instead of enrolling: the leave-one-good-folder-out figure of each scorer "
+        "(ROC-AUC, false alarms, recall, with intervals) into DIR",
+    )
+    p.add_argument(
+        "--teach",
+        type=int,
+        nargs="+",
+        metavar="K",
+        help="with --cv: the teach-in acceptance protocol instead, K welds of each good folder "
+        "taught (e.g. --teach 1 2); trains a small model per good x defect folder (minutes)",
+    )
+    p.add_argument(
+        "--teach-epochs",
+        type=int,
+        default=20,
+        help="with --teach: epochs of each supervised model (default 20, the cv recipe's)",
+    )
+    p.add_argument(
+        "--teach-groups",
+        type=int,
+        nargs=2,
+        default=(3, 2),
+        metavar=("GOOD", "DEFECT"),
+        help="with --teach: good and defect folders dealt into this many groups, one model "
+        "trained without each pair of groups (default 3 2: 6 models; the folder counts: one "
+        "model per good x defect folder, the cleanest and slowest)",
     )
 
 
@@ -428,8 +458,9 @@ def _run_enroll(args: argparse.Namespace) -> int:
     from deploy.errors import ArtifactError, WeldmonError
     from training.cv import format_result
     from training.dataset import DatasetError
-    from training.enroll import enroll
-    from training.enroll_cv import enrollment_cv
+    from training.enroll import DEFAULT_SCORER, SCORERS, enroll
+    from training.enroll_cv import compare_scorers
+    from training.enroll_teach import format_table, teach_protocol
 
     if not 0.0 < args.false_alarm_rate < 0.5:
         return fail("--false-alarm-rate must be in (0, 0.5)", EXIT_USAGE)
@@ -439,21 +470,49 @@ def _run_enroll(args: argparse.Namespace) -> int:
         return fail(str(exc), EXIT_USAGE)
     if (args.output is None) == (args.cv is None):
         return fail("give --output (enroll) or --cv DIR (the protocol's figure)", EXIT_USAGE)
+    if args.teach is not None and (args.cv is None or min(args.teach) < 1):
+        return fail("--teach K needs --cv DIR and weld counts K of 1 or more", EXIT_USAGE)
+    if args.teach_epochs < 1 or min(args.teach_groups) < 1:
+        return fail("--teach-epochs and --teach-groups must be 1 or more", EXIT_USAGE)
+    if args.cv is not None and args.embedding is not None:
+        return fail("--cv judges each scorer on its own embedding; drop --embedding", EXIT_USAGE)
     try:
-        if args.cv is not None:
-            result = enrollment_cv(
+        if args.teach is not None:
+            table = teach_protocol(
                 args.data_root,
                 args.cv,
+                teach=args.teach,
                 false_alarm_rate=args.false_alarm_rate,
                 segmentation=args.segmentation,
                 cache_dir=args.cache,
-                embedding=args.embedding,
+                scorers=[args.scorer] if args.scorer else SCORERS,
+                epochs=args.teach_epochs,
+                groups=tuple(args.teach_groups),
+            )
+            print(
+                "teach-in acceptance, per good config folder: K welds taught, its other welds "
+                "and every defect weld scored, never trained on (rates over scorings, "
+                "intervals over distinct welds)"
+            )
+            print("\n".join(format_table(table)))
+            return EXIT_OK
+        if args.cv is not None:
+            results, lines = compare_scorers(
+                args.data_root,
+                args.cv,
+                scorers=[args.scorer] if args.scorer else SCORERS,
+                false_alarm_rate=args.false_alarm_rate,
+                segmentation=args.segmentation,
+                cache_dir=args.cache,
             )
             print(
                 "enrollment, leave-one-good-folder-out: each good folder held out in turn, the "
                 "others enrolled, every defect weld scored (small sample: read the intervals)"
             )
-            print("\n".join(format_result(result)))
+            for name, result in results.items():
+                print(f"\n## {name}")
+                print("\n".join(format_result(result)))
+            print("\n" + "\n".join(lines))
             return EXIT_OK
         exported = enroll(
             args.data_root,
@@ -463,6 +522,7 @@ def _run_enroll(args: argparse.Namespace) -> int:
             segmentation=args.segmentation,
             cache_dir=args.cache,
             embedding=args.embedding,
+            scorer=args.scorer or DEFAULT_SCORER,
             name=args.name,
             version=args.model_version,
         )

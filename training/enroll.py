@@ -3,8 +3,11 @@
 Most factories have plenty of good welds and few labelled defects. Enrollment takes the good
 welds under a dataset root (the usual layout; every weld as the daemon cuts it,
 `training.features`), embeds each window (`deploy.anomaly.spectral_embedding`), and fits the
-cell reference: the windows' mean and Ledoit-Wolf-shrunk covariance. A weld's p_defect is the
-top-k pool (the artifact's `eval_pool_ratio`) of its windows' calibrated distances.
+cell reference with one of two scorers (`SCORERS`): ``mahalanobis``, the windows' mean and
+Ledoit-Wolf-shrunk covariance (`deploy.anomaly.CellReference`), or ``knn``, the k-th nearest
+good window, normalised by the good windows' own spread (`deploy.goodonly_knn`). A weld's
+p_defect is the top-k pool (the artifact's `eval_pool_ratio`) of its windows' calibrated
+distances.
 
 Calibration, leave-one-out: each good weld is scored against the reference fitted without
 its config folder (a session never enrolled, the harder case), or without itself when all
@@ -48,6 +51,7 @@ from deploy.backbone import BackboneParams, WindowClassifier
 from deploy.errors import WeldmonError
 from deploy.export import ExportResult, export_artifact
 from deploy.frontend import FrontEndParams
+from deploy.goodonly_knn import KnnReference, fit_knn
 from deploy.loader import DeployModel, load_artifact
 from deploy.pooling import topk_pool
 from deploy.teach_rule import TaughtThreshold, guards, taught_threshold
@@ -56,7 +60,15 @@ from training.features import Bag, FeatureStore
 from training.welds import SegmentationSource
 
 DEFAULT_FALSE_ALARM_RATE = 0.01
-DEFAULT_EMBEDDING = "mean"  # deploy.anomaly.EMBEDDINGS; the best of the two in docs/training.md
+SCORERS = ("mahalanobis", "knn")  # the good-only scorers enroll can fit (module docstring)
+DEFAULT_SCORER = "mahalanobis"  # the better by `enroll --cv`'s figure (docs/training.md)
+# Each scorer's embedding (deploy.anomaly.EMBEDDINGS): the band means for both. With the
+# bands' spread and modulation added, one good session of the shared recordings sat far
+# from all others (k-NN: 2 false alarms in 15, recall 15 of 40 scorings against 37: a
+# figure the choice was made on, docs/training.md); `--embedding` takes the richer
+# statistics for a cell whose sessions are alike.
+SCORER_EMBEDDINGS = {"mahalanobis": "mean", "knn": "mean"}
+DEFAULT_EMBEDDING = SCORER_EMBEDDINGS[DEFAULT_SCORER]
 DEFAULT_POOL_RATIO = 0.05  # the original's eval_pool_ratio
 ANOMALY_THRESHOLD = 0.5  # an enrolled artifact's threshold: logit 0 = the calibrated quantile
 MIN_GOOD_WELDS = 3  # leave-one-out calibration needs a spread of at least two others
@@ -102,6 +114,23 @@ def _distances(emb: np.ndarray, mean: np.ndarray, whiten: np.ndarray) -> np.ndar
     return np.sqrt(np.sum(z * z, axis=1))
 
 
+def check_scorer(scorer: str) -> str:
+    """`scorer` if it is one of SCORERS, else EnrollmentError naming them."""
+    if scorer not in SCORERS:
+        raise EnrollmentError(f"scorer must be one of {SCORERS}, got {scorer!r}")
+    return scorer
+
+
+def reference_distances(scorer: str, welds: Sequence[np.ndarray], emb: np.ndarray) -> np.ndarray:
+    """Uncalibrated distances of the windows `emb` [T, D] to the reference fitted on `welds`
+    (one embedding array per weld). k-NN runs the artifact's own module, so what is
+    calibrated is what the artifact computes."""
+    if check_scorer(scorer) == "knn":
+        with torch.no_grad():
+            return fit_knn(welds).distance(torch.from_numpy(emb).float()).double().numpy()
+    return _distances(emb, *fit_reference(np.concatenate(list(welds))))
+
+
 def _pooled_logits(
     dists: Sequence[np.ndarray],
     centre: float,
@@ -142,18 +171,20 @@ def calibrate(
     ratio: float,
     supervised: Sequence[np.ndarray] | None = None,
     groups: Sequence[str] | None = None,
+    scorer: str = "mahalanobis",
 ) -> Calibration:
     """Leave-one-out scores of the good welds, and the centre that puts `threshold` at the
     (1 - false_alarm_rate) quantile of their pooled logits: the larger of a fitted normal's
     and just above the observed one (at most floor(rate x n) welds reach it). With `groups`
-    (each weld's config folder), a weld is scored without its whole group."""
+    (each weld's config folder), a weld is scored without its whole group. `scorer` is the
+    reference's kind (SCORERS)."""
     if len(weld_embs) < MIN_GOOD_WELDS:
         raise EnrollmentError(f"{len(weld_embs)} good weld(s); need at least {MIN_GOOD_WELDS}")
     keys = list(groups) if groups is not None else list(range(len(weld_embs)))
     loo = []
     for i in range(len(weld_embs)):
-        rest = np.concatenate([e for j, e in enumerate(weld_embs) if keys[j] != keys[i]])
-        loo.append(_distances(weld_embs[i], *fit_reference(rest)))
+        rest = [e for j, e in enumerate(weld_embs) if keys[j] != keys[i]]
+        loo.append(reference_distances(scorer, rest, weld_embs[i]))
     scale = max(float(np.std(np.concatenate(loo), ddof=1)), STD_FLOOR)
     target = math.log(threshold / (1.0 - threshold))
     quantile = NormalDist().inv_cdf(1.0 - false_alarm_rate)
@@ -221,7 +252,12 @@ def supervised_logits(
         return out
 
 
-def reference_module(weld_embs: Sequence[np.ndarray], cal: Calibration) -> CellReference:
+def reference_module(
+    weld_embs: Sequence[np.ndarray], cal: Calibration, scorer: str = "mahalanobis"
+) -> CellReference | KnnReference:
+    """The calibrated reference of every weld in `weld_embs` (the artifact's module)."""
+    if check_scorer(scorer) == "knn":
+        return fit_knn(weld_embs, centre=cal.centre, scale=cal.scale)
     mean, whiten = fit_reference(np.concatenate(list(weld_embs)))
     return CellReference(torch.from_numpy(mean), torch.from_numpy(whiten), cal.centre, cal.scale)
 
@@ -255,16 +291,20 @@ def enroll(
     base: Path | None = None,
     segmentation: SegmentationSource = "auto",
     cache_dir: Path | None = None,
-    embedding: str = DEFAULT_EMBEDDING,
+    embedding: str | None = None,
+    scorer: str = DEFAULT_SCORER,
     name: str | None = None,
     version: str | None = None,
     log: Callable[[str], None] = print,
 ) -> ExportResult:
     """Build the enrolled artifact from the good welds under `data_root` (into `base`'s
-    classifier when given); returns the export result. `name` / `version` are the model
-    name and version events carry (default: the base's, if any)."""
+    classifier when given); returns the export result. `scorer` is the good-only reference's
+    kind (SCORERS), `embedding` its window embedding (default: the scorer's,
+    SCORER_EMBEDDINGS). `name` / `version` are the model name and version events carry
+    (default: the base's, if any)."""
     if not 0.0 < false_alarm_rate < 0.5:
         raise EnrollmentError(f"false-alarm rate must be in (0, 0.5), got {false_alarm_rate}")
+    embedding = embedding or SCORER_EMBEDDINGS[check_scorer(scorer)]
     # TorchScript: the base's classifier is read from its scripted module.
     model = load_artifact(base, backend="torchscript") if base is not None else None
     classifier = classifier_of(model) if model is not None else None
@@ -296,21 +336,24 @@ def enroll(
         ratio=ratio,
         supervised=sup,
         groups=loo_groups(good),
+        scorer=scorer,
     )
-    reference = reference_module(embs, cal)
-    scorer = (
+    reference = reference_module(embs, cal, scorer)
+    window_scorer = (
         FusedScorer(classifier, reference, model.defect_idx, embedding)
         if classifier
         else AnomalyScorer(frontend, reference, embedding)
     )
     folders = sorted({b.entry.config_folder for b in good})
     log(
-        f"enrolled {len(good)} good weld(s) from {len(folders)} config folder(s); "
+        f"enrolled {len(good)} good weld(s) from {len(folders)} config folder(s) "
+        f"({scorer} on {embedding}); "
         f"leave-one-out false-alarm rate {cal.loo_false_alarm_rate():.3f} "
         f"(requested {false_alarm_rate}, modelled as normal)"
     )
     provenance: dict[str, Any] = {
         "kind": "fused" if classifier else "enrolled",
+        "scorer": scorer,
         "embedding": embedding,
         "data_root": str(Path(data_root).resolve()),
         "segmentation": segmentation,
@@ -336,11 +379,16 @@ def enroll(
         # The base's training split stays visible to the overlap check of `evaluate`.
         if "split" in model.metadata.get("provenance", {}):
             provenance["split"] = model.metadata["provenance"]["split"]
-    params = {"kind": provenance["kind"], "embedding": embedding, "dims": int(embs[0].shape[1])}
+    params = {
+        "kind": provenance["kind"],
+        "scorer": scorer,
+        "embedding": embedding,
+        "dims": int(embs[0].shape[1]),
+    }
     if model is not None:
         params["base_model"] = dict(model.metadata.get("model", {}))
     result = export_artifact(
-        scorer,
+        window_scorer,
         Path(output),
         frontend=frontend,
         threshold=threshold,
