@@ -28,7 +28,7 @@ import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from deploy.segment.arc_features import ArcFeatures
-from deploy.segment.arc_model import ArcModel, load_arc_model
+from deploy.segment.arc_model import ArcModel, cached_arc_model
 from deploy.segment.framing import FrameGrid
 from deploy.segment.protocol import Boundary, Dropout, Frames, SegmentationError, Segmenter
 
@@ -100,7 +100,7 @@ class ArcSegmenter(Segmenter):
     def __init__(self, params: ArcParams, sample_rate: int, model: ArcModel | None = None) -> None:
         """``model``: the loaded classifier (default: loaded from ``params.model``); raises
         ArcModelError for a bad artifact, SegmentationError for a rate it was not trained at."""
-        model = model if model is not None else load_arc_model(params.model)
+        model = model if model is not None else cached_arc_model(params.model)
         if sample_rate != model.config.sample_rate:
             raise SegmentationError(
                 f"the arc model was trained at {model.config.sample_rate} Hz; the station's "
@@ -137,8 +137,9 @@ class ArcSegmenter(Segmenter):
     @property
     def lookback_samples(self) -> int:
         """Upper bound on how far a start lies before the end of the latest block: the
-        confirmation, the look-ahead and a partial frame."""
-        frames = self._confirm // self._frame_len + self.model.config.lookahead + 3
+        confirmation with a hang-over's gap inside it, the look-ahead and a partial frame."""
+        frames = (self._confirm + self._hangover) // self._frame_len
+        frames += self.model.config.lookahead + 3
         return frames * self._frame_len
 
     @property

@@ -19,7 +19,9 @@ one feature row once ``lookahead`` frames after it have arrived:
 - the crackle: the span's mean, largest and smallest log10 kurtosis (3 for any steady noise);
 - the modulation: the standard deviation of the arc band's frame levels over the span;
 - one-second memories (exponential means) of the arc band's level over its floor and of the
-  crackle: a weld's own arc has been going on.
+  crackle: a weld's own arc has been going on;
+- the distance of the frame's spectral shape from the shape of the loud arc heard lately: an
+  arc that only turned quieter (a fading tail) keeps its shape, another cell's arc does not.
 
 Rows do not depend on how the stream is blocked: windows are reduced element by element in a
 fixed order and the memories step once per frame. The stream's first and last frames are
@@ -40,6 +42,8 @@ ARC_BAND_LOW_HZ = 2000.0  # the arc band (crackle, arc level): where a MAG arc s
 ARC_BAND_HIGH_HZ = 8000.0
 TONE_CLIP_DB = 10.0  # a steady tone in the arc band is clipped before the kurtosis (see meter)
 EXCESS_MAX_DB = 60.0  # a level over its floor is clipped here (further says nothing more)
+PROFILE_DB = 6.0  # frames this close to the arc band's recent peak shape the arc's profile
+PROFILE_MIN_DB = 10.0  # ... when at least this far over the floor (an arc, not the room)
 
 
 @dataclass(frozen=True)
@@ -83,7 +87,7 @@ def feature_names(bands: int) -> list[str]:
         + ["arc_excess_db", "arc_under_peak_db"]
         + [f"shape_db_{k}" for k in range(bands)]
         + ["log_kurtosis_mean", "log_kurtosis_max", "log_kurtosis_min", "arc_level_std_db"]
-        + ["arc_excess_memory_db", "log_kurtosis_memory"]
+        + ["arc_excess_memory_db", "log_kurtosis_memory", "shape_distance_db"]
     )
 
 
@@ -105,6 +109,7 @@ class ArcFeatures:
         self._peak = -math.inf
         self._memory = np.zeros(2)
         self._memory_started = False
+        self._profile: np.ndarray | None = None  # spectral shape of the loud arc heard lately
         self._rise = config.floor_rise_db_s * config.frame_s
         self._decay = config.peak_decay_db_s * config.frame_s
         self._alpha = 1.0 - math.exp(-config.frame_s / config.memory_s)
@@ -162,6 +167,7 @@ class ArcFeatures:
         out[:, 2 * b + 4] = k_w.min(axis=-1)
         out[:, 2 * b + 5] = np.sqrt(np.maximum(arc_var, 0.0))
         self._memories(excess[:, b], out[:, 2 * b + 2], out, b)
+        self._shape_distance(excess[:, b], out, b)
         self._rows = rows[n:]
         return out
 
@@ -179,6 +185,21 @@ class ArcFeatures:
             out[i] = lv - floor
         self._floor = floor
         return np.clip(out, 0.0, EXCESS_MAX_DB)
+
+    def _shape_distance(self, arc_excess: np.ndarray, out: np.ndarray, b: int) -> None:
+        """How far each frame's spectral shape lies from the loud arc heard lately (RMS dB over
+        the bands): an arc that only turned quieter keeps its shape, another cell's does not.
+        The profile follows frames within ``PROFILE_DB`` of the recent peak and at least
+        ``PROFILE_MIN_DB`` over the floor, with the one-second memory."""
+        profile, a = self._profile, self._alpha
+        for i in range(arc_excess.shape[0]):
+            shape = out[i, b + 2 : 2 * b + 2]
+            out[i, 2 * b + 8] = (
+                0.0 if profile is None else math.sqrt(float(np.mean(np.square(shape - profile))))
+            )
+            if arc_excess[i] >= PROFILE_MIN_DB and out[i, b + 1] >= -PROFILE_DB:
+                profile = shape.copy() if profile is None else profile + a * (shape - profile)
+        self._profile = profile
 
     def _memories(self, arc_excess: np.ndarray, logk: np.ndarray, out: np.ndarray, b: int) -> None:
         """The arc band's level under its recent peak, and the one-second memories."""

@@ -9,6 +9,7 @@ how many frames were computed with it.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import math
@@ -137,3 +138,19 @@ def load_arc_model(path: Path | None = None) -> ArcModel:
         float(b2),
         dict(doc.get("trained", {})),
     )
+
+
+@functools.lru_cache(maxsize=8)
+def _cached(path: Path, mtime_ns: int, size: int) -> ArcModel:
+    return load_arc_model(path)
+
+
+def cached_arc_model(path: Path | None = None) -> ArcModel:
+    """`load_arc_model`, read once per file version: every station and stream epoch shares
+    the one loaded model (a retrained file, with a new modification time, is read again)."""
+    path = Path(path).resolve() if path is not None else SHIPPED_MODEL
+    try:
+        stat = path.stat()
+    except OSError as exc:
+        raise ArcModelError(f"{path}: cannot read the arc-segmenter model: {exc}") from exc
+    return _cached(path, stat.st_mtime_ns, stat.st_size)

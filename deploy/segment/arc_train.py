@@ -6,11 +6,11 @@ log's clock moved onto the audio's by ``deploy.sensorlog.audio_clock_offset``). 
 ``EDGE_IGNORE_S`` of an arc edge carry no weight: the log's rows are 0.1 s apart.
 
 Every recording is heard as recorded and on a simulated factory floor (``deploy.segment.floor``:
-gain, pink and white noise, grinder bursts, another setup's weld before, after or in the
-middle of it, a fading tail, a soft strike, a capture at 48 kHz), each with its own seeded
-draw; the neighbour's arc is labelled off. The classifier (``arc_model``) is fitted by
-full-batch Adam on the cross-entropy, in float64 from a fixed seed: the same data and seed
-give the same artifact.
+gain, pink and white noise, grinder bursts, hum and a fan, a whine, hammer blows, another
+setup's weld before, after or in the middle of it, a fading tail, a soft strike, a capture at
+48 kHz), each with its own seeded draw; the neighbour's arc is labelled off. The classifier
+(``arc_model``) is fitted by full-batch Adam on the cross-entropy, in float64 from a fixed
+seed: the same data and seed give the same artifact.
 """
 
 from __future__ import annotations
@@ -32,9 +32,12 @@ from deploy.segment.floor import (
     attenuated,
     gained,
     grinder_bursts,
+    hum_and_fan,
+    impact_bursts,
     padded_with_idle,
     pink_noise,
     ramped_in,
+    whine,
     white_noise,
     with_neighbour,
 )
@@ -123,6 +126,9 @@ def _noise(kind: str, low: float, high: float) -> Augment:
             "pink": lambda: pink_noise(n, rate, db, rng),
             "white": lambda: white_noise(n, db, rng),
             "grinder": lambda: grinder_bursts(n, rate, db, rng),
+            "hum_fan": lambda: hum_and_fan(n, rate, db, rng),
+            "whine": lambda: whine(n, rate, db, rng),
+            "impacts": lambda: impact_bursts(n, rate, db, rng),
         }[kind]()
         return (rec.samples + noise).astype(np.float32), rec.arc_s
 
@@ -170,9 +176,12 @@ AUGMENTATIONS: dict[str, Augment] = {
         resample(resample(rec.samples[:, None], rate, 48_000), 48_000, rate)[:, 0],
         rec.arc_s,
     ),
-    "pink": _noise("pink", -62.0, -45.0),
-    "white": _noise("white", -65.0, -52.0),
+    "pink": _noise("pink", -62.0, -42.0),
+    "white": _noise("white", -65.0, -48.0),
     "grinder": _noise("grinder", -55.0, -40.0),
+    "hum + fan": _noise("hum_fan", -40.0, -25.0),
+    "whine": _noise("whine", -60.0, -45.0),
+    "impacts": _noise("impacts", -30.0, -15.0),
     "neighbour": _neighbour(mid_weld=False),
     "neighbour mid-weld": _neighbour(mid_weld=True),
     "fading tail": _fading_tail,
