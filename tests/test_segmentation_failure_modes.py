@@ -142,7 +142,7 @@ def _xfail(reason: str) -> pytest.MarkDecorator:
             ARC,
             marks=_xfail(
                 "issue 20: the arc segmenter holds the quieter tail in 7 of 9 setups; 2 end "
-                "2.72 and 2.92 s before the current (measured 2026-12-07)"
+                "2.92 and 3.47 s before the current (measured 2026-12-07)"
             ),
         ),
     ],
@@ -169,7 +169,7 @@ def test_a_fading_tail_while_the_current_runs_on_ends_with_the_current(
             ARC,
             marks=_xfail(
                 "issue 20: the arc segmenter hears the neighbour as its own arc: 6 of 9 setups "
-                "end +0.60 to +15.23 s after the current (measured 2026-12-07)"
+                "end +1.48 to +9.00 s after the current (measured 2026-12-07)"
             ),
         ),
     ],
@@ -195,7 +195,7 @@ def test_a_neighbour_that_starts_mid_weld_and_outlasts_it_does_not_carry_the_wel
             ARC,
             marks=_xfail(
                 "issue 20: the arc segmenter starts 8 of 9 soft strikes within 0.5 s; one "
-                "(12-21-22-0461-00) +0.57 s after the current (measured 2026-12-07)"
+                "(09-26-22-0041-00) +0.51 s after the current (measured 2026-12-07)"
             ),
         ),
     ],
