@@ -90,14 +90,25 @@ def test_streaming_in_daemon_blocks_equals_offline_and_decides_the_start_within_
 
 
 @pytest.mark.real_data
-def test_boundaries_do_not_depend_on_block_sizes(
+def test_boundaries_and_every_frames_probability_do_not_depend_on_block_sizes(
     two_runs: list[tuple[np.ndarray, ArcTruth]],
 ) -> None:
-    x, _ = two_runs[0]  # the burn-through: dropouts inside the weld
-    whole, _ = _stream(x, [x.size])
-    odd, _ = _stream(x, ODD_SIZES)
-    assert [b for b, _, _ in odd] == [b for b, _, _ in whole]
-    assert any(b.dropouts for b, _, _ in whole)
+    x, _ = two_runs[0]  # the burn-through: the arc drops out inside the weld
+    traces = []
+    for sizes in ([x.size], ODD_SIZES):
+        seg = ArcSegmenter(ArcParams(), RATE_HZ)
+        seg.trace = []
+        pos, k, out = 0, 0, []
+        while pos < x.size:
+            block = x[pos : pos + sizes[k % len(sizes)]]
+            out.extend(seg.process(block, pos))
+            pos, k = pos + block.size, k + 1
+        out.extend(seg.close(x.size))
+        traces.append((out, seg.trace))
+    (whole, whole_p), (odd, odd_p) = traces
+    assert odd == whole and len(whole) == 2
+    assert odd_p == whole_p  # bit for bit, frame by frame
+    assert min(p for _, p, _ in whole_p) < ArcParams().off_p < max(p for _, p, _ in whole_p)
 
 
 @pytest.mark.real_data
