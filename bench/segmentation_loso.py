@@ -21,7 +21,7 @@ heard under the training augmentations of deploy.segment.arc_train, with neighbo
 are small-sample figures, not accuracy claims.
 
     nice -n 10 .venv/bin/python bench/segmentation_loso.py [--weld-audio DIR] [--quick]
-        [--only arc|crackle|gate]
+        [--only arc|crackle|gate] [--arc-hangover S]
 
 Prints Markdown tables (for docs/segmentation.md). --quick: a 2-point grid per family and
 the acceptance cases only (a smoke run, not figures to quote).
@@ -328,19 +328,21 @@ def fixed_point(corpus: Corpus, family: Family, g: int, cases: Sequence[FloorCas
 ARC_TRAIN_SEED = 303  # the arc classifier's augmentations and initial weights
 
 
-def arc_family(models: dict[str, ArcModel]) -> Family:
-    """The arc segmenter at its defaults; grid point k is the model trained without folder k
+def arc_family(models: dict[str, ArcModel], params: ArcParams) -> Family:
+    """The arc segmenter at ``params``; grid point k is the model trained without folder k
     (``models`` in folder order), so `run_grid` scores each folder with its own fold's model."""
     folders = list(models)
     return Family(
         "arc",
         [models[f] for f in folders],
-        lambda x, rate, m: segment_recording(x, rate, ArcSegmenter(ArcParams(), rate, m)),  # type: ignore[arg-type]
+        lambda x, rate, m: segment_recording(x, rate, ArcSegmenter(params, rate, m)),  # type: ignore[arg-type]
         lambda m: "trained on the other 8 folders",
     )
 
 
-def arc_leave_one_setup_out(corpus: Corpus, cases: Sequence[FloorCase]) -> tuple[Family, Evaluated]:
+def arc_leave_one_setup_out(
+    corpus: Corpus, cases: Sequence[FloorCase], params: ArcParams
+) -> tuple[Family, Evaluated]:
     """Train the arc classifier on the other 8 folders for each folder; score the folder."""
     began = time.monotonic()
     config = FeatureConfig(sample_rate=RATE)
@@ -368,7 +370,7 @@ def arc_leave_one_setup_out(corpus: Corpus, cases: Sequence[FloorCase]) -> tuple
         weights = np.concatenate([p[2] for p in parts])
         models[folder] = fit(rows, labels, weights, config, ARC_TRAIN_SEED)
     print(f"<!-- arc: trained 9 fold models in {time.monotonic() - began:.0f} s -->", flush=True)
-    family = arc_family(models)
+    family = arc_family(models, params)
     outcomes: dict[tuple[str, str], Outcome] = {}
     for k, folder in enumerate(corpus.folders):
         held = corpus.of_folder(folder)
@@ -462,6 +464,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--only", choices=("arc", "crackle", "gate"), help="one family only (a shorter run)"
     )
+    parser.add_argument(
+        "--arc-hangover",
+        type=float,
+        default=ArcParams().hangover_s,
+        help="the arc segmenter's hangover_s (s; default: its default)",
+    )
     args = parser.parse_args(argv)
     if args.weld_audio:
         os.environ["WELDMON_WELD_AUDIO"] = args.weld_audio
@@ -475,7 +483,9 @@ def main(argv: list[str] | None = None) -> int:
         f"{len(corpus.folders)} setups{' (QUICK: not figures to quote)' if args.quick else ''}"
     )
     if args.only in (None, "arc"):
-        arc, arc_ev = arc_leave_one_setup_out(corpus, cases)
+        arc_params = ArcParams(hangover_s=args.arc_hangover)
+        print(f"\narc at hangover_s {arc_params.hangover_s:g} s")
+        arc, arc_ev = arc_leave_one_setup_out(corpus, cases, arc_params)
         print_fold_table(
             "arc, leave-one-setup-out (classifier trained on the other 8 folders), per held-out "
             "folder:",
