@@ -21,7 +21,7 @@ heard under the training augmentations of deploy.segment.arc_train, with neighbo
 are small-sample figures, not accuracy claims.
 
     nice -n 10 .venv/bin/python bench/segmentation_loso.py [--weld-audio DIR] [--quick]
-        [--only arc|crackle|gate] [--arc-hangover S]
+        [--only arc|crackle|gate] [--arc-hangover S] [--latency]
 
 Prints Markdown tables (for docs/segmentation.md). --quick: a 2-point grid per family and
 the acceptance cases only (a smoke run, not figures to quote).
@@ -379,6 +379,44 @@ def arc_leave_one_setup_out(
     return family, Evaluated(outcomes, {f: k for k, f in enumerate(corpus.folders)})
 
 
+DAEMON_BLOCK_S = 0.1  # the daemon's audio.block_s
+
+
+def print_arc_latency(corpus: Corpus, params: ArcParams) -> None:
+    """How soon the arc segmenter (its shipped model) decides each recording's start and end,
+    streamed in the daemon's 0.1 s blocks: the end of the block that reports a boundary,
+    against the arc current's strike, and against the end boundary itself."""
+    block = round(DAEMON_BLOCK_S * RATE)
+    start_after, end_after = [], []
+    for rec in corpus.recs:
+        x = corpus.arcs[rec.run_id].samples
+        seg = ArcSegmenter(params, RATE)
+        reported = []
+        for pos in range(0, x.size, block):
+            part = x[pos : pos + block]
+            reported.extend((b, pos + part.size) for b in seg.process(part, pos))
+        reported.extend((b, x.size) for b in seg.close(x.size))
+        starts = [at for b, at in reported if b.kind == "start"]
+        ends = [(b.index, at) for b, at in reported if b.kind == "end"]
+        start_after.append(starts[0] / RATE - corpus.arcs[rec.run_id].arc_s[0])
+        end_after.append((ends[-1][1] - ends[-1][0]) / RATE)
+    s, e = np.array(start_after), np.array(end_after)
+    print(
+        f"\narc (shipped model, hangover_s {params.hangover_s:g} s), decisions streamed in "
+        f"{DAEMON_BLOCK_S:g} s blocks, 23 recordings as recorded:\n"
+    )
+    print("| decided | median s | max s | within 1.0 s |")
+    print("|---|---|---|---|")
+    print(
+        f"| weld_start, after the arc current's strike | {np.median(s):.2f} | {s.max():.2f} "
+        f"| {int((s <= 1.0).sum())}/{s.size} |"
+    )
+    print(
+        f"| weld end, after the end boundary | {np.median(e):.2f} | {e.max():.2f} "
+        f"| {int((e <= 1.0).sum())}/{e.size} |"
+    )
+
+
 def summary_row(name: str, outcomes: list[Outcome]) -> str:
     n = len(outcomes)
     one = sum(o.welds == 1 for o in outcomes)
@@ -470,6 +508,11 @@ def main(argv: list[str] | None = None) -> int:
         default=ArcParams().hangover_s,
         help="the arc segmenter's hangover_s (s; default: its default)",
     )
+    parser.add_argument(
+        "--latency",
+        action="store_true",
+        help="only how soon the arc segmenter decides starts and ends (its shipped model)",
+    )
     args = parser.parse_args(argv)
     if args.weld_audio:
         os.environ["WELDMON_WELD_AUDIO"] = args.weld_audio
@@ -482,6 +525,9 @@ def main(argv: list[str] | None = None) -> int:
         f"start {os.getloadavg()[0]:.1f}; {len(corpus.recs)} recordings in "
         f"{len(corpus.folders)} setups{' (QUICK: not figures to quote)' if args.quick else ''}"
     )
+    if args.latency:
+        print_arc_latency(corpus, ArcParams(hangover_s=args.arc_hangover))
+        return 0
     if args.only in (None, "arc"):
         arc_params = ArcParams(hangover_s=args.arc_hangover)
         print(f"\narc at hangover_s {arc_params.hangover_s:g} s")
