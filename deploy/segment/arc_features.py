@@ -153,10 +153,10 @@ class ArcFeatures:
         arc_mean = _span_sum(frame_arc_db, span, n) / span
         arc_var = _span_sum(np.square(frame_arc_db), span, n) / span - np.square(arc_mean)
         k_w = np.lib.stride_tricks.sliding_window_view(logk, span)
-        silent_w = np.lib.stride_tricks.sliding_window_view(silent, span).any(axis=-1)
+        silent_w = np.asarray(np.lib.stride_tricks.sliding_window_view(silent, span).any(axis=-1))
         levels = np.concatenate((band_db, arc_db[:, None]), axis=1)
         excess = self._excess(levels, silent_w)
-        band_mean = sum(band_db[:, k] for k in range(self.bands)) / self.bands
+        band_mean = _span_sum(band_db.T, self.bands, 1)[0] / self.bands
         out = np.empty((n, self.width))
         b = self.bands
         out[:, :b] = excess[:, :b]

@@ -120,7 +120,9 @@ Augment = Callable[
 
 
 def _noise(kind: str, low: float, high: float) -> Augment:
-    def make(rec, _nb, rate, rng):  # type: ignore[no-untyped-def]
+    def make(
+        rec: LabelledRecording, _nb: LabelledRecording, rate: int, rng: np.random.Generator
+    ) -> tuple[np.ndarray, tuple[float, float]]:
         n, db = rec.samples.size, rng.uniform(low, high)
         noise = {
             "pink": lambda: pink_noise(n, rate, db, rng),
@@ -136,7 +138,9 @@ def _noise(kind: str, low: float, high: float) -> Augment:
 
 
 def _neighbour(mid_weld: bool) -> Augment:
-    def make(rec, nb, rate, rng):  # type: ignore[no-untyped-def]
+    def make(
+        rec: LabelledRecording, nb: LabelledRecording, rate: int, rng: np.random.Generator
+    ) -> tuple[np.ndarray, tuple[float, float]]:
         own = padded_with_idle(rec.samples, rate, rec.arc_s[0] - IDLE_MARGIN_S, PAD_S)
         other = padded_with_idle(nb.samples, rate, nb.arc_s[0] - IDLE_MARGIN_S, PAD_S)
         if mid_weld:
@@ -157,13 +161,17 @@ def _neighbour(mid_weld: bool) -> Augment:
     return make
 
 
-def _fading_tail(rec, _nb, rate, rng):  # type: ignore[no-untyped-def]
+def _fading_tail(
+    rec: LabelledRecording, _nb: LabelledRecording, rate: int, rng: np.random.Generator
+) -> tuple[np.ndarray, tuple[float, float]]:
     tail = rng.uniform(2.0, 6.0)
     span = (rec.arc_s[1] - tail, rec.arc_s[1] + 0.5)
     return attenuated(rec.samples, rate, span, rng.uniform(6.0, 14.0)), rec.arc_s
 
 
-def _soft_strike(rec, _nb, rate, rng):  # type: ignore[no-untyped-def]
+def _soft_strike(
+    rec: LabelledRecording, _nb: LabelledRecording, rate: int, rng: np.random.Generator
+) -> tuple[np.ndarray, tuple[float, float]]:
     x = ramped_in(rec.samples, rate, rec.arc_s[0], rng.uniform(0.5, 1.5), rng.uniform(-25, -10))
     return x, rec.arc_s
 
