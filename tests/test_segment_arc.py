@@ -205,3 +205,28 @@ def test_train_segmenter_and_segment_refuse_bad_input_with_exit_2(tmp_path: Path
     sf.write(wav, np.zeros(RATE_HZ, dtype=np.float32), RATE_HZ)
     done = _weldmon("segment", "--config", str(config), str(wav))
     assert done.returncode == 2 and "not an arc-segmenter model" in done.stderr
+
+
+@pytest.mark.real_data
+def test_train_segmenter_learns_from_recordings_with_their_logs_beside_them(
+    recordings: list[Recording], tmp_path: Path
+) -> None:
+    by_id = sorted(recordings, key=lambda r: r.run_id)
+    picks = [by_id[0], next(r for r in by_id if r.config_folder != by_id[0].config_folder)]
+    root = tmp_path / "cell"
+    for rec in picks:  # no manifest: a run's setup is its folder's parent
+        run = root / rec.config_folder / rec.run_id
+        run.mkdir(parents=True)
+        (run / rec.flac.name).symlink_to(rec.flac)
+        (run / rec.sensor_csv.name).symlink_to(rec.sensor_csv)
+    out = tmp_path / "cell_arc.json"
+    done = _weldmon("train-segmenter", "--data-root", str(root), "--output", str(out))
+    assert done.returncode == 0, done.stderr
+    assert "trained on 2 recordings of 2 setups" in done.stdout
+    model = load_arc_model(out)
+    assert model.trained["recordings"] == 2 and model.trained["seed"] == 0
+    x, truth = recording_with_truth(picks[0])
+    welds = segment_welds(x, RATE_HZ, ArcSegmenter(ArcParams(model=out), RATE_HZ))
+    assert len(welds) == 1
+    assert abs(welds[0].start / RATE_HZ - truth.start_s) <= TOL_S
+    assert abs(welds[0].end / RATE_HZ - truth.end_s) <= TOL_S
