@@ -15,7 +15,7 @@ from pydantic import ValidationError
 
 from deploy.segment.arc import ArcParams, ArcSegmenter
 from deploy.segment.arc_features import FeatureConfig, recording_features
-from deploy.segment.arc_model import SHIPPED_MODEL, ArcModelError, load_arc_model
+from deploy.segment.arc_model import SHIPPED_MODEL, ArcModelError, payload_digest, load_arc_model
 from deploy.segment.arc_train import fit
 from deploy.segment.modes import SegmentationMode
 from deploy.segment.offline import segment_welds
@@ -159,6 +159,13 @@ def test_bad_artifacts_are_refused_with_what_is_wrong(tmp_path: Path) -> None:
     other.write_text(json.dumps({"format": "something else"}))
     with pytest.raises(ArcModelError, match="not an arc-segmenter model"):
         load_arc_model(other)
+    older = dict(doc)
+    older["feature_names"] = doc["feature_names"][:-1]
+    del older["sha256"]
+    stale = tmp_path / "stale.json"
+    stale.write_text(json.dumps({**older, "sha256": payload_digest(older)}))
+    with pytest.raises(ArcModelError, match="trained on other features"):
+        load_arc_model(stale)
     garbage = tmp_path / "garbage.json"
     garbage.write_text("{not json")
     with pytest.raises(ArcModelError, match="cannot read"):

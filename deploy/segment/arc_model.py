@@ -71,13 +71,15 @@ class ArcModel:
     def save(self, path: Path) -> str:
         """Write the artifact; returns its sha256."""
         payload = self.payload()
-        digest = _digest(payload)
+        digest = payload_digest(payload)
         text = json.dumps({**payload, "sha256": digest}, indent=1, sort_keys=True)
         Path(path).write_text(text + "\n", encoding="utf-8")
         return digest
 
 
-def _digest(payload: dict[str, Any]) -> str:
+def payload_digest(payload: dict[str, Any]) -> str:
+    """The sha256 an artifact stores: of its payload as canonical JSON (sorted keys, no
+    spaces), so formatting the file does not change it."""
     canonical = json.dumps(payload, sort_keys=True, separators=(",", ":"))
     return hashlib.sha256(canonical.encode("utf-8")).hexdigest()
 
@@ -108,16 +110,28 @@ def load_arc_model(path: Path | None = None) -> ArcModel:
             f"{path}: not an arc-segmenter model (format {found!r}, need {FORMAT!r})"
         )
     stored = doc.pop("sha256", None)
-    if stored != _digest(doc):
+    if stored != payload_digest(doc):
         raise ArcModelError(f"{path}: sha256 does not match its contents (edited or damaged)")
     try:
         config = FeatureConfig(**doc["features"])
     except (KeyError, TypeError) as exc:
         raise ArcModelError(f"{path}: bad feature settings: {exc}") from exc
-    if config.frame_len <= 0 or config.behind < 0 or config.lookahead < 0:
+    counts = (config.sample_rate, config.behind, config.lookahead)
+    if (
+        not all(isinstance(v, int) for v in counts)
+        or config.sample_rate <= 0
+        or config.frame_len <= 0
+        or config.behind < 0
+        or config.lookahead < 0
+    ):
         raise ArcModelError(f"{path}: bad feature settings {doc['features']}")
     bands = config.meter().profile_bands
     width = len(feature_names(bands))
+    if doc.get("feature_names") != feature_names(bands):
+        raise ArcModelError(
+            f"{path}: trained on other features than this weldmon computes; retrain it with "
+            "`weldmon train-segmenter`"
+        )
     w1 = np.asarray(doc.get("w1", []), dtype=np.float64)
     hidden = w1.shape[1] if w1.ndim == 2 else -1
     if hidden <= 0:
