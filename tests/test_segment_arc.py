@@ -11,11 +11,12 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import soundfile as sf
 from pydantic import ValidationError
 
 from deploy.segment.arc import ArcParams, ArcSegmenter
 from deploy.segment.arc_features import FeatureConfig, recording_features
-from deploy.segment.arc_model import SHIPPED_MODEL, ArcModelError, payload_digest, load_arc_model
+from deploy.segment.arc_model import SHIPPED_MODEL, ArcModelError, load_arc_model, payload_digest
 from deploy.segment.arc_train import fit
 from deploy.segment.modes import SegmentationMode
 from deploy.segment.offline import segment_welds
@@ -207,7 +208,6 @@ def test_train_segmenter_and_segment_refuse_bad_input_with_exit_2(tmp_path: Path
         f"segmentation: {{mode: arc, arc: {{model: {bad}}}}}\n"
     )
     wav = tmp_path / "x.wav"
-    import soundfile as sf
 
     sf.write(wav, np.zeros(RATE_HZ, dtype=np.float32), RATE_HZ)
     done = _weldmon("segment", "--config", str(config), str(wav))
