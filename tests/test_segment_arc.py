@@ -208,7 +208,6 @@ def test_train_segmenter_and_segment_refuse_bad_input_with_exit_2(tmp_path: Path
         f"segmentation: {{mode: arc, arc: {{model: {bad}}}}}\n"
     )
     wav = tmp_path / "x.wav"
-
     sf.write(wav, np.zeros(RATE_HZ, dtype=np.float32), RATE_HZ)
     done = _weldmon("segment", "--config", str(config), str(wav))
     assert done.returncode == 2 and "not an arc-segmenter model" in done.stderr
