@@ -12,10 +12,16 @@ offset from the broadband envelope: tests/support/arc_truth.py). The shipped def
 the grid point the same rule picks on all 9 folders. The gate at its shipped settings (hand-
 tuned on all 23 recordings) is shown too, labelled as tuned on the data it is scored on.
 
+The learned arc segmenter (deploy.segment.arc) has no grid: for each held-out folder its frame
+classifier is trained on the other 8 folders' recordings alone (their arc currents as labels,
+heard under the training augmentations of deploy.segment.arc_train, with neighbours from those
+8 folders only), then the held-out folder is scored under every case at the default settings.
+
 23 recordings from 9 setups are few: every count carries a 95 % Wilson interval, and they
 are small-sample figures, not accuracy claims.
 
     nice -n 10 .venv/bin/python bench/segmentation_loso.py [--weld-audio DIR] [--quick]
+        [--only arc|crackle|gate] [--arc-hangover S] [--latency]
 
 Prints Markdown tables (for docs/segmentation.md). --quick: a 2-point grid per family and
 the acceptance cases only (a smoke run, not figures to quote).
@@ -41,6 +47,16 @@ import numpy as np
 REPO_ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO_ROOT))
 
+from deploy.segment.arc import ArcParams, ArcSegmenter  # noqa: E402
+from deploy.segment.arc_features import FeatureConfig  # noqa: E402
+from deploy.segment.arc_model import ArcModel  # noqa: E402
+from deploy.segment.arc_train import (  # noqa: E402
+    AUGMENTATIONS,
+    NEEDS_NEIGHBOUR,
+    LabelledRecording,
+    examples,
+    fit,
+)
 from deploy.segment.crackle import CrackleSegmenter  # noqa: E402
 from deploy.segment.crackle_params import CrackleParams  # noqa: E402
 from deploy.segment.current import CurrentParams, CurrentSegmenter  # noqa: E402
@@ -309,6 +325,98 @@ def fixed_point(corpus: Corpus, family: Family, g: int, cases: Sequence[FloorCas
     return Evaluated({(c, r): o for (_, c, r), o in table.items()}, {f: g for f in corpus.folders})
 
 
+ARC_TRAIN_SEED = 303  # the arc classifier's augmentations and initial weights
+
+
+def arc_family(models: dict[str, ArcModel], params: ArcParams) -> Family:
+    """The arc segmenter at ``params``; grid point k is the model trained without folder k
+    (``models`` in folder order), so `run_grid` scores each folder with its own fold's model."""
+    folders = list(models)
+    return Family(
+        "arc",
+        [models[f] for f in folders],
+        lambda x, rate, m: segment_recording(x, rate, ArcSegmenter(params, rate, m)),  # type: ignore[arg-type]
+        lambda m: "trained on the other 8 folders",
+    )
+
+
+def arc_leave_one_setup_out(
+    corpus: Corpus, cases: Sequence[FloorCase], params: ArcParams
+) -> tuple[Family, Evaluated]:
+    """Train the arc classifier on the other 8 folders for each folder; score the folder."""
+    began = time.monotonic()
+    config = FeatureConfig(sample_rate=RATE)
+    labelled = [
+        LabelledRecording(
+            r.run_id, r.config_folder, corpus.arcs[r.run_id].samples, corpus.arcs[r.run_id].arc_s
+        )
+        for r in corpus.recs
+    ]
+    plain = [n for n in AUGMENTATIONS if n not in NEEDS_NEIGHBOUR]
+    cached = {
+        rec.run_id: examples(rec, labelled, config, ARC_TRAIN_SEED, plain) for rec in labelled
+    }
+    models: dict[str, ArcModel] = {}
+    for folder in corpus.folders:
+        pool = [r for r in labelled if r.setup != folder]
+        parts = []
+        for rec in pool:
+            parts.extend(cached[rec.run_id].values())
+            parts.extend(
+                examples(rec, pool, config, ARC_TRAIN_SEED, sorted(NEEDS_NEIGHBOUR)).values()
+            )
+        rows = np.concatenate([p[0] for p in parts])
+        labels = np.concatenate([p[1] for p in parts])
+        weights = np.concatenate([p[2] for p in parts])
+        models[folder] = fit(rows, labels, weights, config, ARC_TRAIN_SEED)
+    print(f"<!-- arc: trained 9 fold models in {time.monotonic() - began:.0f} s -->", flush=True)
+    family = arc_family(models, params)
+    outcomes: dict[tuple[str, str], Outcome] = {}
+    for k, folder in enumerate(corpus.folders):
+        held = corpus.of_folder(folder)
+        for (_, case, run), o in run_grid(corpus, family, [k], cases, EVAL_SEED, held).items():
+            outcomes[(case, run)] = o
+    return family, Evaluated(outcomes, {f: k for k, f in enumerate(corpus.folders)})
+
+
+DAEMON_BLOCK_S = 0.1  # the daemon's audio.block_s
+
+
+def print_arc_latency(corpus: Corpus, params: ArcParams) -> None:
+    """How soon the arc segmenter (its shipped model) decides each recording's start and end,
+    streamed in the daemon's 0.1 s blocks: the end of the block that reports a boundary,
+    against the arc current's strike, and against the end boundary itself."""
+    block = round(DAEMON_BLOCK_S * RATE)
+    start_after, end_after = [], []
+    for rec in corpus.recs:
+        x = corpus.arcs[rec.run_id].samples
+        seg = ArcSegmenter(params, RATE)
+        reported = []
+        for pos in range(0, x.size, block):
+            part = x[pos : pos + block]
+            reported.extend((b, pos + part.size) for b in seg.process(part, pos))
+        reported.extend((b, x.size) for b in seg.close(x.size))
+        starts = [at for b, at in reported if b.kind == "start"]
+        ends = [(b.index, at) for b, at in reported if b.kind == "end"]
+        start_after.append(starts[0] / RATE - corpus.arcs[rec.run_id].arc_s[0])
+        end_after.append((ends[-1][1] - ends[-1][0]) / RATE)
+    s, e = np.array(start_after), np.array(end_after)
+    print(
+        f"\narc (shipped model, hangover_s {params.hangover_s:g} s), decisions streamed in "
+        f"{DAEMON_BLOCK_S:g} s blocks, 23 recordings as recorded:\n"
+    )
+    print("| decided | median s | max s | within 1.0 s |")
+    print("|---|---|---|---|")
+    print(
+        f"| weld_start, after the arc current's strike | {np.median(s):.2f} | {s.max():.2f} "
+        f"| {int((s <= 1.0).sum())}/{s.size} |"
+    )
+    print(
+        f"| weld end, after the end boundary | {np.median(e):.2f} | {e.max():.2f} "
+        f"| {int((e <= 1.0).sum())}/{e.size} |"
+    )
+
+
 def summary_row(name: str, outcomes: list[Outcome]) -> str:
     n = len(outcomes)
     one = sum(o.welds == 1 for o in outcomes)
@@ -391,6 +499,20 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--weld-audio", help="folder of the recordings (with manifest.csv)")
     parser.add_argument("--quick", action="store_true", help="smoke run: tiny grids, few cases")
+    parser.add_argument(
+        "--only", choices=("arc", "crackle", "gate"), help="one family only (a shorter run)"
+    )
+    parser.add_argument(
+        "--arc-hangover",
+        type=float,
+        default=ArcParams().hangover_s,
+        help="the arc segmenter's hangover_s (s; default: its default)",
+    )
+    parser.add_argument(
+        "--latency",
+        action="store_true",
+        help="only how soon the arc segmenter decides starts and ends (its shipped model)",
+    )
     args = parser.parse_args(argv)
     if args.weld_audio:
         os.environ["WELDMON_WELD_AUDIO"] = args.weld_audio
@@ -403,8 +525,29 @@ def main(argv: list[str] | None = None) -> int:
         f"start {os.getloadavg()[0]:.1f}; {len(corpus.recs)} recordings in "
         f"{len(corpus.folders)} setups{' (QUICK: not figures to quote)' if args.quick else ''}"
     )
+    if args.latency:
+        print_arc_latency(corpus, ArcParams(hangover_s=args.arc_hangover))
+        return 0
+    if args.only in (None, "arc"):
+        arc_params = ArcParams(hangover_s=args.arc_hangover)
+        print(f"\narc at hangover_s {arc_params.hangover_s:g} s")
+        arc, arc_ev = arc_leave_one_setup_out(corpus, cases, arc_params)
+        print_fold_table(
+            "arc, leave-one-setup-out (classifier trained on the other 8 folders), per held-out "
+            "folder:",
+            corpus,
+            arc,
+            arc_ev,
+            cases,
+        )
+        print_case_table(
+            "arc, leave-one-setup-out, all 23 recordings held out once:", corpus, arc_ev, cases
+        )
+        if args.only:
+            return 0
     results = {}
-    for family in (crackle_family(args.quick), gate_family(args.quick)):
+    families = (crackle_family(args.quick), gate_family(args.quick))
+    for family in (f for f in families if args.only in (None, f.name)):
         ev, shipped = leave_one_setup_out(corpus, family, cases)
         results[family.name] = (family, ev)
         print(
@@ -420,6 +563,8 @@ def main(argv: list[str] | None = None) -> int:
             ev,
             cases,
         )
+    if args.only:
+        return 0
     gate = results["gate"][0]
     print_case_table(
         "gate at its shipped settings (TUNED ON these 23 recordings, by hand):",

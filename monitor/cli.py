@@ -46,7 +46,7 @@ def _configure_replay(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument(
         "--segmentation",
-        choices=("file", "crackle", "gate", "current"),
+        choices=("file", "crackle", "arc", "gate", "current"),
         default=None,
         help="one weld per file, the arc's crackle, the arc gate, or the arc current from the "
         "run's sensor log beside each file (default: the config's mode; trigger -> file)",
@@ -78,7 +78,7 @@ def _configure_segment(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("inputs", nargs="+", metavar="FILE|DIR", help="recordings or folders")
     parser.add_argument(
         "--mode",
-        choices=("crackle", "gate", "current"),
+        choices=("crackle", "arc", "gate", "current"),
         help="the segmenter (default: the config's mode, else crackle); current cuts by the "
         "sensor log beside each file",
     )
@@ -399,6 +399,18 @@ def _run_console(args: argparse.Namespace) -> int:
     return _console_command().run(args)
 
 
+def _configure_train_segmenter(parser: argparse.ArgumentParser) -> None:
+    from monitor.segment_train_cli import configure
+
+    configure(parser)
+
+
+def _run_train_segmenter(args: argparse.Namespace) -> int:
+    from monitor.segment_train_cli import run
+
+    return run(args)
+
+
 def _configure_config(parser: argparse.ArgumentParser) -> None:
     from monitor.config_cli import configure
 
@@ -445,6 +457,11 @@ COMMANDS: dict[str, Command] = {
         _run_segment,
         "show where a segmenter cuts each recording's welds, beside the arc current when a "
         "sensor log sits next to it; --plot draws why",
+    ),
+    "train-segmenter": Command(
+        _configure_train_segmenter,
+        _run_train_segmenter,
+        "train the arc segmenter's classifier on recordings whose arc current is logged",
     ),
     "clips": Command(
         _configure_clips, _run_clips, "list the kept defect clips, promote one into a dataset"

@@ -9,6 +9,8 @@ import json
 import sys
 from pathlib import Path
 
+from pydantic import ValidationError
+
 from deploy.audio import expand_inputs
 from deploy.errors import AudioError, WeldmonError
 from deploy.segment.modes import SegmentationMode
@@ -26,7 +28,10 @@ def segmentation_config(config: str | None, mode: str | None) -> SegmentationCon
 
         cfg = load_config(config, check_files=False).segmentation
     if mode is not None:
-        cfg = cfg.model_copy(update={"mode": SegmentationMode(mode)})
+        try:  # validated again: the mode's own checks (an arc model that loads) must hold
+            cfg = SegmentationConfig(**{**cfg.model_dump(), "mode": SegmentationMode(mode)})
+        except ValidationError as exc:
+            raise WeldmonError(f"segmentation: {exc}") from exc
     return inspectable(cfg)
 
 

@@ -46,6 +46,10 @@ REGISTRY: dict[str, tuple[str, str]] = {
     "run": ("monitor.cli", "run the real-time monitor daemon"),
     "replay": ("monitor.cli", "replay recorded files through the monitor pipeline"),
     "segment": ("monitor.cli", "where a segmenter cuts each recording's welds, and why (--plot)"),
+    "train-segmenter": (
+        "monitor.cli",
+        "train the arc segmenter on recordings whose arc current is logged",
+    ),
     "clips": ("monitor.cli", "list the kept defect clips, promote one into a dataset"),
     "devices": ("monitor.cli", "list the audio input devices PortAudio sees"),
     "watch": ("monitor.cli", "live terminal view of the monitor's MQTT events"),
@@ -72,6 +76,7 @@ EXAMPLES: dict[str, str] = {
     "run": "weldmon run --config /etc/weldmon/weldmon.yaml",
     "replay": "weldmon replay --config monitor.yaml --segmentation gate shift.flac",
     "segment": "weldmon segment --plot figures/ shift/*.flac",
+    "train-segmenter": "weldmon train-segmenter --data-root CELL_RECORDINGS --output arc.json",
     "clips": "weldmon clips list --config /etc/weldmon/weldmon.yaml",
     "devices": "weldmon devices",
     "watch": "weldmon watch --broker broker.plant.local",

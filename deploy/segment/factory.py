@@ -9,6 +9,7 @@ these to this module. The default is the crackle segmenter: the leave-one-setup-
 
 from __future__ import annotations
 
+from deploy.segment.arc import ArcParams, ArcSegmenter
 from deploy.segment.crackle import CrackleSegmenter
 from deploy.segment.crackle_params import CrackleParams
 from deploy.segment.gate import GateParams, GateSegmenter
@@ -17,7 +18,9 @@ from deploy.segment.protocol import SegmentationError, Segmenter
 
 DEFAULT_MODE = SegmentationMode.CRACKLE  # what the daemon runs unless configured otherwise
 # The modes this module builds: they listen to the audio only.
-AUDIO_ONLY_MODES = frozenset({SegmentationMode.CRACKLE, SegmentationMode.GATE})
+AUDIO_ONLY_MODES = frozenset(
+    {SegmentationMode.CRACKLE, SegmentationMode.GATE, SegmentationMode.ARC}
+)
 
 
 def _require_audio_only(mode: SegmentationMode) -> None:
@@ -33,22 +36,31 @@ def audio_only_segmenter(
     sample_rate: int,
     gate: GateParams | None = None,
     crackle: CrackleParams | None = None,
+    arc: ArcParams | None = None,
 ) -> Segmenter:
     """A fresh segmenter of an audio-only ``mode`` for one station's stream at
-    ``sample_rate`` Hz; raises SegmentationError for a mode that needs the monitor."""
+    ``sample_rate`` Hz; raises SegmentationError for a mode that needs the monitor (and
+    ArcModelError for an arc model that cannot be loaded)."""
     _require_audio_only(mode)
     if mode is SegmentationMode.GATE:
         return GateSegmenter(gate or GateParams(), sample_rate)
+    if mode is SegmentationMode.ARC:
+        return ArcSegmenter(arc or ArcParams(), sample_rate)
     return CrackleSegmenter(crackle or CrackleParams(), sample_rate)
 
 
 def audio_only_max_weld_s(
-    mode: SegmentationMode, gate: GateParams | None = None, crackle: CrackleParams | None = None
+    mode: SegmentationMode,
+    gate: GateParams | None = None,
+    crackle: CrackleParams | None = None,
+    arc: ArcParams | None = None,
 ) -> float:
     """The longest weld (s) an audio-only ``mode`` lets through before it forces an end."""
     _require_audio_only(mode)
     if mode is SegmentationMode.GATE:
         return (gate or GateParams()).max_weld_s
+    if mode is SegmentationMode.ARC:
+        return (arc or ArcParams()).max_weld_s
     return (crackle or CrackleParams()).max_weld_s
 
 

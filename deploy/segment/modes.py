@@ -11,6 +11,7 @@ class SegmentationMode(StrEnum):
     """How a weld's start and end are found."""
 
     CRACKLE = "crackle"  # the arc's crackle in the audio (deploy.segment.crackle): default
+    ARC = "arc"  # a learned arc classifier on the audio (deploy.segment.arc)
     GATE = "gate"  # the arc gate: from the audio level (deploy.segment.gate)
     CURRENT = "current"  # the welder's arc current, from its process data (deploy.segment.current)
     TRIGGER = "trigger"  # start/stop messages from the robot over MQTT (monitor only)

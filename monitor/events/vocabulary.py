@@ -15,6 +15,7 @@ class EndReason(StrEnum):
 
     GATE = "gate"  # the arc gate saw the arc stop
     CRACKLE = "crackle"  # the crackle segmenter heard the arc stop
+    ARC = "arc"  # the learned arc segmenter heard the arc stop
     CURRENT = "current"  # the welder's arc current stopped (process data)
     TRIGGER = "trigger"  # a stop trigger arrived
     FILE_END = "file_end"  # the replayed file ended

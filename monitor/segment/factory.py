@@ -1,7 +1,8 @@
 """The one place a segmentation mode is switched on: which segmenter it builds, how long a
 weld may last, why a weld it ends ended, and whether the daemon or only replay can run it.
 
-Audio-only modes (the crackle segmenter, the default; the arc gate) come from
+Audio-only modes (the crackle segmenter, the default; the learned arc segmenter; the arc
+gate) come from
 ``deploy.segment.factory``, which training shares; the modes that need the running monitor
 are built here: ``current`` (the welder's process data, ``deploy.segment.current``: pushed by
 the pipeline from MQTT or, in replay, from the run's sensor log), ``trigger`` (start/stop
@@ -15,9 +16,11 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from deploy.errors import WeldmonError
+from deploy.segment.arc import ArcParams
+from deploy.segment.arc_model import ArcModelError, load_arc_model
 from deploy.segment.crackle_params import CrackleParams
 from deploy.segment.current import CurrentParams, CurrentSegmenter
 from deploy.segment.factory import DEFAULT_MODE, audio_only_max_weld_s, audio_only_segmenter
@@ -46,8 +49,19 @@ class SegmentationConfig(BaseModel):
     mode: SegmentationMode = DEFAULT_MODE
     crackle: CrackleParams = CrackleParams()
     gate: GateParams = GateParams()
+    arc: ArcParams = ArcParams()
     current: CurrentParams = CurrentParams()
     trigger: TriggerConfig = TriggerConfig()
+
+    @model_validator(mode="after")
+    def _arc_model_loads(self) -> SegmentationConfig:
+        # A bad arc model is a config error at startup (exit 2), not a failure per station.
+        if self.mode is SegmentationMode.ARC:
+            try:
+                load_arc_model(self.arc.model)
+            except ArcModelError as exc:
+                raise ValueError(f"arc.model: {exc}") from exc
+        return self
 
 
 class ProcessConfig(BaseModel):
@@ -78,6 +92,7 @@ _MODES = SegmentationMode
 RULES: dict[SegmentationMode, ModeRules] = {
     _MODES.CRACKLE: ModeRules(EndReason.CRACKLE, True, _MODES.CRACKLE, False, True),
     _MODES.GATE: ModeRules(EndReason.GATE, True, _MODES.GATE, False, False),
+    _MODES.ARC: ModeRules(EndReason.ARC, True, _MODES.ARC, False, True),
     _MODES.CURRENT: ModeRules(EndReason.CURRENT, True, _MODES.CURRENT, False, True),
     _MODES.TRIGGER: ModeRules(EndReason.TRIGGER, True, _MODES.FILE, True, False),
     _MODES.FILE: ModeRules(EndReason.FILE_END, False, _MODES.FILE, False, False),
@@ -103,7 +118,7 @@ def new_segmenter(cfg: SegmentationConfig, sample_rate: int) -> Segmenter:
         return FileSegmenter()
     if cfg.mode is SegmentationMode.CURRENT:
         return CurrentSegmenter(cfg.current, sample_rate)
-    return audio_only_segmenter(cfg.mode, sample_rate, cfg.gate, cfg.crackle)
+    return audio_only_segmenter(cfg.mode, sample_rate, cfg.gate, cfg.crackle, cfg.arc)
 
 
 def max_weld_s(cfg: SegmentationConfig) -> float:
@@ -114,4 +129,4 @@ def max_weld_s(cfg: SegmentationConfig) -> float:
         return math.inf
     if cfg.mode is SegmentationMode.CURRENT:
         return cfg.current.max_weld_s
-    return audio_only_max_weld_s(cfg.mode, cfg.gate, cfg.crackle)
+    return audio_only_max_weld_s(cfg.mode, cfg.gate, cfg.crackle, cfg.arc)

@@ -8,8 +8,9 @@ arc current, placed on the file's clock as replay places it
 (`deploy.segment.boundary_check`). ``current`` mode cuts by that log and needs it.
 
 For the figure (`monitor.segment.plot`) the segmenter's read-only ``trace`` hook records
-the track it decides on (crackle: the smoothed log-kurtosis; gate: the smoothed level and
-its floor); the broadband level comes from `deploy.segment.levels.frame_rms_db`.
+the track it decides on (crackle: the smoothed log-kurtosis; arc: the arc probability;
+gate: the smoothed level and its floor); the broadband level comes from
+`deploy.segment.levels.frame_rms_db`.
 """
 
 from __future__ import annotations
@@ -35,7 +36,12 @@ from monitor.segment.factory import SegmentationConfig, new_segmenter
 
 RATE_HZ = FrontEndParams().sample_rate  # the model rate every segmenter runs at in the daemon
 LEVEL_FRAME_S = 0.05  # the plotted broadband level's frame
-INSPECTABLE = (SegmentationMode.CRACKLE, SegmentationMode.GATE, SegmentationMode.CURRENT)
+INSPECTABLE = (
+    SegmentationMode.CRACKLE,
+    SegmentationMode.ARC,
+    SegmentationMode.GATE,
+    SegmentationMode.CURRENT,
+)
 
 
 class NoSensorLogError(WeldmonError):

@@ -105,6 +105,25 @@ def _track(ax, result: FileSegments, cfg: SegmentationConfig) -> None:  # ax: ma
         )
         ax.set_ylabel("log10 kurtosis")
         return
+    if result.mode is SegmentationMode.ARC:
+        ax.plot(times, values, color="tab:blue", linewidth=0.7, label="arc probability")
+        ax.axhline(
+            cfg.arc.on_p,
+            color="tab:orange",
+            linestyle="--",
+            linewidth=0.9,
+            label=f"on_p ({cfg.arc.on_p:g})",
+        )
+        ax.axhline(
+            cfg.arc.off_p,
+            color="tab:purple",
+            linestyle=":",
+            linewidth=0.8,
+            label=f"off_p ({cfg.arc.off_p:g})",
+        )
+        ax.set_ylim(-0.02, 1.02)
+        ax.set_ylabel("P(arc)")
+        return
     gate = cfg.gate
     ax.plot(times, values, color="tab:blue", linewidth=0.7, label="gate: smoothed level (dB)")
     ax.plot(times, refs, color="0.4", linewidth=0.8, label="noise floor")
