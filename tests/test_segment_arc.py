@@ -16,7 +16,13 @@ from pydantic import ValidationError
 
 from deploy.segment.arc import ArcParams, ArcSegmenter
 from deploy.segment.arc_features import FeatureConfig, recording_features
-from deploy.segment.arc_model import SHIPPED_MODEL, ArcModelError, load_arc_model, payload_digest
+from deploy.segment.arc_model import (
+    SHIPPED_MODEL,
+    ArcModelError,
+    cached_arc_model,
+    load_arc_model,
+    payload_digest,
+)
 from deploy.segment.arc_train import fit
 from deploy.segment.modes import SegmentationMode
 from deploy.segment.offline import segment_welds
@@ -236,3 +242,13 @@ def test_train_segmenter_learns_from_recordings_with_their_logs_beside_them(
     assert len(welds) == 1
     assert abs(welds[0].start / RATE_HZ - truth.start_s) <= TOL_S
     assert abs(welds[0].end / RATE_HZ - truth.end_s) <= TOL_S
+
+
+def test_a_model_file_removed_after_it_loaded_keeps_the_loaded_model(tmp_path: Path) -> None:
+    path = tmp_path / "arc.json"
+    path.write_bytes(SHIPPED_MODEL.read_bytes())
+    loaded = cached_arc_model(path)
+    path.unlink()  # e.g. a botched redeploy while the daemon runs
+    assert cached_arc_model(path) is loaded  # the next station or stream epoch still gets it
+    with pytest.raises(ArcModelError, match="cannot read"):
+        cached_arc_model(tmp_path / "never-loaded.json")

@@ -18,11 +18,13 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import structlog
 
 from deploy.errors import WeldmonError
 from deploy.segment.arc_features import FeatureConfig, feature_names
 
 FORMAT = "weldmon-arc-segmenter/1"
+log = structlog.get_logger(__name__)
 # The model trained on the 23 shared recordings (`weldmon train-segmenter`), shipped with the code.
 SHIPPED_MODEL = Path(__file__).with_name("arc_model.json")
 
@@ -159,12 +161,26 @@ def _cached(path: Path, mtime_ns: int, size: int) -> ArcModel:
     return load_arc_model(path)
 
 
+# The model last loaded from each path: a running daemon builds a segmenter per station and
+# stream epoch, so a file removed or damaged after startup must not stop it from judging.
+_last_loaded: dict[Path, ArcModel] = {}
+
+
 def cached_arc_model(path: Path | None = None) -> ArcModel:
     """`load_arc_model`, read once per file version: every station and stream epoch shares
-    the one loaded model (a retrained file, with a new modification time, is read again)."""
+    the one loaded model (a retrained file, with a new modification time, is read again).
+    A file that can no longer be read, once it was, keeps the model last loaded from it (a
+    warning says so); one that never loaded raises ArcModelError."""
     path = Path(path).resolve() if path is not None else SHIPPED_MODEL
     try:
         stat = path.stat()
-    except OSError as exc:
+        model = _cached(path, stat.st_mtime_ns, stat.st_size)
+    except (OSError, ArcModelError) as exc:
+        if path in _last_loaded:
+            log.warning("arc_model_unreadable_keeping_loaded", path=str(path), error=str(exc))
+            return _last_loaded[path]
+        if isinstance(exc, ArcModelError):
+            raise
         raise ArcModelError(f"{path}: cannot read the arc-segmenter model: {exc}") from exc
-    return _cached(path, stat.st_mtime_ns, stat.st_size)
+    _last_loaded[path] = model
+    return model
