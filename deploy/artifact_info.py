@@ -172,7 +172,8 @@ def _info(path: Path) -> dict[str, Any]:
         fmt = "torchscript"
     legacy = not meta or bool(meta.get("legacy_source"))
     name, version = model_identity(meta)
-    provenance = meta.get("provenance") if isinstance(meta.get("provenance"), dict) else {}
+    stored = meta.get("provenance")
+    provenance: dict[str, Any] = stored if isinstance(stored, dict) else {}
     frontend = meta.get("frontend") or FrontEndParams().as_dict()
     info: dict[str, Any] = {
         "path": str(path),

@@ -123,6 +123,7 @@ def export_onnx(
             external_data=False,
             verbose=False,
         )
+    assert program is not None  # the dynamo exporter always returns its program
     proto = program.model_proto
     del proto.metadata_props[:]
     entry = proto.metadata_props.add()

@@ -115,7 +115,8 @@ class OnnxModel(DeployModel):
         self.session = session
 
     def _window_probs(self, windows: np.ndarray) -> np.ndarray:
-        return self.session.run([OUTPUT_NAME], {INPUT_NAME: windows})[0]
+        probs: np.ndarray = self.session.run([OUTPUT_NAME], {INPUT_NAME: windows})[0]
+        return probs
 
 
 def read_onnx_metadata(path: Path) -> dict[str, Any]:

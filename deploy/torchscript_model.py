@@ -128,7 +128,8 @@ class TorchScriptModel(DeployModel):
         x = torch.from_numpy(windows)
         with torch.inference_mode():
             if self._has_window_probs:
-                return self.module.window_probs(x).numpy()
+                probs: np.ndarray = self.module.window_probs(x).numpy()
+                return probs
             # The original's artifacts have no batch method: the same maths through base_model.
             logits = self.module.base_model(x.unsqueeze(1))
             return defect_probability(logits, self.defect_idx).numpy()

@@ -352,7 +352,7 @@ class CrackleSegmenter(Segmenter):
     def _excess_db(levels: np.ndarray, floor: np.ndarray) -> np.ndarray:
         """Power above the floor (dB) per band, floored EXCESS_FLOOR under the power."""
         excess = np.maximum(levels - floor, EXCESS_FLOOR * levels)
-        return 10.0 * np.log10(np.maximum(excess, POWER_FLOOR))
+        return np.asarray(10.0 * np.log10(np.maximum(excess, POWER_FLOOR)))
 
     def _quick(self, heard: _Heard) -> np.ndarray:
         """A frame's level before the median, as power above the floor (dB): computed only
@@ -370,7 +370,7 @@ class CrackleSegmenter(Segmenter):
     def _weights(self, ref: np.ndarray) -> np.ndarray:
         """Each band's weight: the weld's SNR there (the level is already power above the
         floor, so ref - floor), capped and normalised to sum 1 (all 0 without any SNR)."""
-        w = np.clip(ref - self._floor_db(), 0.0, MAX_WEIGHT_DB)
+        w: np.ndarray = np.clip(ref - self._floor_db(), 0.0, MAX_WEIGHT_DB)
         total = float(w.sum())
         return w / total if total > 0.0 else w
 
@@ -498,6 +498,7 @@ class CrackleSegmenter(Segmenter):
         if w.ref is not ref:
             w.ref, w.weights = ref, self._weights(ref)
         weights = w.weights
+        assert weights is not None  # set with w.ref just above
         drop = _weighted_drop(ref, heard.level, weights)
         if heard.crackle and drop < p.edge_db:
             if heard.index == w.last_on + 1 and not w.run:

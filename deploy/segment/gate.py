@@ -414,7 +414,9 @@ class GateSegmenter(Segmenter):
         the quieter wire-feed creep before ignition."""
         p = self.params
         on = [(s, lv) for s, lv in self._candidate if lv - floor_db >= p.off_db]
-        recent = [lv for _, lv in on[-self._weld_levels.maxlen :]]
+        maxlen = self._weld_levels.maxlen
+        assert maxlen is not None  # bounded in __init__
+        recent = [lv for _, lv in on[-maxlen:]]
         ref = statistics.median(recent)
         if ref - floor_db < p.on_db:
             return
