@@ -20,7 +20,8 @@ from typing import TYPE_CHECKING
 import torch
 from torch import Tensor, nn
 
-from deploy.frontend_params import FrontEndParams
+# Re-exported: the front end's parameters are imported from here as well as from their module.
+from deploy.frontend_params import FrontEndParams as FrontEndParams
 
 # Largest |w[m] - w[L - m]| accepted for the analysis window: the periodic Hann is symmetric
 # about its centre (float32 rounding leaves ~2e-7); the folded DFT below relies on it.
@@ -164,5 +165,5 @@ def normalise_windows(db: Tensor, eps: float) -> Tensor:
     return ((db - mean) / (std + eps)).unsqueeze(1)
 
 
-def _rebuild_dft_bases(module: nn.Module, _incompatible: object) -> None:
-    module._set_dft_bases()  # type: ignore[operator]
+def _rebuild_dft_bases(module: LogMel, _incompatible: object) -> None:
+    module._set_dft_bases()

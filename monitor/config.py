@@ -227,6 +227,7 @@ def parse_config(
     except ValidationError as exc:
         problems += _format_errors(exc)
     if check_files:
+        state: Any  # a raw YAML value when the schema failed
         if cfg is not None:
             model, state = cfg.model.path, cfg.state_dir
             shadow = cfg.shadow.path if cfg.shadow is not None else None
@@ -300,7 +301,7 @@ class _StrictLoader(yaml.SafeLoader):
     def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
         first_line: dict[Any, int] = {}
         for key_node, _ in node.value:
-            key = self.construct_object(key_node, deep=True)  # type: ignore[no-untyped-call]
+            key = self.construct_object(key_node, deep=True)
             line = key_node.start_mark.line + 1
             if isinstance(key, Hashable) and key in first_line:
                 self.duplicates.append(

@@ -218,6 +218,7 @@ class CrackleSegmenter(Segmenter):
     def lookback_samples(self) -> int:
         """Upper bound on how far a start lies before the end of the latest block: the
         candidate history, the smoothing look-ahead, a partial frame and the pre-roll."""
+        # maxlen: the candidate deque is always created bounded (Optional only to the checker).
         frames = self._candidate.maxlen + self._smoother.lookahead + 2  # type: ignore[operator]
         return self._pre_roll + frames * self._frame_len
 
@@ -522,6 +523,7 @@ class CrackleSegmenter(Segmenter):
             if drop <= -p.mask_db:  # louder than the weld without its crackle: masked
                 w.masked += 1
                 w.fade_run = 0
+            # fade_db is not None whenever _fade_n is non-zero (see __init__).
             elif heard.crackle and self._fade_n and drop < p.edge_db + p.fade_db:  # type: ignore[operator]
                 # A weaker arc right after the weld: its own arc fading out (it goes out
                 # within fade_s, and then nothing crackles) or another cell's going on (it

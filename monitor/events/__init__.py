@@ -18,7 +18,7 @@ import math
 import uuid
 from collections.abc import Callable
 from datetime import UTC, datetime
-from typing import Annotated, Literal
+from typing import Annotated, Final, Literal
 
 from pydantic import (
     AfterValidator,
@@ -38,7 +38,7 @@ from deploy.segment.modes import SegmentationMode
 from monitor.events.vocabulary import DegradedReason, EndReason, ErrorCode, ThresholdSource
 
 # Bumped when a field is removed or changes meaning; adding an optional field does not bump it.
-SCHEMA_VERSION = 1
+SCHEMA_VERSION: Final = 1
 DEFAULT_TOPIC_PREFIX = "weldmon"
 
 # A station name is one MQTT topic level: no '/', '+', '#', and short enough to read in a UI.

@@ -12,6 +12,7 @@ from __future__ import annotations
 from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic.config import JsonDict
 
 from monitor.events import (
     CONTEXT_KEY_PATTERN,
@@ -30,7 +31,7 @@ MAX_PROCESS_SAMPLES = 100
 # --- inbound trigger ----------------------------------------------------------------------------
 
 
-_CONTEXT_SCHEMA = {
+_CONTEXT_SCHEMA: JsonDict = {
     "propertyNames": {"pattern": CONTEXT_KEY_PATTERN},
     "maxProperties": MAX_CONTEXT_KEYS + 1,
 }

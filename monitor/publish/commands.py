@@ -168,7 +168,7 @@ def parse_trigger(payload: bytes) -> TriggerMessage:
     """Parse an inbound trigger payload; anything else raises MalformedMessageError."""
     text = _bounded_text(payload, "trigger")
     if text.lower() in ("start", "stop"):
-        return TriggerMessage(state=text.lower())  # type: ignore[arg-type]
+        return TriggerMessage(state=text.lower())
     try:
         data: Any = json.loads(text)
     except (ValueError, RecursionError) as exc:
@@ -176,7 +176,7 @@ def parse_trigger(payload: bytes) -> TriggerMessage:
             f"trigger payload is neither start/stop nor JSON: {text[:80]!r}"
         ) from exc
     if isinstance(data, str) and data.strip().lower() in ("start", "stop"):
-        return TriggerMessage(state=data.strip().lower())  # type: ignore[arg-type]
+        return TriggerMessage(state=data.strip().lower())
     try:
         return TriggerMessage.model_validate(data)
     except ValidationError as exc:
