@@ -19,11 +19,12 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import Field, ValidationError
 
 from deploy.alert_rule import DEFAULT_ALERT_WINDOWS
 from deploy.errors import WeldmonError
 from deploy.inputs import MAX_CONFIG_BYTES, read_input_text
+from deploy.strict_model import StrictModel
 from monitor.audio.config import AudioConfig
 from monitor.ops.clip_policy import ClipsConfig
 from monitor.ops.health import HttpConfig
@@ -57,8 +58,8 @@ class ConfigError(WeldmonError):
     """The configuration is unusable; the message lists every problem, one per line."""
 
 
-class _Section(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
+class _Section(StrictModel):
+    """A section of the daemon's configuration (StrictModel: unknown keys are errors)."""
 
 
 class ModelConfig(_Section):

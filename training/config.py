@@ -19,8 +19,6 @@ from typing import Any, Literal
 
 import yaml
 from pydantic import (
-    BaseModel,
-    ConfigDict,
     Field,
     SerializerFunctionWrapHandler,
     ValidationError,
@@ -33,6 +31,7 @@ from deploy.contract import MODEL_NAME_PATTERN, MODEL_VERSION_PATTERN
 from deploy.errors import WeldmonError
 from deploy.frontend_params import FrontEndParams
 from deploy.inputs import MAX_CONFIG_BYTES, read_input_text
+from deploy.strict_model import StrictModel
 from training.augment import AugmentParams
 
 
@@ -45,10 +44,8 @@ class ConfigError(WeldmonError):
 FRONT_END_KEYS = ("sample_rate", "n_fft", "win_length", "hop_length", "n_mels", "f_min", "f_max")
 
 
-class TrainConfig(BaseModel):
+class TrainConfig(StrictModel):
     """Every knob of a training run. Units in the comments; defaults are the original's."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
     # -- identity: the human-readable name and version the exported artifact carries (events
     # show them beside its sha256); `weldmon export --name/--model-version` override them

@@ -34,8 +34,9 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 import structlog
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import Field, ValidationError
 
+from deploy.strict_model import StrictModel
 from monitor.events import (
     DEFAULT_TOPIC_PREFIX,
     STATION_PATTERN,
@@ -88,11 +89,9 @@ def reload_topic(prefix: str) -> str:
     return f"{prefix}/cmd/reload"
 
 
-class ReloadCommand(BaseModel):
+class ReloadCommand(StrictModel):
     """``{prefix}/cmd/reload`` payload: empty, the word ``reload``, or a JSON object with an
     optional ``request_id`` echoed in the log."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
 
     request_id: str | None = Field(None, min_length=1, max_length=128)
 
