@@ -2,9 +2,21 @@
 
 from __future__ import annotations
 
+import ast
+from pathlib import Path
+
 import pytest
 
-from tests.support.groups import GROUPS, INTEGRATION_FIXTURES, INTEGRATION_MARKERS, group_of
+from tests.support.groups import (
+    GROUPS,
+    INTEGRATION_FIXTURES,
+    INTEGRATION_MARKERS,
+    SLOW_TESTS,
+    TRAINING_MODULES,
+    group_of,
+)
+
+TESTS = Path(__file__).resolve().parent
 
 
 def test_a_test_reading_the_real_recordings_is_realdata_whatever_else_it_starts() -> None:
@@ -25,6 +37,26 @@ def test_a_test_marked_with_a_real_part_or_slow_is_integration(marker: str) -> N
 
 def test_an_in_process_test_is_unit() -> None:
     assert group_of({"tmp_path", "capsys", "monkeypatch"}, {"parametrize"}) == "unit"
+    assert group_of({"tmp_path"}, set(), "test_events.py", "test_parse_a_result") == "unit"
+
+
+def test_a_training_module_or_a_listed_slow_test_is_integration() -> None:
+    module = sorted(TRAINING_MODULES)[0]
+    assert group_of({"tmp_path"}, set(), module, "test_anything") == "integration"
+    module, functions = sorted(SLOW_TESTS.items())[0]
+    assert group_of({"tmp_path"}, set(), module, functions[0]) == "integration"
+
+
+def test_every_module_and_test_the_tables_name_still_exists() -> None:
+    stale = [
+        name for name in sorted(TRAINING_MODULES | set(SLOW_TESTS)) if not (TESTS / name).is_file()
+    ]
+    for module, functions in SLOW_TESTS.items():
+        if (TESTS / module).is_file():
+            tree = ast.parse((TESTS / module).read_text())
+            defined = {node.name for node in ast.walk(tree) if isinstance(node, ast.FunctionDef)}
+            stale += [f"{module}::{name}" for name in functions if name not in defined]
+    assert stale == []
 
 
 def test_every_collected_test_carries_exactly_one_group(request: pytest.FixtureRequest) -> None:
