@@ -26,11 +26,14 @@ Plain tensor maths (mean, matmul, sqrt, maximum): scriptable and exportable to O
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import torch
 from torch import Tensor, nn
 
 from deploy.backbone import WindowClassifier
-from deploy.frontend import FrontEndParams, LogMel
+from deploy.frontend import LogMel
+from deploy.frontend_params import FrontEndParams
 from deploy.goodonly_knn import KnnReference
 
 EMBEDDINGS = ("mean", "mean_spread", "mean_spread_delta")  # see spectral_embedding
@@ -58,6 +61,11 @@ def spectral_embedding(maps: Tensor, kind: str = "mean", eps: float = SPREAD_EPS
 class CellReference(nn.Module):
     """Window embeddings [T, D] -> calibrated anomaly logits [T]: (distance - centre) / scale,
     with distance = || whiten (x - mean) || (Mahalanobis under the enrolled covariance)."""
+
+    if TYPE_CHECKING:
+        # The buffers registered below, for the type checker only (see deploy/frontend.py).
+        mean: Tensor
+        whiten: Tensor
 
     def __init__(
         self, mean: Tensor, whiten: Tensor, centre: float = 0.0, scale: float = 1.0

@@ -15,7 +15,6 @@ from typing import Dict, List  # noqa: UP035 - TorchScript needs typing generics
 import torch
 from torch import Tensor, nn
 
-from deploy.backbone import WindowClassifier
 from deploy.contract import ARTIFACT_FORMAT_VERSION, LABEL_NAMES, META_EXTRA_FILE
 from deploy.pooling import topk_pool
 from deploy.windows import cut_windows, mix_channels
@@ -52,7 +51,7 @@ class DeployModule(nn.Module):
 
     def __init__(
         self,
-        base_model: WindowClassifier,
+        base_model: nn.Module,  # windows [T, S] -> logits: a WindowClassifier or an ensemble
         *,
         chunk_samples: int,
         defect_idx: int,

@@ -21,11 +21,10 @@ from typing import Any
 
 from deploy.calibration import calibration_of, calibration_warnings
 from deploy.contract import (
-    CONTRACT_FIELDS,
     LABEL_NAMES,
     LEGACY_SAMPLE_RATE,
     META_EXTRA_FILE,
-    check_contract_values,
+    ModelContract,
     check_format_version,
     model_identity,
 )
@@ -99,10 +98,7 @@ def _read_pt(path: Path) -> tuple[dict[str, Any], dict[str, Any]]:
                 meta = json.loads(zf.read(extra[0]) or b"{}")
             except json.JSONDecodeError as exc:
                 raise ArtifactError(f"{path}: metadata {META_EXTRA_FILE} is not JSON") from exc
-    missing = [name for name in CONTRACT_FIELDS if name not in attrs]
-    if missing:
-        raise ArtifactError(f"{path}: not a deploy artifact, missing attribute(s) {missing}")
-    check_contract_values(str(path), attrs)
+    ModelContract.read(str(path), attrs, "not a deploy artifact, missing attribute(s)")
     if meta:
         check_format_version(str(path), meta)
     return attrs, meta
@@ -164,15 +160,16 @@ def _info(path: Path) -> dict[str, Any]:
     sha = file_sha256(path)
     if path.suffix == ONNX_SUFFIX:
         meta = _read_onnx(path)
-        contract = {name: meta[name] for name in CONTRACT_FIELDS}
+        contract = {name: meta[name] for name in ModelContract.names()}
         fmt = "onnx"
     else:
         attrs, meta = _read_pt(path)
-        contract = {name: attrs[name] for name in CONTRACT_FIELDS}
+        contract = {name: attrs[name] for name in ModelContract.names()}
         fmt = "torchscript"
     legacy = not meta or bool(meta.get("legacy_source"))
     name, version = model_identity(meta)
-    provenance = meta.get("provenance") if isinstance(meta.get("provenance"), dict) else {}
+    stored = meta.get("provenance")
+    provenance: dict[str, Any] = stored if isinstance(stored, dict) else {}
     frontend = meta.get("frontend") or FrontEndParams().as_dict()
     info: dict[str, Any] = {
         "path": str(path),

@@ -40,16 +40,17 @@ class Recording:
 
     @property
     def duration_s(self) -> float:
-        return self.samples.shape[1] / self.sample_rate
+        return float(self.samples.shape[1] / self.sample_rate)
 
 
 def resample(frames: np.ndarray, source_rate: int, target_rate: int) -> np.ndarray:
     """[N, C] float32 at source_rate -> [M, C] float32 at target_rate (whole-buffer soxr)."""
     if source_rate == target_rate:
         return frames
-    return soxr.resample(frames, source_rate, target_rate, quality=RESAMPLE_QUALITY).astype(
-        np.float32, copy=False
-    )
+    out: np.ndarray = soxr.resample(
+        frames, source_rate, target_rate, quality=RESAMPLE_QUALITY
+    ).astype(np.float32, copy=False)
+    return out
 
 
 # What a folder named on a command line is searched for (libsndfile's common formats); a file

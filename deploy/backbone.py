@@ -21,7 +21,8 @@ from dataclasses import asdict, dataclass
 import torch
 from torch import Tensor, nn
 
-from deploy.frontend import FrontEndParams, LogMel
+from deploy.frontend import LogMel
+from deploy.frontend_params import FrontEndParams
 
 INPUT_NORMS = ("window", "band")  # see the module docstring
 KINDS = ("cnn", "stats")

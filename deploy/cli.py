@@ -9,10 +9,13 @@ import json
 import math
 import sys
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from deploy.loader import BACKENDS
 from weldmon.cli import EXIT_FAILURE, EXIT_OK, EXIT_USAGE, Command, add_output_argument
+
+if TYPE_CHECKING:  # torch-backed at run time: imported where a model is loaded
+    from deploy.model import DeployModel
 
 
 def _add_model_args(parser: argparse.ArgumentParser) -> None:
@@ -36,7 +39,7 @@ def _add_model_args(parser: argparse.ArgumentParser) -> None:
     )
 
 
-def _load(args: argparse.Namespace):  # -> DeployModel, imported lazily
+def _load(args: argparse.Namespace) -> DeployModel:
     """Load, pin-check and self-test the artifact, as run and replay do: a model that does
     not give finite probabilities is refused before any file is judged."""
     from deploy.errors import ArtifactError

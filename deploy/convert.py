@@ -29,7 +29,7 @@ from deploy.digest import file_sha256
 from deploy.ensemble import EnsembleClassifier
 from deploy.errors import ArtifactError
 from deploy.export import onnx_metadata
-from deploy.frontend import FrontEndParams
+from deploy.frontend_params import FrontEndParams
 from deploy.inputs import MAX_ARTIFACT_BYTES, check_input_file
 from deploy.onnx_export import EXPORT_TOLERANCE, OnnxExport, export_onnx, probe_windows
 from deploy.onnx_model import load_onnx

@@ -20,7 +20,8 @@ import torch
 from torch import Tensor, nn
 
 from deploy.backbone import BackboneParams, WindowClassifier
-from deploy.frontend import FrontEndParams, LogMel
+from deploy.frontend import LogMel
+from deploy.frontend_params import FrontEndParams
 
 # Clip of the mean probability before its logit: float32's largest value below 1 is
 # 1 - 6e-8, so 1e-7 keeps both ends finite; far below the 1e-5 the exports are checked to.

@@ -21,7 +21,7 @@ from deploy.artifact import (
 )
 from deploy.contract import check_model_identity
 from deploy.digest import file_sha256, write_sha256_file
-from deploy.frontend import FrontEndParams
+from deploy.frontend_params import FrontEndParams
 from deploy.loader import onnx_twin
 
 __all__ = [

@@ -24,6 +24,7 @@ scriptable and exportable to ONNX.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
@@ -39,6 +40,13 @@ NORM_FLOOR = 1e-6  # a bank of identical windows must not divide by zero
 class KnnReference(nn.Module):
     """Window embeddings [T, D] -> calibrated anomaly logits [T]: (distance - centre) / scale,
     with distance = k-th nearest bank distance / norm."""
+
+    if TYPE_CHECKING:
+        # The buffers registered below, for the type checker only (see deploy/frontend.py).
+        mean: Tensor
+        inv_std: Tensor
+        bank: Tensor
+        bank_sq: Tensor
 
     def __init__(
         self,
@@ -103,7 +111,7 @@ def _kth_other_weld(z: np.ndarray, owner: np.ndarray, k: int) -> np.ndarray:
     reachable = np.isfinite(d2).sum(axis=1)
     kk = np.minimum(k, np.maximum(reachable, 1)) - 1
     part = np.sort(d2, axis=1)
-    return np.sqrt(part[np.arange(len(z)), kk])
+    return np.asarray(np.sqrt(part[np.arange(len(z)), kk]))
 
 
 def fit_knn(

@@ -24,7 +24,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from deploy.contract import CONTRACT_FIELDS, META_ONNX_KEY, check_contract_values
+from deploy.contract import META_ONNX_KEY, ModelContract
 from deploy.digest import file_sha256, write_sha256_file
 from deploy.errors import ArtifactError
 from deploy.onnx_model import INPUT_NAME, OUTPUT_NAME, load_onnx
@@ -103,10 +103,7 @@ def export_onnx(
 ) -> OnnxExport:
     """Export `scorer` to `output` (+ `.sha256`), metadata JSON in metadata_props, and check
     the written file under ONNX Runtime against `scorer` on probe windows."""
-    missing = [name for name in CONTRACT_FIELDS if name not in metadata]
-    if missing:
-        raise ArtifactError(f"{output}: metadata lacks the contract field(s) {missing}")
-    check_contract_values(str(output), metadata)
+    ModelContract.read(str(output), metadata, "metadata lacks the contract field(s)")
     _require_exporter()
     import onnx
 
@@ -123,6 +120,7 @@ def export_onnx(
             external_data=False,
             verbose=False,
         )
+    assert program is not None  # the dynamo exporter always returns its program
     proto = program.model_proto
     del proto.metadata_props[:]
     entry = proto.metadata_props.add()

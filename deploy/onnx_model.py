@@ -16,12 +16,7 @@ from typing import Any
 import numpy as np
 import onnxruntime as ort
 
-from deploy.contract import (
-    CONTRACT_FIELDS,
-    META_ONNX_KEY,
-    check_contract_values,
-    check_format_version,
-)
+from deploy.contract import META_ONNX_KEY, ModelContract, check_format_version
 from deploy.errors import ArtifactError
 from deploy.model import DeployModel
 
@@ -70,10 +65,7 @@ def _metadata(path: Path, session: ort.InferenceSession) -> dict[str, Any]:
     if not isinstance(meta, dict):
         raise ArtifactError(f"{path}: metadata {META_ONNX_KEY} is not a JSON object")
     check_format_version(str(path), meta)
-    missing = [name for name in CONTRACT_FIELDS if name not in meta]
-    if missing:
-        raise ArtifactError(f"{path}: metadata lacks the contract field(s) {missing}")
-    check_contract_values(str(path), meta)
+    ModelContract.read(str(path), meta, "metadata lacks the contract field(s)")
     return meta
 
 
@@ -115,7 +107,8 @@ class OnnxModel(DeployModel):
         self.session = session
 
     def _window_probs(self, windows: np.ndarray) -> np.ndarray:
-        return self.session.run([OUTPUT_NAME], {INPUT_NAME: windows})[0]
+        probs: np.ndarray = self.session.run([OUTPUT_NAME], {INPUT_NAME: windows})[0]
+        return probs
 
 
 def read_onnx_metadata(path: Path) -> dict[str, Any]:

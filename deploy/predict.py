@@ -71,7 +71,9 @@ def predict_window(model: DeployModel, rec: Recording, start_s: float) -> dict[s
     return out
 
 
-def predict_file(model: DeployModel, path: str | Path, window_start_s: float | None) -> dict:
+def predict_file(
+    model: DeployModel, path: str | Path, window_start_s: float | None
+) -> dict[str, Any]:
     """Decode `path` at the model's rate and run mode A, or mode B when a start is given."""
     rec = read_recording(path, model.sample_rate)
     if window_start_s is None:

@@ -19,16 +19,11 @@ import torch
 
 from deploy import torchscript
 from deploy.artifact import defect_probability
-from deploy.contract import (
-    CONTRACT_FIELDS,
-    META_EXTRA_FILE,
-    check_contract_values,
-    check_format_version,
-)
+from deploy.contract import META_EXTRA_FILE, ModelContract, check_format_version
 from deploy.errors import ArtifactError, AudioError
 from deploy.model import DeployModel
 
-REQUIRED_ATTRIBUTES = (*CONTRACT_FIELDS, "base_model")
+REQUIRED_ATTRIBUTES = (*ModelContract.names(), "base_model")
 
 
 def check_archive(path: Path, data: bytes | None = None) -> None:
@@ -61,16 +56,18 @@ def _validate(path: Path, module: torch.jit.ScriptModule, meta: dict[str, Any]) 
     missing = [a for a in REQUIRED_ATTRIBUTES if not hasattr(module, a)]
     if missing:
         raise ArtifactError(f"{path}: not a deploy artifact, missing attribute(s) {missing}")
-    check_contract_values(str(path), {name: getattr(module, name) for name in CONTRACT_FIELDS})
+    attributes = {name: getattr(module, name) for name in ModelContract.names()}
+    contract = ModelContract.read(str(path), attributes, "missing attribute(s)")
     if not meta:
         return
     check_format_version(str(path), meta)
-    for name in CONTRACT_FIELDS:
-        if name in meta and meta[name] != getattr(module, name):
-            raise ArtifactError(
-                f"{path}: metadata field {name}={meta[name]!r} does not match the module's "
-                f"{getattr(module, name)!r}"
-            )
+    mismatched = contract.mismatched(meta)
+    if mismatched:
+        name = mismatched[0]
+        raise ArtifactError(
+            f"{path}: metadata field {name}={meta[name]!r} does not match the module's "
+            f"{attributes[name]!r}"
+        )
 
 
 def read_torchscript(
@@ -128,7 +125,8 @@ class TorchScriptModel(DeployModel):
         x = torch.from_numpy(windows)
         with torch.inference_mode():
             if self._has_window_probs:
-                return self.module.window_probs(x).numpy()
+                probs: np.ndarray = self.module.window_probs(x).numpy()
+                return probs
             # The original's artifacts have no batch method: the same maths through base_model.
             logits = self.module.base_model(x.unsqueeze(1))
             return defect_probability(logits, self.defect_idx).numpy()

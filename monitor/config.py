@@ -19,11 +19,12 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import Field, ValidationError
 
 from deploy.alert_rule import DEFAULT_ALERT_WINDOWS
 from deploy.errors import WeldmonError
 from deploy.inputs import MAX_CONFIG_BYTES, read_input_text
+from deploy.strict_model import StrictModel
 from monitor.audio.config import AudioConfig
 from monitor.ops.clip_policy import ClipsConfig
 from monitor.ops.health import HttpConfig
@@ -57,8 +58,8 @@ class ConfigError(WeldmonError):
     """The configuration is unusable; the message lists every problem, one per line."""
 
 
-class _Section(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
+class _Section(StrictModel):
+    """A section of the daemon's configuration (StrictModel: unknown keys are errors)."""
 
 
 class ModelConfig(_Section):
@@ -227,6 +228,7 @@ def parse_config(
     except ValidationError as exc:
         problems += _format_errors(exc)
     if check_files:
+        state: Any  # a raw YAML value when the schema failed
         if cfg is not None:
             model, state = cfg.model.path, cfg.state_dir
             shadow = cfg.shadow.path if cfg.shadow is not None else None
@@ -300,7 +302,7 @@ class _StrictLoader(yaml.SafeLoader):
     def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
         first_line: dict[Any, int] = {}
         for key_node, _ in node.value:
-            key = self.construct_object(key_node, deep=True)  # type: ignore[no-untyped-call]
+            key = self.construct_object(key_node, deep=True)
             line = key_node.start_mark.line + 1
             if isinstance(key, Hashable) and key in first_line:
                 self.duplicates.append(

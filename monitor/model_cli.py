@@ -91,6 +91,7 @@ async def _ask(
     from monitor.publish.request import ask_daemon
 
     prefix = mqtt.topic_prefix
+    assert command.request_id is not None  # the caller gives each command a fresh one
     return await ask_daemon(
         mqtt,
         command_topic=model_command_topic(prefix, action),

@@ -99,6 +99,7 @@ async def _ask(mqtt: MqttConfig, command: TeachCommand, timeout_s: float) -> Tea
     from monitor.publish.request import ask_daemon
 
     prefix = mqtt.topic_prefix
+    assert command.request_id is not None  # the caller gives each command a fresh one
     return await ask_daemon(
         mqtt,
         command_topic=teach_command_topic(prefix),

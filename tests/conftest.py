@@ -1,6 +1,12 @@
-"""Fixtures shared by the whole suite live in tests/support/, one module per real part."""
+"""Fixtures shared by the whole suite live in tests/support/, one module per real part; every
+test is given one group marker (unit, integration, realdata) by tests/support/groups.py."""
 
+from __future__ import annotations
+
+import pytest
 from hypothesis import settings
+
+from tests.support.groups import assign_groups
 
 pytest_plugins = [
     "tests.support.data",
@@ -15,3 +21,7 @@ pytest_plugins = [
 # 2-core CI box a correct example can take longer. Speed belongs in bench/, so no deadline.
 settings.register_profile("weldmon", deadline=None)
 settings.load_profile("weldmon")
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    assign_groups(items)

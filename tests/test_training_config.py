@@ -7,7 +7,9 @@ import math
 from pathlib import Path
 
 import pytest
+import yaml
 
+from deploy.frontend_params import FrontEndParams
 from training.config import ConfigError, TrainConfig, load_config
 
 REPO = Path(__file__).resolve().parents[1]
@@ -125,3 +127,45 @@ def test_train_command_with_an_unknown_key_exits_2_naming_it(
     assert main(["train", "--config", str(path), "--run-dir", str(tmp_path / "run")]) == 2
     assert "topk_ratio" in capsys.readouterr().err
     assert not (tmp_path / "run").exists()
+
+
+def test_the_front_end_is_one_frontendparams_set_by_flat_keys_or_one_mapping(
+    tmp_path: Path,
+) -> None:
+    flat = load_config(_write(tmp_path / "flat.json", {"n_mels": 32, "f_max": 7000.0}))
+    nested = load_config(_write(tmp_path / "nested.json", {"front_end": {"n_mels": 32}}))
+    assert flat.frontend() == FrontEndParams(n_mels=32, f_max=7000.0)
+    assert nested.frontend() == FrontEndParams(n_mels=32)
+    assert (flat.n_mels, flat.f_max) == (32, 7000.0)
+
+
+def test_a_dump_keeps_the_flat_keys_and_loads_back_equal() -> None:
+    cfg = TrainConfig(n_fft=512, win_length=400, hop_length=160)
+    dumped = cfg.model_dump()
+    assert "front_end" not in dumped
+    assert {k: dumped[k] for k in ("n_fft", "win_length", "hop_length")} == {
+        "n_fft": 512,
+        "win_length": 400,
+        "hop_length": 160,
+    }
+    assert TrainConfig(**dumped) == cfg
+    assert json.loads(cfg.model_dump_json()) == dumped
+
+
+@pytest.mark.parametrize(
+    ("raw", "named"),
+    [
+        ({"n_fft": 0}, "n_fft"),
+        ({"f_max": ".nan"}, "f_max"),
+        ({"n_mels": 32, "front_end": {"n_mels": 40}}, "n_mels"),
+        ({"front_end": {"db_floor": 1e-5}}, "db_floor"),
+        ({"front_end": {"n_mel": 40}}, "n_mel"),
+    ],
+)
+def test_a_bad_front_end_setting_is_an_error_naming_it(
+    tmp_path: Path, raw: dict, named: str
+) -> None:
+    path = tmp_path / "c.yaml"
+    path.write_text(yaml.safe_dump(raw).replace("'.nan'", ".nan"))
+    with pytest.raises(ConfigError, match=named):
+        load_config(path)

@@ -18,13 +18,20 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import (
+    Field,
+    SerializerFunctionWrapHandler,
+    ValidationError,
+    model_serializer,
+    model_validator,
+)
 
 from deploy.backbone import BackboneParams
 from deploy.contract import MODEL_NAME_PATTERN, MODEL_VERSION_PATTERN
 from deploy.errors import WeldmonError
-from deploy.frontend import FrontEndParams
+from deploy.frontend_params import FrontEndParams
 from deploy.inputs import MAX_CONFIG_BYTES, read_input_text
+from deploy.strict_model import StrictModel
 from training.augment import AugmentParams
 
 
@@ -32,10 +39,13 @@ class ConfigError(WeldmonError):
     """A training or sweep configuration cannot be used (unreadable, unknown or invalid key)."""
 
 
-class TrainConfig(BaseModel):
-    """Every knob of a training run. Units in the comments; defaults are the original's."""
+# The front end's settings a training config sets, by their flat keys (the config files'
+# shape); its power floor and normalisation epsilon keep FrontEndParams' fixed values.
+FRONT_END_KEYS = ("sample_rate", "n_fft", "win_length", "hop_length", "n_mels", "f_min", "f_max")
 
-    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
+
+class TrainConfig(StrictModel):
+    """Every knob of a training run. Units in the comments; defaults are the original's."""
 
     # -- identity: the human-readable name and version the exported artifact carries (events
     # show them beside its sha256); `weldmon export --name/--model-version` override them
@@ -46,15 +56,12 @@ class TrainConfig(BaseModel):
     split_file: str | None = None  # reuse this split (JSON); None: make one and save it in the run
     val_fraction: float = Field(0.2, gt=0.0, lt=1.0)  # share of config folders held out, per class
     feature_cache_dir: str | None = None  # on-disk log-mel cache shared by runs; None: memory only
-    # -- front end (must match what the artifact will contain)
-    sample_rate: int = Field(16000, gt=0)  # Hz, the model's input rate
+    # -- front end (must match what the artifact will contain): units and bounds in
+    # FrontEndParams. A config file sets it by the flat keys FRONT_END_KEYS (sample_rate, n_fft,
+    # win_length, hop_length, n_mels, f_min, f_max), or as one `front_end:` mapping of them;
+    # dumps (checkpoints, run summaries) keep the flat keys.
+    front_end: FrontEndParams = FrontEndParams()
     chunk_seconds: float = Field(1.0, gt=0.0)  # s, window length (non-overlapping, from sample 0)
-    n_fft: int = Field(1024, gt=0)  # samples
-    win_length: int = Field(640, gt=0)  # samples (0.04 s at 16 kHz)
-    hop_length: int = Field(320, gt=0)  # samples (0.02 s at 16 kHz)
-    n_mels: int = Field(40, gt=0)  # mel bands
-    f_min: float = Field(0.0, ge=0.0)  # Hz
-    f_max: float = Field(8000.0, gt=0.0)  # Hz
     # -- model
     dropout: float = Field(0.15, ge=0.0, lt=1.0)  # before the final linear layer
     # -- what is judged, and session robustness (docs/training.md has the cv figure of each)
@@ -110,6 +117,42 @@ class TrainConfig(BaseModel):
     threshold_max: float = Field(0.95, gt=0.0, lt=1.0)  # tuning grid end (inclusive)
     threshold_step: float = Field(0.05, gt=0.0, lt=1.0)  # tuning grid step
 
+    @model_validator(mode="before")
+    @classmethod
+    def _fold_front_end(cls, data: Any) -> Any:
+        """The flat front-end keys into `front_end`; a key given both ways, or a front-end
+        setting a training config does not set, is an error naming it."""
+        if not isinstance(data, dict):
+            return data
+        nested = data.get("front_end", {})
+        if isinstance(nested, FrontEndParams):
+            return data
+        flat = {key: data[key] for key in FRONT_END_KEYS if key in data}
+        if not flat and not nested:
+            return data
+        if not isinstance(nested, dict):
+            raise ValueError("front_end must be a mapping of " + ", ".join(FRONT_END_KEYS))
+        twice = sorted(set(flat) & set(nested))
+        if twice:
+            raise ValueError(f"{twice} given both flat and under front_end")
+        fixed = sorted(set(nested) - set(FRONT_END_KEYS))
+        if fixed:
+            raise ValueError(f"front_end: {fixed} not settable here (one of {FRONT_END_KEYS})")
+        rest = {key: value for key, value in data.items() if key not in FRONT_END_KEYS}
+        return {**rest, "front_end": {**nested, **flat}}
+
+    @model_serializer(mode="wrap")
+    def _flat_front_end(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
+        """Dumps in the config files' flat shape: checkpoints, run summaries and --resume
+        compare and reload them key by key."""
+        out: dict[str, Any] = {}
+        for key, value in handler(self).items():
+            if key == "front_end":
+                out.update({name: value[name] for name in FRONT_END_KEYS})
+            else:
+                out[key] = value
+        return out
+
     @model_validator(mode="after")
     def _check_relations(self) -> TrainConfig:
         if self.win_length > self.n_fft:
@@ -134,16 +177,38 @@ class TrainConfig(BaseModel):
     def chunk_samples(self) -> int:
         return round(self.chunk_seconds * self.sample_rate)
 
+    # The front end's settings by their config keys, read-only: cfg.n_fft is
+    # cfg.front_end.n_fft.
+    @property
+    def sample_rate(self) -> int:
+        return self.front_end.sample_rate
+
+    @property
+    def n_fft(self) -> int:
+        return self.front_end.n_fft
+
+    @property
+    def win_length(self) -> int:
+        return self.front_end.win_length
+
+    @property
+    def hop_length(self) -> int:
+        return self.front_end.hop_length
+
+    @property
+    def n_mels(self) -> int:
+        return self.front_end.n_mels
+
+    @property
+    def f_min(self) -> float:
+        return self.front_end.f_min
+
+    @property
+    def f_max(self) -> float:
+        return self.front_end.f_max
+
     def frontend(self) -> FrontEndParams:
-        return FrontEndParams(
-            sample_rate=self.sample_rate,
-            n_fft=self.n_fft,
-            win_length=self.win_length,
-            hop_length=self.hop_length,
-            n_mels=self.n_mels,
-            f_min=self.f_min,
-            f_max=self.f_max,
-        )
+        return self.front_end
 
     def backbone(self) -> BackboneParams:
         return BackboneParams(
@@ -268,7 +333,7 @@ def from_original(raw: dict[str, Any]) -> tuple[dict[str, Any], list[str]]:
             _map_section(mil, ORIGINAL_MIL_KEYS, "audio.training.sequence_mil", flat)
         else:
             raise ConfigError(f"unknown key audio.{key}")
-    rate = int(flat.get("sample_rate", TrainConfig.model_fields["sample_rate"].default))
+    rate = int(flat.get("sample_rate", FrontEndParams().sample_rate))
     for seconds_key, samples_key in (
         ("win_length_s", "win_length"),
         ("hop_length_s", "hop_length"),
@@ -281,7 +346,8 @@ def from_original(raw: dict[str, Any]) -> tuple[dict[str, Any], list[str]]:
 def _describe(exc: ValidationError) -> str:
     parts = []
     for err in exc.errors():
-        key = ".".join(str(p) for p in err["loc"]) or "config"
+        loc = err["loc"][1:] if err["loc"][:1] == ("front_end",) else err["loc"]  # a flat key
+        key = ".".join(str(p) for p in loc) or "config"
         parts.append(f"{key}: {err['msg']}")
     return "; ".join(parts)
 

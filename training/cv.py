@@ -295,7 +295,8 @@ class _MapScorer(nn.Module):
         self.scorer = scorer
 
     def forward(self, maps: Tensor) -> Tensor:
-        return self.scorer.classify_maps(maps)
+        # nn.Module types a submodule's attributes as Tensor | Module; every scorer has it.
+        return self.scorer.classify_maps(maps)  # type: ignore[operator]
 
 
 def cross_validate(
@@ -393,5 +394,5 @@ def cross_validate(
     extra: dict[str, Any] = {"config": cfg.model_dump()}
     if calibrations:
         extra["fold_calibrations"] = calibrations
-    result = summarise(rows, n_folds, skipped, out_dir, extra)
-    return replace(result, fold_calibrations=calibrations)
+    summary = summarise(rows, n_folds, skipped, out_dir, extra)
+    return replace(summary, fold_calibrations=calibrations)

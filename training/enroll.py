@@ -55,6 +55,7 @@ from deploy.goodonly_knn import KnnReference, fit_knn
 from deploy.loader import DeployModel, load_artifact
 from deploy.pooling import topk_pool
 from deploy.teach_rule import TaughtThreshold, guards, taught_threshold
+from deploy.torchscript_model import TorchScriptModel
 from training.dataset import index_dataset
 from training.features import Bag, FeatureStore
 from training.welds import SegmentationSource
@@ -273,6 +274,7 @@ def classifier_of(model: DeployModel) -> WindowClassifier:
     # A scripted module's state dict also lists buffers its front end derives from the
     # others (the DFT bases, non-persistent in the plain module): take the persistent ones.
     wanted = classifier.state_dict()
+    assert isinstance(model, TorchScriptModel)  # enroll loads its base with backend="torchscript"
     state = {k: v for k, v in model.module.base_model.state_dict().items() if k in wanted}
     try:
         classifier.load_state_dict(state)
@@ -317,9 +319,13 @@ def enroll(
     if not good:
         raise EnrollmentError(f"{data_root}: no usable good weld to enroll")
     embs = embeddings(good, embedding)
-    sup = supervised_logits(classifier, good, model.defect_idx) if classifier else None
+    sup = (
+        supervised_logits(classifier, good, model.defect_idx)
+        if classifier is not None and model is not None
+        else None
+    )
     taught = None
-    if model is not None and sup is not None:
+    if model is not None and classifier is not None and sup is not None:
         taught = _taught(model, sup, ratio, false_alarm_rate)
         threshold = taught.threshold
         log(f"threshold {threshold:.4f} taught from {taught.welds} good weld(s) (base's "
@@ -341,7 +347,7 @@ def enroll(
     reference = reference_module(embs, cal, scorer)
     window_scorer = (
         FusedScorer(classifier, reference, model.defect_idx, embedding)
-        if classifier
+        if classifier is not None and model is not None
         else AnomalyScorer(frontend, reference, embedding)
     )
     folders = sorted({b.entry.config_folder for b in good})

@@ -42,11 +42,10 @@ import json
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, cast
+from typing import Any
 
 import numpy as np
 import torch
-from torch import nn
 
 from deploy.anomaly import spectral_embedding
 from deploy.backbone import WindowClassifier
@@ -117,7 +116,7 @@ def penultimate_embeddings(
 ) -> dict[str, np.ndarray]:
     """Each weld's windows at the CNN's penultimate layer (global average pool, before dropout
     and the last linear layer): weld key -> [T, 4 x width]."""
-    trunk = cast(nn.Sequential, classifier.backbone)[:-2]
+    trunk = classifier.backbone[:-2]
     with torch.no_grad():
         return {b.key: trunk(classifier.input_norm(b.features)).double().numpy() for b in bags}
 

@@ -36,6 +36,7 @@ from typing import Any
 
 from tqdm import tqdm
 
+from deploy.backbone import WindowClassifier
 from deploy.calibration import calibration_warnings, format_calibration
 from deploy.ensemble import EnsembleClassifier
 from deploy.pooling import topk_pool
@@ -155,7 +156,7 @@ def train_ensemble(
         f"{sum(len(g) for g in groups)} config folders; member i holds out group i"
     )
     scores: list[OofScore] = []
-    members = []
+    members: list[WindowClassifier] = []
     record: list[dict[str, Any]] = []
     for i, held in enumerate(groups, start=1):
         seed = cfg.seed + i - 1
@@ -188,6 +189,7 @@ def train_ensemble(
         ckpt = load_checkpoint(folder / LAST_NAME)  # the fixed schedule's end, see above
         log(f"member {i}: its last epoch ({ckpt['epoch']}) joins the ensemble (fixed schedule)")
         classifier = classifier_from_checkpoint(ckpt)
+        assert isinstance(classifier, WindowClassifier)  # a member run is no ensemble
         members.append(classifier)
         for bag, probs in zip(
             val_bags, bag_window_probs(map_classifier(classifier), val_bags), strict=True

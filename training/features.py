@@ -24,6 +24,7 @@ import os
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -193,6 +194,10 @@ class FeatureStore:
             if disk is not None:
                 disk.parent.mkdir(parents=True, exist_ok=True)
                 tmp = disk.with_name(f"{disk.name}.{os.getpid()}.tmp")
+                # Typed Any: numpy's stub would match these names against savez's allow_pickle.
+                frame_arrays: dict[str, Any] = {
+                    f"frames_{i}": f.numpy() for i, (_, f) in enumerate(found)
+                }
                 with tmp.open("wb") as fh:
                     np.savez(
                         fh,
@@ -200,7 +205,7 @@ class FeatureStore:
                         ends=np.array([w.end for w, _ in found], dtype=np.int64),
                         sources=np.array([w.source for w, _ in found]),
                         notes=np.array([w.note for w, _ in found]),
-                        **{f"frames_{i}": f.numpy() for i, (_, f) in enumerate(found)},
+                        **frame_arrays,
                     )
                 tmp.replace(disk)  # atomic: concurrent runs never read half a file
         self._memory[digest] = found

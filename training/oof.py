@@ -45,7 +45,10 @@ def _finite(v: float) -> float | None:
 
 
 def uncertain_band(
-    labels: Sequence[int], scores: Sequence[float], threshold: float, margin: float = BAND_MARGIN
+    labels: Sequence[int] | np.ndarray,
+    scores: Sequence[float] | np.ndarray,
+    threshold: float,
+    margin: float = BAND_MARGIN,
 ) -> list[float]:
     """[low, high]: the hull of threshold +- `margin`, every out-of-fold error's score (good
     welds at or above the threshold, defect welds below it) and, when the classes' scores

@@ -1,9 +1,8 @@
 """The sensor log's reading moved to ``deploy.sensorlog`` (replay needs it too); this name
 stays for code that still imports it from training."""
 
+from deploy.segment.process import ARC_BRIDGE_S, ARC_CURRENT_A  # noqa: F401
 from deploy.sensorlog import (  # noqa: F401
-    ARC_BRIDGE_S,
-    ARC_CURRENT_A,
     OFFSET_SEARCH_S,
     OFFSET_STEP_S,
     SensorLog,

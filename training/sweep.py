@@ -18,9 +18,10 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import Field, ValidationError
 
 from deploy.export import DEFAULT_ARTIFACT_NAME
+from deploy.strict_model import StrictModel
 from training.checkpoint import BEST_NAME, snapshot_scores
 from training.config import ConfigError, load_config, make_config, read_mapping
 from training.dataset import index_dataset
@@ -46,16 +47,12 @@ EVAL_FOLDER = "eval"
 PROMOTED_FOLDER = "promoted"
 
 
-class SweepRun(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
+class SweepRun(StrictModel):
     name: str = Field(pattern=r"^[A-Za-z0-9._-]+$")  # becomes a folder name
     overrides: dict[str, Any] = Field(default_factory=dict)  # TrainConfig keys for this run
 
 
-class SweepConfig(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
-
+class SweepConfig(StrictModel):
     base_config: str  # training config every run starts from (relative to the sweep file)
     data_root: str | None = None  # overrides the base config's
     output_dir: str = "runs/sweep"  # one sub-folder per run, plus the leaderboard

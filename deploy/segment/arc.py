@@ -25,19 +25,18 @@ from enum import Enum
 from pathlib import Path
 
 import numpy as np
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import Field, model_validator
 
 from deploy.segment.arc_features import ArcFeatures
 from deploy.segment.arc_model import ArcModel, cached_arc_model
 from deploy.segment.framing import FrameGrid
 from deploy.segment.protocol import Boundary, Dropout, Frames, SegmentationError, Segmenter
+from deploy.strict_model import StrictModel
 
 
-class ArcParams(BaseModel):
+class ArcParams(StrictModel):
     """Arc-segmenter settings: the model, and how its probabilities become welds. The
     defaults need no tuning at a new cell (leave-one-setup-out figures: docs/segmentation.md)."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
     model: Path | None = Field(
         None,

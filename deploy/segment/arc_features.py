@@ -184,7 +184,7 @@ class ArcFeatures:
                 floor = np.minimum(lv, floor + self._rise)
             out[i] = lv - floor
         self._floor = floor
-        return np.clip(out, 0.0, EXCESS_MAX_DB)
+        return np.asarray(np.clip(out, 0.0, EXCESS_MAX_DB))
 
     def _shape_distance(self, arc_excess: np.ndarray, out: np.ndarray, b: int) -> None:
         """How far each frame's spectral shape lies from the loud arc heard lately (RMS dB over

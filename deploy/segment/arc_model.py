@@ -53,7 +53,7 @@ class ArcModel:
         z = (rows - self.mean) / self.scale
         h = np.tanh(np.einsum("ij,jk->ik", z, self.w1) + self.b1)
         logit = np.einsum("ij,j->i", h, self.w2) + self.b2
-        return 1.0 / (1.0 + np.exp(-np.clip(logit, -40.0, 40.0)))
+        return np.asarray(1.0 / (1.0 + np.exp(-np.clip(logit, -40.0, 40.0))))
 
     def payload(self) -> dict[str, Any]:
         """Everything the artifact holds but its checksum, as JSON values."""

@@ -218,6 +218,7 @@ class CrackleSegmenter(Segmenter):
     def lookback_samples(self) -> int:
         """Upper bound on how far a start lies before the end of the latest block: the
         candidate history, the smoothing look-ahead, a partial frame and the pre-roll."""
+        # maxlen: the candidate deque is always created bounded (Optional only to the checker).
         frames = self._candidate.maxlen + self._smoother.lookahead + 2  # type: ignore[operator]
         return self._pre_roll + frames * self._frame_len
 
@@ -352,7 +353,7 @@ class CrackleSegmenter(Segmenter):
     def _excess_db(levels: np.ndarray, floor: np.ndarray) -> np.ndarray:
         """Power above the floor (dB) per band, floored EXCESS_FLOOR under the power."""
         excess = np.maximum(levels - floor, EXCESS_FLOOR * levels)
-        return 10.0 * np.log10(np.maximum(excess, POWER_FLOOR))
+        return np.asarray(10.0 * np.log10(np.maximum(excess, POWER_FLOOR)))
 
     def _quick(self, heard: _Heard) -> np.ndarray:
         """A frame's level before the median, as power above the floor (dB): computed only
@@ -370,7 +371,7 @@ class CrackleSegmenter(Segmenter):
     def _weights(self, ref: np.ndarray) -> np.ndarray:
         """Each band's weight: the weld's SNR there (the level is already power above the
         floor, so ref - floor), capped and normalised to sum 1 (all 0 without any SNR)."""
-        w = np.clip(ref - self._floor_db(), 0.0, MAX_WEIGHT_DB)
+        w: np.ndarray = np.clip(ref - self._floor_db(), 0.0, MAX_WEIGHT_DB)
         total = float(w.sum())
         return w / total if total > 0.0 else w
 
@@ -498,6 +499,7 @@ class CrackleSegmenter(Segmenter):
         if w.ref is not ref:
             w.ref, w.weights = ref, self._weights(ref)
         weights = w.weights
+        assert weights is not None  # set with w.ref just above
         drop = _weighted_drop(ref, heard.level, weights)
         if heard.crackle and drop < p.edge_db:
             if heard.index == w.last_on + 1 and not w.run:
@@ -521,6 +523,7 @@ class CrackleSegmenter(Segmenter):
             if drop <= -p.mask_db:  # louder than the weld without its crackle: masked
                 w.masked += 1
                 w.fade_run = 0
+            # fade_db is not None whenever _fade_n is non-zero (see __init__).
             elif heard.crackle and self._fade_n and drop < p.edge_db + p.fade_db:  # type: ignore[operator]
                 # A weaker arc right after the weld: its own arc fading out (it goes out
                 # within fade_s, and then nothing crackles) or another cell's going on (it

@@ -82,7 +82,7 @@ class _Buffer:
     appends a couple of rows: a fresh concatenation each time cost more than the rest)."""
 
     def __init__(self, shape: tuple[int, ...], dtype: type = np.float64) -> None:
-        self._data = np.empty((256, *shape), dtype=dtype)
+        self._data: np.ndarray = np.empty((256, *shape), dtype=dtype)
         self.size = 0
 
     @property

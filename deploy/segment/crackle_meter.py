@@ -91,7 +91,7 @@ class CrackleMeter:
     @property
     def profile_bands(self) -> int:
         """How many profile bands each measured row holds."""
-        return self.band_weights.shape[1]
+        return int(self.band_weights.shape[1])
 
     def measure(self, samples: np.ndarray) -> np.ndarray:
         """Each whole frame of ``samples`` as one row (float64 [frames, profile_bands + 2]):

@@ -6,13 +6,13 @@ that chose them: docs/segmentation.md.
 
 from __future__ import annotations
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import Field, model_validator
+
+from deploy.strict_model import StrictModel
 
 
-class CrackleParams(BaseModel):
+class CrackleParams(StrictModel):
     """Crackle-segmenter settings; the defaults are what the leave-one-setup-out bench chose."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
     frame_s: float = Field(
         0.05, gt=0.0, le=0.5, description="Frame length (s): 1/10 of the 0.5 s target."

@@ -20,7 +20,7 @@ from collections import deque
 from dataclasses import dataclass, field
 
 import numpy as np
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import Field
 
 from deploy.segment.process import (
     ARC_BRIDGE_S,
@@ -37,12 +37,11 @@ from deploy.segment.protocol import (
     SegmentationError,
     Segmenter,
 )
+from deploy.strict_model import StrictModel
 
 
-class CurrentParams(BaseModel):
+class CurrentParams(StrictModel):
     """Current-segmenter settings."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
     threshold_a: float = Field(
         ARC_CURRENT_A,

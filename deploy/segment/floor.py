@@ -37,7 +37,7 @@ GRINDER_ROTATION_HZ = 183.0  # 11,000 rpm, a 115 mm angle grinder
 
 def _scaled(x: np.ndarray, dbfs: float) -> np.ndarray:
     rms = float(np.sqrt(np.mean(np.square(x, dtype=np.float64))))
-    return (x * (10.0 ** (dbfs / 20.0) / max(rms, 1e-30))).astype(np.float32)
+    return np.asarray(x * (10.0 ** (dbfs / 20.0) / max(rms, 1e-30)), dtype=np.float32)
 
 
 def white_noise(n: int, dbfs: float, rng: np.random.Generator) -> np.ndarray:

@@ -42,7 +42,7 @@ from collections import deque
 from enum import Enum
 
 import numpy as np
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import Field, model_validator
 
 from deploy.segment.framing import FrameGrid
 from deploy.segment.levels import LEVEL_FLOOR_DB, band_meter
@@ -53,6 +53,7 @@ from deploy.segment.protocol import (
     Segmenter,
     pair_boundaries,
 )
+from deploy.strict_model import StrictModel
 
 # Band power (dBFS) under which a frame counts as digital silence. Zeros from a muted input,
 # a stream that has not started or a filled gap read LEVEL_FLOOR_DB (-120); at 16 bits a frame
@@ -66,11 +67,9 @@ _SILENCE_POWER = 10.0 ** (SILENCE_DB / 10.0)
 _FLOOR_POWER = 10.0 ** (LEVEL_FLOOR_DB / 10.0)
 
 
-class GateParams(BaseModel):
+class GateParams(StrictModel):
     """Arc-gate settings. Defaults were chosen on the 23 shared recordings (docs/segmentation.md):
     round numbers, tuned by hand on few parameters, with margins on both sides."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
     band_low_hz: float = Field(
         2000.0,
@@ -414,7 +413,9 @@ class GateSegmenter(Segmenter):
         the quieter wire-feed creep before ignition."""
         p = self.params
         on = [(s, lv) for s, lv in self._candidate if lv - floor_db >= p.off_db]
-        recent = [lv for _, lv in on[-self._weld_levels.maxlen :]]
+        maxlen = self._weld_levels.maxlen
+        assert maxlen is not None  # bounded in __init__
+        recent = [lv for _, lv in on[-maxlen:]]
         ref = statistics.median(recent)
         if ref - floor_db < p.on_db:
             return

@@ -37,13 +37,13 @@ def _frames(samples: np.ndarray, frame_len: int) -> np.ndarray:
 
 def power_to_db(power: np.ndarray) -> np.ndarray:
     """Mean-square power (full scale = 1.0) to dBFS, floored at ``LEVEL_FLOOR_DB``."""
-    return (10.0 * np.log10(np.maximum(power, _FLOOR_POWER))).astype(np.float64)
+    return np.asarray(10.0 * np.log10(np.maximum(power, _FLOOR_POWER)), dtype=np.float64)
 
 
 def frame_power(samples: np.ndarray, frame_len: int) -> np.ndarray:
     """Mean-square power of each whole frame (broadband), full scale = 1.0."""
     fr = _frames(samples, frame_len).astype(np.float64)
-    return np.mean(fr * fr, axis=1)
+    return np.asarray(np.mean(fr * fr, axis=1))
 
 
 def frame_rms_db(samples: np.ndarray, frame_len: int) -> np.ndarray:
@@ -88,7 +88,7 @@ class BandMeter:
         parts = np.square(spec.view(np.float64))  # [n_frames, 2 * bins]: re^2, im^2, ...
         # einsum, not a BLAS matrix product: each row is summed in the same order whatever the
         # number of rows, so a frame's level does not depend on how the stream was blocked.
-        return np.einsum("ij,j->i", parts, self._weights)
+        return np.asarray(np.einsum("ij,j->i", parts, self._weights))
 
     measure = power  # the `deploy.segment.protocol.Meter` seam: the gate decides on band power
 

@@ -177,6 +177,7 @@ class CoalescingReader:
     def read(self, timeout_s: float) -> AudioBlock | None:
         """The next block, or None after `timeout_s` without audio; DeviceLostError once the
         stream is lost and everything captured before was returned."""
+        first: AudioBlock | None
         if self._held is not None:
             first, self._held = self._held, None
         elif self._loss is not None:

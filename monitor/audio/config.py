@@ -5,8 +5,9 @@ from __future__ import annotations
 
 from typing import Literal, Self
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import Field, model_validator
 
+from deploy.strict_model import StrictModel
 from monitor.events import StationName
 
 MIN_SAMPLE_RATE_HZ = 8_000  # below this the model's band cannot be represented
@@ -42,13 +43,11 @@ DEFAULT_SILENCE_ALARM_S = 60.0
 ChannelMode = Literal["mix", "per_channel"]
 
 
-class StationConfig(BaseModel):
+class StationConfig(StrictModel):
     """A station entry that overrides how its welds are judged: `threshold` replaces the
     artifact's decision threshold (label = p_defect >= threshold), `alert_threshold` the level
     at which the rolling p_defect raises the early alert (default: the decision threshold).
     Changing either takes effect on reload, for the welds that start afterwards."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
     name: StationName
     threshold: float | None = Field(None, ge=0.0, le=1.0)
@@ -59,10 +58,8 @@ class StationConfig(BaseModel):
 StationEntry = StationName | StationConfig
 
 
-class AudioConfig(BaseModel):
+class AudioConfig(StrictModel):
     """The capture device, its recovery, and how its channels map to stations."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
     device: int | str | None = None  # PortAudio index or name substring; None: default input
     # Hz; None: the device's default rate

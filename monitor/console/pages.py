@@ -91,7 +91,7 @@ def operations_routes(
         days = int(days_text)
         since = datetime.now(UTC) - timedelta(days=days)
         rows = await state.db.call(WeldStore.trend_rows, since)
-        stations = trends(rows, period)  # type: ignore[arg-type]  # checked against PERIODS
+        stations = trends(rows, period)  # checked against PERIODS
         charts = {t.key: trend_chart(t.buckets) for t in stations}
         return _page(
             state,

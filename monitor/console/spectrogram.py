@@ -91,7 +91,12 @@ def _render(path: Path, mtime_ns: int, size: int, scores: WindowScores | None) -
             cmap="magma",
             vmin=top - DYNAMIC_RANGE_DB,
             vmax=top,
-            extent=(0.0, float(times[-1] + NFFT / rate / 2), 0.0, float(freqs[-1]) / 1000.0),
+            extent=(
+                0.0,
+                float(np.asarray(times)[-1] + NFFT / rate / 2),
+                0.0,
+                float(np.asarray(freqs)[-1]) / 1000.0,
+            ),
         )
         ax.set_xlabel("time in the weld (s)")
         ax.set_ylabel("frequency (kHz)")

@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncIterator, Iterator
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 import structlog
@@ -104,8 +105,8 @@ def create_app(state: ConsoleState, allowed_hosts: list[str] | None = None) -> S
 
         async def stream() -> AsyncIterator[dict[str, str]]:
             try:
-                for fragment in state.fragments.snapshot():
-                    yield {"event": "swap", "data": fragment.data()}
+                for current in state.fragments.snapshot():
+                    yield {"event": "swap", "data": current.data()}
                 while (fragment := await queue.get()) is not None:
                     yield {"event": "swap", "data": fragment.data()}
             finally:
@@ -174,28 +175,29 @@ def create_app(state: ConsoleState, allowed_hosts: list[str] | None = None) -> S
             has_dataset=state.folders.dataset is not None,
         )
 
-    async def _clip_of(weld_id: str) -> tuple[Any, ClipLookup] | Response:
-        """The weld's row and its clip, or the 404 that says which is missing."""
+    async def _clip_of(weld_id: str) -> tuple[Any, ClipLookup, Path] | Response:
+        """The weld's row, its clip and the clip's file, or the 404 that says which is
+        missing."""
         row = await _weld_or_404(weld_id)
         if row is None:
             return _error("no such weld in the history", 404)
         clip = _clip(row)
         if clip.path is None:
             return _error(clip.refused or "this weld has no clip", 404)
-        return row, clip
+        return row, clip, clip.path
 
     async def audio(request: Request, weld_id: str) -> Response:
         found = await _clip_of(weld_id)
         if isinstance(found, Response):
             return found
-        _, clip = found
-        return FileResponse(clip.path, media_type="audio/flac")
+        _, _, path = found
+        return FileResponse(path, media_type="audio/flac")
 
     async def spectrogram(request: Request, weld_id: str) -> Response:
         found = await _clip_of(weld_id)
         if isinstance(found, Response):
             return found
-        row, clip = found
+        row, clip, path = found
         # Imported here: matplotlib costs ~30 MB and ~0.5 s, paid when a clip is first viewed.
         from monitor.console.spectrogram import WindowScores, spectrogram_png
 
@@ -206,7 +208,7 @@ def create_app(state: ConsoleState, allowed_hosts: list[str] | None = None) -> S
             length = window_length(r, row.window_s, len(probs))
             scores = WindowScores(tuple(probs), length, r.threshold)
         try:
-            png = await asyncio.to_thread(spectrogram_png, clip.path, scores)
+            png = await asyncio.to_thread(spectrogram_png, path, scores)
         except ClipError as exc:
             return _error(str(exc), 422)
         return Response(png, media_type="image/png", headers={"cache-control": "max-age=3600"})
@@ -215,11 +217,11 @@ def create_app(state: ConsoleState, allowed_hosts: list[str] | None = None) -> S
         found = await _clip_of(weld_id)
         if isinstance(found, Response):
             return found
-        _, clip = found
+        _, _, path = found
         from monitor.console.thumbnail import thumbnail_png  # no matplotlib: cheap, see there
 
         try:
-            png = await asyncio.to_thread(thumbnail_png, clip.path)
+            png = await asyncio.to_thread(thumbnail_png, path)
         except ClipError as exc:
             return _error(str(exc), 422)
         return Response(png, media_type="image/png", headers={"cache-control": "max-age=3600"})

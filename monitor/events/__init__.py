@@ -18,13 +18,11 @@ import math
 import uuid
 from collections.abc import Callable
 from datetime import UTC, datetime
-from typing import Annotated, Literal
+from typing import Annotated, Final, Literal
 
 from pydantic import (
     AfterValidator,
-    BaseModel,
     BeforeValidator,
-    ConfigDict,
     Field,
     PlainSerializer,
     TypeAdapter,
@@ -35,10 +33,11 @@ from pydantic import (
 from deploy.contract import MODEL_NAME_PATTERN, MODEL_VERSION_PATTERN
 from deploy.errors import WeldmonError
 from deploy.segment.modes import SegmentationMode
+from deploy.strict_model import StrictModel
 from monitor.events.vocabulary import DegradedReason, EndReason, ErrorCode, ThresholdSource
 
 # Bumped when a field is removed or changes meaning; adding an optional field does not bump it.
-SCHEMA_VERSION = 1
+SCHEMA_VERSION: Final = 1
 DEFAULT_TOPIC_PREFIX = "weldmon"
 
 # A station name is one MQTT topic level: no '/', '+', '#', and short enough to read in a UI.
@@ -150,9 +149,7 @@ ContextText = Annotated[
 WeldContext = Annotated[dict[ContextKey, ContextText], Field(max_length=MAX_CONTEXT_KEYS)]
 
 
-class _Model(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
-
+class _Model(StrictModel):
     def to_json(self) -> bytes:
         """Compact JSON, fields in declaration order (stable across runs)."""
         return self.model_dump_json().encode()

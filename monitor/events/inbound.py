@@ -11,8 +11,10 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import ConfigDict, Field, model_validator
+from pydantic.config import JsonDict
 
+from deploy.strict_model import StrictModel
 from monitor.events import (
     CONTEXT_KEY_PATTERN,
     DEFAULT_TOPIC_PREFIX,
@@ -30,17 +32,16 @@ MAX_PROCESS_SAMPLES = 100
 # --- inbound trigger ----------------------------------------------------------------------------
 
 
-_CONTEXT_SCHEMA = {
+_CONTEXT_SCHEMA: JsonDict = {
     "propertyNames": {"pattern": CONTEXT_KEY_PATTERN},
     "maxProperties": MAX_CONTEXT_KEYS + 1,
 }
 
 
 class _ContextMessage(_Model):
-    # Flat on the wire: every key but the message's own fields is part context.
-    model_config = ConfigDict(
-        extra="allow", frozen=True, allow_inf_nan=False, json_schema_extra=_CONTEXT_SCHEMA
-    )
+    # Flat on the wire: every key but the message's own fields is part context (otherwise
+    # strict, like every StrictModel).
+    model_config = ConfigDict(extra="allow", json_schema_extra=_CONTEXT_SCHEMA)
     __pydantic_extra__: dict[ContextKey, ContextText] = Field(init=False)
 
     @model_validator(mode="after")
@@ -99,11 +100,11 @@ def trigger_subscription(prefix: str = DEFAULT_TOPIC_PREFIX) -> str:
 # --- inbound process data ---------------------------------------------------------------------
 
 
-class ProcessReading(BaseModel):
+class ProcessReading(StrictModel):
     """One sample of the welder's process data. Fields the power source does not report are
     left out; fields weldmon does not know are ignored (gateways add their own)."""
 
-    model_config = ConfigDict(extra="ignore", frozen=True, allow_inf_nan=False)
+    model_config = ConfigDict(extra="ignore")  # otherwise strict, like every StrictModel
 
     t: UtcTimestamp  # when the power source took the sample
     current_a: float = Field(ge=-2000.0, le=2000.0)  # arc (primary weld) current

@@ -14,8 +14,9 @@ from __future__ import annotations
 import json
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import Field, ValidationError, model_validator
 
+from deploy.strict_model import StrictModel
 from monitor.events import (
     QOS_AT_LEAST_ONCE,
     MalformedMessageError,
@@ -97,12 +98,10 @@ MAX_MODEL_COMMAND_BYTES = 8192  # a command is a small JSON object (figures incl
 MAX_FIGURES = 32  # comparison figures a command may carry into the audit line
 
 
-class ModelCommand(BaseModel):
+class ModelCommand(StrictModel):
     """``{prefix}/cmd/promote`` or ``{prefix}/cmd/rollback``: who asks, and optionally which
     candidate they mean (a promote is refused when the shadow model in service is another)
     and the comparison figures they decided on (kept in the audit line and the event)."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
     request_id: str | None = Field(None, min_length=1, max_length=128)
     by: str = Field("unknown", min_length=1, max_length=128)  # the person or tool asking

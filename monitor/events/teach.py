@@ -9,8 +9,9 @@ from __future__ import annotations
 import json
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import Field, ValidationError
 
+from deploy.strict_model import StrictModel
 from monitor.events import (
     MalformedMessageError,
     Probability,
@@ -28,10 +29,8 @@ TeachState = Literal["idle", "collecting", "taught"]
 MAX_TEACH_COMMAND_BYTES = 2048
 
 
-class TeachCommand(BaseModel):
+class TeachCommand(StrictModel):
     """``{prefix}/cmd/teach``: one action on one station's teach-in."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
     action: TeachAction
     station: StationName

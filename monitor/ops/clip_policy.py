@@ -10,8 +10,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import Field
 
+from deploy.strict_model import StrictModel
 from monitor.events import WeldResult
 
 BYTES_PER_MB = 1024 * 1024
@@ -23,15 +24,13 @@ DEFAULT_MIN_FREE_MB = 1024  # leave 1 GiB for the outbox, logs and the OS
 ClipPolicy = Literal["all", "defect", "none"]
 
 
-class ClipsConfig(BaseModel):
+class ClipsConfig(StrictModel):
     """The ``clips:`` section: which welds are kept and how long.
 
     ``policy``: ``defect`` keeps welds judged defect, ``all`` every weld, ``none`` nothing.
     ``max_count``: unreviewed clips kept at most. ``max_age_days``: older clips are deleted.
     ``min_free_mb``: oldest clips are deleted while the disk has less free space than this.
     """
-
-    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
     policy: ClipPolicy = "defect"
     max_count: int = Field(DEFAULT_MAX_COUNT, ge=1)

@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import functools
 import json
 import os
 import re
@@ -329,7 +330,7 @@ class ClipWriter:
         self._pool = concurrent.futures.ThreadPoolExecutor(
             CLIP_WRITER_THREADS, thread_name_prefix="weldmon-clips"
         )
-        self._pending: set[asyncio.Future[object]] = set()
+        self._pending: set[asyncio.Future[Path]] = set()
         self.counters = {"scheduled": 0, "skipped_backlog": 0, "failed": 0}
 
     @classmethod
@@ -368,11 +369,11 @@ class ClipWriter:
             self._pool, self.store.write_wanted, result, samples, self.sample_rate, probs
         )
         self._pending.add(future)
-        future.add_done_callback(lambda f, r=result: self._done(f, r))
+        future.add_done_callback(functools.partial(self._done, result=result))
         self.counters["scheduled"] += 1
         return result
 
-    def _done(self, future: asyncio.Future[object], result: WeldResult) -> None:
+    def _done(self, future: asyncio.Future[Path], result: WeldResult) -> None:
         self._pending.discard(future)
         if future.cancelled():
             return

@@ -27,10 +27,11 @@ from typing import Any
 import structlog
 import waitress
 from prometheus_client import CollectorRegistry, make_wsgi_app
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import Field
 from waitress import wasyncore
 
 from deploy.errors import WeldmonError
+from deploy.strict_model import StrictModel
 
 DEFAULT_HOST = "127.0.0.1"  # loopback: metrics stay on the box unless the operator opens them
 DEFAULT_PORT = 9108  # unassigned in Prometheus' default-port list; 9100 is node_exporter
@@ -54,11 +55,9 @@ class HealthServerError(WeldmonError):
     """The metrics/health server could not start (address in use, unknown host)."""
 
 
-class HttpConfig(BaseModel):
+class HttpConfig(StrictModel):
     """The daemon's ``http:`` config section: where ``/metrics`` and ``/healthz`` listen and
     the limits ``/healthz`` judges by."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
     enabled: bool = True
     host: str = Field(DEFAULT_HOST, min_length=1)  # IPv4/IPv6 address or name to bind

@@ -24,7 +24,7 @@ class _CurrentStderr:
     the logger holding a closed stream."""
 
     def write(self, text: str) -> int:
-        if tqdm._instances:  # type: ignore[attr-defined]
+        if tqdm._instances:
             # A progress bar is on the terminal: tqdm clears it, writes the line above it and
             # redraws it, so log lines never break a bar in two.
             tqdm.write(text.rstrip("\n"), file=sys.stderr)
@@ -66,6 +66,7 @@ def configure_logging(level: str = "info", fmt: str = "auto") -> None:
             renderer,
         ],
         wrapper_class=structlog.make_filtering_bound_logger(numeric),
+        # _STDERR has the write/flush a TextIO needs, not the whole TextIO the stub asks for.
         logger_factory=structlog.PrintLoggerFactory(file=_STDERR),  # type: ignore[arg-type]
         cache_logger_on_first_use=False,
     )

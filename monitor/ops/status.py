@@ -83,7 +83,7 @@ def record_event(metrics: Metrics, event: Event) -> None:
     self-check, when made) or an alert; keep the station's weld-in-progress flag and latest
     p_defect."""
     if isinstance(event, WeldResult):
-        reasons = event.degraded_reasons or [None]
+        reasons: list[str] | list[None] = event.degraded_reasons or [None]
         metrics.weld_result(event.station, event.label_name, reasons[0])
         metrics.weld_last_p_defect.labels(station=event.station).set(event.p_defect)
         for reason in reasons[1:]:

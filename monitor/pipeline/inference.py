@@ -61,7 +61,9 @@ class InferenceCounters:
         return asdict(self)
 
 
-_STOP = object()
+# A queued window and the future its probability goes to; None is the stop marker.
+_Item = tuple[np.ndarray, Future[float]]
+_STOP = None
 
 
 class InferenceWorker:
@@ -75,7 +77,7 @@ class InferenceWorker:
         self.max_batch_windows = max_batch_windows
         self.queue_windows = queue_windows
         self.counters = InferenceCounters()
-        self._queue: queue.Queue[object] = queue.Queue(maxsize=queue_windows + 1)
+        self._queue: queue.Queue[_Item | None] = queue.Queue(maxsize=queue_windows + 1)
         self._thread = threading.Thread(target=self._run, name="weldmon-inference", daemon=True)
         self._running = False
 
@@ -133,10 +135,10 @@ class InferenceWorker:
             batch: list[tuple[np.ndarray, Future[float]]] = []
             item = first
             while True:
-                if item is _STOP:
+                if item is None:  # _STOP
                     stopping = True
                 else:
-                    batch.append(item)  # type: ignore[arg-type]
+                    batch.append(item)
                 if stopping or len(batch) >= self.max_batch_windows:
                     break
                 try:
@@ -173,8 +175,8 @@ class InferenceWorker:
                 item = self._queue.get_nowait()
             except queue.Empty:
                 return
-            if item is not _STOP:
-                _, future = item  # type: ignore[misc]
+            if item is not None:  # _STOP
+                _, future = item
                 if future.set_running_or_notify_cancel():
                     future.set_exception(exc)
 

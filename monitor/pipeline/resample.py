@@ -118,7 +118,8 @@ class StationResampler:
     def _resample(self, x: np.ndarray, last: bool) -> np.ndarray:
         if self._stream is None:
             return x if not last else self._empty.copy()
-        return self._stream.resample_chunk(x, last=last)
+        out: np.ndarray = self._stream.resample_chunk(x, last=last)
+        return out
 
     def _emit(self, out: np.ndarray, epoch: int) -> StationChunk:
         chunk = StationChunk(np.ascontiguousarray(out, dtype=np.float32), self._next_out, epoch)

@@ -25,7 +25,7 @@ import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Protocol
+from typing import Any, Protocol
 
 import numpy as np
 
@@ -200,7 +200,7 @@ MAX_REPAIRED_SHARE = 0.5
 
 def repaired_window(samples: np.ndarray) -> bool:
     """True when more than `MAX_REPAIRED_SHARE` of the window is exact digital zeros."""
-    return np.count_nonzero(samples) < (1.0 - MAX_REPAIRED_SHARE) * samples.size
+    return bool(np.count_nonzero(samples) < (1.0 - MAX_REPAIRED_SHARE) * samples.size)
 
 
 NOT_JUDGED = math.nan  # the probability recorded for a window whose inference failed
@@ -259,7 +259,7 @@ class WeldTracker:
     def _utc(self, index: int) -> datetime:
         return utc_datetime(self.epoch_utc + index / self.options.model.sample_rate)
 
-    def _common(self) -> dict:
+    def _common(self) -> dict[str, Any]:
         return {
             "daemon_version": self.options.daemon_version,
             **self.options.model.event_fields(),
@@ -323,7 +323,7 @@ class WeldTracker:
             self.probs.append(NOT_JUDGED)
             if index not in self.not_finite:  # repaired audio is left out, not a failure
                 self.degrade(DegradedReason.INFERENCE_FAILED)
-            return self._check_alert()
+            return [*self._check_alert()]
         self.probs.append(prob)
         out: list[WeldProgress | WeldAlert] = []
         if progress:
@@ -420,10 +420,10 @@ class WeldTracker:
             context=self.context,
         )
 
-    def _fact_fields(self, facts: WeldFacts | None) -> dict:
+    def _fact_fields(self, facts: WeldFacts | None) -> dict[str, Any]:
         if facts is None:
             return {}
-        out: dict = {"dropouts": facts.dropouts, "process": facts.process}
+        out: dict[str, Any] = {"dropouts": facts.dropouts, "process": facts.process}
         if facts.end_s is not None:
             out["source"] = self.source.model_copy(update={"end_s": facts.end_s})
         return out

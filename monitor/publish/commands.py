@@ -34,8 +34,9 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 import structlog
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import Field, ValidationError
 
+from deploy.strict_model import StrictModel
 from monitor.events import (
     DEFAULT_TOPIC_PREFIX,
     STATION_PATTERN,
@@ -88,11 +89,9 @@ def reload_topic(prefix: str) -> str:
     return f"{prefix}/cmd/reload"
 
 
-class ReloadCommand(BaseModel):
+class ReloadCommand(StrictModel):
     """``{prefix}/cmd/reload`` payload: empty, the word ``reload``, or a JSON object with an
     optional ``request_id`` echoed in the log."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
 
     request_id: str | None = Field(None, min_length=1, max_length=128)
 
@@ -168,7 +167,7 @@ def parse_trigger(payload: bytes) -> TriggerMessage:
     """Parse an inbound trigger payload; anything else raises MalformedMessageError."""
     text = _bounded_text(payload, "trigger")
     if text.lower() in ("start", "stop"):
-        return TriggerMessage(state=text.lower())  # type: ignore[arg-type]
+        return TriggerMessage(state=text.lower())
     try:
         data: Any = json.loads(text)
     except (ValueError, RecursionError) as exc:
@@ -176,7 +175,7 @@ def parse_trigger(payload: bytes) -> TriggerMessage:
             f"trigger payload is neither start/stop nor JSON: {text[:80]!r}"
         ) from exc
     if isinstance(data, str) and data.strip().lower() in ("start", "stop"):
-        return TriggerMessage(state=data.strip().lower())  # type: ignore[arg-type]
+        return TriggerMessage(state=data.strip().lower())
     try:
         return TriggerMessage.model_validate(data)
     except ValidationError as exc:

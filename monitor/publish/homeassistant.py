@@ -17,8 +17,9 @@ import json
 import re
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, field_validator
+from pydantic import field_validator
 
+from deploy.strict_model import StrictModel
 from monitor.events import status_topic
 
 DEFAULT_DISCOVERY_PREFIX = "homeassistant"  # HA's default `discovery_prefix`
@@ -44,10 +45,8 @@ ATTRIBUTES_TEMPLATE = (
 )
 
 
-class HomeAssistantConfig(BaseModel):
+class HomeAssistantConfig(StrictModel):
     """The ``homeassistant:`` section. ``discovery_prefix`` must match HA's MQTT setting."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
 
     enabled: bool = False
     discovery_prefix: str = DEFAULT_DISCOVERY_PREFIX

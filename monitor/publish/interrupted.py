@@ -59,7 +59,7 @@ def interrupted_result(record: OpenWeldRecord) -> WeldResult:
         started_at=start.started_at,
         ended_at=start.started_at + timedelta(seconds=elapsed),
         duration_s=elapsed,
-        label=label,  # type: ignore[arg-type]
+        label=label,
         label_name=LABEL_NAMES[label],
         p_defect=p,
         threshold=start.threshold,

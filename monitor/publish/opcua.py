@@ -73,6 +73,13 @@ _STATION_VARIABLES: dict[str, tuple[ua.VariantType, Callable[[StationValues], An
 }
 
 
+def _node_id(name: str, idx: int) -> ua.NodeId:
+    """The string NodeId ``ns=<idx>;s=<name>``."""
+    # asyncua annotates NodeId's fields with its wire types (ua.String, ua.Int16); at run time
+    # it takes, and its own examples pass, a plain str and int.
+    return ua.NodeId(name, idx)  # type: ignore[arg-type]
+
+
 class OpcUaError(Exception):
     """The OPC UA server could not start (address in use, bad host)."""
 
@@ -197,25 +204,25 @@ class OpcUaServer:
 
     async def _build(self, server: Server, idx: int) -> dict[str, Node]:
         root = await server.nodes.objects.add_object(
-            ua.NodeId("Weldmon", idx), ua.QualifiedName("Weldmon", idx)
+            _node_id("Weldmon", idx), ua.QualifiedName("Weldmon", idx)
         )
         nodes: dict[str, Node] = {}
         for name in ("DaemonVersion", "ModelSha256"):
             nodes[name] = await root.add_variable(
-                ua.NodeId(name, idx), ua.QualifiedName(name, idx), "", ua.VariantType.String
+                _node_id(name, idx), ua.QualifiedName(name, idx), "", ua.VariantType.String
             )
         empty = StationValues()
         for station in self.state.stations:
-            obj = await root.add_object(ua.NodeId(station, idx), ua.QualifiedName(station, idx))
+            obj = await root.add_object(_node_id(station, idx), ua.QualifiedName(station, idx))
             for var, (kind, read) in _STATION_VARIABLES.items():
                 nodes[f"{station}.{var}"] = await obj.add_variable(
-                    ua.NodeId(f"{station}.{var}", idx),
+                    _node_id(f"{station}.{var}", idx),
                     ua.QualifiedName(var, idx),
                     ua.Variant(read(empty), kind),
                 )
             if self.cfg.acknowledge:
                 await obj.add_method(
-                    ua.NodeId(f"{station}.AcknowledgeAlert", idx),
+                    _node_id(f"{station}.AcknowledgeAlert", idx),
                     ua.QualifiedName("AcknowledgeAlert", idx),
                     self._acknowledge_method(station),
                     [],

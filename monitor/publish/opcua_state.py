@@ -16,8 +16,9 @@ import threading
 from dataclasses import dataclass, field
 from datetime import datetime
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import Field
 
+from deploy.strict_model import StrictModel
 from monitor.events import Event, WeldAlert, WeldProgress, WeldResult, WeldStart
 
 DEFAULT_OPCUA_HOST = "127.0.0.1"  # loopback: a PLC on the LAN needs the operator to open it
@@ -27,11 +28,9 @@ NO_VERDICT = "none"  # Verdict before a station's first result
 NO_LABEL = -1  # Label before a station's first result
 
 
-class OpcUaConfig(BaseModel):
+class OpcUaConfig(StrictModel):
     """The ``opcua:`` config section: an OPC UA server inside `weldmon run` (off by default;
     needs the ``opcua`` extra)."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
     enabled: bool = False
     host: str = Field(DEFAULT_OPCUA_HOST, min_length=1)  # address to bind

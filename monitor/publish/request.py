@@ -46,7 +46,8 @@ def add_daemon_options(
 class Answer(Protocol):
     """What a daemon's answer has in common: the request it answers."""
 
-    request_id: str | None
+    @property  # read-only: the answers are frozen models
+    def request_id(self) -> str | None: ...
 
 
 A = TypeVar("A", bound=Answer)

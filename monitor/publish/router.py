@@ -30,7 +30,7 @@ log = structlog.get_logger(__name__)
 class EventSink(Protocol):
     """One output of the daemon's events (see the module docstring for the rules)."""
 
-    def __call__(self, event: Event) -> None: ...
+    def __call__(self, event: Event, /) -> None: ...
 
 
 def log_event(event: Event) -> None:

@@ -12,10 +12,11 @@ import ssl
 from pathlib import Path
 from typing import Self
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
+from pydantic import Field, SecretStr, field_validator, model_validator
 
 from deploy.errors import WeldmonError
 from deploy.inputs import MAX_SECRET_BYTES, read_input_text
+from deploy.strict_model import StrictModel
 from monitor.events import DEFAULT_TOPIC_PREFIX
 
 DEFAULT_PORT = 1883  # IANA MQTT over TCP
@@ -74,11 +75,9 @@ def default_client_id() -> str:
     return f"weldmon-{host}"[:MAX_CLIENT_ID_CHARS]
 
 
-class TlsConfig(BaseModel):
+class TlsConfig(StrictModel):
     """TLS to the broker. ``ca_file`` unset means the system trust store; ``insecure`` only
     skips the hostname check (the chain is still verified against the CA)."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
 
     enabled: bool = False
     ca_file: Path | None = None
@@ -112,10 +111,8 @@ class TlsConfig(BaseModel):
         return self
 
 
-class MqttConfig(BaseModel):
+class MqttConfig(StrictModel):
     """Connection to one MQTT broker."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
     enabled: bool = True  # false: publish nothing (replay, benches); events still go to stdout
     host: str = Field("localhost", min_length=1)

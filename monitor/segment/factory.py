@@ -16,7 +16,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import Field, model_validator
 
 from deploy.errors import WeldmonError
 from deploy.segment.arc import ArcParams
@@ -27,24 +27,21 @@ from deploy.segment.factory import DEFAULT_MODE, audio_only_max_weld_s, audio_on
 from deploy.segment.gate import GateParams
 from deploy.segment.modes import SegmentationMode
 from deploy.segment.protocol import Segmenter
+from deploy.strict_model import StrictModel
 from monitor.events import EndReason
 from monitor.segment.triggers import DEFAULT_TRIGGER_MAX_WELD_S, FileSegmenter, TriggerSegmenter
 
 
-class TriggerConfig(BaseModel):
+class TriggerConfig(StrictModel):
     """Trigger mode: welds start and stop on MQTT messages."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
     max_weld_s: float = Field(DEFAULT_TRIGGER_MAX_WELD_S, gt=0.0)
 
 
-class SegmentationConfig(BaseModel):
+class SegmentationConfig(StrictModel):
     """The ``segmentation:`` section: how welds are found in the stream (the arc's crackle,
     the arc gate, the welder's current, an external trigger, or one per file) and each
     mode's settings."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
     mode: SegmentationMode = DEFAULT_MODE
     crackle: CrackleParams = CrackleParams()
@@ -64,12 +61,10 @@ class SegmentationConfig(BaseModel):
         return self
 
 
-class ProcessConfig(BaseModel):
+class ProcessConfig(StrictModel):
     """The ``process:`` section: the welder's process data on ``{prefix}/{station}/process``
     (current, voltage, wire), which the ``current`` mode cuts welds by and every result
     summarises when it is there."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
     enabled: bool = True  # subscribe to the process topic (ignored when nothing is published)
     # Added to each sample's time before it is placed on the audio's clock (s): for a power

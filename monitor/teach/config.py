@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import Field, model_validator
 
+from deploy.strict_model import StrictModel
 from deploy.teach_rule import (
     DEFAULT_MAX_BELOW_ARTIFACT,
     DEFAULT_MAX_THRESHOLD,
@@ -12,11 +13,9 @@ from deploy.teach_rule import (
 )
 
 
-class TeachInConfig(BaseModel):
+class TeachInConfig(StrictModel):
     """Teach-in: a station's threshold taught from its own good welds while the daemon runs
     (monitor/teach; docs/operations.md, "Commissioning a cell")."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
     # the share of good welds the taught threshold may flag (the rule's target, 0.01 = 1 %)
     target_false_alarm: float = Field(DEFAULT_TARGET_FALSE_ALARM, gt=0.0, lt=0.5)

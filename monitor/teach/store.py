@@ -14,8 +14,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import Field, ValidationError
 
+from deploy.strict_model import StrictModel
 from monitor.config_edit import write_atomically
 from monitor.events import Probability, Sha256, StationName, UtcTimestamp, first_errors
 
@@ -24,10 +25,8 @@ FORMAT = "weldmon-teach-in"
 VERSION = 1
 
 
-class Calibration(BaseModel):
+class Calibration(StrictModel):
     """One station's accepted teach-in."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
     teach_in_id: str = Field(min_length=1, max_length=64)
     threshold: Probability  # the decision threshold it sets
@@ -45,9 +44,7 @@ class Calibration(BaseModel):
     reference: Probability | None = None
 
 
-class _File(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
-
+class _File(StrictModel):
     format: str
     version: int
     model_sha256: Sha256
