@@ -12,12 +12,15 @@
   recordings). A weld shorter than one window is reported as the daemon reports it
   (`too_short`, p_defect 0) and left out of the figures.
 
-A file is decoded once for both modes. Throughput comes from running `workers` files at
-once: each worker thread owns its own loaded artifact (a `DeployModel` is not thread-safe)
-and decodes its next file while the others infer, with one intra-op thread each, because two
-small CNN passes side by side use two cores better than one pass split across both (both
-runtimes release the GIL while they compute). Files that cannot be judged become
-error rows; the run goes on.
+A file is decoded once for both modes, and its bags (the whole file, each weld) are judged
+from one batched pass over all their windows (`DeployModel.judge_bags`: each bag pooled on its
+own windows, bitwise `predict`'s). Throughput comes from running `workers` files at once: each
+worker thread borrows a loaded artifact of its own (a `DeployModel` is not thread-safe; the
+caller's checked copy is the first) and decodes its next file while the others infer, with one
+intra-op thread each, because two small CNN passes side by side use two cores better than one
+pass split across both (both runtimes release the GIL while they compute). torch is not
+imported unless the artifact runs on TorchScript. Files that cannot be judged become error
+rows; the run goes on.
 """
 
 from __future__ import annotations
