@@ -235,6 +235,12 @@ def _configure_evaluate(p: argparse.ArgumentParser) -> None:
         "beside it, TorchScript otherwise (the same choice as `weldmon predict`)",
     )
     p.add_argument(
+        "--no-plots",
+        action="store_true",
+        help="leave the PNG plots out of the report (the CSV, JSON, metrics and HTML are "
+        "still written): saves most of a small evaluation's fixed cost",
+    )
+    p.add_argument(
         "--compare",
         type=Path,
         metavar="MODEL_B",
@@ -280,7 +286,7 @@ def _run_evaluate(args: argparse.Namespace) -> int:
         return fail(str(exc), EXIT_FAILURE)
     print("\n".join(format_metrics(result.metrics)))
     print("\n".join(format_metrics(result.weld_metrics, WELD_PREFIX)))
-    html = write_report(result, args.output)
+    html = write_report(result, args.output, plots=not args.no_plots)
     checks_found = checks(result)
     for warning in checks_found["warnings"]:
         print(f"weldmon evaluate: warning: {warning}", file=sys.stderr)

@@ -12,18 +12,22 @@
   recordings). A weld shorter than one window is reported as the daemon reports it
   (`too_short`, p_defect 0) and left out of the figures.
 
-A file is decoded once for both modes. Throughput comes from running `workers` files at
-once: each worker thread owns its own loaded artifact (a `DeployModel` is not thread-safe)
-and decodes its next file while the others infer, with one intra-op thread each, because two
-small CNN passes side by side use two cores better than one pass split across both (both
-runtimes release the GIL while they compute). Files that cannot be judged become
-error rows; the run goes on.
+A file is decoded once for both modes, and its bags (the whole file, each weld) are judged
+from one batched pass over all their windows (`DeployModel.judge_bags`: each bag pooled on its
+own windows, bitwise `predict`'s). Throughput comes from running `workers` files at once: each
+worker thread borrows a loaded artifact of its own (a `DeployModel` is not thread-safe; the
+caller's checked copy is the first) and decodes its next file while the others infer, with one
+intra-op thread each, because two small CNN passes side by side use two cores better than one
+pass split across both (both runtimes release the GIL while they compute). torch is not
+imported unless the artifact runs on TorchScript. Files that cannot be judged become error
+rows; the run goes on.
 """
 
 from __future__ import annotations
 
 import os
-import threading
+import queue
+import sys
 from collections.abc import Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -31,7 +35,6 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import torch
 
 from deploy.audio import read_recording
 from deploy.errors import AudioError
@@ -42,12 +45,22 @@ from training.metrics import confusion, expected_calibration_error, pr_auc, roc_
 from training.split import read_split
 from training.welds import SegmentationSource, WeldSegmentationError, find_welds
 
-DEFAULT_WORKERS = max(1, min(4, os.cpu_count() or 1))  # one file in flight per core
 WORKER_THREADS = 1  # intra-op threads per worker: the workers themselves fill the cores
 PREFETCH_PER_WORKER = 2  # files queued per worker: keeps workers busy, bounds decoded memory
 MODES = ("both", "file", "weld")
 TOO_SHORT = "too_short"  # a weld without one whole window: the daemon's flag, p_defect 0
 NO_WELD = "no_weld"  # weld mode found no weld in the file
+
+
+def usable_cores() -> int:
+    """Cores this process may run on: its CPU affinity (a container's cpuset or `taskset`
+    narrows it below os.cpu_count()), else the machine's count."""
+    if hasattr(os, "sched_getaffinity"):
+        return len(os.sched_getaffinity(0))
+    return os.cpu_count() or 1
+
+
+DEFAULT_WORKERS = max(1, min(4, usable_cores()))  # one file in flight per usable core
 
 
 @dataclass
@@ -196,25 +209,27 @@ class Judged:
     welds: list[FileResult]
 
 
-def _judge_welds(
+def _weld_rows(
     model: DeployModel, entry: RunEntry, mono: np.ndarray, segmentation: SegmentationSource
-) -> list[FileResult]:
+) -> tuple[list[FileResult], list[tuple[FileResult, np.ndarray]]]:
+    """The file's weld rows, and (row, windows) of each weld to judge (too-short welds and
+    files without a weld are rows with their flag, never judged)."""
     rate, chunk = model.sample_rate, model.chunk_samples
     try:
         welds = find_welds(entry.path, mono, rate, segmentation)
     except WeldSegmentationError as exc:
-        return [_row(entry, error=str(exc), segmentation=segmentation)]
+        return [_row(entry, error=str(exc), segmentation=segmentation)], []
     if not welds:
-        return [_row(entry, flag=NO_WELD, segmentation=segmentation)]
-    rows = []
+        return [_row(entry, flag=NO_WELD, segmentation=segmentation)], []
+    rows, bags = [], []
     for i, w in enumerate(welds):
         row = _row(entry, weld=i, start_s=w.start / rate, end_s=w.end / rate, segmentation=w.source)
         if window_count(w.n_samples, chunk) < 1:
             row.flag, row.p_defect, row.label = TOO_SHORT, 0.0, 0  # what the daemon publishes
         else:
-            _fill(row, model.predict(mono[None, w.start : w.end]))
+            bags.append((row, model.bag_windows(mono[w.start : w.end])))
         rows.append(row)
-    return rows
+    return rows, bags
 
 
 def _judge(
@@ -223,22 +238,53 @@ def _judge(
     mode: str = "file",
     segmentation: SegmentationSource = "auto",
 ) -> Judged:
+    """One file: decoded once, its bags (the whole file, its welds) judged in one batched
+    pass; each bag's verdict is `DeployModel.predict`'s on the same audio."""
     try:
         rec = read_recording(entry.path, model.sample_rate)
     except AudioError as exc:
         failed = _row(entry, error=str(exc))
         return Judged(failed if mode != "weld" else None, [] if mode == "file" else [failed])
+    mono = mix_channels(rec.samples)
+    bags: list[tuple[FileResult, np.ndarray]] = []
     whole = None
     if mode in ("both", "file"):
         try:
-            whole = _fill(_row(entry), model.predict(rec.samples))
+            whole = _row(entry)
+            bags.append((whole, model.bag_windows(mono)))
         except AudioError as exc:
             whole = _row(entry, error=str(exc))
-    welds = []
+    welds: list[FileResult] = []
     if mode in ("both", "weld"):
-        mono = mix_channels(torch.from_numpy(rec.samples)).numpy()
-        welds = _judge_welds(model, entry, mono, segmentation)
+        welds, weld_bags = _weld_rows(model, entry, mono, segmentation)
+        bags.extend(weld_bags)
+    verdicts = model.judge_bags([windows for _, windows in bags])
+    for (row, _), verdict in zip(bags, verdicts, strict=True):
+        _fill(row, verdict)
     return Judged(whole, welds)
+
+
+class _ModelPool:
+    """Loaded copies of one artifact, lent to one worker at a time (a `DeployModel` is not
+    thread-safe): the caller's already checked copy first, then one more per worker that
+    finds none idle, so at most `workers` exist and none is loaded that no worker needs."""
+
+    def __init__(self, first: DeployModel, model_path: Path, backend: Backend) -> None:
+        self._idle: queue.SimpleQueue[DeployModel] = queue.SimpleQueue()
+        self._idle.put(first)
+        self._path, self._sha, self._backend = model_path, first.sha256, backend
+
+    def judge(self, entry: RunEntry, mode: str, segmentation: SegmentationSource) -> Judged:
+        try:
+            model = self._idle.get_nowait()
+        except queue.Empty:
+            model = load_artifact(
+                self._path, expected_sha256=self._sha, backend=self._backend, threads=WORKER_THREADS
+            )
+        try:
+            return _judge(model, entry, mode, segmentation)
+        finally:
+            self._idle.put(model)
 
 
 def judge_files(
@@ -249,38 +295,35 @@ def judge_files(
     backend: Backend = "auto",
     mode: str = "file",
     segmentation: SegmentationSource = "auto",
+    model: DeployModel | None = None,
 ) -> Iterator[Judged]:
-    """Verdicts for `entries`, in order, `workers` files in flight at once."""
-    local = threading.local()
+    """Verdicts for `entries`, in order, `workers` files in flight at once. `model`: the
+    artifact at `model_path` already loaded (with `threads=WORKER_THREADS`), used by the
+    first worker instead of loading it again."""
     # Fail fast, in the caller's thread, on a bad artifact; the workers load the same file.
-    loaded = load_artifact(model_path, backend=backend, threads=WORKER_THREADS)
-    sha = loaded.sha256
-
-    def work(entry: RunEntry) -> Judged:
-        if not hasattr(local, "model"):
-            local.model = load_artifact(
-                model_path, expected_sha256=sha, backend=backend, threads=WORKER_THREADS
-            )
-        return _judge(local.model, entry, mode, segmentation)
-
+    loaded = model or load_artifact(model_path, backend=backend, threads=WORKER_THREADS)
     if workers <= 1:
         for entry in entries:
             yield _judge(loaded, entry, mode, segmentation)
         return
-    previous = torch.get_num_threads()  # a TorchScript worker sets torch's pool size
+    models = _ModelPool(loaded, model_path, backend)
+    torch = sys.modules.get("torch")  # loaded only for TorchScript, whose workers set its pool
+    previous = torch.get_num_threads() if torch is not None else None
     try:
         with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="evaluate") as pool:
             pending = []
             it = iter(entries)
             for entry in _take(it, workers * PREFETCH_PER_WORKER):
-                pending.append(pool.submit(work, entry))
+                pending.append(pool.submit(models.judge, entry, mode, segmentation))
             while pending:
                 done = pending.pop(0).result()
                 for entry in _take(it, 1):
-                    pending.append(pool.submit(work, entry))
+                    pending.append(pool.submit(models.judge, entry, mode, segmentation))
                 yield done
     finally:
-        torch.set_num_threads(previous)
+        torch = sys.modules.get("torch")
+        if torch is not None and previous is not None:
+            torch.set_num_threads(previous)
 
 
 def _take(it: Iterator[RunEntry], n: int) -> Iterable[RunEntry]:
@@ -329,7 +372,7 @@ def evaluate(
     whole files (`mode` file), their welds (weld) or both."""
     if mode not in MODES:
         raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
-    model = load_artifact(model_path, backend=backend)
+    model = load_artifact(model_path, backend=backend, threads=WORKER_THREADS)
     model.self_test()  # as run, replay, predict and scan: no report from a model giving NaN
     entries, bad = select_entries(
         data_root, split_file, sample_rate=model.sample_rate, chunk_samples=model.chunk_samples
@@ -337,7 +380,13 @@ def evaluate(
     files = list(bad) if mode != "weld" else []
     welds = list(bad) if mode != "file" else []
     judged: Iterable[Judged] = judge_files(
-        model_path, entries, workers=workers, backend=backend, mode=mode, segmentation=segmentation
+        model_path,
+        entries,
+        workers=workers,
+        backend=backend,
+        mode=mode,
+        segmentation=segmentation,
+        model=model,
     )
     if progress:
         from tqdm import tqdm

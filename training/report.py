@@ -22,7 +22,6 @@ from typing import Any
 import numpy as np
 
 from deploy.calibration import calibration_of, calibration_warnings, format_calibration
-from training import plots
 from training.evaluate import EvaluationResult, FileResult, format_metrics
 from training.metrics import curve_points, reliability, threshold_curves
 from training.summary import summary_facts, summary_paragraph
@@ -77,10 +76,15 @@ def checks(result: EvaluationResult) -> dict[str, Any]:
 
 
 def write_report(
-    result: EvaluationResult, folder: Path, *, command: Sequence[str] | None = None
+    result: EvaluationResult,
+    folder: Path,
+    *,
+    command: Sequence[str] | None = None,
+    plots: bool = True,
 ) -> Path:
     """Write everything into `folder`; returns the HTML report's path. `command` is what is
-    recorded as the command line (default: this process's)."""
+    recorded as the command line (default: this process's); `plots=False` leaves the PNGs
+    out (matplotlib is then never imported: the slowest part of a small report)."""
     folder.mkdir(parents=True, exist_ok=True)
     ran = [m for m, done in (("file", result.metrics), ("weld", result.weld_metrics)) if done]
     mode = "both" if len(ran) == 2 else ran[0]
@@ -111,7 +115,7 @@ def write_report(
     lines = format_metrics(result.metrics) + format_metrics(result.weld_metrics, WELD_PREFIX)
     (folder / "metrics.txt").write_text("\n".join(lines) + "\n")
     sections = [
-        _section(result, name, prefix, rows, m, found, folder)
+        _section(result, name, prefix, rows, m, found, folder, plots)
         for name, prefix, rows, m in _modes(result)
     ]
     return _html(result, folder, prov, found["warnings"], sections, found["summary_text"])
@@ -132,6 +136,8 @@ def _write_rows(rows: Sequence[FileResult], folder: Path, stem: str) -> None:
 def _plots(
     rows: Sequence[FileResult], m: dict, threshold: float, folder: Path, prefix: str
 ) -> dict[str, str]:
+    from training import plots  # matplotlib: imported only when a report draws its plots
+
     ok = [f for f in rows if f.judged]
     y = np.array([f.y_true for f in ok], dtype=int)
     p = np.array([f.p_defect for f in ok], dtype=np.float64)
@@ -196,10 +202,11 @@ def _section(
     m: dict,
     found: dict[str, Any],
     folder: Path,
+    plots: bool = True,
 ) -> str:
     esc = html.escape
     threshold = float(result.model["threshold"])
-    figures = _plots(rows, m, threshold, folder, prefix)
+    figures = _plots(rows, m, threshold, folder, prefix) if plots else {}
     metric_rows = [line.split("=", 1) for line in format_metrics(m)]
     counts = [
         [
@@ -237,7 +244,7 @@ def _section(
 <h3>Figures</h3>{_table(["key", "value"], metric_rows)}
 <h3>Per class (95 % Wilson intervals; few recordings: read the interval)</h3>
 {_table(["label", "n", "config folders", "called defect", "correct", "rate"], counts)}
-<h3>Plots</h3>{imgs}
+<h3>Plots</h3>{imgs or "<p>not drawn (--no-plots)</p>"}
 <h3>Every {"weld" if prefix else "file"} ({len(rows)})</h3>
 <p><a href="{csv_name}">{csv_name}</a>, <a href="{json_name}">{json_name}</a>
 (with window probabilities).</p>
