@@ -43,8 +43,11 @@ from monitor.backoff import backoff_delay
 
 log = structlog.get_logger(__name__)
 
-LIVENESS_POLL_S = 0.25  # s: how often a waiting read looks for a lost or stalled device (well
-# inside stall_timeout_s; longer than a block, so a reader waiting for one is not woken early)
+LIVENESS_POLL_S = 0.1  # s: how often a waiting read looks for a lost or stalled device
+# A reader waiting for a whole block takes what is there once no callback came for this long
+# (two 50 ms callback periods): audio that stops mid-block is handed out at once, so the
+# watchdog's audio age (monitor/ops/health.py) sees the stop as soon as with short blocks.
+STALLED_AFTER_S = 0.1
 FAILED_OPEN_LOG_EVERY = 10  # log the 1st, 11th, 21st... failed open of one outage
 
 
@@ -325,8 +328,8 @@ class SoundDeviceCapture:
             if stream.lost_reason is None:
                 left = max(0.0, deadline - time.monotonic())
                 got = stream.ring.read(min(LIVENESS_POLL_S, left), max_frames, wait_for)
-                if got is None and left <= LIVENESS_POLL_S:  # the deadline: take what is there
-                    got = stream.ring.read(0.0, max_frames)
+                if got is None and (left <= LIVENESS_POLL_S or self._stalled(stream)):
+                    got = stream.ring.read(0.0, max_frames)  # the deadline or a stall: take it
             else:  # already lost: drain without waiting
                 got = stream.ring.read(0.0, max_frames)
             if got is not None:
@@ -346,6 +349,11 @@ class SoundDeviceCapture:
                 )
             if time.monotonic() >= deadline:
                 return None
+
+    def _stalled(self, stream: _EpochStream) -> bool:
+        last = stream.last_callback_monotonic
+        period = max(STALLED_AFTER_S, 2 * self.settings.callback_block_s)
+        return last is None or time.monotonic() - last > period
 
     def counters(self) -> CaptureCounters:
         """A snapshot of the totals (cheap; safe to call from the consumer thread)."""
