@@ -198,9 +198,10 @@ def test_a_stalled_shadow_is_skipped_and_counted_and_never_delays_a_production_v
     release.join()
     assert stalled_when_emitted == [True] * len(WELDS)  # production never waited for it
     got, want = _results(events), _results(reference)
-    assert [(r.p_defect, r.label, r.n_windows) for r in got] == [
-        (r.p_defect, r.label, r.n_windows) for r in want
-    ]
+    # Labels and window counts exact; p_defect within 1e-6, as the same-artifact test: the
+    # worker batches windows differently from run to run (3e-8 apart in a clean-clone run).
+    assert [(r.label, r.n_windows) for r in got] == [(r.label, r.n_windows) for r in want]
+    assert [r.p_defect for r in got] == pytest.approx([r.p_defect for r in want], abs=1e-6)
     assert len(shadows) == len(WELDS)
     assert all(not s.complete for s in shadows)
     assert judge.counters.windows_failed == sum(s.windows_failed for s in shadows) > 0
